@@ -1,0 +1,176 @@
+//! The one path by which a worker becomes excluded, shared by the Lambda and
+//! the CLI.
+//!
+//! Order matters for crash safety: the participation is recorded before the
+//! grant, and the grant before the ledger says "excluded". A crash between any
+//! two steps leaves the message undeleted; its redelivery finds the
+//! participation without `excluded_at` and finishes the job. Granting twice is
+//! harmless on MTurk, so the worst a race can cost is one extra call.
+
+use time::OffsetDateTime;
+
+use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
+use crate::ledger::{
+    ExclusionState, Learned, Ledger, LedgerError, NewParticipation, Participation,
+};
+use crate::mturk::{Mturk, MturkError, MturkErrorKind};
+
+/// What excluding one participation came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// MTurk granted the qualification just now.
+    Excluded,
+    /// The worker was already excluded; only the ledger was updated.
+    AlreadyExcluded,
+    /// This participation was handled before (a duplicate delivery).
+    Duplicate,
+    /// The lab released this participation; a stale event does not undo that.
+    Released,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExclusionError {
+    #[error(transparent)]
+    Mturk(#[from] MturkError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl ExclusionError {
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, ExclusionError::Mturk(e) if e.kind == MturkErrorKind::Throttled)
+    }
+
+    /// True when trying again cannot help (MTurk refused the request).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ExclusionError::Mturk(MturkError {
+                kind: MturkErrorKind::Rejected { .. } | MturkErrorKind::Unusable,
+                ..
+            })
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Excluder {
+    mturk: Mturk,
+    ledger: Ledger,
+    qualification: QualificationTypeId,
+}
+
+impl Excluder {
+    pub fn new(mturk: Mturk, ledger: Ledger, qualification: QualificationTypeId) -> Self {
+        Excluder {
+            mturk,
+            ledger,
+            qualification,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn mturk(&self) -> &Mturk {
+        &self.mturk
+    }
+
+    pub fn qualification(&self) -> &QualificationTypeId {
+        &self.qualification
+    }
+
+    /// Excludes the worker of a submitted assignment, learned from a
+    /// notification. Looks the worker up on MTurk only if the ledger does not
+    /// already know this assignment, so duplicates cost no MTurk call.
+    pub async fn exclude_assignment(
+        &self,
+        assignment: &AssignmentId,
+        event_doc_id: &str,
+    ) -> Result<Outcome, ExclusionError> {
+        if let Some(known) = self.ledger.participation(assignment).await? {
+            if known.released_at.is_some() {
+                return Ok(Outcome::Released);
+            }
+            if known.excluded_at.is_some() {
+                return Ok(Outcome::Duplicate);
+            }
+            // Recorded, but a crash came before the grant was recorded.
+            return self.ensure_excluded(&known).await;
+        }
+        let a = self.mturk.assignment(assignment).await?;
+        self.exclude_participation(NewParticipation {
+            worker_id: a.worker_id,
+            assignment_id: a.assignment_id,
+            hit_id: a.hit_id,
+            hit_type_id: a.hit_type_id,
+            submit_time: a.submit_time,
+            learned: Learned::Notification {
+                event_doc_id: event_doc_id.to_owned(),
+            },
+        })
+        .await
+    }
+
+    /// Records a participation whose worker is known, then makes sure the
+    /// worker is excluded.
+    pub async fn exclude_participation(
+        &self,
+        new: NewParticipation,
+    ) -> Result<Outcome, ExclusionError> {
+        let stored = self
+            .ledger
+            .record_participation(&new, OffsetDateTime::now_utc())
+            .await?;
+        if stored.released_at.is_some() {
+            return Ok(Outcome::Released);
+        }
+        if stored.excluded_at.is_some() {
+            return Ok(Outcome::Duplicate);
+        }
+        self.ensure_excluded(&stored).await
+    }
+
+    async fn ensure_excluded(&self, p: &Participation) -> Result<Outcome, ExclusionError> {
+        let current = self
+            .ledger
+            .exclusion(&p.worker_id, &self.qualification)
+            .await?;
+        let outcome = match current {
+            Some(x) if x.state == ExclusionState::Excluded => Outcome::AlreadyExcluded,
+            // Never excluded, or released before this (new) participation:
+            // a new submission excludes the worker again.
+            _ => {
+                self.mturk.exclude(&p.worker_id, &self.qualification).await?;
+                self.ledger
+                    .record_exclusion(
+                        &p.worker_id,
+                        &self.qualification,
+                        p.assignment_id.as_str(),
+                        OffsetDateTime::now_utc(),
+                    )
+                    .await?;
+                Outcome::Excluded
+            }
+        };
+        self.ledger
+            .mark_excluded(&p.assignment_id, OffsetDateTime::now_utc())
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The ledger side of un-excluding a worker: marks them and all their
+    /// participations released, so no stale event excludes them again.
+    /// Revoking on MTurk is the CLI's step, after this one.
+    pub async fn record_release(
+        &self,
+        worker: &WorkerId,
+        reason: Option<&str>,
+    ) -> Result<Vec<AssignmentId>, ExclusionError> {
+        Ok(self
+            .ledger
+            .record_release(worker, &self.qualification, reason, OffsetDateTime::now_utc())
+            .await?)
+    }
+}

@@ -1,0 +1,451 @@
+//! The Lambda's work: one SQS batch in, one outcome per record out.
+//!
+//! Each record is parsed on its own, so a poison body fails only itself. A
+//! record succeeds only if every event in it did. Failed records are reported
+//! by their real message id (partial batch response); their redelivery is
+//! spaced out with `ChangeMessageVisibility`, growing with the receive count,
+//! so a throttled burst backs off instead of hammering MTurk. Two failures of
+//! the whole batch are deliberate: a record without a message id (it could
+//! not be named, so nothing may be deleted), and a batch in which every
+//! record was throttled (an error makes Lambda slow its polling).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use lambda_runtime::LambdaEvent;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::{field, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::exclusion::{Excluder, Outcome};
+use crate::ids::shown;
+use crate::ledger::Ledger;
+use crate::mturk::Mturk;
+use crate::notification::{Event, Notification};
+use crate::rate::RateLimiter;
+
+/// The `SenderId` MTurk's documentation gives for its messages.
+pub const MTURK_SENDER_ID: &str = "AIDAIXO4EZE6RHVSXIN4E";
+
+/// Why one record failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("refused: SenderId {0} is not MTurk's (REJECT_UNKNOWN_SENDERS is on)")]
+    UnknownSender(String),
+    #[error("throttled by MTurk: {0}")]
+    Throttled(String),
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("refused by MTurk: {0}")]
+    Rejected(String),
+    #[error("not finished before the invocation's deadline")]
+    Deadline,
+}
+
+impl Failure {
+    /// Failures worth retrying later rather than sooner.
+    fn backs_off(&self) -> bool {
+        matches!(self, Failure::Throttled(_) | Failure::Transient(_))
+    }
+}
+
+/// What one record came to, event by event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub excluded: usize,
+    pub already_excluded: usize,
+    pub duplicates: usize,
+    pub released: usize,
+    pub heartbeats: usize,
+    pub ignored: usize,
+}
+
+impl Summary {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Excluded => self.excluded += 1,
+            Outcome::AlreadyExcluded => self.already_excluded += 1,
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Released => self.released += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Summary) {
+        self.excluded += other.excluded;
+        self.already_excluded += other.already_excluded;
+        self.duplicates += other.duplicates;
+        self.released += other.released;
+        self.heartbeats += other.heartbeats;
+        self.ignored += other.ignored;
+    }
+}
+
+/// The whole batch failed, deliberately.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("record {0} of the batch has no message id; failing the whole batch so nothing is lost")]
+    MissingMessageId(usize),
+    #[error("all {0} records were throttled by MTurk; failing the batch so Lambda slows its polling")]
+    AllThrottled(usize),
+}
+
+impl From<BatchError> for lambda_runtime::Diagnostic {
+    fn from(e: BatchError) -> Self {
+        let error_type = match e {
+            BatchError::MissingMessageId(_) => "MissingMessageId",
+            BatchError::AllThrottled(_) => "AllThrottled",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// One batch's outcome, record by record, in the batch's order.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub records: Vec<(String, Result<Summary, Failure>)>,
+}
+
+impl BatchReport {
+    pub fn response(&self) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(id, _)| {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id.clone();
+                f
+            })
+            .collect();
+        response
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub reject_unknown_senders: bool,
+    pub record_concurrency: usize,
+    pub deadline_margin: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Settings {
+            reject_unknown_senders: c.reject_unknown_senders,
+            record_concurrency: c.record_concurrency,
+            deadline_margin: c.deadline_margin,
+            backoff_base: c.backoff_base,
+            backoff_max: c.backoff_max,
+        }
+    }
+}
+
+/// Where to space out redeliveries. Without it, failed records come back
+/// after the queue's own visibility timeout.
+#[derive(Clone)]
+pub struct Redelivery {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+#[derive(Clone)]
+pub struct Handler {
+    excluder: Excluder,
+    redelivery: Option<Redelivery>,
+    settings: Settings,
+}
+
+impl Handler {
+    pub fn new(excluder: Excluder, redelivery: Option<Redelivery>, settings: Settings) -> Self {
+        Handler {
+            excluder,
+            redelivery,
+            settings,
+        }
+    }
+
+    /// Builds the handler from its configuration and the loaded SDK config:
+    /// what the Lambda's `main` does once per cold start.
+    pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
+        let mturk = Mturk::new(
+            crate::aws::mturk_client(sdk, config.mturk_environment, config.mturk_endpoint.as_deref()),
+            Arc::new(RateLimiter::per_second(config.mturk_max_rps)),
+        );
+        let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name);
+        let redelivery = config.queue_url.as_ref().map(|url| Redelivery {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: url.clone(),
+        });
+        Handler::new(
+            Excluder::new(mturk, ledger, config.qualification_type_id.clone()),
+            redelivery,
+            Settings::from(config),
+        )
+    }
+
+    /// The Lambda entry point.
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BatchError> {
+        let deadline = deadline_from_epoch_ms(event.context.deadline);
+        let report = self.process(event.payload.records, deadline).await?;
+        Ok(report.response())
+    }
+
+    /// Processes a batch that must be answered by `deadline`.
+    pub async fn process(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: Instant,
+    ) -> Result<BatchReport, BatchError> {
+        let mut ids = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match r.message_id.as_deref() {
+                Some(id) if !id.is_empty() => ids.push(id.to_owned()),
+                _ => {
+                    let err = BatchError::MissingMessageId(i);
+                    warn!(error = %err, "batch failed");
+                    return Err(err);
+                }
+            }
+        }
+        let margin = self.settings.deadline_margin;
+        // A started record is cut off shortly before the deadline, so the
+        // batch is always answered in time; the cut-off record is retried.
+        let hard_stop = deadline.checked_sub(Duration::from_secs(1)).unwrap_or(deadline);
+        let mut results: Vec<(usize, Result<Summary, Failure>)> =
+            futures::stream::iter(records.iter().zip(&ids).enumerate())
+                .map(|(i, (record, id))| async move {
+                    if Instant::now() + margin >= deadline {
+                        return (i, Err(Failure::Deadline));
+                    }
+                    let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
+                    let result = tokio::time::timeout_at(hard_stop, self.process_record(record))
+                        .instrument(span.clone())
+                        .await
+                        .unwrap_or(Err(Failure::Deadline));
+                    span.in_scope(|| match &result {
+                        Ok(s) => info!(
+                            excluded = s.excluded,
+                            already_excluded = s.already_excluded,
+                            duplicates = s.duplicates,
+                            released = s.released,
+                            heartbeats = s.heartbeats,
+                            ignored = s.ignored,
+                            "record done"
+                        ),
+                        Err(f) => warn!(reason = %f, "record failed"),
+                    });
+                    (i, result)
+                })
+                .buffer_unordered(self.settings.record_concurrency)
+                .collect()
+                .await;
+        results.sort_by_key(|(i, _)| *i);
+        let report = BatchReport {
+            records: ids.into_iter().zip(results.into_iter().map(|(_, r)| r)).collect(),
+        };
+        self.space_out_redeliveries(&records, &report).await;
+        let throttled = report
+            .records
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(Failure::Throttled(_))))
+            .count();
+        if throttled > 0 && throttled == report.records.len() {
+            let err = BatchError::AllThrottled(throttled);
+            warn!(error = %err, "batch failed");
+            return Err(err);
+        }
+        Ok(report)
+    }
+
+    async fn process_record(&self, record: &SqsMessage) -> Result<Summary, Failure> {
+        let sender = record.attributes.get("SenderId").map(String::as_str);
+        if sender != Some(MTURK_SENDER_ID) {
+            let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
+            if self.settings.reject_unknown_senders {
+                return Err(Failure::UnknownSender(shown_sender));
+            }
+            warn!(sender = %shown_sender, "SenderId is not MTurk's documented sender; processing anyway");
+        }
+        let body = record
+            .body
+            .as_deref()
+            .ok_or_else(|| Failure::Malformed("the message has no body".into()))?;
+        let notification = Notification::parse(body).map_err(|e| Failure::Malformed(e.to_string()))?;
+        tracing::Span::current().record("event_doc_id", notification.doc_id.as_str());
+
+        let mut summary = Summary::default();
+        let mut seen = HashSet::new();
+        for event in &notification.events {
+            match event {
+                Event::AssignmentSubmitted { assignment_id, .. } => {
+                    if !seen.insert(assignment_id) {
+                        summary.duplicates += 1;
+                        continue;
+                    }
+                    let outcome = self
+                        .excluder
+                        .exclude_assignment(assignment_id, &notification.doc_id)
+                        .await
+                        .map_err(|e| {
+                            let text = format!("assignment {assignment_id}: {e}");
+                            if e.is_throttling() {
+                                Failure::Throttled(text)
+                            } else if e.is_permanent() {
+                                Failure::Rejected(text)
+                            } else {
+                                Failure::Transient(text)
+                            }
+                        })?;
+                    summary.add(outcome);
+                }
+                Event::Ping {
+                    at,
+                    placeholder_hit_type_id,
+                } => {
+                    self.excluder
+                        .ledger()
+                        .record_heartbeat(
+                            &notification.doc_id,
+                            *at,
+                            placeholder_hit_type_id.as_deref(),
+                            OffsetDateTime::now_utc(),
+                        )
+                        .await
+                        .map_err(|e| Failure::Transient(e.to_string()))?;
+                    summary.heartbeats += 1;
+                }
+                Event::Other { event_type, .. } => {
+                    info!(event_type = %event_type, "event acknowledged; nothing to do");
+                    summary.ignored += 1;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Delays the redelivery of records that failed for throttling or a
+    /// transient fault: base × 2^(receives − 1), capped, with a little jitter
+    /// so a burst's failures do not all return at once.
+    async fn space_out_redeliveries(&self, records: &[SqsMessage], report: &BatchReport) {
+        let Some(redelivery) = &self.redelivery else {
+            return;
+        };
+        let mut entries = Vec::new();
+        for (record, (id, result)) in records.iter().zip(&report.records) {
+            let (Err(f), Some(handle)) = (result, record.receipt_handle.as_deref()) else {
+                continue;
+            };
+            if !f.backs_off() {
+                continue;
+            }
+            let receives = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse::<u32>().ok())
+                .unwrap_or(1);
+            let delay = backoff(self.settings.backoff_base, self.settings.backoff_max, receives, id);
+            let entry = aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(format!("r{}", entries.len()))
+                .receipt_handle(handle)
+                .visibility_timeout(delay.as_secs() as i32)
+                .build();
+            match entry {
+                Ok(e) => entries.push(e),
+                Err(e) => warn!(error = %e, "could not build a visibility change"),
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let result = redelivery
+            .sqs
+            .change_message_visibility_batch()
+            .queue_url(&redelivery.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        // Not fatal: the records still fail and come back after the queue's
+        // own visibility timeout.
+        match result {
+            Ok(out) if !out.failed.is_empty() => {
+                warn!(failed = out.failed.len(), "some visibility changes were refused")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not space out redeliveries"),
+        }
+    }
+}
+
+/// Redelivery delay after `receives` receives: doubling from `base`, at most `max`,
+/// plus up to 10% of jitter derived from the message id.
+pub fn backoff(base: Duration, max: Duration, receives: u32, message_id: &str) -> Duration {
+    let exponent = receives.saturating_sub(1).min(16);
+    let delay = base.saturating_mul(1 << exponent).min(max);
+    let hash = message_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    let jitter = delay.mul_f64(f64::from(hash % 100) / 1000.0);
+    (delay + jitter).min(max.max(base))
+}
+
+/// Lambda gives the deadline in milliseconds since the epoch.
+fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if deadline_ms == 0 {
+        // No deadline given (a hand-made invoke): allow Lambda's maximum.
+        return Instant::now() + Duration::from_secs(900);
+    }
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(30);
+        let max = Duration::from_secs(900);
+        let d1 = backoff(base, max, 1, "m");
+        let d2 = backoff(base, max, 2, "m");
+        let d9 = backoff(base, max, 9, "m");
+        assert!(d1 >= base && d1 <= base.mul_f64(1.1));
+        assert!(d2 >= 2 * base && d2 <= (2 * base).mul_f64(1.1));
+        assert_eq!(d9, max);
+        assert_eq!(backoff(base, max, u32::MAX, "m"), max);
+        assert!(backoff(base, max, 0, "m") >= base);
+    }
+
+    #[test]
+    fn failed_records_are_reported_by_their_own_ids() {
+        let report = BatchReport {
+            records: vec![
+                ("a".into(), Ok(Summary::default())),
+                ("b".into(), Err(Failure::Malformed("x".into()))),
+                ("c".into(), Err(Failure::Deadline)),
+            ],
+        };
+        let ids: Vec<_> = report
+            .response()
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+}

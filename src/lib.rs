@@ -1,0 +1,29 @@
+//! mturk-exclusion: never the same worker twice.
+//!
+//! MTurk notifies an SQS queue when a worker submits an assignment of one of
+//! the lab's HIT types; the Lambda in `src/bin/exclusion-handler.rs` looks the
+//! worker up, records the participation in a DynamoDB ledger and grants the
+//! lab's exclusion qualification, silently. HITs then require that
+//! qualification with `DoesNotExist`, so the worker never sees the lab's
+//! next study.
+//!
+//! Map of the crate:
+//! - [`ids`]: MTurk ids as newtypes, validated at the boundary.
+//! - [`notification`]: MTurk's notification document, parsed per record.
+//! - [`config`]: the handler's environment, read once at cold start.
+//! - [`aws`]: SDK clients with one HTTP client, timeouts and bounded retries.
+//! - [`rate`]: the per-instance limit on MTurk calls.
+//! - [`mturk`]: the lab's MTurk account: look up, grant (never emailing).
+//! - [`ledger`]: the DynamoDB table; the only module that knows its attributes.
+//! - [`exclusion`]: the one path that excludes a worker, shared by the Lambda and the CLI.
+//! - [`handler`]: one SQS batch in, one outcome per record out.
+
+pub mod aws;
+pub mod config;
+pub mod exclusion;
+pub mod handler;
+pub mod ids;
+pub mod ledger;
+pub mod mturk;
+pub mod notification;
+pub mod rate;
