@@ -25,6 +25,8 @@ pub struct Limits {
     pub attempt: Duration,
     pub operation: Duration,
     pub max_attempts: u32,
+    /// The first retry's backoff ceiling; the SDK doubles it per attempt, with jitter.
+    pub initial_backoff: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +39,7 @@ impl Default for Limits {
             // before the invocation does.
             operation: Duration::from_secs(10),
             max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -63,6 +66,7 @@ pub async fn load(profile: Option<&str>, limits: Limits) -> SdkConfig {
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(limits.max_attempts)
+                .with_initial_backoff(limits.initial_backoff)
                 .with_reconnect_mode(ReconnectMode::ReconnectOnTransientError),
         );
     if let Some(profile) = profile {

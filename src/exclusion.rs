@@ -142,7 +142,9 @@ impl Excluder {
             // Never excluded, or released before this (new) participation:
             // a new submission excludes the worker again.
             _ => {
-                self.mturk.exclude(&p.worker_id, &self.qualification).await?;
+                self.mturk
+                    .exclude(&p.worker_id, &self.qualification)
+                    .await?;
                 self.ledger
                     .record_exclusion(
                         &p.worker_id,
@@ -170,7 +172,12 @@ impl Excluder {
     ) -> Result<Vec<AssignmentId>, ExclusionError> {
         Ok(self
             .ledger
-            .record_release(worker, &self.qualification, reason, OffsetDateTime::now_utc())
+            .record_release(
+                worker,
+                &self.qualification,
+                reason,
+                OffsetDateTime::now_utc(),
+            )
             .await?)
     }
 }

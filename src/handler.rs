@@ -89,9 +89,13 @@ impl Summary {
 /// The whole batch failed, deliberately.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("record {0} of the batch has no message id; failing the whole batch so nothing is lost")]
+    #[error(
+        "record {0} of the batch has no message id; failing the whole batch so nothing is lost"
+    )]
     MissingMessageId(usize),
-    #[error("all {0} records were throttled by MTurk; failing the batch so Lambda slows its polling")]
+    #[error(
+        "all {0} records were throttled by MTurk; failing the batch so Lambda slows its polling"
+    )]
     AllThrottled(usize),
 }
 
@@ -180,7 +184,11 @@ impl Handler {
     /// what the Lambda's `main` does once per cold start.
     pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
         let mturk = Mturk::new(
-            crate::aws::mturk_client(sdk, config.mturk_environment, config.mturk_endpoint.as_deref()),
+            crate::aws::mturk_client(
+                sdk,
+                config.mturk_environment,
+                config.mturk_endpoint.as_deref(),
+            ),
             Arc::new(RateLimiter::per_second(config.mturk_max_rps)),
         );
         let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name);
@@ -196,7 +204,10 @@ impl Handler {
     }
 
     /// The Lambda entry point.
-    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BatchError> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, BatchError> {
         let deadline = deadline_from_epoch_ms(event.context.deadline);
         let report = self.process(event.payload.records, deadline).await?;
         Ok(report.response())
@@ -219,41 +230,30 @@ impl Handler {
                 }
             }
         }
-        let margin = self.settings.deadline_margin;
         // A started record is cut off shortly before the deadline, so the
         // batch is always answered in time; the cut-off record is retried.
-        let hard_stop = deadline.checked_sub(Duration::from_secs(1)).unwrap_or(deadline);
-        let mut results: Vec<(usize, Result<Summary, Failure>)> =
-            futures::stream::iter(records.iter().zip(&ids).enumerate())
-                .map(|(i, (record, id))| async move {
-                    if Instant::now() + margin >= deadline {
-                        return (i, Err(Failure::Deadline));
-                    }
-                    let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
-                    let result = tokio::time::timeout_at(hard_stop, self.process_record(record))
-                        .instrument(span.clone())
-                        .await
-                        .unwrap_or(Err(Failure::Deadline));
-                    span.in_scope(|| match &result {
-                        Ok(s) => info!(
-                            excluded = s.excluded,
-                            already_excluded = s.already_excluded,
-                            duplicates = s.duplicates,
-                            released = s.released,
-                            heartbeats = s.heartbeats,
-                            ignored = s.ignored,
-                            "record done"
-                        ),
-                        Err(f) => warn!(reason = %f, "record failed"),
-                    });
-                    (i, result)
-                })
-                .buffer_unordered(self.settings.record_concurrency)
-                .collect()
-                .await;
+        let hard_stop = deadline
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(deadline);
+        // The futures are built up front (they do nothing until polled) so
+        // the stream holds no closure over borrowed records, which keeps the
+        // batch future `Send` for every caller.
+        let pending: Vec<_> = records
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .map(|(i, (record, id))| self.run_record(i, record, id, deadline, hard_stop))
+            .collect();
+        let mut results: Vec<(usize, Result<Summary, Failure>)> = futures::stream::iter(pending)
+            .buffer_unordered(self.settings.record_concurrency)
+            .collect()
+            .await;
         results.sort_by_key(|(i, _)| *i);
         let report = BatchReport {
-            records: ids.into_iter().zip(results.into_iter().map(|(_, r)| r)).collect(),
+            records: ids
+                .into_iter()
+                .zip(results.into_iter().map(|(_, r)| r))
+                .collect(),
         };
         self.space_out_redeliveries(&records, &report).await;
         let throttled = report
@@ -269,6 +269,39 @@ impl Handler {
         Ok(report)
     }
 
+    /// One record under the deadline, with its span and its one log line.
+    async fn run_record(
+        &self,
+        index: usize,
+        record: &SqsMessage,
+        id: &str,
+        deadline: Instant,
+        hard_stop: Instant,
+    ) -> (usize, Result<Summary, Failure>) {
+        if Instant::now() + self.settings.deadline_margin >= deadline {
+            warn!(message_id = %id, reason = %Failure::Deadline, "record not started");
+            return (index, Err(Failure::Deadline));
+        }
+        let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
+        let result = tokio::time::timeout_at(hard_stop, self.process_record(record))
+            .instrument(span.clone())
+            .await
+            .unwrap_or(Err(Failure::Deadline));
+        span.in_scope(|| match &result {
+            Ok(s) => info!(
+                excluded = s.excluded,
+                already_excluded = s.already_excluded,
+                duplicates = s.duplicates,
+                released = s.released,
+                heartbeats = s.heartbeats,
+                ignored = s.ignored,
+                "record done"
+            ),
+            Err(f) => warn!(reason = %f, "record failed"),
+        });
+        (index, result)
+    }
+
     async fn process_record(&self, record: &SqsMessage) -> Result<Summary, Failure> {
         let sender = record.attributes.get("SenderId").map(String::as_str);
         if sender != Some(MTURK_SENDER_ID) {
@@ -282,7 +315,8 @@ impl Handler {
             .body
             .as_deref()
             .ok_or_else(|| Failure::Malformed("the message has no body".into()))?;
-        let notification = Notification::parse(body).map_err(|e| Failure::Malformed(e.to_string()))?;
+        let notification =
+            Notification::parse(body).map_err(|e| Failure::Malformed(e.to_string()))?;
         tracing::Span::current().record("event_doc_id", notification.doc_id.as_str());
 
         let mut summary = Summary::default();
@@ -355,7 +389,12 @@ impl Handler {
                 .get("ApproximateReceiveCount")
                 .and_then(|c| c.parse::<u32>().ok())
                 .unwrap_or(1);
-            let delay = backoff(self.settings.backoff_base, self.settings.backoff_max, receives, id);
+            let delay = backoff(
+                self.settings.backoff_base,
+                self.settings.backoff_max,
+                receives,
+                id,
+            );
             let entry = aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(format!("r{}", entries.len()))
                 .receipt_handle(handle)
@@ -380,10 +419,15 @@ impl Handler {
         // own visibility timeout.
         match result {
             Ok(out) if !out.failed.is_empty() => {
-                warn!(failed = out.failed.len(), "some visibility changes were refused")
+                warn!(
+                    failed = out.failed.len(),
+                    "some visibility changes were refused"
+                )
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not space out redeliveries"),
+            Err(e) => {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not space out redeliveries")
+            }
         }
     }
 }

@@ -166,7 +166,9 @@ fn corrupt(operation: &'static str, message: String) -> LedgerError {
 /// Formats a time the way the ledger stores it.
 pub fn stamp(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     let mut s = t.format(&Rfc3339).unwrap_or_default();
     // Rfc3339 drops trailing zero fractions; pad to a fixed width so string
     // order stays time order.
@@ -235,7 +237,12 @@ fn exclusion_from(operation: &'static str, item: &Item) -> Result<Exclusion, Led
     let state = match get_s(item, STATE).as_deref() {
         Some("excluded") => ExclusionState::Excluded,
         Some("released") => ExclusionState::Released,
-        other => return Err(corrupt(operation, format!("exclusion in unknown state {other:?}"))),
+        other => {
+            return Err(corrupt(
+                operation,
+                format!("exclusion in unknown state {other:?}"),
+            ))
+        }
     };
     Ok(Exclusion {
         worker_id: WorkerId::parse(&worker)
@@ -280,7 +287,10 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| sdk_error(OP, e))?;
-        out.item.as_ref().map(|i| participation_from(OP, i)).transpose()
+        out.item
+            .as_ref()
+            .map(|i| participation_from(OP, i))
+            .transpose()
     }
 
     /// Records a participation, keeping what was recorded first (the first
@@ -308,15 +318,21 @@ impl Ledger {
         ];
         if let Some(t) = &p.hit_type_id {
             values.insert(":hit_type".into(), s(t.as_str()));
-            sets.push(format!("{HIT_TYPE_ID} = if_not_exists({HIT_TYPE_ID}, :hit_type)"));
+            sets.push(format!(
+                "{HIT_TYPE_ID} = if_not_exists({HIT_TYPE_ID}, :hit_type)"
+            ));
         }
         if let Some(t) = p.submit_time {
             values.insert(":submit".into(), s(stamp(t)));
-            sets.push(format!("{SUBMIT_TIME} = if_not_exists({SUBMIT_TIME}, :submit)"));
+            sets.push(format!(
+                "{SUBMIT_TIME} = if_not_exists({SUBMIT_TIME}, :submit)"
+            ));
         }
         if let Learned::Notification { event_doc_id } = &p.learned {
             values.insert(":doc".into(), s(event_doc_id.as_str()));
-            sets.push(format!("{EVENT_DOC_ID} = if_not_exists({EVENT_DOC_ID}, :doc)"));
+            sets.push(format!(
+                "{EVENT_DOC_ID} = if_not_exists({EVENT_DOC_ID}, :doc)"
+            ));
         }
         let out = self
             .client
@@ -346,7 +362,9 @@ impl Ledger {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(participation_key(assignment)))
-            .update_expression(format!("SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now)"))
+            .update_expression(format!(
+                "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now)"
+            ))
             .condition_expression(format!("attribute_exists({PK})"))
             .expression_attribute_values(":now", s(stamp(now)))
             .send()
@@ -453,7 +471,9 @@ impl Ledger {
         );
         update = match reason {
             Some(r) => update
-                .update_expression(format!("{set}, {RELEASE_REASON} = :reason REMOVE {EXCLUDED_Q}"))
+                .update_expression(format!(
+                    "{set}, {RELEASE_REASON} = :reason REMOVE {EXCLUDED_Q}"
+                ))
                 .expression_attribute_values(":reason", s(r)),
             None => update.update_expression(format!("{set} REMOVE {EXCLUDED_Q}")),
         };
@@ -566,7 +586,10 @@ mod tests {
 
     #[test]
     fn stamps_sort_as_times() {
-        assert_eq!(stamp(datetime!(2026-03-02 17:04:11 UTC)), "2026-03-02T17:04:11.000Z");
+        assert_eq!(
+            stamp(datetime!(2026-03-02 17:04:11 UTC)),
+            "2026-03-02T17:04:11.000Z"
+        );
         assert_eq!(
             stamp(datetime!(2026-03-02 17:04:11.5 UTC)),
             "2026-03-02T17:04:11.500Z"
@@ -579,6 +602,8 @@ mod tests {
             stamp(datetime!(2026-03-02 18:04:11 +01:00)),
             "2026-03-02T17:04:11.000Z"
         );
-        assert!(stamp(datetime!(2026-03-02 17:04:11.9 UTC)) < stamp(datetime!(2026-03-02 17:04:12 UTC)));
+        assert!(
+            stamp(datetime!(2026-03-02 17:04:11.9 UTC)) < stamp(datetime!(2026-03-02 17:04:12 UTC))
+        );
     }
 }

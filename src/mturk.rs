@@ -135,10 +135,7 @@ where
             MturkErrorKind::Transient,
             format!("could not reach MTurk ({d:?})"),
         ),
-        SdkError::ResponseError(_) => (
-            MturkErrorKind::Transient,
-            "unreadable response".to_owned(),
-        ),
+        SdkError::ResponseError(_) => (MturkErrorKind::Transient, "unreadable response".to_owned()),
         _ => (
             MturkErrorKind::Rejected {
                 turk_error_code: None,

@@ -44,7 +44,10 @@ pub enum Event {
         placeholder_hit_type_id: Option<String>,
     },
     /// Any other event type: acknowledged, logged, nothing done.
-    Other { event_type: String, at: OffsetDateTime },
+    Other {
+        event_type: String,
+        at: OffsetDateTime,
+    },
 }
 
 /// Why a body is not a notification we can act on. Always the record's own fault.
@@ -240,14 +243,18 @@ mod tests {
     fn ping_placeholders_are_not_validated_as_ids() {
         let body = r#"{"EventDocVersion":"2014-08-15","EventDocId":"d","CustomerId":"c","Events":[{"EventType":"Ping","EventTimestamp":"2026-03-02T17:04:11Z","HITTypeId":"placeholder-type id"}]}"#;
         let n = Notification::parse(body).unwrap();
-        assert!(matches!(&n.events[0], Event::Ping { placeholder_hit_type_id: Some(t), .. } if t == "placeholder-type id"));
+        assert!(
+            matches!(&n.events[0], Event::Ping { placeholder_hit_type_id: Some(t), .. } if t == "placeholder-type id")
+        );
     }
 
     #[test]
     fn other_event_types_are_kept_for_logging() {
         let body = SUBMITTED.replace("AssignmentSubmitted", "HITReviewable");
         let n = Notification::parse(&body).unwrap();
-        assert!(matches!(&n.events[0], Event::Other { event_type, .. } if event_type == "HITReviewable"));
+        assert!(
+            matches!(&n.events[0], Event::Other { event_type, .. } if event_type == "HITReviewable")
+        );
     }
 
     #[test]
@@ -255,13 +262,38 @@ mod tests {
         let cases: &[(String, &str)] = &[
             ("not json".into(), "not a notification document"),
             ("[]".into(), "not a notification document"),
-            (SUBMITTED.replace("2014-08-15", "2006-05-05"), "unsupported EventDocVersion"),
-            (SUBMITTED.replace("\"EventDocId\":\"5e2b7f3c9a\",", ""), "EventDocId is missing"),
-            (SUBMITTED.replace(",\"AssignmentId\":\"3X4JMASXCM8FCX94IM0KEMYGMD5B0E\"", ""), "Events[0].AssignmentId is missing"),
-            (SUBMITTED.replace("3X4JMASXCM8FCX94IM0KEMYGMD5B0E", "3X4J-MASX"), "Events[0].AssignmentId: assignment id"),
-            (SUBMITTED.replace("2026-03-02T17:04:11Z", "yesterday"), "Events[0].EventTimestamp is not valid"),
-            (SUBMITTED.replace("\"HITId\":\"3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN\"", "\"HITId\":42"), "not a notification document"),
-            (r#"{"EventDocVersion":"2014-08-15","EventDocId":"d","CustomerId":"c","Events":[]}"#.into(), "no events"),
+            (
+                SUBMITTED.replace("2014-08-15", "2006-05-05"),
+                "unsupported EventDocVersion",
+            ),
+            (
+                SUBMITTED.replace("\"EventDocId\":\"5e2b7f3c9a\",", ""),
+                "EventDocId is missing",
+            ),
+            (
+                SUBMITTED.replace(",\"AssignmentId\":\"3X4JMASXCM8FCX94IM0KEMYGMD5B0E\"", ""),
+                "Events[0].AssignmentId is missing",
+            ),
+            (
+                SUBMITTED.replace("3X4JMASXCM8FCX94IM0KEMYGMD5B0E", "3X4J-MASX"),
+                "Events[0].AssignmentId: assignment id",
+            ),
+            (
+                SUBMITTED.replace("2026-03-02T17:04:11Z", "yesterday"),
+                "Events[0].EventTimestamp is not valid",
+            ),
+            (
+                SUBMITTED.replace(
+                    "\"HITId\":\"3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN\"",
+                    "\"HITId\":42",
+                ),
+                "not a notification document",
+            ),
+            (
+                r#"{"EventDocVersion":"2014-08-15","EventDocId":"d","CustomerId":"c","Events":[]}"#
+                    .into(),
+                "no events",
+            ),
             ("x".repeat(MAX_BODY_BYTES + 1), "over SQS's 256 KiB limit"),
         ];
         for (body, expected) in cases {

@@ -10,7 +10,8 @@ use mturk_exclusion::handler::Handler;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
+    let config =
+        Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let sdk = aws::load(None, Limits::default()).await;
     let handler = Arc::new(Handler::from_config(&config, &sdk));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {

@@ -1,0 +1,239 @@
+//! The pipeline, assembled from real parts on this machine: DynamoDB Local,
+//! the SQS stand-in (moto), the MTurk double over HTTP, and the real handler
+//! invoked by the event-source loop.
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use mturk_exclusion::aws::{self, Limits};
+use mturk_exclusion::exclusion::Excluder;
+use mturk_exclusion::handler::{Handler, Redelivery, Settings, MTURK_SENDER_ID};
+use mturk_exclusion::ids::QualificationTypeId;
+use mturk_exclusion::ledger::Ledger;
+use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
+use mturk_exclusion::rate::RateLimiter;
+use testkit::event_source::{EventSource, Totals};
+use testkit::mturk_double::MturkDouble;
+use testkit::{Queues, Stack};
+use tokio::time::Instant;
+
+pub struct Options {
+    pub visibility_secs: u32,
+    pub max_receive_count: u32,
+    pub limits: Limits,
+    pub settings: Settings,
+    pub mturk_rps: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            visibility_secs: 2,
+            max_receive_count: 3,
+            limits: Limits {
+                connect: Duration::from_secs(1),
+                attempt: Duration::from_secs(2),
+                operation: Duration::from_secs(5),
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(50),
+            },
+            settings: Settings {
+                reject_unknown_senders: false,
+                record_concurrency: 4,
+                deadline_margin: Duration::from_secs(6),
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(2),
+            },
+            mturk_rps: 100.0,
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub stack: Stack,
+    pub double: MturkDouble,
+    pub queues: Queues,
+    pub ledger: Ledger,
+    pub qualification: QualificationTypeId,
+    pub handler: Arc<Handler>,
+    /// A real SDK client on the double, for what the lab (or the CLI) does.
+    pub mturk: aws_sdk_mturk::Client,
+    /// A HIT type whose notifications go to `queues.url`.
+    pub hit_type: String,
+}
+
+impl Pipeline {
+    pub async fn start() -> Pipeline {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Pipeline {
+        let stack = Stack::from_env().await.expect("local stack");
+        let double = MturkDouble::start(Some(stack.sqs.clone()))
+            .await
+            .expect("start the MTurk double");
+        let table = stack.ledger_table().await.expect("ledger table");
+        let queues = stack
+            .queues(options.visibility_secs, options.max_receive_count)
+            .await
+            .expect("queues");
+        let qualification = QualificationTypeId::parse(
+            &double.create_qualification_type("Took part in our lab's studies"),
+        )
+        .expect("double makes valid ids");
+        // The handler's own client stack, as the Lambda builds it, with the
+        // endpoints of this machine.
+        let sdk = aws::load(None, options.limits).await;
+        let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&double.endpoint()));
+        let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+        let handler = Handler::new(
+            Excluder::new(
+                Mturk::new(
+                    mturk.clone(),
+                    Arc::new(RateLimiter::per_second(options.mturk_rps)),
+                ),
+                ledger.clone(),
+                qualification.clone(),
+            ),
+            Some(Redelivery {
+                sqs: aws_sdk_sqs::Client::new(&sdk),
+                queue_url: queues.url.clone(),
+            }),
+            options.settings,
+        );
+        let pipeline = Pipeline {
+            hit_type: double.new_hit_type_id(),
+            stack,
+            double,
+            queues,
+            ledger,
+            qualification,
+            handler: Arc::new(handler),
+            mturk,
+        };
+        pipeline.subscribe(&pipeline.hit_type.clone()).await;
+        pipeline
+    }
+
+    /// Points a HIT type's AssignmentSubmitted notifications at the queue, through MTurk's API.
+    pub async fn subscribe(&self, hit_type: &str) {
+        use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
+        self.mturk
+            .update_notification_settings()
+            .hit_type_id(hit_type)
+            .notification(
+                NotificationSpecification::builder()
+                    .destination(&self.queues.url)
+                    .transport(NotificationTransport::Sqs)
+                    .version("2014-08-15")
+                    .event_types(EventType::AssignmentSubmitted)
+                    .build()
+                    .expect("complete specification"),
+            )
+            .active(true)
+            .send()
+            .await
+            .expect("subscribe");
+    }
+
+    pub fn event_source(&self) -> EventSource {
+        let mut source = EventSource::new(&self.queues.url, &self.queues.arn);
+        source.sender_id_override = Some(MTURK_SENDER_ID.to_owned());
+        source
+    }
+
+    /// The in-process function, with a Lambda-like 60 s deadline per invocation.
+    pub fn function(
+        &self,
+    ) -> impl Fn(SqsEvent) -> futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>
+           + Send
+           + Sync
+           + Clone
+           + 'static {
+        let handler = self.handler.clone();
+        move |event: SqsEvent| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                handler
+                    .process(event.records, Instant::now() + Duration::from_secs(60))
+                    .await
+                    .map(|r| r.response())
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    /// Runs the event source until the queue is empty (bounded).
+    pub async fn drain(&self) -> Totals {
+        let (totals, drained) = self
+            .event_source()
+            .drain(&self.stack, self.function(), Duration::from_secs(60))
+            .await;
+        assert!(drained, "the queue did not drain within 60 s: {totals:?}");
+        totals
+    }
+
+    pub async fn send(&self, body: &str) -> String {
+        self.stack
+            .sqs
+            .send_message()
+            .queue_url(&self.queues.url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send")
+            .message_id
+            .expect("message id")
+    }
+
+    /// Messages now in the dead-letter queue (removed from it).
+    pub async fn dead_letters(&self) -> Vec<String> {
+        self.stack
+            .drain_bodies(&self.queues.dlq_url)
+            .await
+            .expect("read the DLQ")
+    }
+
+    pub fn granted(&self, worker: &str) -> bool {
+        use testkit::mturk_double::GrantStatus;
+        self.double
+            .qualification(self.qualification.as_str(), worker)
+            .is_some_and(|g| g.status == GrantStatus::Granted && g.integer_value == 1)
+    }
+
+    /// Every grant the double saw was silent.
+    pub fn assert_every_grant_silent(&self) {
+        for call in self.double.calls_to("AssociateQualificationWithWorker") {
+            assert_eq!(
+                call.request.get("SendNotification"),
+                Some(&serde_json::Value::Bool(false)),
+                "a grant without SendNotification=false: {:?}",
+                call.request
+            );
+        }
+    }
+}
+
+/// A notification document as MTurk writes it.
+pub fn document(doc_id: &str, events: &[serde_json::Value]) -> String {
+    serde_json::json!({
+        "EventDocVersion": "2014-08-15",
+        "EventDocId": doc_id,
+        "CustomerId": "A1LABREQUESTER",
+        "SourceAccount": "123456789012",
+        "Events": events,
+    })
+    .to_string()
+}
+
+pub fn submitted(hit_type: &str, hit: &str, assignment: &str) -> serde_json::Value {
+    serde_json::json!({
+        "EventType": "AssignmentSubmitted",
+        "EventTimestamp": "2026-03-02T17:04:11Z",
+        "HITTypeId": hit_type,
+        "HITId": hit,
+        "AssignmentId": assignment,
+    })
+}

@@ -1,0 +1,586 @@
+//! The exclusion pipeline end to end: MTurk double → SQS (moto) → event
+//! source loop → the real handler → DynamoDB Local and back to the double.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use common::{document, submitted, Options, Pipeline};
+use mturk_exclusion::handler::Failure;
+use mturk_exclusion::ids::{AssignmentId, WorkerId};
+use mturk_exclusion::ledger::ExclusionState;
+use testkit::mturk_double::Fault;
+use tokio::time::Instant;
+
+fn record(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.to_owned());
+    m.body = Some(body.to_owned());
+    m.attributes.insert(
+        "SenderId".into(),
+        mturk_exclusion::handler::MTURK_SENDER_ID.into(),
+    );
+    m
+}
+
+#[tokio::test]
+async fn a_submission_excludes_its_worker_silently() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let s = p
+        .double
+        .submit_assignment(&hit, "A1WORKERONE")
+        .await
+        .unwrap();
+
+    let totals = p.drain().await;
+
+    assert_eq!((totals.records, totals.failed_records), (1, 0));
+    assert!(p.granted("A1WORKERONE"));
+    p.assert_every_grant_silent();
+    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
+    let participation = p.ledger.participation(&assignment).await.unwrap().unwrap();
+    assert_eq!(participation.worker_id.as_str(), "A1WORKERONE");
+    assert_eq!(participation.hit_id.as_str(), hit);
+    assert_eq!(
+        participation.hit_type_id.as_deref(),
+        Some(p.hit_type.as_str())
+    );
+    assert_eq!(participation.learned_by, "notification");
+    assert!(participation.submit_time.is_some());
+    assert!(participation.event_doc_id.is_some());
+    assert!(participation.excluded_at.is_some());
+    let exclusion = p
+        .ledger
+        .exclusion(&WorkerId::parse("A1WORKERONE").unwrap(), &p.qualification)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exclusion.state, ExclusionState::Excluded);
+    assert_eq!(
+        exclusion.excluded_because.as_deref(),
+        Some(s.assignment_id.as_str())
+    );
+    assert!(p.dead_letters().await.is_empty());
+    // No rejections, no blocks, no revocations: only a lookup and a grant.
+    let ops: Vec<_> = p.double.calls().into_iter().map(|c| c.operation).collect();
+    assert_eq!(
+        ops,
+        [
+            "UpdateNotificationSettings",
+            "GetAssignment",
+            "AssociateQualificationWithWorker"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn several_events_in_one_record_all_count() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let workers = ["A1FIRST", "A2SECOND", "A3THIRD"];
+    let mut events = Vec::new();
+    for w in workers {
+        let a =
+            p.double
+                .add_assignment(&hit, w, testkit::mturk_double::AssignmentStatus::Submitted);
+        events.push(submitted(&p.hit_type, &hit, &a));
+    }
+    p.send(&document("doc-several", &events)).await;
+
+    let totals = p.drain().await;
+
+    assert_eq!((totals.records, totals.failed_records), (1, 0));
+    for w in workers {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 3);
+}
+
+#[tokio::test]
+async fn duplicates_change_nothing() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let s = p.double.submit_assignment(&hit, "A1REPEAT").await.unwrap();
+    p.drain().await;
+    let body = s.notification.clone().unwrap();
+    // The same message again, and the same EventDocId in a different message
+    // that also names the assignment twice.
+    p.send(&body).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let doc_id = doc["EventDocId"].as_str().unwrap();
+    let event = submitted(&p.hit_type, &hit, &s.assignment_id);
+    p.send(&document(doc_id, &[event.clone(), event])).await;
+
+    let totals = p.drain().await;
+
+    assert_eq!((totals.records, totals.failed_records), (2, 0));
+    assert!(p.granted("A1REPEAT"));
+    // The worker was looked up and granted once; duplicates were answered from the ledger.
+    assert_eq!(p.double.call_count("GetAssignment"), 1);
+    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 1);
+    let participations = p
+        .ledger
+        .participations_of(&WorkerId::parse("A1REPEAT").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(participations.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_invocations_on_one_assignment_count_once() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        "A1RACER",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let body = document("doc-race", &[submitted(&p.hit_type, &hit, &a)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (r1, r2) = tokio::join!(
+        p.handler.process(vec![record("m1", &body)], deadline),
+        p.handler.process(vec![record("m2", &body)], deadline),
+    );
+    assert!(r1.unwrap().response().batch_item_failures.is_empty());
+    assert!(r2.unwrap().response().batch_item_failures.is_empty());
+    assert!(p.granted("A1RACER"));
+    p.assert_every_grant_silent();
+    // A race may cost one extra (harmless) lookup and grant, never a second participation.
+    assert!(p.double.call_count("AssociateQualificationWithWorker") <= 2);
+    let participations = p
+        .ledger
+        .participations_of(&WorkerId::parse("A1RACER").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(participations.len(), 1);
+    assert!(participations[0].excluded_at.is_some());
+}
+
+#[tokio::test]
+async fn a_ping_leaves_a_heartbeat_and_calls_no_one() {
+    let p = Pipeline::start().await;
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let ping = serde_json::json!({
+        "EventType": "Ping",
+        "EventTimestamp": "2026-03-02T17:04:11Z",
+        "HITTypeId": "KDNWS3GH4ZNT6RVCHVVDMCQ7DZ3BA1",
+        "HITId": "3XJOUITW8URHJMX7F00H20LGRIAKAJ",
+    });
+    p.send(&document("doc-ping", &[ping])).await;
+
+    let totals = p.drain().await;
+
+    assert_eq!((totals.records, totals.failed_records), (1, 0));
+    let beats = p.ledger.heartbeats_since(before).await.unwrap();
+    assert_eq!(beats.len(), 1);
+    assert_eq!(beats[0].event_doc_id, "doc-ping");
+    assert_eq!(
+        beats[0].placeholder_hit_type_id.as_deref(),
+        Some("KDNWS3GH4ZNT6RVCHVVDMCQ7DZ3BA1")
+    );
+    // Only the test's own subscription call reached MTurk.
+    assert_eq!(p.double.total_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_test_event_sent_through_mturk_comes_back_as_a_heartbeat() {
+    use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
+    let p = Pipeline::start().await;
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    p.mturk
+        .send_test_event_notification()
+        .notification(
+            NotificationSpecification::builder()
+                .destination(&p.queues.url)
+                .transport(NotificationTransport::Sqs)
+                .version("2014-08-15")
+                .event_types(EventType::AssignmentSubmitted)
+                .build()
+                .unwrap(),
+        )
+        .test_event_type(EventType::Ping)
+        .send()
+        .await
+        .unwrap();
+
+    p.drain().await;
+
+    assert_eq!(p.ledger.heartbeats_since(before).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn other_event_types_are_acknowledged_without_mturk_calls() {
+    let p = Pipeline::start().await;
+    let mut reviewable = submitted(&p.hit_type, "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN", "X");
+    reviewable["EventType"] = "HITReviewable".into();
+    reviewable.as_object_mut().unwrap().remove("AssignmentId");
+    p.send(&document("doc-reviewable", &[reviewable])).await;
+
+    let totals = p.drain().await;
+
+    assert_eq!((totals.records, totals.failed_records), (1, 0));
+    assert_eq!(p.double.total_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_record_fails_alone_and_reaches_the_dead_letter_queue() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        "A1GOOD",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let good = document("doc-good", &[submitted(&p.hit_type, &hit, &a)]);
+    let bad_id = document("doc-bad-id", &[submitted(&p.hit_type, &hit, "NOT AN ID")]);
+
+    // In one batch, each record gets its own outcome.
+    let report = p
+        .handler
+        .process(
+            vec![
+                record("m-good", &good),
+                record("m-json", "{not json"),
+                record("m-id", &bad_id),
+            ],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let failed: Vec<_> = report
+        .response()
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    assert_eq!(failed, ["m-json", "m-id"]);
+    assert!(
+        matches!(&report.records[2].1, Err(Failure::Malformed(m)) if m.contains("AssignmentId"))
+    );
+    assert!(p.granted("A1GOOD"));
+
+    // Through the queue, the poison bodies end in the DLQ after maxReceiveCount.
+    p.send("{not json").await;
+    p.send(&good).await;
+    let totals = p.drain().await;
+    assert_eq!(totals.failed_records, 3, "{totals:?}"); // three receives of the bad one
+    assert_eq!(p.dead_letters().await, ["{not json"]);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_until_it_passes() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    // More throttles than one invocation's SDK retries absorb (3 attempts).
+    p.double
+        .fail_next(Some("GetAssignment"), 4, Fault::Throttle);
+    p.double.submit_assignment(&hit, "A1PATIENT").await.unwrap();
+
+    let totals = p.drain().await;
+
+    assert!(
+        totals.failed_invocations + totals.failed_records >= 1,
+        "{totals:?}"
+    );
+    assert!(p.granted("A1PATIENT"));
+    assert!(p.dead_letters().await.is_empty());
+    assert_eq!(p.double.call_count("GetAssignment"), 5);
+}
+
+#[tokio::test]
+async fn a_batch_that_is_all_throttled_fails_whole_so_lambda_backs_off() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        "A1SLOW",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    p.double.throttle_above(Some(0.000_001));
+    p.double.fail_next(None, 100, Fault::Throttle);
+    let body = document("doc-t", &[submitted(&p.hit_type, &hit, &a)]);
+    let result = p
+        .handler
+        .process(
+            vec![record("m1", &body), record("m2", &body)],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(mturk_exclusion::handler::BatchError::AllThrottled(2))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn persistent_failure_ends_in_the_dead_letter_queue_with_nothing_lost() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double.fail_fraction(
+        Some("AssociateQualificationWithWorker"),
+        1.0,
+        Fault::ServiceFault,
+        7,
+    );
+    let s = p.double.submit_assignment(&hit, "A1UNLUCKY").await.unwrap();
+
+    let totals = p.drain().await;
+
+    assert_eq!(totals.deleted, 0);
+    let dead = p.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    // The ledger already knows who took part; only the grant is missing.
+    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
+    let participation = p.ledger.participation(&assignment).await.unwrap().unwrap();
+    assert_eq!(participation.worker_id.as_str(), "A1UNLUCKY");
+    assert!(participation.excluded_at.is_none());
+    assert!(!p.granted("A1UNLUCKY"));
+
+    // Once MTurk recovers, the redriven message completes the exclusion.
+    p.double.clear_faults();
+    p.send(&dead[0]).await;
+    p.drain().await;
+    assert!(p.granted("A1UNLUCKY"));
+    assert!(p
+        .ledger
+        .participation(&assignment)
+        .await
+        .unwrap()
+        .unwrap()
+        .excluded_at
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_crash_between_ledger_and_grant_is_repaired_by_redelivery() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    // The first invocation records the participation, then dies at the grant
+    // (every attempt of it fails), leaving the message undeleted.
+    p.double
+        .fail_next(Some("AssociateQualificationWithWorker"), 3, Fault::Drop);
+    let s = p.double.submit_assignment(&hit, "A1CRASH").await.unwrap();
+
+    let totals = p.drain().await;
+
+    assert!(totals.failed_records >= 1, "{totals:?}");
+    assert!(p.granted("A1CRASH"));
+    // The redelivery found the worker in the ledger instead of asking MTurk again.
+    assert_eq!(p.double.call_count("GetAssignment"), 1);
+    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
+    assert!(p
+        .ledger
+        .participation(&assignment)
+        .await
+        .unwrap()
+        .unwrap()
+        .excluded_at
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_released_participation_is_not_granted_again_by_a_stale_event() {
+    let p = Pipeline::start().await;
+    let worker = WorkerId::parse("A1FORGIVEN").unwrap();
+    let hit = p.double.create_hit(&p.hit_type);
+    let s = p
+        .double
+        .submit_assignment(&hit, worker.as_str())
+        .await
+        .unwrap();
+    p.drain().await;
+    assert!(p.granted(worker.as_str()));
+
+    // The lab releases the worker: ledger first, then MTurk, without a reason.
+    let released = p
+        .ledger
+        .record_release(
+            &worker,
+            &p.qualification,
+            None,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 1);
+    p.mturk
+        .disassociate_qualification_from_worker()
+        .worker_id(worker.as_str())
+        .qualification_type_id(p.qualification.as_str())
+        .send()
+        .await
+        .unwrap();
+
+    // A stale redelivery of the old notification changes nothing.
+    p.send(s.notification.as_deref().unwrap()).await;
+    p.drain().await;
+    assert!(!p.granted(worker.as_str()));
+    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 1);
+
+    // A new submission by the same worker excludes them again.
+    let hit2 = p.double.create_hit(&p.hit_type);
+    p.double
+        .submit_assignment(&hit2, worker.as_str())
+        .await
+        .unwrap();
+    p.drain().await;
+    assert!(p.granted(worker.as_str()));
+    let exclusion = p
+        .ledger
+        .exclusion(&worker, &p.qualification)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exclusion.state, ExclusionState::Excluded);
+}
+
+#[tokio::test]
+async fn the_deadline_is_met_and_unstarted_records_fail() {
+    let mut options = Options::default();
+    options.settings.record_concurrency = 1;
+    options.settings.deadline_margin = Duration::from_millis(1500);
+    let p = Pipeline::with(options).await;
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double.set_latency(Duration::from_millis(400));
+    let records: Vec<_> = (0..6)
+        .map(|i| {
+            let a = p.double.add_assignment(
+                &hit,
+                &format!("A{i}LATE"),
+                testkit::mturk_double::AssignmentStatus::Submitted,
+            );
+            record(
+                &format!("m{i}"),
+                &document(&format!("d{i}"), &[submitted(&p.hit_type, &hit, &a)]),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+
+    let report = p.handler.process(records, deadline).await.unwrap();
+
+    assert!(Instant::now() < deadline, "answered after the deadline");
+    let done = report.records.iter().filter(|(_, r)| r.is_ok()).count();
+    let late = report
+        .records
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(Failure::Deadline)))
+        .count();
+    assert!(done >= 1, "{report:?}");
+    assert!(late >= 1, "{report:?}");
+    assert_eq!(done + late, 6);
+}
+
+#[tokio::test]
+async fn a_batch_with_a_nameless_record_fails_whole() {
+    let p = Pipeline::start().await;
+    let mut nameless = record("x", "{}");
+    nameless.message_id = None;
+    let result = p
+        .handler
+        .process(
+            vec![record("m1", "{}"), nameless],
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(matches!(
+        result,
+        Err(mturk_exclusion::handler::BatchError::MissingMessageId(1))
+    ));
+}
+
+#[tokio::test]
+async fn unknown_senders_are_refused_only_when_the_lab_asks() {
+    let mut options = Options::default();
+    options.settings.reject_unknown_senders = true;
+    let strict = Pipeline::with(options).await;
+    let hit = strict.double.create_hit(&strict.hit_type);
+    let a = strict.double.add_assignment(
+        &hit,
+        "A1FORGED",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let body = document("doc-f", &[submitted(&strict.hit_type, &hit, &a)]);
+    let mut forged = record("m1", &body);
+    forged
+        .attributes
+        .insert("SenderId".into(), "AIDAEVIL".into());
+    let report = strict
+        .handler
+        .process(
+            vec![forged.clone()],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &report.records[0].1,
+        Err(Failure::UnknownSender(_))
+    ));
+    assert_eq!(strict.double.call_count("GetAssignment"), 0);
+
+    // By default such a record only gets a warning: the worker still comes from MTurk.
+    let lenient = Pipeline::start().await;
+    let hit = lenient.double.create_hit(&lenient.hit_type);
+    let a = lenient.double.add_assignment(
+        &hit,
+        "A1LOCALTOOL",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    forged.body = Some(document("doc-f", &[submitted(&lenient.hit_type, &hit, &a)]));
+    let report = lenient
+        .handler
+        .process(vec![forged], Instant::now() + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(report.records[0].1.is_ok());
+    assert!(lenient.granted("A1LOCALTOOL"));
+}
+
+#[tokio::test]
+async fn a_release_between_ledger_write_and_grant_is_honoured_on_redelivery() {
+    let p = Pipeline::start().await;
+    let worker = WorkerId::parse("A1INBETWEEN").unwrap();
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        worker.as_str(),
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let body = document("doc-between", &[submitted(&p.hit_type, &hit, &a)]);
+    let deadline = || Instant::now() + Duration::from_secs(30);
+
+    // The grant fails after the participation was recorded...
+    p.double
+        .fail_next(Some("AssociateQualificationWithWorker"), 3, Fault::Drop);
+    let first = p
+        .handler
+        .process(vec![record("m1", &body)], deadline())
+        .await
+        .unwrap();
+    assert!(first.records[0].1.is_err());
+    // ...and before the redelivery, the lab releases the worker.
+    p.ledger
+        .record_release(
+            &worker,
+            &p.qualification,
+            None,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+
+    let again = p
+        .handler
+        .process(vec![record("m1", &body)], deadline())
+        .await
+        .unwrap();
+
+    assert_eq!(again.records[0].1.as_ref().unwrap().released, 1);
+    assert!(!p.granted(worker.as_str()));
+}
