@@ -9,6 +9,7 @@
 //! The MTurk double is re-exported as [`mturk_double`].
 
 pub mod event_source;
+pub mod runtime_api;
 pub mod table;
 
 pub use mturk_double;
