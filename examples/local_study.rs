@@ -1,0 +1,263 @@
+//! The quick start: a simulated pair of studies pushed through the whole
+//! pipeline on this machine, no AWS account needed.
+//!
+//! MTurk double → SQS (moto) → event-source loop → the real handler →
+//! DynamoDB Local, and the grants back on the double. Run it with
+//! `scripts/demo.sh`, which starts the local services first.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
+use mturk_exclusion::aws::{self, Limits};
+use mturk_exclusion::exclusion::Excluder;
+use mturk_exclusion::handler::{Handler, Redelivery, Settings, MTURK_SENDER_ID};
+use mturk_exclusion::ids::{QualificationTypeId, WorkerId};
+use mturk_exclusion::ledger::{ExclusionState, Ledger};
+use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
+use mturk_exclusion::rate::RateLimiter;
+use testkit::event_source::EventSource;
+use testkit::mturk_double::{GrantStatus, MturkDouble};
+use testkit::Stack;
+use tokio::time::Instant;
+
+/// Workers of the two studies: the second reuses some of the first's.
+const FIRST_STUDY_WORKERS: usize = 24;
+const SECOND_STUDY_WORKERS: usize = 18;
+const REPEAT_WORKERS: usize = 6;
+const DUPLICATE_DELIVERIES: usize = 5;
+
+fn worker(n: usize) -> String {
+    format!("A{:013}", 3_700_000_000_000u64 + n as u64 * 7919)
+}
+
+fn spec(queue_url: &str) -> anyhow::Result<NotificationSpecification> {
+    Ok(NotificationSpecification::builder()
+        .destination(queue_url)
+        .transport(NotificationTransport::Sqs)
+        .version("2014-08-15")
+        .event_types(EventType::AssignmentSubmitted)
+        .build()?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The handler's own warnings (a failed record and why) go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_target(false)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .init();
+    let stack = Stack::from_env().await?;
+    let double = MturkDouble::start(Some(stack.sqs.clone())).await?;
+    let table = stack.ledger_table().await?;
+    let queues = stack.queues(2, 3).await?;
+    let qualification = QualificationTypeId::parse(
+        &double.create_qualification_type("Took part in a Smith Lab study"),
+    )?;
+    println!("mturk-exclusion, local run");
+    println!("  MTurk double  {}", double.endpoint());
+    println!("  ledger table  {table} (DynamoDB Local, schema from template.yaml)");
+    println!("  queue         {}", queues.url);
+    println!("  qualification {qualification}\n");
+
+    // The handler exactly as the Lambda builds it, pointed at this machine.
+    let sdk = aws::load(None, Limits::default()).await;
+    let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&double.endpoint()));
+    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let handler = Arc::new(Handler::new(
+        Excluder::new(
+            Mturk::new(mturk.clone(), Arc::new(RateLimiter::per_second(20.0))),
+            ledger.clone(),
+            qualification.clone(),
+        ),
+        Some(Redelivery {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            queue_url: queues.url.clone(),
+        }),
+        Settings {
+            reject_unknown_senders: false,
+            record_concurrency: 4,
+            deadline_margin: Duration::from_secs(12),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
+        },
+    ));
+    let function = {
+        let handler = handler.clone();
+        move |event: SqsEvent| {
+            let handler = handler.clone();
+            async move {
+                handler
+                    .process(event.records, Instant::now() + Duration::from_secs(60))
+                    .await
+                    .map(|r| r.response())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
+    let mut source = EventSource::new(&queues.url, &queues.arn);
+    // moto cannot send as MTurk; present MTurk's documented sender instead.
+    source.sender_id_override = Some(MTURK_SENDER_ID.to_owned());
+    source.max_concurrency = 2;
+
+    // 1. Subscribe both studies' HIT types and prove the path with a test event.
+    let studies = [
+        ("Trust game", double.new_hit_type_id()),
+        ("Moral dilemmas", double.new_hit_type_id()),
+    ];
+    for (_, hit_type) in &studies {
+        mturk
+            .update_notification_settings()
+            .hit_type_id(hit_type)
+            .notification(spec(&queues.url)?)
+            .active(true)
+            .send()
+            .await
+            .context("subscribing a HIT type")?;
+    }
+    let asked = time::OffsetDateTime::now_utc();
+    mturk
+        .send_test_event_notification()
+        .notification(spec(&queues.url)?)
+        .test_event_type(EventType::Ping)
+        .send()
+        .await
+        .context("sending a test event")?;
+    source
+        .drain(&stack, function.clone(), Duration::from_secs(30))
+        .await;
+    let beats = ledger
+        .heartbeats_since(asked - time::Duration::seconds(1))
+        .await?;
+    println!(
+        "Notification path: test event sent, {} heartbeat(s) in the ledger {}",
+        beats.len(),
+        if beats.is_empty() { "✗" } else { "✓" }
+    );
+
+    // 2. Workers submit. Some of the second study's workers took the first.
+    let started = Instant::now();
+    let mut submitted = 0;
+    let mut everyone = BTreeSet::new();
+    let mut notifications = Vec::new();
+    let first_hit = double.create_hit(&studies[0].1);
+    for n in 0..FIRST_STUDY_WORKERS {
+        let s = double.submit_assignment(&first_hit, &worker(n)).await?;
+        notifications.extend(s.notification);
+        everyone.insert(worker(n));
+        submitted += 1;
+    }
+    let second_hit = double.create_hit(&studies[1].1);
+    for n in (FIRST_STUDY_WORKERS - REPEAT_WORKERS)
+        ..(FIRST_STUDY_WORKERS - REPEAT_WORKERS + SECOND_STUDY_WORKERS)
+    {
+        let s = double.submit_assignment(&second_hit, &worker(n)).await?;
+        notifications.extend(s.notification);
+        everyone.insert(worker(n));
+        submitted += 1;
+    }
+    // At-least-once delivery: some notifications arrive twice.
+    for body in notifications.iter().step_by(7).take(DUPLICATE_DELIVERIES) {
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&queues.url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    // And one message that is not a notification at all.
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&queues.url)
+        .message_body(r#"{"EventDocVersion":"2014-08-15","EventDocId":"half a message"#)
+        .send()
+        .await?;
+    println!(
+        "Study \"{}\": {FIRST_STUDY_WORKERS} submissions; study \"{}\": {SECOND_STUDY_WORKERS} submissions, {REPEAT_WORKERS} by workers of the first",
+        studies[0].0, studies[1].0
+    );
+    println!(
+        "Also delivered: {DUPLICATE_DELIVERIES} duplicate notifications and 1 malformed message\n"
+    );
+
+    // 3. Push everything through the handler.
+    let (totals, drained) = source
+        .drain(&stack, function, Duration::from_secs(120))
+        .await;
+    println!(
+        "Drained: {} in {:.1} s — {} invocations, {} records received, {} record failures",
+        if drained { "yes" } else { "NO (time limit)" },
+        started.elapsed().as_secs_f64(),
+        totals.invocations,
+        totals.records,
+        totals.failed_records
+    );
+
+    // 4. What happened, checked from both sides.
+    let mut agree = 0;
+    for w in &everyone {
+        let on_mturk = double
+            .qualification(qualification.as_str(), w)
+            .is_some_and(|g| g.status == GrantStatus::Granted);
+        let in_ledger = ledger
+            .exclusion(&WorkerId::parse(w)?, &qualification)
+            .await?
+            .is_some_and(|x| x.state == ExclusionState::Excluded);
+        if on_mturk && in_ledger {
+            agree += 1;
+        }
+    }
+    let grants = double.calls_to("AssociateQualificationWithWorker");
+    let silent = grants
+        .iter()
+        .filter(|c| c.request.get("SendNotification") == Some(&serde_json::Value::Bool(false)))
+        .count();
+    let dead = stack.drain_bodies(&queues.dlq_url).await?;
+    println!(
+        "Submissions:        {submitted} by {} distinct workers",
+        everyone.len()
+    );
+    println!(
+        "Workers excluded:   {agree} of {} (MTurk and the ledger agree)",
+        everyone.len()
+    );
+    println!(
+        "Grants sent:        {} ({} with SendNotification=false; repeat workers and duplicates cost no grant)",
+        grants.len(),
+        silent
+    );
+    println!(
+        "MTurk calls:        {} GetAssignment, {} AssociateQualificationWithWorker, {} others",
+        double.call_count("GetAssignment"),
+        grants.len(),
+        double.total_calls() - double.call_count("GetAssignment") - grants.len()
+    );
+    println!("Dead-letter queue:  {} message(s)", dead.len());
+    for body in &dead {
+        println!("  {}", body.chars().take(80).collect::<String>());
+    }
+    double.shutdown();
+    let ok = drained && agree == everyone.len() && silent == grants.len() && dead.len() == 1;
+    println!(
+        "\n{}",
+        if ok {
+            "Everything as expected."
+        } else {
+            "Something is off: see above."
+        }
+    );
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
