@@ -297,7 +297,9 @@ impl Handler {
                 ignored = s.ignored,
                 "record done"
             ),
-            Err(f) => warn!(reason = %f, "record failed"),
+            // The id is repeated here, not only on the span, so the line still
+            // names its message when the log level filters INFO spans out.
+            Err(f) => warn!(message_id = %id, reason = %f, "record failed"),
         });
         (index, result)
     }
