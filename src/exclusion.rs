@@ -149,7 +149,7 @@ impl Excluder {
                     .record_exclusion(
                         &p.worker_id,
                         &self.qualification,
-                        p.assignment_id.as_str(),
+                        &p.cause(),
                         OffsetDateTime::now_utc(),
                     )
                     .await?;
@@ -157,9 +157,23 @@ impl Excluder {
             }
         };
         self.ledger
-            .mark_excluded(&p.assignment_id, OffsetDateTime::now_utc())
+            .mark_excluded(p, OffsetDateTime::now_utc())
             .await?;
         Ok(outcome)
+    }
+
+    /// Excludes a worker the lab named directly (no assignment known):
+    /// records a manual participation and grants, through the same path.
+    pub async fn exclude_worker(
+        &self,
+        worker: &WorkerId,
+        learned: Learned,
+    ) -> Result<Outcome, ExclusionError> {
+        let stored = self
+            .ledger
+            .record_manual_participation(worker, &learned, OffsetDateTime::now_utc())
+            .await?;
+        self.ensure_excluded(&stored).await
     }
 
     /// The ledger side of un-excluding a worker: marks them and all their
@@ -169,7 +183,7 @@ impl Excluder {
         &self,
         worker: &WorkerId,
         reason: Option<&str>,
-    ) -> Result<Vec<AssignmentId>, ExclusionError> {
+    ) -> Result<Vec<Participation>, ExclusionError> {
         Ok(self
             .ledger
             .record_release(

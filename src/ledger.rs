@@ -53,6 +53,14 @@ const EXPIRES_AT: &str = "expires_at";
 const PARTICIPATION_SK: &str = "P";
 const HEARTBEAT_PK: &str = "HEARTBEAT";
 const BY_WORKER: &str = "ByWorker";
+const BY_HIT: &str = "ByHit";
+const BY_HIT_TYPE: &str = "ByHitType";
+const EXCLUDED: &str = "Excluded";
+const SUBSCRIPTION_PK: &str = "SUBSCRIPTION";
+const QUEUE_URL: &str = "queue_url";
+const SUBSCRIBED_AT: &str = "subscribed_at";
+const VERIFIED_AT: &str = "verified_at";
+const ACTIVE: &str = "active";
 const HEARTBEAT_TTL: Duration = Duration::days(30);
 
 /// How the ledger learned of a participation.
@@ -62,6 +70,10 @@ pub enum Learned {
     Notification { event_doc_id: String },
     /// From the CLI walking a HIT's assignments.
     Backfill,
+    /// A worker id the lab gave the CLI (no assignment known).
+    Manual,
+    /// A worker found holding the qualification on MTurk that the ledger did not know.
+    Reconcile,
 }
 
 impl Learned {
@@ -69,6 +81,8 @@ impl Learned {
         match self {
             Learned::Notification { .. } => "notification",
             Learned::Backfill => "backfill",
+            Learned::Manual => "manual",
+            Learned::Reconcile => "reconcile",
         }
     }
 }
@@ -85,11 +99,15 @@ pub struct NewParticipation {
 }
 
 /// A participation as the ledger holds it. Times are RFC 3339 strings.
+///
+/// Most participations come from an assignment. A worker the lab named by
+/// hand (or found on MTurk by `reconcile`) has one participation without an
+/// assignment or HIT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participation {
     pub worker_id: WorkerId,
-    pub assignment_id: AssignmentId,
-    pub hit_id: HitId,
+    pub assignment_id: Option<AssignmentId>,
+    pub hit_id: Option<HitId>,
     pub hit_type_id: Option<String>,
     pub submit_time: Option<String>,
     pub learned_by: String,
@@ -117,6 +135,17 @@ pub struct Exclusion {
     pub excluded_at: Option<String>,
     pub excluded_because: Option<String>,
     pub released_at: Option<String>,
+}
+
+/// A HIT type the lab pointed at the queue with `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub hit_type_id: String,
+    pub queue_url: String,
+    pub subscribed_at: String,
+    /// When a test event was last seen coming through after subscribing.
+    pub verified_at: Option<String>,
+    pub active: bool,
 }
 
 /// A test event that made it through the queue and the handler.
@@ -204,6 +233,30 @@ fn participation_key(assignment: &AssignmentId) -> Item {
     ])
 }
 
+fn manual_key(worker: &WorkerId) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(format!("M#{worker}"))),
+        (SK.to_owned(), s(PARTICIPATION_SK)),
+    ])
+}
+
+impl Participation {
+    fn key(&self) -> Item {
+        match &self.assignment_id {
+            Some(a) => participation_key(a),
+            None => manual_key(&self.worker_id),
+        }
+    }
+
+    /// What the exclusion record names as its cause.
+    pub fn cause(&self) -> String {
+        match &self.assignment_id {
+            Some(a) => a.to_string(),
+            None => self.learned_by.clone(),
+        }
+    }
+}
+
 fn exclusion_key(worker: &WorkerId, qualification: &QualificationTypeId) -> Item {
     HashMap::from([
         (PK.to_owned(), s(format!("W#{worker}"))),
@@ -218,8 +271,14 @@ fn participation_from(operation: &'static str, item: &Item) -> Result<Participat
     let bad = |e: crate::ids::InvalidId| corrupt(operation, format!("participation: {e}"));
     Ok(Participation {
         worker_id: WorkerId::parse(&need(WORKER_ID)?).map_err(bad)?,
-        assignment_id: AssignmentId::parse(&need(ASSIGNMENT_ID)?).map_err(bad)?,
-        hit_id: HitId::parse(&need(HIT_ID)?).map_err(bad)?,
+        assignment_id: get_s(item, ASSIGNMENT_ID)
+            .map(|a| AssignmentId::parse(&a))
+            .transpose()
+            .map_err(bad)?,
+        hit_id: get_s(item, HIT_ID)
+            .map(|h| HitId::parse(&h))
+            .transpose()
+            .map_err(bad)?,
         hit_type_id: get_s(item, HIT_TYPE_ID),
         submit_time: get_s(item, SUBMIT_TIME),
         learned_by: need(LEARNED_BY)?,
@@ -354,14 +413,14 @@ impl Ledger {
     /// Notes that the worker of this participation is excluded, keeping the first time.
     pub async fn mark_excluded(
         &self,
-        assignment: &AssignmentId,
+        participation: &Participation,
         now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
         const OP: &str = "UpdateItem(participation excluded)";
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(participation_key(assignment)))
+            .set_key(Some(participation.key()))
             .update_expression(format!(
                 "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now)"
             ))
@@ -430,7 +489,7 @@ impl Ledger {
         qualification: &QualificationTypeId,
         reason: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<Vec<AssignmentId>, LedgerError> {
+    ) -> Result<Vec<Participation>, LedgerError> {
         let mut released = Vec::new();
         for p in self.participations_of(worker).await? {
             if p.released_at.is_some() {
@@ -440,7 +499,7 @@ impl Ledger {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(participation_key(&p.assignment_id)))
+                .set_key(Some(p.key()))
                 .expression_attribute_values(":now", s(stamp(now)));
             update = match reason {
                 Some(r) => update
@@ -454,7 +513,7 @@ impl Ledger {
                 .send()
                 .await
                 .map_err(|e| sdk_error("UpdateItem(participation released)", e))?;
-            released.push(p.assignment_id);
+            released.push(p);
         }
         let mut update = self
             .client
@@ -573,6 +632,242 @@ impl Ledger {
                     event_at: need(EVENT_AT)?,
                     received_at: need(RECEIVED_AT)?,
                     placeholder_hit_type_id: get_s(i, PLACEHOLDER_HIT_TYPE_ID),
+                })
+            })
+            .collect()
+    }
+
+    /// Records (or re-affirms) a participation for a worker named without an
+    /// assignment. Naming a worker again after a release excludes them again:
+    /// an explicit request from the lab is never stale.
+    pub async fn record_manual_participation(
+        &self,
+        worker: &WorkerId,
+        learned: &Learned,
+        now: OffsetDateTime,
+    ) -> Result<Participation, LedgerError> {
+        const OP: &str = "UpdateItem(manual participation)";
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(manual_key(worker)))
+            .update_expression(format!(
+                "SET {WORKER_ID} = :worker, {LEARNED_BY} = if_not_exists({LEARNED_BY}, :learned), \
+                 {RECORDED_AT} = if_not_exists({RECORDED_AT}, :now) \
+                 REMOVE {RELEASED_AT}, {RELEASE_REASON}, {EXCLUDED_AT}"
+            ))
+            .expression_attribute_values(":worker", s(worker.as_str()))
+            .expression_attribute_values(":learned", s(learned.as_str()))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let item = out
+            .attributes
+            .ok_or_else(|| corrupt(OP, "no attributes returned".into()))?;
+        participation_from(OP, &item)
+    }
+
+    /// Every participation recorded for a HIT (through the ByHit index), so a
+    /// study can be found long after MTurk disposed of the HIT.
+    pub async fn participations_in_hit(
+        &self,
+        hit: &HitId,
+    ) -> Result<Vec<Participation>, LedgerError> {
+        const OP: &str = "Query(ByHit)";
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_HIT)
+            .key_condition_expression(format!("{HIT_ID} = :hit"))
+            .expression_attribute_values(":hit", s(hit.as_str()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        items.iter().map(|i| participation_from(OP, i)).collect()
+    }
+
+    /// Every worker the ledger holds excluded under `qualification`.
+    pub async fn excluded_workers(
+        &self,
+        qualification: &QualificationTypeId,
+    ) -> Result<Vec<Exclusion>, LedgerError> {
+        const OP: &str = "Query(Excluded)";
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(EXCLUDED)
+            .key_condition_expression(format!("{EXCLUDED_Q} = :q"))
+            .expression_attribute_values(":q", s(qualification.as_str()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        items.iter().map(|i| exclusion_from(OP, i)).collect()
+    }
+
+    /// Every participation, optionally only those recorded at or after `since`.
+    /// A full scan: for exports and status, not for the per-event path.
+    pub async fn all_participations(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<Participation>, LedgerError> {
+        const OP: &str = "Scan(participations)";
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .expression_attribute_values(":p", s(PARTICIPATION_SK));
+        scan = match since {
+            Some(t) => scan
+                .filter_expression(format!("{SK} = :p AND {RECORDED_AT} >= :since"))
+                .expression_attribute_values(":since", s(stamp(t))),
+            None => scan.filter_expression(format!("{SK} = :p")),
+        };
+        let items = scan
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let mut all = items
+            .iter()
+            .map(|i| participation_from(OP, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| a.recorded_at.cmp(&b.recorded_at));
+        Ok(all)
+    }
+
+    /// When the last participation of a HIT type was recorded.
+    pub async fn last_recorded_for(&self, hit_type: &str) -> Result<Option<String>, LedgerError> {
+        const OP: &str = "Query(ByHitType)";
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_HIT_TYPE)
+            .key_condition_expression(format!("{HIT_TYPE_ID} = :t"))
+            .expression_attribute_values(":t", s(hit_type))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .first()
+            .and_then(|i| get_s(i, RECORDED_AT)))
+    }
+
+    /// The most recent heartbeat, if any.
+    pub async fn last_heartbeat(&self) -> Result<Option<String>, LedgerError> {
+        const OP: &str = "Query(last heartbeat)";
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("{PK} = :pk"))
+            .expression_attribute_values(":pk", s(HEARTBEAT_PK))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .first()
+            .and_then(|i| get_s(i, RECEIVED_AT)))
+    }
+
+    /// Records that a HIT type's notifications now go to `queue_url`.
+    pub async fn record_subscription(
+        &self,
+        hit_type: &HitTypeId,
+        queue_url: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(SUBSCRIPTION_PK))
+            .item(SK, s(hit_type.as_str()))
+            .item(QUEUE_URL, s(queue_url))
+            .item(SUBSCRIBED_AT, s(stamp(now)))
+            .item(ACTIVE, AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem(subscription)", e))?;
+        Ok(())
+    }
+
+    /// Notes that a test event came through after these HIT types were subscribed.
+    pub async fn record_verified(&self, hit_type: &HitTypeId, at: &str) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {VERIFIED_AT} = :at"))
+            .condition_expression(format!("attribute_exists({PK})"))
+            .expression_attribute_values(":at", s(at))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(subscription verified)", e))?;
+        Ok(())
+    }
+
+    /// Marks a HIT type's subscription inactive (kept, for the record).
+    pub async fn record_unsubscribed(&self, hit_type: &HitTypeId) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {ACTIVE} = :no"))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(subscription inactive)", e))?;
+        Ok(())
+    }
+
+    /// Every HIT type `subscribe` has recorded.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, LedgerError> {
+        const OP: &str = "Query(subscriptions)";
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("{PK} = :pk"))
+            .expression_attribute_values(":pk", s(SUBSCRIPTION_PK))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        items
+            .iter()
+            .map(|i| {
+                Ok(Subscription {
+                    hit_type_id: get_s(i, SK)
+                        .ok_or_else(|| corrupt(OP, "subscription without sk".into()))?,
+                    queue_url: get_s(i, QUEUE_URL).unwrap_or_default(),
+                    subscribed_at: get_s(i, SUBSCRIBED_AT).unwrap_or_default(),
+                    verified_at: get_s(i, VERIFIED_AT),
+                    active: !matches!(i.get(ACTIVE), Some(AttributeValue::Bool(false))),
                 })
             })
             .collect()

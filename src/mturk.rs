@@ -11,7 +11,22 @@ use std::sync::Arc;
 
 use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
+use aws_sdk_mturk::operation::create_qualification_type::CreateQualificationTypeError;
+use aws_sdk_mturk::operation::disassociate_qualification_from_worker::DisassociateQualificationFromWorkerError;
+use aws_sdk_mturk::operation::get_account_balance::GetAccountBalanceError;
 use aws_sdk_mturk::operation::get_assignment::GetAssignmentError;
+use aws_sdk_mturk::operation::get_hit::GetHITError;
+use aws_sdk_mturk::operation::get_qualification_type::GetQualificationTypeError;
+use aws_sdk_mturk::operation::list_assignments_for_hit::ListAssignmentsForHITError;
+use aws_sdk_mturk::operation::list_hits::ListHITsError;
+use aws_sdk_mturk::operation::list_qualification_types::ListQualificationTypesError;
+use aws_sdk_mturk::operation::list_workers_with_qualification_type::ListWorkersWithQualificationTypeError;
+use aws_sdk_mturk::operation::send_test_event_notification::SendTestEventNotificationError;
+use aws_sdk_mturk::operation::update_notification_settings::UpdateNotificationSettingsError;
+use aws_sdk_mturk::types::{
+    AssignmentStatus, EventType, NotificationSpecification, NotificationTransport,
+    QualificationStatus, QualificationTypeStatus,
+};
 use time::OffsetDateTime;
 
 use crate::ids::{AssignmentId, HitId, HitTypeId, InvalidId, QualificationTypeId, WorkerId};
@@ -105,7 +120,120 @@ macro_rules! turk_coded {
     )*};
 }
 
-turk_coded!(GetAssignmentError, AssociateQualificationWithWorkerError);
+turk_coded!(
+    GetAssignmentError,
+    AssociateQualificationWithWorkerError,
+    CreateQualificationTypeError,
+    DisassociateQualificationFromWorkerError,
+    GetAccountBalanceError,
+    GetHITError,
+    GetQualificationTypeError,
+    ListAssignmentsForHITError,
+    ListHITsError,
+    ListQualificationTypesError,
+    ListWorkersWithQualificationTypeError,
+    SendTestEventNotificationError,
+    UpdateNotificationSettingsError,
+);
+
+/// MTurk's version of the notification document, the only one it sends.
+pub const NOTIFICATION_VERSION: &str = "2014-08-15";
+
+/// A HIT, as far as the lab's tools need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub hit_id: HitId,
+    pub hit_type_id: HitTypeId,
+    pub title: Option<String>,
+    /// Assignable, Unassignable, Reviewable, Reviewing or Disposed.
+    pub status: String,
+}
+
+/// What revoking came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    /// The worker did not hold the qualification (never granted, or already revoked).
+    NotHeld,
+}
+
+fn hit_from(operation: &'static str, h: aws_sdk_mturk::types::Hit) -> Result<Hit, MturkError> {
+    let missing = |what: &str| MturkError {
+        operation,
+        kind: MturkErrorKind::Unusable,
+        message: format!("a HIT without {what}"),
+        source: None,
+    };
+    Ok(Hit {
+        hit_id: HitId::parse(h.hit_id.as_deref().ok_or_else(|| missing("HITId"))?)
+            .map_err(|e| MturkError::unusable(operation, e))?,
+        hit_type_id: HitTypeId::parse(
+            h.hit_type_id
+                .as_deref()
+                .ok_or_else(|| missing("HITTypeId"))?,
+        )
+        .map_err(|e| MturkError::unusable(operation, e))?,
+        title: h.title,
+        status: h
+            .hit_status
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+    })
+}
+
+fn assignment_from(
+    operation: &'static str,
+    a: aws_sdk_mturk::types::Assignment,
+    hit_type_id: Option<&HitTypeId>,
+) -> Result<Assignment, MturkError> {
+    let missing = |what: &str| MturkError {
+        operation,
+        kind: MturkErrorKind::Unusable,
+        message: format!("an assignment without {what}"),
+        source: None,
+    };
+    let unusable = |e| MturkError::unusable(operation, e);
+    Ok(Assignment {
+        assignment_id: AssignmentId::parse(
+            a.assignment_id
+                .as_deref()
+                .ok_or_else(|| missing("AssignmentId"))?,
+        )
+        .map_err(unusable)?,
+        worker_id: WorkerId::parse(a.worker_id.as_deref().ok_or_else(|| missing("WorkerId"))?)
+            .map_err(unusable)?,
+        hit_id: HitId::parse(a.hit_id.as_deref().ok_or_else(|| missing("HITId"))?)
+            .map_err(unusable)?,
+        hit_type_id: hit_type_id.cloned(),
+        status: a
+            .assignment_status
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        submit_time: a
+            .submit_time
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+    })
+}
+
+fn specification(
+    queue_url: &str,
+    events: &[EventType],
+) -> Result<NotificationSpecification, MturkError> {
+    NotificationSpecification::builder()
+        .destination(queue_url)
+        .transport(NotificationTransport::Sqs)
+        .version(NOTIFICATION_VERSION)
+        .set_event_types(Some(events.to_vec()))
+        .build()
+        .map_err(|e| MturkError {
+            operation: "NotificationSpecification",
+            kind: MturkErrorKind::Rejected {
+                turk_error_code: None,
+            },
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })
+}
 
 fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> MturkError
 where
@@ -225,5 +353,288 @@ impl Mturk {
             .await
             .map_err(|e| classify("AssociateQualificationWithWorker", e))?;
         Ok(())
+    }
+
+    /// Revokes the exclusion qualification. With no `reason` MTurk sends no
+    /// email; with one, the worker is emailed the reason.
+    pub async fn release(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        reason: Option<&str>,
+    ) -> Result<Revoked, MturkError> {
+        self.limiter.acquire().await;
+        let result = self
+            .client
+            .disassociate_qualification_from_worker()
+            .qualification_type_id(qualification.as_str())
+            .worker_id(worker.as_str())
+            .set_reason(reason.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("DisassociateQualificationFromWorker", e));
+        match result {
+            Ok(_) => Ok(Revoked::Now),
+            Err(e)
+                if e.turk_error_code() == Some("AWS.MechanicalTurk.QualificationDoesNotExist") =>
+            {
+                Ok(Revoked::NotHeld)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One HIT, with its HIT type. A disposed or unknown HIT is `Rejected`
+    /// with `AWS.MechanicalTurk.HITDoesNotExist`.
+    pub async fn hit(&self, id: &HitId) -> Result<Hit, MturkError> {
+        const OP: &str = "GetHIT";
+        self.limiter.acquire().await;
+        let out = self
+            .client
+            .get_hit()
+            .hit_id(id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let hit = out.hit.ok_or_else(|| MturkError {
+            operation: OP,
+            kind: MturkErrorKind::Unusable,
+            message: format!("no HIT in the answer for {id}"),
+            source: None,
+        })?;
+        hit_from(OP, hit)
+    }
+
+    /// Every Submitted, Approved or Rejected assignment of a HIT, all pages.
+    /// `on_page` hears the running count, for progress.
+    pub async fn assignments_for_hit(
+        &self,
+        hit: &Hit,
+        mut on_page: impl FnMut(usize),
+    ) -> Result<Vec<Assignment>, MturkError> {
+        const OP: &str = "ListAssignmentsForHIT";
+        let mut pages = self
+            .client
+            .list_assignments_for_hit()
+            .hit_id(hit.hit_id.as_str())
+            .assignment_statuses(AssignmentStatus::Submitted)
+            .assignment_statuses(AssignmentStatus::Approved)
+            .assignment_statuses(AssignmentStatus::Rejected)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut all = Vec::new();
+        loop {
+            self.limiter.acquire().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| classify(OP, e))?;
+            for a in page.assignments.unwrap_or_default() {
+                all.push(assignment_from(OP, a, Some(&hit.hit_type_id))?);
+            }
+            on_page(all.len());
+        }
+        Ok(all)
+    }
+
+    /// Every HIT the account still has (MTurk disposes of them 120 days after creation).
+    pub async fn hits(&self) -> Result<Vec<Hit>, MturkError> {
+        const OP: &str = "ListHITs";
+        let mut pages = self
+            .client
+            .list_hits()
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut all = Vec::new();
+        loop {
+            self.limiter.acquire().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            for h in page.map_err(|e| classify(OP, e))?.hits.unwrap_or_default() {
+                all.push(hit_from(OP, h)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Workers holding the qualification as Granted, all pages. Ids MTurk
+    /// answers that are not plausible come back separately, not as an error.
+    pub async fn workers_with(
+        &self,
+        qualification: &QualificationTypeId,
+    ) -> Result<(Vec<WorkerId>, Vec<String>), MturkError> {
+        const OP: &str = "ListWorkersWithQualificationType";
+        let mut pages = self
+            .client
+            .list_workers_with_qualification_type()
+            .qualification_type_id(qualification.as_str())
+            .status(QualificationStatus::Granted)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let (mut workers, mut odd) = (Vec::new(), Vec::new());
+        loop {
+            self.limiter.acquire().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            for q in page
+                .map_err(|e| classify(OP, e))?
+                .qualifications
+                .unwrap_or_default()
+            {
+                let raw = q.worker_id.unwrap_or_default();
+                match WorkerId::parse(&raw) {
+                    Ok(w) => workers.push(w),
+                    Err(_) => odd.push(raw),
+                }
+            }
+        }
+        Ok((workers, odd))
+    }
+
+    /// Whether a qualification type exists and belongs to this account.
+    pub async fn qualification_type_exists(
+        &self,
+        id: &QualificationTypeId,
+    ) -> Result<bool, MturkError> {
+        self.limiter.acquire().await;
+        match self
+            .client
+            .get_qualification_type()
+            .qualification_type_id(id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify("GetQualificationType", e))
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.turk_error_code()
+                    == Some("AWS.MechanicalTurk.QualificationTypeDoesNotExist") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The account's own qualification type with exactly this name, if any.
+    pub async fn find_qualification_type(
+        &self,
+        name: &str,
+    ) -> Result<Option<QualificationTypeId>, MturkError> {
+        const OP: &str = "ListQualificationTypes";
+        let mut pages = self
+            .client
+            .list_qualification_types()
+            .query(name)
+            .must_be_requestable(false)
+            .must_be_owned_by_caller(true)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        loop {
+            self.limiter.acquire().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            for q in page
+                .map_err(|e| classify(OP, e))?
+                .qualification_types
+                .unwrap_or_default()
+            {
+                if q.name.as_deref() == Some(name) {
+                    let id = q.qualification_type_id.unwrap_or_default();
+                    return QualificationTypeId::parse(&id)
+                        .map(Some)
+                        .map_err(|e| MturkError::unusable(OP, e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates an Active, not auto-granted, qualification type. Its name is
+    /// unique in the account and visible to workers.
+    pub async fn create_qualification_type(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<QualificationTypeId, MturkError> {
+        const OP: &str = "CreateQualificationType";
+        self.limiter.acquire().await;
+        let out = self
+            .client
+            .create_qualification_type()
+            .name(name)
+            .description(description)
+            .qualification_type_status(QualificationTypeStatus::Active)
+            .auto_granted(false)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let id = out
+            .qualification_type
+            .and_then(|q| q.qualification_type_id)
+            .unwrap_or_default();
+        QualificationTypeId::parse(&id).map_err(|e| MturkError::unusable(OP, e))
+    }
+
+    /// Points a HIT type's AssignmentSubmitted notifications at a queue,
+    /// replacing any earlier destination.
+    pub async fn subscribe(&self, hit_type: &HitTypeId, queue_url: &str) -> Result<(), MturkError> {
+        self.limiter.acquire().await;
+        self.client
+            .update_notification_settings()
+            .hit_type_id(hit_type.as_str())
+            .notification(specification(queue_url, &[EventType::AssignmentSubmitted])?)
+            .active(true)
+            .send()
+            .await
+            .map_err(|e| classify("UpdateNotificationSettings", e))?;
+        Ok(())
+    }
+
+    /// Turns a HIT type's notifications off.
+    pub async fn unsubscribe(&self, hit_type: &HitTypeId) -> Result<(), MturkError> {
+        self.limiter.acquire().await;
+        self.client
+            .update_notification_settings()
+            .hit_type_id(hit_type.as_str())
+            .active(false)
+            .send()
+            .await
+            .map_err(|e| classify("UpdateNotificationSettings", e))?;
+        Ok(())
+    }
+
+    /// Asks MTurk to send one Ping test event to a queue. It tests the
+    /// destination, not a HIT type: the event carries placeholder ids.
+    pub async fn send_test_event(&self, queue_url: &str) -> Result<(), MturkError> {
+        self.limiter.acquire().await;
+        self.client
+            .send_test_event_notification()
+            .notification(specification(queue_url, &[EventType::AssignmentSubmitted])?)
+            .test_event_type(EventType::Ping)
+            .send()
+            .await
+            .map_err(|e| classify("SendTestEventNotification", e))?;
+        Ok(())
+    }
+
+    /// The account's balance: the cheapest call that proves the credentials
+    /// reach this MTurk environment.
+    pub async fn balance(&self) -> Result<String, MturkError> {
+        self.limiter.acquire().await;
+        let out = self
+            .client
+            .get_account_balance()
+            .send()
+            .await
+            .map_err(|e| classify("GetAccountBalance", e))?;
+        Ok(out.available_balance.unwrap_or_default())
     }
 }

@@ -21,6 +21,7 @@ use crate::notify::{document, EventIds, PendingDelivery, EVENT_DOC_VERSION, EVEN
 /// The operations the double implements, by their `X-Amz-Target` suffix.
 pub const OPERATIONS: &[&str] = &[
     "GetAssignment",
+    "GetHIT",
     "AssociateQualificationWithWorker",
     "DisassociateQualificationFromWorker",
     "ListAssignmentsForHIT",
@@ -57,6 +58,7 @@ pub(crate) fn dispatch(
 ) -> Result<Reply, ApiError> {
     let body = match operation {
         "GetAssignment" => get_assignment(model, parse(input)?, now)?,
+        "GetHIT" => get_hit(model, parse(input)?, now)?,
         "AssociateQualificationWithWorker" => associate(model, parse(input)?, now)?,
         "DisassociateQualificationFromWorker" => disassociate(model, parse(input)?)?,
         "ListAssignmentsForHIT" => list_assignments_for_hit(model, parse(input)?)?,
@@ -196,6 +198,22 @@ fn qual_type_missing(id: &str) -> ApiError {
 #[serde(rename_all = "PascalCase")]
 struct GetAssignmentInput {
     assignment_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetHitInput {
+    #[serde(rename = "HITId")]
+    hit_id: Option<String>,
+}
+
+/// `GetHIT`: a disposed or unknown HIT is `AWS.MechanicalTurk.HITDoesNotExist`.
+fn get_hit(model: &Model, input: GetHitInput, now: SystemTime) -> Result<Value, ApiError> {
+    let id = entity("HITId", &input.hit_id)?;
+    let hit = model.live_hit(id).ok_or_else(|| {
+        ApiError::request("HITDoesNotExist", format!("Hit {id} does not exist."))
+    })?;
+    Ok(json!({ "HIT": hit_json(hit, now) }))
 }
 
 fn get_assignment(

@@ -348,6 +348,36 @@ impl MturkDouble {
     ///
     /// # Panics
     /// If no HIT `hit_id` was created: that is a mistake in the test.
+    /// Seeds a HIT under a given id, as sample events name real-looking ids.
+    pub fn create_hit_with_id(&self, hit_id: &str, hit_type_id: &str) -> String {
+        self.lock().model.create_hit_as(
+            hit_id.to_owned(),
+            hit_type_id,
+            HitOptions::default(),
+            SystemTime::now(),
+        )
+    }
+
+    /// Seeds an assignment under a given id (no notification is sent).
+    pub fn add_assignment_with_id(
+        &self,
+        assignment_id: &str,
+        hit_id: &str,
+        worker_id: &str,
+        status: AssignmentStatus,
+    ) {
+        let added = self.lock().model.add_assignment_as(
+            assignment_id.to_owned(),
+            hit_id,
+            worker_id,
+            status,
+            SystemTime::now(),
+        );
+        if added.is_none() {
+            panic!("mturk-double: add_assignment_with_id on unknown HIT {hit_id}");
+        }
+    }
+
     pub fn add_assignment(
         &self,
         hit_id: &str,

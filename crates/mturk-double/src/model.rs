@@ -223,9 +223,20 @@ impl Model {
         options: HitOptions,
         now: SystemTime,
     ) -> String {
+        let id = self.new_id(IdKind::Hit);
+        self.create_hit_as(id, hit_type_id, options, now)
+    }
+
+    /// Like `create_hit`, with the caller's HIT id (sample events name theirs).
+    pub(crate) fn create_hit_as(
+        &mut self,
+        id: String,
+        hit_type_id: &str,
+        options: HitOptions,
+        now: SystemTime,
+    ) -> String {
         self.register_hit_type(hit_type_id);
         let group_id = self.hit_types.get(hit_type_id).cloned().unwrap_or_default();
-        let id = self.new_id(IdKind::Hit);
         self.hit_index.insert(id.clone(), self.hits.len());
         self.hits.push(Hit {
             id: id.clone(),
@@ -267,8 +278,20 @@ impl Model {
         status: AssignmentStatus,
         now: SystemTime,
     ) -> Option<String> {
-        let index = *self.hit_index.get(hit_id)?;
         let id = self.new_id(IdKind::Assignment);
+        self.add_assignment_as(id, hit_id, worker_id, status, now)
+    }
+
+    /// Like `add_assignment`, with the caller's assignment id.
+    pub(crate) fn add_assignment_as(
+        &mut self,
+        id: String,
+        hit_id: &str,
+        worker_id: &str,
+        status: AssignmentStatus,
+        now: SystemTime,
+    ) -> Option<String> {
+        let index = *self.hit_index.get(hit_id)?;
         let hit = self.hits.get_mut(index)?;
         hit.assignments.push(id.clone());
         match status {

@@ -1,0 +1,368 @@
+//! The real `exclusion-handler` binary, run as Lambda runs a custom runtime:
+//! a child process polling a local Runtime API (testkit::runtime_api), fed
+//! by the event-source loop from the SQS stand-in, talking to the MTurk
+//! double and DynamoDB Local.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{document, submitted, Options, Pipeline};
+use mturk_exclusion::ids::{AssignmentId, WorkerId};
+use serde_json::json;
+use testkit::mturk_double::GrantStatus;
+use testkit::runtime_api::{
+    FunctionPool, FunctionProcess, Invocation, InvokeError, PoolConfig, RuntimeApi,
+};
+use tokio::time::Instant;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_exclusion-handler");
+
+fn binary() -> &'static Path {
+    Path::new(BINARY)
+}
+
+/// The function's environment for this pipeline, as the template sets it,
+/// with local endpoints and short retry delays.
+fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
+    let endpoint = |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
+    [
+        ("TABLE_NAME", p.ledger.table().to_owned()),
+        ("QUALIFICATION_TYPE_ID", p.qualification.as_str().to_owned()),
+        ("MTURK_ENVIRONMENT", "sandbox".to_owned()),
+        ("AWS_ENDPOINT_URL_MTURK", p.double.endpoint()),
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            endpoint("AWS_ENDPOINT_URL_DYNAMODB"),
+        ),
+        ("AWS_ENDPOINT_URL_SQS", endpoint("AWS_ENDPOINT_URL_SQS")),
+        ("MTURK_MAX_RPS", "100".to_owned()),
+        ("QUEUE_URL", p.queues.url.clone()),
+        ("RETRY_BACKOFF_BASE_SECS", "1".to_owned()),
+        ("RETRY_BACKOFF_MAX_SECS", "2".to_owned()),
+        // As template.yaml's LoggingConfig sets them.
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn pool(p: &Pipeline, size: usize) -> FunctionPool {
+    let mut config = PoolConfig::new(binary(), handler_env(p), size);
+    config.timeout = Duration::from_secs(30);
+    FunctionPool::new(config)
+}
+
+/// Submits assignments through the double (which notifies the queue);
+/// returns assignment id → worker id. `plan` lists each worker with the
+/// number of HITs they submit.
+async fn submit(p: &Pipeline, plan: &[(&str, usize)]) -> BTreeMap<String, String> {
+    let most = plan.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let hits: Vec<String> = (0..most)
+        .map(|_| p.double.create_hit(&p.hit_type))
+        .collect();
+    let mut submitted = BTreeMap::new();
+    for (worker, n) in plan {
+        for hit in &hits[..*n] {
+            let s = p.double.submit_assignment(hit, worker).await.unwrap();
+            submitted.insert(s.assignment_id, worker.to_string());
+        }
+    }
+    submitted
+}
+
+/// The invariants of exclusion, whatever happened on the way.
+async fn assert_everyone_excluded_exactly(p: &Pipeline, submitted: &BTreeMap<String, String>) {
+    let workers: BTreeSet<&str> = submitted.values().map(String::as_str).collect();
+    // Each submitted worker is granted, silently.
+    for w in &workers {
+        assert!(p.granted(w), "{w} submitted but was not excluded");
+    }
+    p.assert_every_grant_silent();
+    // No one else was granted.
+    for (worker, grant) in p.double.workers_with(p.qualification.as_str()) {
+        assert!(
+            workers.contains(worker.as_str()),
+            "{worker} was granted without submitting"
+        );
+        assert_eq!(grant.status, GrantStatus::Granted);
+    }
+    // Only lookups and grants: nothing that touches a worker's record or inbox.
+    for op in [
+        "DisassociateQualificationFromWorker",
+        "CreateWorkerBlock",
+        "RejectAssignment",
+        "RejectQualificationRequest",
+    ] {
+        assert_eq!(p.double.call_count(op), 0, "{op} was called");
+    }
+    // One participation per assignment, each marked excluded.
+    for (assignment, worker) in submitted {
+        let a = AssignmentId::parse(assignment).unwrap();
+        let participation = p
+            .ledger
+            .participation(&a)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("assignment {assignment} is not in the ledger"));
+        assert_eq!(participation.worker_id.as_str(), worker);
+        assert!(
+            participation.excluded_at.is_some(),
+            "{assignment} not marked excluded"
+        );
+    }
+    for w in &workers {
+        let theirs = submitted.values().filter(|v| v == w).count();
+        let recorded = p
+            .ledger
+            .participations_of(&WorkerId::parse(w).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), theirs, "participations of {w}");
+    }
+    assert!(p.dead_letters().await.is_empty(), "messages in the DLQ");
+}
+
+#[tokio::test]
+async fn the_binary_excludes_the_workers_of_submissions_from_the_queue() {
+    let p = Pipeline::start().await;
+    let submitted = submit(
+        &p,
+        &[
+            ("A1BINONE", 1),
+            ("A2BINTWO", 2),
+            ("A3BINTHREE", 1),
+            ("A4BINFOUR", 3),
+            ("A5BINFIVE", 1),
+        ],
+    )
+    .await;
+    assert_eq!(submitted.len(), 8);
+    let pool = pool(&p, 2);
+
+    let (totals, drained) = p
+        .event_source()
+        .drain(&p.stack, pool.invoker(), Duration::from_secs(25))
+        .await;
+
+    assert!(drained, "{totals:?}");
+    assert_eq!(
+        (totals.records, totals.failed_records),
+        (8, 0),
+        "{totals:?}"
+    );
+    assert_eq!(totals.failed_invocations, 0);
+    assert_everyone_excluded_exactly(&p, &submitted).await;
+    // Each worker once (a worker's two submissions in one batch may race
+    // to a second, harmless grant).
+    let grants = p.double.call_count("AssociateQualificationWithWorker");
+    assert!((5..=8).contains(&grants), "{grants} grants");
+    assert_eq!(p.double.call_count("GetAssignment"), 8);
+    let report = pool.report();
+    assert_eq!(report.invocations, totals.invocations);
+    assert!((1..=2).contains(&report.cold_starts), "{report:?}");
+    assert_eq!((report.lost_invocations, report.function_errors), (0, 0));
+    assert!(report.peak_rss_kib.is_some_and(|kib| kib > 0));
+    pool.shutdown();
+}
+
+#[tokio::test]
+async fn the_runtime_api_carries_responses_and_handler_errors() {
+    let p = Pipeline::start().await;
+    let api = RuntimeApi::start().await.unwrap();
+    let process = FunctionProcess::spawn(binary(), &api, &handler_env(&p)).unwrap();
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        "A1DIRECT",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let record = |id: Option<&str>, body: String| {
+        json!({
+            "messageId": id,
+            "receiptHandle": "rh",
+            "body": body,
+            "attributes": {"SenderId": mturk_exclusion::handler::MTURK_SENDER_ID, "ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": p.queues.arn,
+            "awsRegion": "us-east-1",
+        })
+    };
+    let good = document("doc-direct", &[submitted(&p.hit_type, &hit, &a)]);
+
+    let answer = api
+        .invoke(
+            json!({"Records": [record(Some("m-good"), good.clone()), record(Some("m-bad"), "{not json".into())]}),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+
+    // A partial batch response naming only the poison record.
+    assert_eq!(
+        answer,
+        Invocation::Response(json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})),
+        "log:\n{}",
+        process.log_text()
+    );
+    assert!(p.granted("A1DIRECT"));
+    assert!(api.first_poll().is_some());
+
+    // A record without a message id fails the whole batch: the /error path.
+    let answer = api
+        .invoke(
+            json!({"Records": [record(None, good)]}),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    match answer {
+        Invocation::Error {
+            error_type,
+            message,
+        } => {
+            assert_eq!(error_type, "MissingMessageId");
+            assert!(message.contains("no message id"), "{message}");
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    // The instance survives a handler error, as in Lambda.
+    assert!(process.exit_status().is_none());
+    assert!(process.cpu_time().is_some());
+    assert!(process.peak_rss_kib().is_some_and(|kib| kib > 1000));
+
+    // A killed process loses the invocation it had, promptly.
+    process.kill();
+    let started = Instant::now();
+    let lost = api
+        .invoke(json!({"Records": []}), Duration::from_secs(20))
+        .await;
+    assert!(
+        matches!(lost, Err(InvokeError::InstanceGone { .. })),
+        "{lost:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Readings taken while it lived are kept.
+    assert!(process.peak_rss_kib().is_some());
+}
+
+/// Starts the binary with `env` and expects it to fail start-up naming `variable`.
+async fn assert_start_up_fails_naming(env: Vec<(String, String)>, variable: &str) {
+    let api = RuntimeApi::start().await.unwrap();
+    let process = FunctionProcess::spawn(binary(), &api, &env).unwrap();
+    let outcome = api
+        .invoke(json!({"Records": []}), Duration::from_secs(20))
+        .await;
+    let exit = process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the process should exit on a bad configuration");
+    assert!(!exit.contains("exit status: 0"), "{exit}");
+    let log = process.log_text();
+    match outcome {
+        // Reported through the Runtime API...
+        Err(InvokeError::InitFailed(e)) => {
+            assert!(e.message.contains(variable), "{e}");
+        }
+        // ...or by exiting with the reason on stdout/stderr (Lambda's Runtime.ExitError).
+        Err(InvokeError::InstanceGone { .. }) => {
+            assert!(
+                log.contains(variable),
+                "the log does not name {variable}:\n{log}"
+            );
+        }
+        other => panic!("expected a failed start-up, got {other:?}\nlog:\n{log}"),
+    }
+    assert!(
+        api.init_errors()
+            .iter()
+            .all(|e| e.message.contains(variable)),
+        "{:?}",
+        api.init_errors()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_configuration_fails_start_up_naming_the_variable() {
+    let p = Pipeline::start().await;
+    let env = handler_env(&p);
+
+    let without_table: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| k != "TABLE_NAME")
+        .cloned()
+        .collect();
+    assert_start_up_fails_naming(without_table, "TABLE_NAME").await;
+
+    let mut bad_rate = env.clone();
+    bad_rate.retain(|(k, _)| k != "MTURK_MAX_RPS");
+    bad_rate.push(("MTURK_MAX_RPS".into(), "fast".into()));
+    assert_start_up_fails_naming(bad_rate, "MTURK_MAX_RPS").await;
+
+    let mut bad_environment = env;
+    bad_environment.retain(|(k, _)| k != "MTURK_ENVIRONMENT");
+    bad_environment.push(("MTURK_ENVIRONMENT".into(), "prod".into()));
+    assert_start_up_fails_naming(bad_environment, "MTURK_ENVIRONMENT").await;
+}
+
+#[tokio::test]
+async fn a_process_killed_mid_batch_loses_nothing() {
+    let p = Pipeline::with(Options {
+        visibility_secs: 2,
+        max_receive_count: 5,
+        ..Options::default()
+    })
+    .await;
+    let submitted = submit(
+        &p,
+        &[
+            ("A1KILLA", 2),
+            ("A2KILLB", 1),
+            ("A3KILLC", 3),
+            ("A4KILLD", 1),
+            ("A5KILLE", 1),
+            ("A6KILLF", 2),
+            ("A7KILLG", 1),
+            ("A8KILLH", 1),
+        ],
+    )
+    .await;
+    assert_eq!(submitted.len(), 12);
+    // Slow MTurk answers keep a batch in flight long enough to kill it.
+    p.double.set_latency(Duration::from_millis(150));
+    let pool = pool(&p, 2);
+    let source = p.event_source();
+    let stack = p.stack.clone();
+    let invoker = pool.invoker();
+    let drain =
+        tokio::spawn(async move { source.drain(&stack, invoker, Duration::from_secs(40)).await });
+
+    // Kill once a grant has gone out: some participations are recorded,
+    // some granted, some neither.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while p.double.call_count("AssociateQualificationWithWorker") < 1 {
+        assert!(Instant::now() < deadline, "no batch reached MTurk");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed = pool.kill_busy();
+    assert!(!killed.is_empty(), "no process was mid-batch");
+    let grants_at_kill = p.double.call_count("AssociateQualificationWithWorker");
+
+    let (totals, drained) = drain.await.unwrap();
+
+    let report = pool.report();
+    eprintln!("killed {killed:?} after {grants_at_kill} grant(s); {totals:?}; {report:?}");
+    assert!(drained, "{totals:?}");
+    assert!(totals.failed_invocations >= 1, "{totals:?}");
+    assert!(report.lost_invocations >= 1, "{report:?}");
+    // A new process took over after the kill.
+    assert!(report.cold_starts >= 2, "{report:?}");
+    assert!(p.double.call_count("AssociateQualificationWithWorker") > grants_at_kill);
+    assert_everyone_excluded_exactly(&p, &submitted).await;
+    pool.shutdown();
+}
