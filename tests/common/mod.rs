@@ -237,3 +237,66 @@ pub fn submitted(hit_type: &str, hit: &str, assignment: &str) -> serde_json::Val
         "AssignmentId": assignment,
     })
 }
+
+/// What one run of the `mturk-exclusion` binary came to.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout as JSON (for `--json` runs).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Pipeline {
+    /// Runs the real CLI binary against this pipeline's table, queues,
+    /// qualification and MTurk double, with `args`.
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_with_stdin(args, None).await
+    }
+
+    pub async fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliRun {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mturk-exclusion"));
+        cmd.args(args)
+            .env("AWS_ENDPOINT_URL_MTURK", self.double.endpoint())
+            .env("MTURK_EXCLUSION_TABLE", self.ledger.table())
+            .env("MTURK_EXCLUSION_QUALIFICATION", self.qualification.as_str())
+            .env("MTURK_EXCLUSION_QUEUE_URL", &self.queues.url)
+            .env("MTURK_EXCLUSION_DLQ_URL", &self.queues.dlq_url)
+            .env("MTURK_MAX_RPS", "100")
+            .env_remove("AWS_PROFILE")
+            .env_remove("MTURK_EXCLUSION_STACK")
+            .env_remove("MTURK_EXCLUSION_PRODUCTION")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("run mturk-exclusion");
+        if let Some(mut input) = child.stdin.take() {
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).await.expect("write stdin");
+            }
+            drop(input);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("mturk-exclusion finished within 120 s")
+            .expect("mturk-exclusion output");
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `init`: the lab's exclusion qualification type, created once.
+
+use std::process::ExitCode;
+
+use clap::Args as ClapArgs;
+use serde::Serialize;
+
+use crate::context::{CliError, Context};
+use crate::output;
+
+/// Create the lab's "already took part" qualification type, or find it.
+///
+/// Idempotent: if the account already has a qualification type with this
+/// name, its id is printed and nothing is created. The type is Active, not
+/// auto-granted and not requestable by workers. Its name and description are
+/// visible to workers, so keep them neutral (they must not reveal what the
+/// studies are about). Run it once per environment: the sandbox and
+/// production have separate qualification types.
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// The qualification type's name (unique in the account, seen by workers).
+    #[arg(long, default_value = "Took part in an earlier study of this lab")]
+    pub name: String,
+    /// The description workers see.
+    #[arg(
+        long,
+        default_value = "You have already taken part in one of our studies. Each study is open once per person; thank you for your interest."
+    )]
+    pub description: String,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    qualification_type_id: String,
+    name: &'a str,
+    created: bool,
+    environment: &'a str,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
+    if args.name.trim().is_empty() || args.description.trim().is_empty() {
+        return Err(CliError::Usage(
+            "--name and --description must not be empty".into(),
+        ));
+    }
+    let (id, created) = match ctx.mturk.find_qualification_type(&args.name).await? {
+        Some(id) => (id, false),
+        None => match ctx
+            .mturk
+            .create_qualification_type(&args.name, &args.description)
+            .await
+        {
+            Ok(id) => (id, true),
+            // Created by someone else between our look-up and our create.
+            Err(e)
+                if e.turk_error_code()
+                    == Some("AWS.MechanicalTurk.QualificationTypeAlreadyExists") =>
+            {
+                match ctx.mturk.find_qualification_type(&args.name).await? {
+                    Some(id) => (id, false),
+                    None => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let report = Report {
+        qualification_type_id: id.to_string(),
+        name: &args.name,
+        created,
+        environment: ctx.environment_name(),
+    };
+    if ctx.global.json {
+        output::print_json(&report)?;
+    } else {
+        println!(
+            "{} qualification type {id} ({}) in MTurk {}.",
+            if created { "Created" } else { "Found existing" },
+            args.name,
+            report.environment
+        );
+        println!("\nDeploy the stack with it:\n  sam deploy --guided --parameter-overrides QualificationTypeId={id} MTurkEnvironment={}", report.environment);
+        println!("\nThen add it to every HIT: mturk-exclusion requirement --qualification {id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,12 @@
+//! One module per command: its arguments (with the `--help` that teaches
+//! it) and its `run`.
+
+pub mod exclude;
+pub mod export;
+pub mod init;
+pub mod reconcile;
+pub mod redrive;
+pub mod release;
+pub mod requirement;
+pub mod status;
+pub mod subscribe;

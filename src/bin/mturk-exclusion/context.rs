@@ -1,0 +1,354 @@
+//! What every command shares: global options, the clients built once, and
+//! errors that say what was wrong, what to do, and which exit code follows.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use clap::Args;
+use mturk_exclusion::aws::{self, Limits};
+use mturk_exclusion::exclusion::Excluder;
+use mturk_exclusion::ids::QualificationTypeId;
+use mturk_exclusion::ledger::{Ledger, LedgerError};
+use mturk_exclusion::mturk::{Mturk, MturkEnvironment, MturkError, MturkErrorKind};
+use mturk_exclusion::rate::RateLimiter;
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// AWS profile for the lab's account (default: the standard chain).
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// Use the MTurk requester sandbox (the default).
+    #[arg(long, global = true, conflicts_with = "production")]
+    pub sandbox: bool,
+    /// Use real MTurk: real workers, real grants.
+    #[arg(long, global = true, env = "MTURK_EXCLUSION_PRODUCTION")]
+    pub production: bool,
+    /// The deployed SAM stack; its outputs supply the table, queues and qualification.
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_EXCLUSION_STACK",
+        value_name = "NAME"
+    )]
+    pub stack: Option<String>,
+    /// The ledger table (default: the stack's TableName output).
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_EXCLUSION_TABLE",
+        value_name = "NAME"
+    )]
+    pub table: Option<String>,
+    /// The lab's exclusion qualification type id (default: the stack's).
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_EXCLUSION_QUALIFICATION",
+        value_name = "ID"
+    )]
+    pub qualification: Option<String>,
+    /// The queue MTurk notifies (default: the stack's QueueUrl output).
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_EXCLUSION_QUEUE_URL",
+        value_name = "URL"
+    )]
+    pub queue_url: Option<String>,
+    /// The dead-letter queue (default: the stack's DeadLetterQueueUrl output).
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_EXCLUSION_DLQ_URL",
+        value_name = "URL"
+    )]
+    pub dlq_url: Option<String>,
+    /// MTurk calls per second from this CLI; MTurk throttles above a few per second.
+    #[arg(
+        long,
+        global = true,
+        env = "MTURK_MAX_RPS",
+        default_value_t = 2.0,
+        value_name = "N"
+    )]
+    pub max_rps: f64,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Exit codes, documented in `--help`.
+pub mod exit {
+    pub const PARTIAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const ENVIRONMENT: u8 = 3;
+    pub const CHECK_FAILED: u8 = 4;
+    pub const ABORTED: u8 = 5;
+}
+
+/// Why a command stopped. Each variant maps to one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The caller's input is wrong; nothing was done.
+    #[error("{0}")]
+    Usage(String),
+    /// The account, credentials or resources are not as expected.
+    #[error("{message}")]
+    Environment {
+        message: String,
+        hint: Option<String>,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A check ran and did not pass (the report was already printed).
+    #[error("{0}")]
+    CheckFailed(String),
+    /// Some items failed; the rest were done (the report was already printed).
+    #[error("{0}")]
+    Partial(String),
+    /// The user declined a confirmation.
+    #[error("{0}")]
+    Aborted(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Environment { .. } => exit::ENVIRONMENT,
+            CliError::CheckFailed(_) => exit::CHECK_FAILED,
+            CliError::Partial(_) => exit::PARTIAL,
+            CliError::Aborted(_) => exit::ABORTED,
+        }
+    }
+
+    pub fn environment(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError::Environment {
+            message: message.into(),
+            hint: Some(hint.into()),
+            source: None,
+        }
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            CliError::Environment { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<LedgerError> for CliError {
+    fn from(e: LedgerError) -> Self {
+        let hint =
+            if e.message.contains("ResourceNotFound") || e.message.contains("non-existent table") {
+                "check --table / --stack and the region (AWS_REGION or the profile's region)"
+            } else if e.message.contains("could not reach") {
+                "check the network and the DynamoDB endpoint"
+            } else {
+                "check the table name, the region and the credentials' DynamoDB permissions"
+            };
+        CliError::Environment {
+            message: e.to_string(),
+            hint: Some(hint.into()),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl From<MturkError> for CliError {
+    fn from(e: MturkError) -> Self {
+        let hint = match &e.kind {
+            MturkErrorKind::Throttled => "MTurk is throttling this account: lower --max-rps and run again (it resumes where it stopped)",
+            MturkErrorKind::Transient => "MTurk did not answer in time: run again later (it resumes where it stopped)",
+            MturkErrorKind::Rejected { .. } if e.message.contains("credentials") || e.message.contains("Unrecognized") || e.message.contains("signature") => {
+                "check the AWS credentials (--profile) and that the account is linked to an MTurk requester account"
+            }
+            _ => "check the ids, and --sandbox / --production: the two environments have separate HITs and qualification types",
+        };
+        CliError::Environment {
+            message: e.to_string(),
+            hint: Some(hint.into()),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+/// Built once per run.
+pub struct Context {
+    pub global: Global,
+    pub sdk: SdkConfig,
+    pub environment: MturkEnvironment,
+    pub mturk: Mturk,
+    /// Filled from --table/--qualification/--queue-url/--dlq-url, then the stack's outputs.
+    pub table: Option<String>,
+    pub qualification: Option<String>,
+    pub queue_url: Option<String>,
+    pub dlq_url: Option<String>,
+}
+
+impl Context {
+    pub async fn connect(global: Global) -> Result<Context, CliError> {
+        if !(global.max_rps.is_finite() && global.max_rps > 0.0 && global.max_rps <= 100.0) {
+            return Err(CliError::Usage(format!(
+                "--max-rps {} is not a rate between 0 and 100 calls per second",
+                global.max_rps
+            )));
+        }
+        let sdk = aws::load(global.profile.as_deref(), Limits::default()).await;
+        check_credentials(&sdk, global.profile.as_deref()).await?;
+        let environment = if global.production {
+            MturkEnvironment::Production
+        } else {
+            MturkEnvironment::Sandbox
+        };
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_MTURK")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let mturk = Mturk::new(
+            aws::mturk_client(&sdk, environment, endpoint.as_deref()),
+            Arc::new(RateLimiter::per_second(global.max_rps)),
+        );
+        let mut ctx = Context {
+            table: global.table.clone(),
+            qualification: global.qualification.clone(),
+            queue_url: global.queue_url.clone(),
+            dlq_url: global.dlq_url.clone(),
+            global,
+            sdk,
+            environment,
+            mturk,
+        };
+        if let Some(stack) = ctx.global.stack.clone() {
+            ctx.fill_from_stack(&stack).await?;
+        }
+        Ok(ctx)
+    }
+
+    /// Fills what the flags left open from the stack's outputs.
+    async fn fill_from_stack(&mut self, stack: &str) -> Result<(), CliError> {
+        let cfn = aws_sdk_cloudformation::Client::new(&self.sdk);
+        let out = cfn
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| CliError::Environment {
+                message: format!(
+                    "could not read stack {stack}: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                ),
+                hint: Some(
+                    "check --stack, the region the stack was deployed to, and the profile".into(),
+                ),
+                source: None,
+            })?;
+        let outputs = out
+            .stacks
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|s| s.outputs)
+            .unwrap_or_default();
+        let get = |key: &str| {
+            outputs
+                .iter()
+                .find(|o| o.output_key.as_deref() == Some(key))
+                .and_then(|o| o.output_value.clone())
+        };
+        self.table = self.table.take().or_else(|| get("TableName"));
+        self.queue_url = self.queue_url.take().or_else(|| get("QueueUrl"));
+        self.dlq_url = self.dlq_url.take().or_else(|| get("DeadLetterQueueUrl"));
+        self.qualification = self
+            .qualification
+            .take()
+            .or_else(|| get("QualificationTypeId"));
+        Ok(())
+    }
+
+    pub fn environment_name(&self) -> &'static str {
+        match self.environment {
+            MturkEnvironment::Sandbox => "sandbox",
+            MturkEnvironment::Production => "production",
+        }
+    }
+
+    pub fn ledger(&self) -> Result<Ledger, CliError> {
+        let table = self.table.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "no ledger table: pass --stack NAME or --table NAME (or set MTURK_EXCLUSION_TABLE)"
+                    .into(),
+            )
+        })?;
+        Ok(Ledger::new(aws_sdk_dynamodb::Client::new(&self.sdk), table))
+    }
+
+    /// The qualification id as given; see [`Context::checked_qualification`].
+    pub fn qualification(&self) -> Result<QualificationTypeId, CliError> {
+        let raw = self.qualification.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "no qualification type: pass --stack NAME or --qualification ID (run `mturk-exclusion init` to create one)".into(),
+            )
+        })?;
+        QualificationTypeId::parse(raw)
+            .map_err(|e| CliError::Usage(format!("--qualification: {e}")))
+    }
+
+    /// The qualification id, confirmed to exist in this MTurk environment.
+    pub async fn checked_qualification(&self) -> Result<QualificationTypeId, CliError> {
+        let q = self.qualification()?;
+        if !self.mturk.qualification_type_exists(&q).await? {
+            return Err(CliError::environment(
+                format!("qualification type {q} does not exist in this MTurk account ({})", self.environment_name()),
+                "sandbox and production have separate qualification types: check --sandbox/--production, the profile's account, or run `mturk-exclusion init`",
+            ));
+        }
+        Ok(q)
+    }
+
+    pub async fn excluder(&self) -> Result<Excluder, CliError> {
+        Ok(Excluder::new(
+            self.mturk.clone(),
+            self.ledger()?,
+            self.checked_qualification().await?,
+        ))
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn queue_url(&self) -> Result<&str, CliError> {
+        self.queue_url.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "no queue: pass --stack NAME or --queue-url URL (the stack's QueueUrl output)"
+                    .into(),
+            )
+        })
+    }
+
+    pub fn dlq_url(&self) -> Result<&str, CliError> {
+        self.dlq_url.as_deref().ok_or_else(|| {
+            CliError::Usage("no dead-letter queue: pass --stack NAME or --dlq-url URL (the stack's DeadLetterQueueUrl output)".into())
+        })
+    }
+}
+
+/// Fails early, with a hint, when no credentials can be found at all.
+async fn check_credentials(sdk: &SdkConfig, profile: Option<&str>) -> Result<(), CliError> {
+    use aws_sdk_sqs::config::ProvideCredentials;
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(CliError::environment(
+            "no AWS credentials provider",
+            "set AWS_PROFILE or pass --profile",
+        ));
+    };
+    provider.provide_credentials().await.map(|_| ()).map_err(|e| CliError::Environment {
+        message: format!(
+            "no usable AWS credentials{}",
+            profile.map(|p| format!(" for profile {p}")).unwrap_or_default()
+        ),
+        hint: Some("pass --profile NAME (or set AWS_PROFILE), or run `aws sso login` / `aws configure`".into()),
+        source: Some(Box::new(e)),
+    })
+}

@@ -1,0 +1,93 @@
+//! `mturk-exclusion`: the lab's admin CLI.
+//!
+//! Thin: each command parses its arguments into ids at the boundary, then
+//! calls the library's ledger, MTurk wrapper and `Excluder`, the same path
+//! the Lambda takes. `main` returns an exit code scripts can trust; errors
+//! print with their whole cause chain.
+
+mod commands;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use context::{CliError, Context, Global};
+
+/// Keep workers out of a lab's future studies: exclude, release, reconcile
+/// and export the lab's ledger of who took part, and set up the MTurk
+/// notifications that the exclusion Lambda acts on.
+///
+/// Exit codes: 0 done; 1 done in part (some items failed, each is named);
+/// 2 bad input (nothing done); 3 environment problem (credentials, account,
+/// missing table, queue or qualification); 4 a check failed (subscribe's
+/// round trip, reconcile's differences); 5 aborted at a confirmation.
+#[derive(Parser)]
+#[command(
+    name = "mturk-exclusion",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(commands::init::Args),
+    Subscribe(commands::subscribe::Args),
+    Unsubscribe(commands::subscribe::UnsubscribeArgs),
+    Requirement(commands::requirement::Args),
+    Exclude(commands::exclude::Args),
+    Release(commands::release::Args),
+    Status(commands::status::Args),
+    Export(commands::export::Args),
+    Reconcile(commands::reconcile::Args),
+    Redrive(commands::redrive::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            output::print_error(&err);
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    // `requirement` needs no AWS at all.
+    if let Command::Requirement(args) = cli.command {
+        return commands::requirement::run(&cli.global, args);
+    }
+    let ctx = Context::connect(cli.global).await?;
+    match cli.command {
+        Command::Init(args) => commands::init::run(&ctx, args).await,
+        Command::Subscribe(args) => commands::subscribe::run(&ctx, args).await,
+        Command::Unsubscribe(args) => commands::subscribe::run_unsubscribe(&ctx, args).await,
+        Command::Requirement(_) => unreachable!("handled above"),
+        Command::Exclude(args) => commands::exclude::run(&ctx, args).await,
+        Command::Release(args) => commands::release::run(&ctx, args).await,
+        Command::Status(args) => commands::status::run(&ctx, args).await,
+        Command::Export(args) => commands::export::run(&ctx, args).await,
+        Command::Reconcile(args) => commands::reconcile::run(&ctx, args).await,
+        Command::Redrive(args) => commands::redrive::run(&ctx, args).await,
+    }
+}
