@@ -7,7 +7,11 @@
 //! participation without `excluded_at` and finishes the job. Granting twice is
 //! harmless on MTurk, so the worst a race can cost is one extra call.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
 use time::OffsetDateTime;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
 use crate::ledger::{
@@ -53,11 +57,42 @@ impl ExclusionError {
     }
 }
 
+/// Per-key locks, so that work on one assignment (or one worker) inside this
+/// process happens one at a time. Duplicates of a notification often land in
+/// the same batch; serialised, the second finds the first's result in the
+/// ledger instead of spending MTurk calls, the scarce resource under
+/// throttling. Across instances the race stays possible and stays harmless.
+#[derive(Default)]
+struct KeyedLocks {
+    held: Mutex<HashMap<String, Weak<AsyncMutex<()>>>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, key: String) -> OwnedMutexGuard<()> {
+        let lock = {
+            // A poisoned map only means a panic elsewhere mid-insert; the
+            // map of weak pointers is still sound.
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.retain(|_, w| w.strong_count() > 0);
+            match held.get(&key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(AsyncMutex::new(()));
+                    held.insert(key, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
 #[derive(Clone)]
 pub struct Excluder {
     mturk: Mturk,
     ledger: Ledger,
     qualification: QualificationTypeId,
+    locks: Arc<KeyedLocks>,
 }
 
 impl Excluder {
@@ -66,6 +101,7 @@ impl Excluder {
             mturk,
             ledger,
             qualification,
+            locks: Arc::default(),
         }
     }
 
@@ -89,6 +125,7 @@ impl Excluder {
         assignment: &AssignmentId,
         event_doc_id: &str,
     ) -> Result<Outcome, ExclusionError> {
+        let _one_at_a_time = self.locks.lock(format!("A#{assignment}")).await;
         if let Some(known) = self.ledger.participation(assignment).await? {
             if known.released_at.is_some() {
                 return Ok(Outcome::Released);
@@ -133,6 +170,7 @@ impl Excluder {
     }
 
     async fn ensure_excluded(&self, p: &Participation) -> Result<Outcome, ExclusionError> {
+        let _one_at_a_time = self.locks.lock(format!("W#{}", p.worker_id)).await;
         let current = self
             .ledger
             .exclusion(&p.worker_id, &self.qualification)
