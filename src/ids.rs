@@ -45,14 +45,17 @@ fn check(kind: &'static str, example: &'static str, raw: &str) -> Result<(), Inv
 
 /// A printable, bounded rendering of untrusted text for error messages and logs.
 pub fn shown(raw: &str) -> String {
+    // Bounded by what is printed, not by characters: one escaped character
+    // can take ten bytes.
     const LIMIT: usize = 64;
     let mut out = String::from("\"");
-    for (i, c) in raw.chars().enumerate() {
-        if i == LIMIT {
-            out.push_str("\u{2026}");
+    for c in raw.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.len() + escaped.len() > LIMIT {
+            out.push('\u{2026}');
             break;
         }
-        out.extend(c.escape_debug());
+        out.push_str(&escaped);
     }
     out.push('"');
     out
