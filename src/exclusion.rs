@@ -214,6 +214,45 @@ impl Excluder {
         self.ensure_excluded(&stored).await
     }
 
+    /// Records as excluded a worker MTurk already shows holding the
+    /// qualification (granted by an older script, by hand, or by a grant
+    /// whose ledger update never happened). Ledger only: granting again
+    /// would cost an MTurk call for nothing.
+    ///
+    /// A participation still waiting for its exclusion (recorded, neither
+    /// excluded nor released) is what the worker is excluded for; without
+    /// one, a participation learned by `reconcile` is recorded.
+    pub async fn record_held(&self, worker: &WorkerId) -> Result<(), ExclusionError> {
+        let now = OffsetDateTime::now_utc();
+        let mut pending: Vec<Participation> = self
+            .ledger
+            .participations_of(worker)
+            .await?
+            .into_iter()
+            .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
+            .collect();
+        let cause = match pending.first() {
+            Some(p) => p.cause(),
+            None => {
+                pending.push(
+                    self.ledger
+                        .record_manual_participation(worker, &Learned::Reconcile, now)
+                        .await?,
+                );
+                // Not the participation's `learned_by`: an earlier manual
+                // exclusion keeps "manual" there, but this one came from reconcile.
+                "reconcile".to_owned()
+            }
+        };
+        self.ledger
+            .record_exclusion(worker, &self.qualification, &cause, now)
+            .await?;
+        for p in &pending {
+            self.ledger.mark_excluded(p, now).await?;
+        }
+        Ok(())
+    }
+
     /// The ledger side of un-excluding a worker: marks them and all their
     /// participations released, so no stale event excludes them again.
     /// Revoking on MTurk is the CLI's step, after this one.

@@ -1,15 +1,369 @@
-//! `export`: being written.
+//! `export`: the ledger's participations as CSV or JSON, for IRB records
+//! and analysis.
+//!
+//! The whole export is rendered in memory before anything is written, so a
+//! ledger that cannot be read leaves no half-written file behind.
 
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
+use futures::stream::{self, StreamExt};
+use mturk_exclusion::ids::{self, WorkerId};
+use mturk_exclusion::ledger::{self, ExclusionState, Participation};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
 
 use crate::context::{CliError, Context};
+use crate::output;
 
-/// (being written)
+/// Ledger reads in flight at once for --with-status.
+const CONCURRENCY: usize = 8;
+
+/// The columns, in the order every export has them.
+const COLUMNS: [&str; 11] = [
+    "worker_id",
+    "assignment_id",
+    "hit_id",
+    "hit_type_id",
+    "submit_time",
+    "learned_by",
+    "event_doc_id",
+    "recorded_at",
+    "excluded_at",
+    "released_at",
+    "release_reason",
+];
+const STATUS_COLUMN: &str = "exclusion_state";
+
+/// Export the ledger: one row per participation, oldest recorded first.
+///
+/// Columns, always in this order: worker_id, assignment_id, hit_id,
+/// hit_type_id, submit_time, learned_by (notification, backfill, manual or
+/// reconcile), event_doc_id, recorded_at, excluded_at, released_at,
+/// release_reason; with --with-status also exclusion_state, the worker's
+/// standing now (excluded, released or not_excluded). Times are RFC 3339
+/// UTC. A worker excluded by hand or found by `reconcile` has one row with
+/// no assignment or HIT.
+///
+/// CSV is RFC 4180 (a header row, CRLF line ends, quoted where needed; an
+/// absent value is an empty field). JSON is one object: {exported_at, since,
+/// count, participations: [{the columns above}]}, an absent value being null.
+/// --json implies --format json.
+///
+/// The export contains worker ids. They are personal data: a worker id
+/// identifies a person elsewhere on Amazon. Store and share the file only as
+/// the study's IRB protocol allows. Files written with --output are readable
+/// by their owner only.
+///
+/// Exit codes: 0 written; 2 bad input, nothing written (an invalid --since,
+/// an existing --output file without --force); 3 the ledger cannot be read or
+/// the file cannot be written.
 #[derive(ClapArgs, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// csv (the default) or json.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Only participations the ledger recorded at or after DATE: YYYY-MM-DD
+    /// (midnight UTC) or an RFC 3339 time such as 2026-03-02T17:04:11Z. This
+    /// is when the ledger learned of them (recorded_at), not their submit time.
+    #[arg(long, value_name = "DATE", value_parser = parse_since)]
+    pub since: Option<OffsetDateTime>,
+    /// Write to FILE instead of stdout. An existing file is never overwritten
+    /// without --force.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+    /// Add the worker's current exclusion state (exclusion_state) to each row.
+    #[arg(long)]
+    pub with_status: bool,
+}
 
-pub async fn run(_ctx: &Context, _args: Args) -> Result<ExitCode, CliError> {
-    Err(CliError::Usage("not written yet".into()))
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+fn parse_since(raw: &str) -> Result<OffsetDateTime, String> {
+    let trimmed = raw.trim();
+    if let Ok(day) = Date::parse(trimmed, format_description!("[year]-[month]-[day]")) {
+        return Ok(day.midnight().assume_utc());
+    }
+    OffsetDateTime::parse(trimmed, &Rfc3339).map_err(|_| {
+        format!(
+            "{} is not a date: expected YYYY-MM-DD (midnight UTC), like 2026-03-02, \
+             or an RFC 3339 time with its offset, like 2026-03-02T17:04:11Z",
+            ids::shown(raw)
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    worker_id: &'a str,
+    assignment_id: Option<&'a str>,
+    hit_id: Option<&'a str>,
+    hit_type_id: Option<&'a str>,
+    submit_time: Option<&'a str>,
+    learned_by: &'a str,
+    event_doc_id: Option<&'a str>,
+    recorded_at: &'a str,
+    excluded_at: Option<&'a str>,
+    released_at: Option<&'a str>,
+    release_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exclusion_state: Option<&'static str>,
+}
+
+impl<'a> Row<'a> {
+    fn new(p: &'a Participation, state: Option<&'static str>) -> Self {
+        Row {
+            worker_id: p.worker_id.as_str(),
+            assignment_id: p.assignment_id.as_ref().map(|a| a.as_str()),
+            hit_id: p.hit_id.as_ref().map(|h| h.as_str()),
+            hit_type_id: p.hit_type_id.as_deref(),
+            submit_time: p.submit_time.as_deref(),
+            learned_by: &p.learned_by,
+            event_doc_id: p.event_doc_id.as_deref(),
+            recorded_at: &p.recorded_at,
+            excluded_at: p.excluded_at.as_deref(),
+            released_at: p.released_at.as_deref(),
+            release_reason: p.release_reason.as_deref(),
+            exclusion_state: state,
+        }
+    }
+
+    /// The CSV fields, in the order of `COLUMNS` (then the state, if asked for).
+    fn cells(&self) -> Vec<&str> {
+        let mut cells = vec![
+            self.worker_id,
+            self.assignment_id.unwrap_or_default(),
+            self.hit_id.unwrap_or_default(),
+            self.hit_type_id.unwrap_or_default(),
+            self.submit_time.unwrap_or_default(),
+            self.learned_by,
+            self.event_doc_id.unwrap_or_default(),
+            self.recorded_at,
+            self.excluded_at.unwrap_or_default(),
+            self.released_at.unwrap_or_default(),
+            self.release_reason.unwrap_or_default(),
+        ];
+        cells.extend(self.exclusion_state);
+        cells
+    }
+}
+
+#[derive(Serialize)]
+struct Export<'a> {
+    exported_at: String,
+    since: Option<String>,
+    count: usize,
+    participations: Vec<Row<'a>>,
+}
+
+#[derive(Serialize)]
+struct Written<'a> {
+    output: &'a Path,
+    format: &'static str,
+    count: usize,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
+    let format = match (args.format, ctx.global.json) {
+        (Some(Format::Csv), true) => {
+            return Err(CliError::Usage(
+                "--json asks for JSON but --format csv asks for CSV: give one of them".into(),
+            ))
+        }
+        (Some(f), _) => f,
+        (None, true) => Format::Json,
+        (None, false) => Format::Csv,
+    };
+    // Refused before the scan, so the user is not kept waiting for nothing;
+    // `create_new` below still guards against a file appearing meanwhile.
+    if let Some(path) = &args.output {
+        if !args.force && path.exists() {
+            return Err(exists(path));
+        }
+    }
+    let ledger = ctx.ledger()?;
+    let participations = ledger.all_participations(args.since).await?;
+    let states = if args.with_status {
+        Some(states(ctx, &participations).await?)
+    } else {
+        None
+    };
+    let rows: Vec<Row> = participations
+        .iter()
+        .map(|p| {
+            let state = states
+                .as_ref()
+                .map(|s| s.get(&p.worker_id).copied().unwrap_or(state_name(None)));
+            Row::new(p, state)
+        })
+        .collect();
+    let count = rows.len();
+    let bytes = match format {
+        Format::Csv => render_csv(&rows, args.with_status)?,
+        Format::Json => render_json(Export {
+            exported_at: ledger::stamp(OffsetDateTime::now_utc()),
+            since: args.since.map(ledger::stamp),
+            count,
+            participations: rows,
+        })?,
+    };
+
+    let Some(path) = &args.output else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| CliError::Environment {
+                message: format!("could not write the export to stdout: {e}"),
+                hint: None,
+                source: Some(Box::new(e)),
+            })?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    write_file(path, &bytes, args.force)?;
+    let format_name = match format {
+        Format::Csv => "csv",
+        Format::Json => "json",
+    };
+    if ctx.global.json {
+        output::print_json(&Written {
+            output: path,
+            format: format_name,
+            count,
+        })?;
+    } else {
+        println!(
+            "Wrote {count} participation{} to {} ({format_name}).",
+            if count == 1 { "" } else { "s" },
+            path.display()
+        );
+        println!(
+            "It contains worker ids, which are personal data: store it as the IRB protocol says."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(state: Option<ExclusionState>) -> &'static str {
+    match state {
+        Some(ExclusionState::Excluded) => "excluded",
+        Some(ExclusionState::Released) => "released",
+        None => "not_excluded",
+    }
+}
+
+/// Each exported worker's standing now. One query names the excluded ones;
+/// only the others need a read each, to tell released from never excluded.
+async fn states(
+    ctx: &Context,
+    participations: &[Participation],
+) -> Result<HashMap<WorkerId, &'static str>, CliError> {
+    let q = ctx.qualification()?;
+    let ledger = ctx.ledger()?;
+    let excluded: HashSet<WorkerId> = ledger
+        .excluded_workers(&q)
+        .await?
+        .into_iter()
+        .map(|x| x.worker_id)
+        .collect();
+    let others: HashSet<&WorkerId> = participations
+        .iter()
+        .map(|p| &p.worker_id)
+        .filter(|w| !excluded.contains(*w))
+        .collect();
+    let read: Vec<Result<(WorkerId, &'static str), CliError>> = stream::iter(others)
+        .map(|w| {
+            let (ledger, q) = (&ledger, &q);
+            async move {
+                let x = ledger.exclusion(w, q).await?;
+                Ok((w.clone(), state_name(x.map(|x| x.state))))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut states: HashMap<WorkerId, &'static str> = excluded
+        .into_iter()
+        .map(|w| (w, state_name(Some(ExclusionState::Excluded))))
+        .collect();
+    for r in read {
+        let (w, state) = r?;
+        states.insert(w, state);
+    }
+    Ok(states)
+}
+
+fn render_csv(rows: &[Row], with_status: bool) -> Result<Vec<u8>, CliError> {
+    let failed = |e: String| CliError::Environment {
+        message: format!("could not render the CSV: {e}"),
+        hint: None,
+        source: None,
+    };
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let mut header: Vec<&str> = COLUMNS.to_vec();
+    if with_status {
+        header.push(STATUS_COLUMN);
+    }
+    w.write_record(&header).map_err(|e| failed(e.to_string()))?;
+    for row in rows {
+        w.write_record(row.cells())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    w.into_inner().map_err(|e| failed(e.to_string()))
+}
+
+fn render_json(export: Export) -> Result<Vec<u8>, CliError> {
+    let mut bytes = serde_json::to_vec_pretty(&export).map_err(|e| CliError::Environment {
+        message: format!("could not render the JSON: {e}"),
+        hint: None,
+        source: Some(Box::new(e)),
+    })?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} already exists; nothing was written (pass --force to overwrite it)",
+        path.display()
+    ))
+}
+
+fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    // Personal data: readable by its owner only, whatever the umask.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let failed = |e: std::io::Error| CliError::Environment {
+        message: format!("could not write {}: {e}", path.display()),
+        hint: Some("check that the directory exists and is writable".into()),
+        source: Some(Box::new(e)),
+    };
+    let mut file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists(path)),
+        Err(e) => return Err(failed(e)),
+    };
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(failed)
 }
