@@ -265,6 +265,42 @@ impl Pipeline {
         self.cli_with_stdin(args, None).await
     }
 
+    /// Like [`Pipeline::cli`], then `env` on top: `Some` sets a variable,
+    /// `None` removes it (for example to make the CLI find a value by itself).
+    pub async fn cli_with_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> CliRun {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mturk-exclusion"));
+        cmd.args(args)
+            .env("AWS_ENDPOINT_URL_MTURK", self.double.endpoint())
+            .env("MTURK_EXCLUSION_TABLE", self.ledger.table())
+            .env("MTURK_EXCLUSION_QUALIFICATION", self.qualification.as_str())
+            .env("MTURK_EXCLUSION_QUEUE_URL", &self.queues.url)
+            .env("MTURK_EXCLUSION_DLQ_URL", &self.queues.dlq_url)
+            .env("MTURK_MAX_RPS", "100")
+            .env_remove("AWS_PROFILE")
+            .env_remove("MTURK_EXCLUSION_STACK")
+            .env_remove("MTURK_EXCLUSION_PRODUCTION");
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            cmd.stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("mturk-exclusion finished within 120 s")
+        .expect("mturk-exclusion output");
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub async fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliRun {
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mturk-exclusion"));

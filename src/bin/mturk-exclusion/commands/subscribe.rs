@@ -1,23 +1,535 @@
-//! `subscribe`: being written.
+//! `subscribe` / `unsubscribe`: point HIT types' notifications at the
+//! stack's queue, and prove the path works before the study launches.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args as ClapArgs;
+use mturk_exclusion::ids::HitTypeId;
+use mturk_exclusion::ledger::{Heartbeat, Ledger};
+use serde::Serialize;
+use time::OffsetDateTime;
 
+use super::status::{self, Depth, Probe};
 use crate::context::{CliError, Context};
+use crate::output;
 
-/// (being written)
+/// Send each HIT type's AssignmentSubmitted notifications to the stack's
+/// queue, then prove that a notification really gets through.
+///
+/// MTurk notifies per HIT type, and changing a HIT's title, reward or
+/// requirements makes a new HIT type: subscribe every HIT type a study uses,
+/// after its HITs are created (or use --all-active).
+///
+/// The proof: MTurk is asked to send one test event to the queue, and the
+/// command waits until the function has consumed it and written a heartbeat
+/// to the ledger. That proves MTurk may send to the queue, the function
+/// consumes it, and it can write the ledger. A test event tests the queue,
+/// not a HIT type (MTurk has no way to read a HIT type's settings back), so
+/// the HIT types are trusted to be set because MTurk accepted each setting.
+///
+/// If no heartbeat comes before --timeout, the queues are inspected and the
+/// command says where the event got stuck and what to do.
+///
+/// Exit codes: 0 subscribed and verified (or --no-verify); 1 some HIT types
+/// were refused by MTurk (each is named), the others were subscribed;
+/// 2 bad input; 3 environment (credentials, table or queue not found);
+/// 4 the test event did not come through (the diagnosis is printed).
 #[derive(ClapArgs, Debug)]
-pub struct Args {}
-
-pub async fn run(_ctx: &Context, _args: Args) -> Result<ExitCode, CliError> {
-    Err(CliError::Usage("not written yet".into()))
+pub struct Args {
+    /// HIT type ids to subscribe (as in the HIT's HITTypeId).
+    #[arg(value_name = "HIT_TYPE_ID")]
+    pub hit_types: Vec<HitTypeId>,
+    /// Also subscribe every HIT type that has a live HIT in the account
+    /// (Assignable, Unassignable or Reviewable), for HITs made with other tools.
+    #[arg(long)]
+    pub all_active: bool,
+    /// How long to wait for the heartbeat: seconds, or with a unit (90s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_timeout, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Subscribe without sending a test event: nothing is proven.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
-/// (being written)
+/// Turn HIT types' notifications off (the ledger keeps the subscription,
+/// marked inactive).
+///
+/// Workers who submit assignments of these HIT types afterwards are no
+/// longer excluded automatically.
+///
+/// Exit codes: 0 all done; 1 MTurk refused some (each is named); 2 bad input;
+/// 3 environment.
 #[derive(ClapArgs, Debug)]
-pub struct UnsubscribeArgs {}
+pub struct UnsubscribeArgs {
+    /// HIT type ids to unsubscribe.
+    #[arg(value_name = "HIT_TYPE_ID", required = true)]
+    pub hit_types: Vec<HitTypeId>,
+}
 
-pub async fn run_unsubscribe(_ctx: &Context, _args: UnsubscribeArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Usage("not written yet".into()))
+const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How far apart the laptop's clock and the function's may be. Heartbeats
+/// seen before the test event was sent are excluded by id, so a wide window
+/// cannot pass an old heartbeat off as this run's.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(2);
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration: use seconds (60) or 60s, 2m"))?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n.saturating_mul(60),
+        other => return Err(format!("unknown unit {other:?}: use s or m (60s, 2m)")),
+    };
+    let d = Duration::from_secs(secs);
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!("{raw} is out of range: between 1s and 15m"));
+    }
+    Ok(d)
+}
+
+#[derive(Serialize)]
+struct HitTypeOutcome {
+    hit_type_id: String,
+    subscribed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Where the test event got stuck.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Cause {
+    /// MTurk refused to send the test event.
+    TestEventRefused,
+    QueueNotFound,
+    /// The event waits in the queue: nothing receives from it.
+    NotConsumed,
+    /// Received but not deleted, or moved to the dead-letter queue.
+    HandlerFailing,
+    /// Nowhere to be seen: MTurk could not deliver (or the function writes elsewhere).
+    NotDelivered,
+}
+
+#[derive(Serialize)]
+struct Diagnosis {
+    cause: Cause,
+    message: String,
+    what_to_do: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<Depth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter_queue: Option<Depth>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    queue_url: String,
+    table: String,
+    hit_types: Vec<HitTypeOutcome>,
+    /// A heartbeat came back after the test event was sent.
+    verified: bool,
+    /// True with --no-verify.
+    verification_skipped: bool,
+    heartbeat_at: Option<String>,
+    /// Why the round trip failed, when it did.
+    diagnosis: Option<Diagnosis>,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
+    let queue_url = ctx.queue_url()?.to_owned();
+    let ledger = ctx.ledger()?;
+    let sqs = ctx.sqs();
+
+    // Before touching MTurk: a wrong table or queue would leave HIT types
+    // pointed somewhere useless, or subscribed without a record.
+    ledger.last_heartbeat().await?;
+    match status::probe(&sqs, &queue_url).await {
+        Probe::Found(_) => {}
+        Probe::NotFound => {
+            return Err(CliError::environment(
+                format!("queue not found: {queue_url}"),
+                format!("{}; nothing was subscribed", status::queue_not_found_hint()),
+            ))
+        }
+        // The lab's role may not read queue attributes; MTurk does not need it to.
+        Probe::Unreadable(why) => {
+            eprintln!("warning: could not read queue {queue_url} ({why}); going on")
+        }
+    }
+
+    let mut hit_types: Vec<HitTypeId> = Vec::new();
+    let mut seen = HashSet::new();
+    for t in &args.hit_types {
+        if seen.insert(t.clone()) {
+            hit_types.push(t.clone());
+        }
+    }
+    if args.all_active {
+        let live = ctx.mturk.hits().await?.into_iter().filter(|h| {
+            matches!(
+                h.status.as_str(),
+                "Assignable" | "Unassignable" | "Reviewable"
+            )
+        });
+        for h in live {
+            if seen.insert(h.hit_type_id.clone()) {
+                hit_types.push(h.hit_type_id);
+            }
+        }
+    }
+    if hit_types.is_empty() {
+        return Err(CliError::Usage(if args.all_active {
+            format!(
+                "nothing to subscribe: the account has no live HIT in MTurk {} (name HIT type ids, or check --sandbox/--production)",
+                ctx.environment_name()
+            )
+        } else {
+            "nothing to subscribe: name one or more HIT type ids, or pass --all-active".into()
+        }));
+    }
+
+    let mut outcomes = Vec::new();
+    let mut subscribed = Vec::new();
+    for t in &hit_types {
+        match ctx.mturk.subscribe(t, &queue_url).await {
+            Ok(()) => {
+                ledger
+                    .record_subscription(t, &queue_url, OffsetDateTime::now_utc())
+                    .await?;
+                if !ctx.global.json {
+                    eprintln!("Subscribed HIT type {t} to {queue_url}");
+                }
+                subscribed.push(t.clone());
+                outcomes.push(HitTypeOutcome {
+                    hit_type_id: t.to_string(),
+                    subscribed: true,
+                    error: None,
+                });
+            }
+            Err(e) => {
+                eprintln!("error: HIT type {t} was not subscribed: {e}");
+                outcomes.push(HitTypeOutcome {
+                    hit_type_id: t.to_string(),
+                    subscribed: false,
+                    error: Some(e.to_string()),
+                });
+            }
+        }
+    }
+    let refused = outcomes.len() - subscribed.len();
+
+    let mut report = Report {
+        queue_url: queue_url.clone(),
+        table: ledger.table().to_owned(),
+        hit_types: outcomes,
+        verified: false,
+        verification_skipped: false,
+        heartbeat_at: None,
+        diagnosis: None,
+    };
+
+    if subscribed.is_empty() {
+        // Nothing points at the queue: a test event would prove nothing about these HIT types.
+        finish(ctx, &report, None)?;
+        return Err(CliError::Partial(format!(
+            "no HIT type was subscribed ({refused} refused by MTurk, named above)"
+        )));
+    }
+    if args.no_verify {
+        report.verification_skipped = true;
+        eprintln!(
+            "warning: --no-verify: nothing was proven; until a test event comes through, submissions may not be excluded (run `mturk-exclusion subscribe {}` without --no-verify)",
+            subscribed.first().map(ToString::to_string).unwrap_or_default()
+        );
+    } else {
+        match round_trip(ctx, &ledger, &sqs, &queue_url, args.timeout).await? {
+            Ok(hb) => {
+                for t in &subscribed {
+                    ledger.record_verified(t, &hb.received_at).await?;
+                }
+                report.verified = true;
+                report.heartbeat_at = Some(hb.received_at);
+            }
+            Err(diagnosis) => report.diagnosis = Some(diagnosis),
+        }
+    }
+
+    finish(ctx, &report, Some(&subscribed))?;
+    if let Some(d) = &report.diagnosis {
+        return Err(CliError::CheckFailed(format!(
+            "the test event did not come through within {}s: {}",
+            args.timeout.as_secs(),
+            d.message
+        )));
+    }
+    if refused > 0 {
+        return Err(CliError::Partial(format!(
+            "{refused} of {} HIT type(s) were not subscribed (named above)",
+            report.hit_types.len()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finish(
+    ctx: &Context,
+    report: &Report,
+    subscribed: Option<&[HitTypeId]>,
+) -> Result<(), CliError> {
+    if ctx.global.json {
+        return output::print_json(report);
+    }
+    let Some(subscribed) = subscribed else {
+        return Ok(());
+    };
+    let list = subscribed
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if report.verified {
+        println!(
+            "Verified: MTurk delivered a test event to {}, the function consumed it and wrote a heartbeat to ledger {} at {}.",
+            report.queue_url,
+            report.table,
+            report.heartbeat_at.as_deref().unwrap_or("?")
+        );
+        println!("Submissions of these HIT types now exclude their workers: {list}.");
+        println!("(A test event proves the queue and the function; each HIT type's setting was accepted by MTurk just now.)");
+    } else if report.verification_skipped {
+        println!("Subscribed, not verified: {list}.");
+    } else if let Some(d) = &report.diagnosis {
+        println!("Subscribed ({list}), but the test event did not come through.");
+        println!("\n{}\nWhat to do: {}", d.message, d.what_to_do);
+        if let Some(q) = d.queue {
+            println!(
+                "Queue: {} waiting, {} in flight, {} delayed.",
+                q.visible, q.in_flight, q.delayed
+            );
+        }
+        if let Some(q) = d.dead_letter_queue {
+            println!(
+                "Dead-letter queue: {} waiting, {} in flight.",
+                q.visible, q.in_flight
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sends one test event and waits for its heartbeat. The outer error is the
+/// environment failing (ledger unreadable); the inner one is the diagnosis.
+async fn round_trip(
+    ctx: &Context,
+    ledger: &Ledger,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    timeout: Duration,
+) -> Result<Result<Heartbeat, Diagnosis>, CliError> {
+    let dlq_url = status::resolve_dlq(ctx, sqs).await;
+    let dlq_before = match &dlq_url {
+        Some(url) => match status::probe(sqs, url).await {
+            Probe::Found(d) => Some(d),
+            _ => None,
+        },
+        None => None,
+    };
+    let sent_at = OffsetDateTime::now_utc();
+    let since = sent_at - CLOCK_SKEW;
+    let key = |h: &Heartbeat| (h.received_at.clone(), h.event_doc_id.clone());
+    let earlier: HashSet<(String, String)> = ledger
+        .heartbeats_since(since)
+        .await?
+        .iter()
+        .map(key)
+        .collect();
+
+    if let Err(e) = ctx.mturk.send_test_event(queue_url).await {
+        return Ok(Err(Diagnosis {
+            cause: Cause::TestEventRefused,
+            message: format!("MTurk did not send the test event: {e}"),
+            what_to_do: "check that --queue-url is a full SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), then run subscribe again".into(),
+            queue: None,
+            dead_letter_queue: None,
+        }));
+    }
+    if !ctx.global.json {
+        eprintln!(
+            "Sent a test event to {queue_url}; waiting up to {}s for the function's heartbeat...",
+            timeout.as_secs()
+        );
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(hb) = ledger
+            .heartbeats_since(since)
+            .await?
+            .into_iter()
+            .find(|h| !earlier.contains(&key(h)))
+        {
+            return Ok(Ok(hb));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
+    }
+    Ok(Err(diagnose(
+        sqs,
+        queue_url,
+        dlq_url.as_deref(),
+        dlq_before,
+    )
+    .await))
+}
+
+async fn diagnose(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    dlq_url: Option<&str>,
+    dlq_before: Option<Depth>,
+) -> Diagnosis {
+    let queue = match status::probe(sqs, queue_url).await {
+        Probe::Found(d) => Some(d),
+        Probe::NotFound => {
+            return Diagnosis {
+                cause: Cause::QueueNotFound,
+                message: format!(
+                    "queue not found: {queue_url} (it was there when subscribe started)"
+                ),
+                what_to_do: status::queue_not_found_hint(),
+                queue: None,
+                dead_letter_queue: None,
+            }
+        }
+        Probe::Unreadable(_) => None,
+    };
+    let dlq = match dlq_url {
+        Some(url) => match status::probe(sqs, url).await {
+            Probe::Found(d) => Some(d),
+            _ => None,
+        },
+        None => None,
+    };
+    let dlq_grew = match (dlq_before, dlq) {
+        (Some(before), Some(after)) => after.total() > before.total(),
+        _ => false,
+    };
+    let diagnosis = |cause, message: String, what_to_do: &str| Diagnosis {
+        cause,
+        message,
+        what_to_do: what_to_do.to_owned(),
+        queue,
+        dead_letter_queue: dlq,
+    };
+    let no_dlq_note = if dlq_url.is_none() {
+        " (no dead-letter queue known: pass --dlq-url or --stack to check it too)"
+    } else {
+        ""
+    };
+    match queue {
+        _ if dlq_grew => diagnosis(
+            Cause::HandlerFailing,
+            "the handler is failing: the test event reached the queue, the function received it, and it ended in the dead-letter queue".into(),
+            "see the function's logs (CloudWatch Logs, /aws/lambda/<function>) for the failing record, fix the cause, then `mturk-exclusion redrive` and subscribe again",
+        ),
+        Some(q) if q.in_flight > 0 => diagnosis(
+            Cause::HandlerFailing,
+            format!("the handler is failing or too slow: {} message(s) were received from the queue and not deleted", q.in_flight),
+            "see the function's logs (CloudWatch Logs, /aws/lambda/<function>): check its permissions on the table (--table must be the table the function writes) and on MTurk; failed messages return after the visibility timeout and go to the dead-letter queue after maxReceiveCount receives",
+        ),
+        Some(q) if q.visible + q.delayed > 0 => diagnosis(
+            Cause::NotConsumed,
+            format!("the test event reached the queue but nothing consumed it: {} message(s) are waiting", q.visible + q.delayed),
+            "is the function deployed and its event source mapping enabled? (`aws lambda list-event-source-mappings --event-source-arn <queue ARN>` should say State: Enabled); also check that --queue-url is the stack's queue",
+        ),
+        _ => diagnosis(
+            Cause::NotDelivered,
+            format!("MTurk could not deliver to the queue: the test event is in neither the queue nor the dead-letter queue{no_dlq_note}"),
+            "check that the queue policy allows the service principal mturk-requester.amazonaws.com to sqs:SendMessage, and that --queue-url is the stack's queue (the QueueUrl output); if the function did consume it, it writes to another table than --table",
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct UnsubscribeOutcome {
+    hit_type_id: String,
+    unsubscribed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UnsubscribeReport {
+    hit_types: Vec<UnsubscribeOutcome>,
+}
+
+pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<ExitCode, CliError> {
+    let ledger = ctx.ledger()?;
+    ledger.last_heartbeat().await?;
+    let mut outcomes = Vec::new();
+    let mut seen = HashSet::new();
+    for t in args.hit_types.iter().filter(|t| seen.insert(*t)) {
+        match ctx.mturk.unsubscribe(t).await {
+            Ok(()) => {
+                ledger.record_unsubscribed(t).await?;
+                if !ctx.global.json {
+                    println!(
+                        "Unsubscribed HIT type {t}: its submissions no longer exclude workers."
+                    );
+                }
+                outcomes.push(UnsubscribeOutcome {
+                    hit_type_id: t.to_string(),
+                    unsubscribed: true,
+                    error: None,
+                });
+            }
+            Err(e) => {
+                eprintln!("error: HIT type {t} was not unsubscribed: {e}");
+                outcomes.push(UnsubscribeOutcome {
+                    hit_type_id: t.to_string(),
+                    unsubscribed: false,
+                    error: Some(e.to_string()),
+                });
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.unsubscribed).count();
+    if ctx.global.json {
+        output::print_json(&UnsubscribeReport {
+            hit_types: outcomes,
+        })?;
+    }
+    if failed > 0 {
+        return Err(CliError::Partial(format!(
+            "{failed} HIT type(s) were not unsubscribed (named above)"
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_seconds_or_minutes() {
+        assert_eq!(parse_timeout("20"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_timeout("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("1h").is_err());
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("16m").is_err());
+    }
 }

@@ -1,0 +1,183 @@
+//! `status` against DynamoDB Local, moto's SQS and the MTurk double.
+
+mod common;
+
+use common::Pipeline;
+use mturk_exclusion::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
+use mturk_exclusion::ledger::{Learned, NewParticipation};
+use time::OffsetDateTime;
+
+#[tokio::test]
+async fn status_reports_exclusions_failures_subscriptions_and_queues() {
+    let p = Pipeline::start().await;
+    // One worker excluded through the real pipeline.
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double
+        .submit_assignment(&hit, "A1STATUSWORKER")
+        .await
+        .unwrap();
+    p.drain().await;
+    assert!(p.granted("A1STATUSWORKER"));
+    // One participation recorded whose exclusion never happened.
+    let now = OffsetDateTime::now_utc();
+    let hit_type = HitTypeId::parse(&p.hit_type).unwrap();
+    p.ledger
+        .record_participation(
+            &NewParticipation {
+                worker_id: WorkerId::parse("A2STUCKWORKER").unwrap(),
+                assignment_id: AssignmentId::parse("3STUCKASSIGNMENT").unwrap(),
+                hit_id: HitId::parse(&hit).unwrap(),
+                hit_type_id: Some(hit_type.clone()),
+                submit_time: None,
+                learned: Learned::Backfill,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    p.ledger
+        .record_subscription(&hit_type, &p.queues.url, now)
+        .await
+        .unwrap();
+    p.ledger
+        .record_heartbeat("heartbeat-doc", now, None, now)
+        .await
+        .unwrap();
+    p.ledger
+        .record_verified(&hit_type, &mturk_exclusion::ledger::stamp(now))
+        .await
+        .unwrap();
+    // One message that failed for good.
+    p.stack
+        .sqs
+        .send_message()
+        .queue_url(&p.queues.dlq_url)
+        .message_body("not a notification")
+        .send()
+        .await
+        .unwrap();
+
+    let run = p.cli(&["status", "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let s = run.json();
+    assert_eq!(s["table"], p.ledger.table());
+    assert_eq!(s["excluded_workers"], 1);
+    assert_eq!(s["participations"]["total"], 2);
+    assert_eq!(s["participations"]["stuck"], 1);
+    assert_eq!(s["recent_failures"][0]["assignment_id"], "3STUCKASSIGNMENT");
+    assert_eq!(s["recent_failures"][0]["worker_id"], "A2STUCKWORKER");
+    assert_eq!(s["recent_failures"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s["last_heartbeat_at"],
+        mturk_exclusion::ledger::stamp(now).as_str()
+    );
+    let t = &s["hit_types"][0];
+    assert_eq!(t["hit_type_id"], p.hit_type.as_str());
+    assert_eq!(t["active"], true);
+    assert_eq!(t["queue_url"], p.queues.url.as_str());
+    assert!(t["subscribed_at"].is_string() && t["verified_at"].is_string());
+    assert!(t["last_recorded_at"].is_string(), "{t}");
+    assert_eq!(s["queue"]["url"], p.queues.url.as_str());
+    assert_eq!(s["queue"]["visible"], 0);
+    assert_eq!(s["dead_letter_queue"]["visible"], 1);
+    let problems = s["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("dead-letter queue")),
+        "{problems:?}"
+    );
+
+    let text = p.cli(&["status"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    for needle in [
+        "Excluded workers: 1",
+        "Participations: 2 (1 stuck",
+        "3STUCKASSIGNMENT",
+        "Dead-letter queue: 1 waiting",
+        "Needs attention",
+        "mturk-exclusion redrive",
+    ] {
+        assert!(text.stdout.contains(needle), "{needle}:\n{}", text.stdout);
+    }
+}
+
+#[tokio::test]
+async fn status_says_how_to_name_what_it_cannot_see() {
+    let p = Pipeline::start().await;
+    let run = p
+        .cli_with_env(
+            &["status"],
+            &[
+                ("MTURK_EXCLUSION_QUEUE_URL", None),
+                ("MTURK_EXCLUSION_DLQ_URL", None),
+                ("MTURK_EXCLUSION_QUALIFICATION", None),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    for needle in [
+        "pass --qualification",
+        "pass --queue-url",
+        "pass --dlq-url",
+        "Last heartbeat: never",
+        "Nothing needs attention",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
+    }
+    let json = p
+        .cli_with_env(
+            &["status", "--json"],
+            &[
+                ("MTURK_EXCLUSION_QUEUE_URL", None),
+                ("MTURK_EXCLUSION_DLQ_URL", None),
+                ("MTURK_EXCLUSION_QUALIFICATION", None),
+            ],
+        )
+        .await
+        .json();
+    assert!(json["queue"].is_null() && json["dead_letter_queue"].is_null());
+    assert!(json["excluded_workers"].is_null());
+    assert_eq!(json["participations"]["total"], 0);
+}
+
+#[tokio::test]
+async fn status_finds_the_dead_letter_queue_from_the_redrive_policy() {
+    let p = Pipeline::start().await;
+    let run = p
+        .cli_with_env(&["status", "--json"], &[("MTURK_EXCLUSION_DLQ_URL", None)])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let dlq = &run.json()["dead_letter_queue"];
+    let url = dlq["url"].as_str().expect("a dead-letter queue");
+    assert!(
+        url.ends_with(p.queues.dlq_url.rsplit('/').next().unwrap()),
+        "{url}"
+    );
+    assert_eq!(dlq["found"], true);
+}
+
+#[tokio::test]
+async fn status_names_a_missing_table_and_what_to_do() {
+    let p = Pipeline::start().await;
+    let run = p.cli(&["status", "--table", "no-such-ledger-table"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("check --table"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn status_marks_a_missing_queue() {
+    let p = Pipeline::start().await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
+    let missing = format!("{endpoint}/123456789012/no-such-exclusion-queue");
+    let run = p.cli(&["status", "--json", "--queue-url", &missing]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let s = run.json();
+    assert_eq!(s["queue"]["found"], false);
+    assert_eq!(s["queue"]["error"], "queue not found");
+    assert!(s["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m.as_str().unwrap().contains(&missing)));
+}

@@ -1,0 +1,453 @@
+//! `subscribe` and `unsubscribe` against the MTurk double, moto's SQS (and
+//! CloudFormation, for --stack) and DynamoDB Local, with the real handler
+//! consuming the queue while the CLI waits for its heartbeat.
+
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use common::{CliRun, Options, Pipeline};
+use mturk_exclusion::aws;
+use mturk_exclusion::exclusion::Excluder;
+use mturk_exclusion::handler::Handler;
+use mturk_exclusion::ledger::Ledger;
+use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
+use mturk_exclusion::rate::RateLimiter;
+use tokio::time::Instant;
+
+/// Runs `cli` while the event source feeds the queue to `function`, as the
+/// deployed function would be doing while the lab waits.
+async fn while_consuming<F, Fut>(
+    p: &Pipeline,
+    cli: impl Future<Output = CliRun>,
+    function: F,
+) -> CliRun
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<SqsBatchResponse, String>> + Send,
+{
+    let done = AtomicBool::new(false);
+    let source = p.event_source();
+    let (run, ()) = tokio::join!(
+        async {
+            let run = cli.await;
+            done.store(true, Ordering::SeqCst);
+            run
+        },
+        async {
+            // `drain` returns once the queue is empty; the test event arrives
+            // later, so keep draining until the CLI is done.
+            while !done.load(Ordering::SeqCst) {
+                source
+                    .drain(&p.stack, function.clone(), Duration::from_secs(2))
+                    .await;
+            }
+        }
+    );
+    run
+}
+
+/// The real handler, writing to a table that does not exist: every record fails.
+async fn handler_without_its_table(
+    p: &Pipeline,
+) -> impl Fn(SqsEvent) -> futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>
+       + Send
+       + Sync
+       + Clone
+       + 'static {
+    let options = Options::default();
+    let sdk = aws::load(None, options.limits).await;
+    let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&p.double.endpoint()));
+    let handler = Arc::new(Handler::new(
+        Excluder::new(
+            Mturk::new(mturk, Arc::new(RateLimiter::per_second(100.0))),
+            Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), "no-such-ledger-table"),
+            p.qualification.clone(),
+        ),
+        None,
+        options.settings,
+    ));
+    move |event: SqsEvent| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            handler
+                .process(event.records, Instant::now() + Duration::from_secs(60))
+                .await
+                .map(|r| r.response())
+                .map_err(|e| e.to_string())
+        }) as futures::future::BoxFuture<'static, _>
+    }
+}
+
+#[tokio::test]
+async fn subscribe_points_the_hit_type_at_the_queue_and_proves_the_round_trip() {
+    let p = Pipeline::start().await;
+    let hit_type = p.double.new_hit_type_id();
+    let run = while_consuming(
+        &p,
+        p.cli(&["subscribe", &hit_type, "--json", "--timeout", "20s"]),
+        p.function(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["hit_types"][0]["hit_type_id"], hit_type.as_str());
+    assert_eq!(report["hit_types"][0]["subscribed"], true);
+    assert!(report["diagnosis"].is_null());
+    let heartbeat_at = report["heartbeat_at"].as_str().expect("heartbeat_at");
+
+    let setting = p
+        .double
+        .notification_setting(&hit_type)
+        .expect("a notification setting");
+    assert_eq!(setting.destination, p.queues.url);
+    assert_eq!(setting.transport, "SQS");
+    assert!(setting.active);
+    assert_eq!(setting.event_types, vec!["AssignmentSubmitted".to_owned()]);
+
+    let tests = p.double.calls_to("SendTestEventNotification");
+    assert_eq!(tests.len(), 1, "one test event per run");
+    assert_eq!(tests[0].request["TestEventType"], "Ping");
+    assert_eq!(
+        tests[0].request["Notification"]["Destination"],
+        p.queues.url.as_str()
+    );
+
+    let subs = p.ledger.subscriptions().await.unwrap();
+    let sub = subs.iter().find(|s| s.hit_type_id == hit_type).unwrap();
+    assert!(sub.active);
+    assert_eq!(sub.queue_url, p.queues.url);
+    assert_eq!(sub.verified_at.as_deref(), Some(heartbeat_at));
+    assert_eq!(
+        p.ledger.last_heartbeat().await.unwrap().as_deref(),
+        Some(heartbeat_at)
+    );
+}
+
+#[tokio::test]
+async fn an_old_heartbeat_does_not_pass_for_a_new_round_trip() {
+    let p = Pipeline::start().await;
+    // A heartbeat from a moment ago, as if an earlier run had just verified.
+    p.ledger
+        .record_heartbeat(
+            "earlier-doc",
+            time::OffsetDateTime::now_utc(),
+            None,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    let hit_type = p.double.new_hit_type_id();
+    // Nobody consumes the queue: only a new heartbeat could verify.
+    let run = p
+        .cli(&["subscribe", &hit_type, "--json", "--timeout", "2s"])
+        .await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.json()["verified"], false);
+}
+
+#[tokio::test]
+async fn a_malformed_hit_type_id_is_named_and_nothing_is_done() {
+    let p = Pipeline::start().await;
+    p.double.clear_calls();
+    let hit_type = p.double.new_hit_type_id();
+    let run = p.cli(&["subscribe", &hit_type, "3XQ-BAD_ID"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("\"3XQ-BAD_ID\""), "{}", run.stderr);
+    assert!(run.stderr.contains("letters and digits"), "{}", run.stderr);
+    assert_eq!(p.double.total_calls(), 0);
+    assert!(p.double.notification_setting(&hit_type).is_none());
+}
+
+#[tokio::test]
+async fn nothing_to_subscribe_is_a_usage_error() {
+    let p = Pipeline::start().await;
+    let none = p.cli(&["subscribe"]).await;
+    assert_eq!(none.code, 2, "{none:?}");
+    assert!(
+        none.stderr.contains("nothing to subscribe"),
+        "{}",
+        none.stderr
+    );
+    // The double's account has no HITs at all.
+    let no_live = p.cli(&["subscribe", "--all-active"]).await;
+    assert_eq!(no_live.code, 2, "{no_live:?}");
+    assert!(no_live.stderr.contains("no live HIT"), "{}", no_live.stderr);
+}
+
+#[tokio::test]
+async fn all_active_subscribes_each_live_hit_type_once() {
+    let p = Pipeline::start().await;
+    let (two_hits, one_hit, disposed) = (
+        p.double.new_hit_type_id(),
+        p.double.new_hit_type_id(),
+        p.double.new_hit_type_id(),
+    );
+    p.double.create_hit(&two_hits);
+    p.double.create_hit(&one_hit);
+    p.double.create_hit(&two_hits);
+    let gone = p.double.create_hit(&disposed);
+    p.double.dispose_hit(&gone);
+
+    let run = p
+        .cli(&["subscribe", "--all-active", "--no-verify", "--json"])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let subscribed: Vec<&str> = report["hit_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["hit_type_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(subscribed, vec![two_hits.as_str(), one_hit.as_str()]);
+    assert_eq!(report["verified"], false);
+    assert_eq!(report["verification_skipped"], true);
+    assert!(run.stderr.contains("nothing was proven"), "{}", run.stderr);
+    assert_eq!(p.double.call_count("SendTestEventNotification"), 0);
+    for t in [&two_hits, &one_hit] {
+        assert_eq!(
+            p.double.notification_setting(t).unwrap().destination,
+            p.queues.url
+        );
+    }
+    assert!(p.double.notification_setting(&disposed).is_none());
+}
+
+#[tokio::test]
+async fn a_hit_type_mturk_refuses_is_named_and_the_others_are_subscribed() {
+    let p = Pipeline::start().await;
+    let known = p.double.new_hit_type_id();
+    let run = while_consuming(
+        &p,
+        p.cli(&[
+            "subscribe",
+            "3NOSUCHHITTYPE",
+            &known,
+            "--json",
+            "--timeout",
+            "20s",
+        ]),
+        p.function(),
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["hit_types"][0]["hit_type_id"], "3NOSUCHHITTYPE");
+    assert_eq!(report["hit_types"][0]["subscribed"], false);
+    assert!(
+        report["hit_types"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HITTypeDoesNotExist"),
+        "{report}"
+    );
+    assert_eq!(report["hit_types"][1]["subscribed"], true);
+    assert_eq!(report["verified"], true);
+    assert!(run.stderr.contains("3NOSUCHHITTYPE"), "{}", run.stderr);
+    let subs = p.ledger.subscriptions().await.unwrap();
+    assert!(subs
+        .iter()
+        .any(|s| s.hit_type_id == known && s.verified_at.is_some()));
+    assert!(!subs.iter().any(|s| s.hit_type_id == "3NOSUCHHITTYPE"));
+}
+
+#[tokio::test]
+async fn lost_deliveries_are_diagnosed_as_the_queue_policy_or_a_wrong_queue() {
+    let p = Pipeline::start().await;
+    p.double.lose_deliveries_to(&p.queues.url);
+    let hit_type = p.double.new_hit_type_id();
+    let run = while_consuming(
+        &p,
+        p.cli(&["subscribe", &hit_type, "--json", "--timeout", "3s"]),
+        p.function(),
+    )
+    .await;
+    assert_eq!(run.code, 4, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verified"], false);
+    assert_eq!(report["hit_types"][0]["subscribed"], true);
+    let diagnosis = &report["diagnosis"];
+    assert_eq!(diagnosis["cause"], "not_delivered", "{report}");
+    let what = diagnosis["what_to_do"].as_str().unwrap();
+    assert!(what.contains("mturk-requester.amazonaws.com"), "{what}");
+    assert!(what.contains("--queue-url"), "{what}");
+    assert!(
+        run.stderr.contains("MTurk could not deliver to the queue"),
+        "{}",
+        run.stderr
+    );
+    // Subscribed, but not verified.
+    let subs = p.ledger.subscriptions().await.unwrap();
+    let sub = subs.iter().find(|s| s.hit_type_id == hit_type).unwrap();
+    assert!(sub.verified_at.is_none());
+}
+
+#[tokio::test]
+async fn a_queue_nobody_consumes_is_diagnosed_with_the_event_source_mapping() {
+    let p = Pipeline::start().await;
+    let hit_type = p.double.new_hit_type_id();
+    let run = p.cli(&["subscribe", &hit_type, "--timeout", "3s"]).await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("the test event reached the queue but nothing consumed it"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("event source mapping"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(p.stack.queue_depth(&p.queues.url).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_diagnosed_from_the_dead_letter_queue() {
+    let p = Pipeline::with(Options {
+        visibility_secs: 1,
+        max_receive_count: 1,
+        ..Options::default()
+    })
+    .await;
+    let failing = handler_without_its_table(&p).await;
+    let hit_type = p.double.new_hit_type_id();
+    let run = while_consuming(
+        &p,
+        p.cli(&["subscribe", &hit_type, "--json", "--timeout", "8s"]),
+        failing,
+    )
+    .await;
+    assert_eq!(run.code, 4, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["diagnosis"]["cause"], "handler_failing", "{report}");
+    assert!(report["diagnosis"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the handler is failing"));
+    assert!(report["diagnosis"]["what_to_do"]
+        .as_str()
+        .unwrap()
+        .contains("logs"));
+    assert_eq!(report["diagnosis"]["dead_letter_queue"]["visible"], 1);
+}
+
+#[tokio::test]
+async fn a_queue_that_does_not_exist_is_named_and_nothing_is_subscribed() {
+    let p = Pipeline::start().await;
+    let hit_type = p.double.new_hit_type_id();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
+    let missing = format!("{endpoint}/123456789012/no-such-exclusion-queue");
+    let run = p
+        .cli(&["subscribe", &hit_type, "--queue-url", &missing])
+        .await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("queue not found"), "{}", run.stderr);
+    assert!(run.stderr.contains(&missing), "{}", run.stderr);
+    assert!(run.stderr.contains("what to do"), "{}", run.stderr);
+    assert!(p.double.notification_setting(&hit_type).is_none());
+}
+
+#[tokio::test]
+async fn unsubscribe_turns_notifications_off_and_keeps_the_record() {
+    let p = Pipeline::start().await;
+    let hit_type = p.double.new_hit_type_id();
+    let sub = p.cli(&["subscribe", &hit_type, "--no-verify"]).await;
+    assert_eq!(sub.code, 0, "{sub:?}");
+
+    let run = p.cli(&["unsubscribe", &hit_type, "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["hit_types"][0]["unsubscribed"], true);
+    assert!(!p.double.notification_setting(&hit_type).unwrap().active);
+    let subs = p.ledger.subscriptions().await.unwrap();
+    let record = subs.iter().find(|s| s.hit_type_id == hit_type).unwrap();
+    assert!(!record.active);
+    assert_eq!(record.queue_url, p.queues.url);
+
+    let unknown = p.cli(&["unsubscribe", "3NOSUCHHITTYPE", "--json"]).await;
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert_eq!(unknown.json()["hit_types"][0]["unsubscribed"], false);
+}
+
+#[tokio::test]
+async fn stack_outputs_name_the_table_queues_and_qualification() {
+    let p = Pipeline::start().await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
+    // moto serves CloudFormation on the same port as SQS.
+    let cfn = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
+            .endpoint_url(&endpoint)
+            .build(),
+    );
+    let stack = testkit::unique_name("exclusion-stack").replace('-', "");
+    let template = serde_json::json!({
+        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
+        "Outputs": {
+            "TableName": { "Value": p.ledger.table() },
+            "QueueUrl": { "Value": p.queues.url },
+            "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
+            "QualificationTypeId": { "Value": p.qualification.as_str() },
+        }
+    });
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .expect("moto creates the stack");
+
+    let hit_type = p.double.new_hit_type_id();
+    let unset = [
+        ("MTURK_EXCLUSION_TABLE", None),
+        ("MTURK_EXCLUSION_QUEUE_URL", None),
+        ("MTURK_EXCLUSION_DLQ_URL", None),
+        ("MTURK_EXCLUSION_QUALIFICATION", None),
+        ("AWS_ENDPOINT_URL_CLOUDFORMATION", Some(endpoint.as_str())),
+    ];
+    let run = while_consuming(
+        &p,
+        p.cli_with_env(
+            &[
+                "subscribe",
+                &hit_type,
+                "--stack",
+                &stack,
+                "--json",
+                "--timeout",
+                "20s",
+            ],
+            &unset,
+        ),
+        p.function(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["queue_url"], p.queues.url.as_str());
+    assert_eq!(report["table"], p.ledger.table());
+
+    let status = p
+        .cli_with_env(&["status", "--stack", &stack, "--json"], &unset)
+        .await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert_eq!(status["qualification_type_id"], p.qualification.as_str());
+    assert_eq!(
+        status["dead_letter_queue"]["url"],
+        p.queues.dlq_url.as_str()
+    );
+
+    let missing = p
+        .cli_with_env(&["status", "--stack", "NoSuchStack", "--json"], &unset)
+        .await;
+    assert_eq!(missing.code, 3, "{missing:?}");
+    assert!(missing.stderr.contains("NoSuchStack"), "{}", missing.stderr);
+
+    let _ = cfn.delete_stack().stack_name(&stack).send().await;
+}
