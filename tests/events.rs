@@ -12,7 +12,10 @@ use testkit::mturk_double::AssignmentStatus;
 use tokio::time::Instant;
 
 const HIT_TYPE: &str = "3XJOUITW8URHJMX7F00H20LGRIAKAJ";
-const HITS: [&str; 2] = ["3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN", "3M4KL7H8SP7E9Q0WZC1FKJ2R6XB5DA"];
+const HITS: [&str; 2] = [
+    "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN",
+    "3M4KL7H8SP7E9Q0WZC1FKJ2R6XB5DA",
+];
 /// (assignment, HIT index, worker) as the samples name them.
 const ASSIGNMENTS: [(&str, usize, &str); 5] = [
     ("3X4JMASXCM8FCX94IM0KEMYGMD5B0E", 0, "A2SAMPLEWORKER1"),
@@ -43,7 +46,11 @@ async fn run_sample(name: &str) -> (Pipeline, BatchReport) {
 }
 
 fn failures(report: &BatchReport) -> Vec<&Failure> {
-    report.records.iter().filter_map(|(_, r)| r.as_ref().err()).collect()
+    report
+        .records
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect()
 }
 
 fn total(report: &BatchReport) -> mturk_exclusion::handler::Summary {
@@ -82,8 +89,16 @@ async fn a_batch_with_a_redelivered_document() {
     assert!(failures(&report).is_empty(), "{report:?}");
     let sum = total(&report);
     // Records 1 and 4 carry the same document; A2SAMPLEWORKER1 also did record 3.
-    assert_eq!(sum.excluded + sum.already_excluded + sum.duplicates, 4, "{sum:?}");
-    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 2, "one grant per worker");
+    assert_eq!(
+        sum.excluded + sum.already_excluded + sum.duplicates,
+        4,
+        "{sum:?}"
+    );
+    assert_eq!(
+        p.double.call_count("AssociateQualificationWithWorker"),
+        2,
+        "one grant per worker"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +106,11 @@ async fn a_ping() {
     let (p, report) = run_sample("ping.json").await;
     assert!(failures(&report).is_empty());
     assert_eq!(total(&report).heartbeats, 1);
-    assert_eq!(p.double.total_calls(), 1, "only the fixture's own subscription");
+    assert_eq!(
+        p.double.total_calls(),
+        1,
+        "only the fixture's own subscription"
+    );
 }
 
 #[tokio::test]
@@ -105,11 +124,21 @@ async fn a_hit_reviewable_event() {
 #[tokio::test]
 async fn malformed_bodies_beside_a_good_one() {
     let (p, report) = run_sample("malformed.json").await;
-    let failed: Vec<_> = report.response().batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    let failed: Vec<_> = report
+        .response()
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
     assert_eq!(
         failed,
-        ["6b1f0c2e-0000-4000-8000-000000000002", "6b1f0c2e-0000-4000-8000-000000000003"]
+        [
+            "6b1f0c2e-0000-4000-8000-000000000002",
+            "6b1f0c2e-0000-4000-8000-000000000003"
+        ]
     );
-    assert!(failures(&report).iter().all(|f| matches!(f, Failure::Malformed(_))));
+    assert!(failures(&report)
+        .iter()
+        .all(|f| matches!(f, Failure::Malformed(_))));
     assert!(p.granted("A2SAMPLEWORKER1"));
 }
