@@ -8,6 +8,7 @@
 mod commands;
 mod context;
 mod output;
+mod workers_csv;
 
 use std::process::ExitCode;
 
