@@ -409,4 +409,62 @@ mod tests {
         assert_eq!(problems.len(), 2);
         assert!(problems[0].starts_with("--worker: worker id \"bad id\""));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever bytes arrive, the reader answers rows, bad rows or a
+            /// named error; it never panics, and every row it keeps is a
+            /// valid worker id on a line that exists.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+                if let Ok(f) = parse("fuzz.csv", &bytes) {
+                    let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                    for row in &f.rows {
+                        prop_assert!(row.line >= 1 && row.line <= lines, "line {} of {}", row.line, lines);
+                    }
+                    for bad in &f.bad {
+                        prop_assert!(bad.line >= 1 && bad.line <= lines);
+                        prop_assert!(bad.problem.len() < 1000);
+                    }
+                }
+            }
+
+            /// CSV-shaped text: quotes, commas, CR/LF, comments and ids mixed.
+            #[test]
+            fn csv_shaped_text_never_panics(
+                cells in prop::collection::vec(
+                    prop::collection::vec(prop_oneof![
+                        "A[A-Z0-9]{5,14}".prop_map(String::from),
+                        Just("WorkerId".to_owned()),
+                        Just("AssignmentId".to_owned()),
+                        Just("HITId".to_owned()),
+                        Just("\"".to_owned()),
+                        Just("#".to_owned()),
+                        ".{0,12}",
+                    ], 1..6),
+                    0..30,
+                ),
+                crlf in any::<bool>(),
+            ) {
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let text: String = cells.iter().map(|row| row.join(",") + eol).collect();
+                let _ = parse("fuzz.csv", text.as_bytes());
+            }
+
+            /// A plain list of valid ids comes back whole, in order.
+            #[test]
+            fn a_plain_list_round_trips(ids in prop::collection::vec("A[A-Z0-9]{11,20}", 1..50)) {
+                let text = ids.join("\n");
+                let f = parse("list.txt", text.as_bytes()).unwrap();
+                let got: Vec<_> = f.rows.iter().map(|r| r.worker.to_string()).collect();
+                prop_assert_eq!(got, ids);
+                prop_assert!(f.bad.is_empty());
+            }
+        }
+    }
 }
