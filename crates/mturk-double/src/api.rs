@@ -210,9 +210,9 @@ struct GetHitInput {
 /// `GetHIT`: a disposed or unknown HIT is `AWS.MechanicalTurk.HITDoesNotExist`.
 fn get_hit(model: &Model, input: GetHitInput, now: SystemTime) -> Result<Value, ApiError> {
     let id = entity("HITId", &input.hit_id)?;
-    let hit = model.live_hit(id).ok_or_else(|| {
-        ApiError::request("HITDoesNotExist", format!("Hit {id} does not exist."))
-    })?;
+    let hit = model
+        .live_hit(id)
+        .ok_or_else(|| ApiError::request("HITDoesNotExist", format!("Hit {id} does not exist.")))?;
     Ok(json!({ "HIT": hit_json(hit, now) }))
 }
 
