@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md: builds the release handler and the bench
+# driver, starts the local stack if needed, runs the subcommands and prints
+# their results. Everything stays on 127.0.0.1.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat <<EOF
+Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [all]   (default: all)
+
+  size        release binary size and profile
+  cold-start  spawn -> first response, RUNS runs (default 20), also under
+              cargo lambda watch if cargo-lambda is installed
+  per-record  handler CPU per record at batch sizes 1 and 10, BATCHES batches (default 200)
+  burst       the burst matrix: MaximumConcurrency {2,5} x double limit {5,20}/s,
+              BURST_SUBMISSIONS submissions (default 2000) by BURST_WORKERS
+              workers (default 714, the issue's 70000:25000 ratio), each run
+              bounded by BURST_TIME_LIMIT seconds (default 1800)
+
+Environment:
+  AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_SQS  use these local services
+              (both must be set); otherwise scripts/local-stack.sh starts
+              DynamoDB Local and moto (and stops them again afterwards)
+  RUNS, BATCHES, BURST_SUBMISSIONS, BURST_WORKERS, BURST_TIME_LIMIT, BURST_MATRIX
+              (BURST_MATRIX: space-separated CONCURRENCYxRPS, default "2x20 5x20 2x5 5x5")
+  BENCH_OUT   where the full output goes (default .local/bench/bench-<time>.log)
+
+The full issue-scale burst (70000 submissions, 25000 workers) takes about
+(70000 + 25000) / R seconds at least: 79 min at R=20, 5.3 h at R=5. Run it
+by hand, e.g.
+  BURST_SUBMISSIONS=70000 BURST_WORKERS=25000 BURST_MATRIX=5x20 BURST_TIME_LIMIT=9000 scripts/bench.sh burst
+EOF
+}
+
+WHAT=()
+for a in "$@"; do
+  case "$a" in
+    -h | --help) usage; exit 0 ;;
+    size | cold-start | per-record | burst) WHAT+=("$a") ;;
+    all) WHAT+=(size cold-start per-record burst) ;;
+    *) usage >&2; die "unknown argument: $a" ;;
+  esac
+done
+((${#WHAT[@]})) || WHAT=(size cold-start per-record burst)
+
+RUNS="${RUNS:-20}"
+BATCHES="${BATCHES:-200}"
+BURST_SUBMISSIONS="${BURST_SUBMISSIONS:-2000}"
+BURST_WORKERS="${BURST_WORKERS:-714}"
+BURST_TIME_LIMIT="${BURST_TIME_LIMIT:-1800}"
+BURST_MATRIX="${BURST_MATRIX:-2x20 5x20 2x5 5x5}"
+mkdir -p "$LOCAL_DIR/bench"
+BENCH_OUT="${BENCH_OUT:-$LOCAL_DIR/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).log}"
+
+STACK="$REPO_ROOT/scripts/local-stack.sh"
+STOP_STACK=0
+cleanup() {
+  if ((STOP_STACK)); then
+    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
+  fi
+}
+trap cleanup EXIT
+if [[ -n "${AWS_ENDPOINT_URL_DYNAMODB:-}" && -n "${AWS_ENDPOINT_URL_SQS:-}" ]]; then
+  say "using the local services at $AWS_ENDPOINT_URL_DYNAMODB and $AWS_ENDPOINT_URL_SQS"
+else
+  [[ -f "$STACK" ]] || die "no local services: set AWS_ENDPOINT_URL_DYNAMODB/SQS or add scripts/local-stack.sh"
+  if ! bash "$STACK" status >/dev/null 2>&1; then
+    STOP_STACK=1
+    bash "$STACK" start
+  fi
+  eval "$(bash "$STACK" env)"
+fi
+for var in AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS; do
+  [[ "${!var}" == http://127.* || "${!var}" == http://localhost* ]] || die "$var=${!var} is not on loopback"
+done
+
+LOCKED=()
+[[ -f Cargo.lock ]] && LOCKED=(--locked)
+t="$(now)"
+say "building the release handler and the bench driver (fat LTO: several minutes on 2 cores)"
+cargo build --release "${LOCKED[@]}" --bin exclusion-handler
+cargo build --release "${LOCKED[@]}" -p bench
+say "built in $(elapsed "$t")"
+BENCH="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/bench"
+[[ -x "$BENCH" ]] || BENCH="$REPO_ROOT/target/release/bench"
+
+{
+  echo "# scripts/bench.sh $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "# $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "# git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+} | tee "$BENCH_OUT"
+
+run() {
+  say "bench $*"
+  echo "\$ bench $*" >>"$BENCH_OUT"
+  "$BENCH" "$@" 2>&1 | tee -a "$BENCH_OUT"
+}
+
+for w in "${WHAT[@]}"; do
+  case "$w" in
+    size) run size ;;
+    cold-start) run cold-start --runs "$RUNS" ;;
+    per-record) run per-record --batches "$BATCHES" ;;
+    burst)
+      for cell in $BURST_MATRIX; do
+        run burst --submissions "$BURST_SUBMISSIONS" --workers "$BURST_WORKERS" \
+          --concurrency "${cell%x*}" --rps "${cell#*x}" --time-limit "$BURST_TIME_LIMIT" || warn "burst $cell failed"
+      done
+      ;;
+  esac
+done
+
+say "results (also in ${BENCH_OUT#"$REPO_ROOT"/}):"
+grep '^RESULT ' "$BENCH_OUT" || true

