@@ -331,6 +331,39 @@ impl Ledger {
         &self.table
     }
 
+    /// Every item under one key value, all pages: of the table
+    /// (`index: None`) or of one of its indexes.
+    async fn query_all(
+        &self,
+        operation: &'static str,
+        index: Option<&str>,
+        key: (&str, AttributeValue),
+        filter_on_sk: Option<&str>,
+    ) -> Result<Vec<Item>, LedgerError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression("#key = :key")
+            .expression_attribute_names("#key", key.0)
+            .expression_attribute_values(":key", key.1)
+            // Indexes can only be read eventually consistent.
+            .consistent_read(index.is_none());
+        if let Some(sk) = filter_on_sk {
+            query = query
+                .filter_expression(format!("{SK} = :sk"))
+                .expression_attribute_values(":sk", s(sk));
+        }
+        query
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(operation, e))
+    }
+
     /// The participation for an assignment, if the ledger has it.
     pub async fn participation(
         &self,
@@ -550,20 +583,13 @@ impl Ledger {
     ) -> Result<Vec<Participation>, LedgerError> {
         const OP: &str = "Query(ByWorker)";
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_WORKER)
-            .key_condition_expression(format!("{WORKER_ID} = :worker"))
-            .filter_expression(format!("{SK} = :p"))
-            .expression_attribute_values(":worker", s(worker.as_str()))
-            .expression_attribute_values(":p", s(PARTICIPATION_SK))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
+            .query_all(
+                OP,
+                Some(BY_WORKER),
+                (WORKER_ID, s(worker.as_str())),
+                Some(PARTICIPATION_SK),
+            )
+            .await?;
         items.iter().map(|i| participation_from(OP, i)).collect()
     }
 
@@ -678,18 +704,8 @@ impl Ledger {
     ) -> Result<Vec<Participation>, LedgerError> {
         const OP: &str = "Query(ByHit)";
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_HIT)
-            .key_condition_expression(format!("{HIT_ID} = :hit"))
-            .expression_attribute_values(":hit", s(hit.as_str()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
+            .query_all(OP, Some(BY_HIT), (HIT_ID, s(hit.as_str())), None)
+            .await?;
         items.iter().map(|i| participation_from(OP, i)).collect()
     }
 
@@ -700,18 +716,13 @@ impl Ledger {
     ) -> Result<Vec<Exclusion>, LedgerError> {
         const OP: &str = "Query(Excluded)";
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(EXCLUDED)
-            .key_condition_expression(format!("{EXCLUDED_Q} = :q"))
-            .expression_attribute_values(":q", s(qualification.as_str()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
+            .query_all(
+                OP,
+                Some(EXCLUDED),
+                (EXCLUDED_Q, s(qualification.as_str())),
+                None,
+            )
+            .await?;
         items.iter().map(|i| exclusion_from(OP, i)).collect()
     }
 
@@ -847,17 +858,8 @@ impl Ledger {
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, LedgerError> {
         const OP: &str = "Query(subscriptions)";
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression(format!("{PK} = :pk"))
-            .expression_attribute_values(":pk", s(SUBSCRIPTION_PK))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
+            .query_all(OP, None, (PK, s(SUBSCRIPTION_PK)), None)
+            .await?;
         items
             .iter()
             .map(|i| {
