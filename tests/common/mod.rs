@@ -25,6 +25,8 @@ pub struct Options {
     pub limits: Limits,
     pub settings: Settings,
     pub mturk_rps: f64,
+    /// A DynamoDB of the test's own instead of the shared one.
+    pub dynamodb_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
                 backoff_max: Duration::from_secs(2),
             },
             mturk_rps: 100.0,
+            dynamodb_endpoint: None,
         }
     }
 }
@@ -70,7 +73,10 @@ impl Pipeline {
     }
 
     pub async fn with(options: Options) -> Pipeline {
-        let stack = Stack::from_env().await.expect("local stack");
+        let mut stack = Stack::from_env().await.expect("local stack");
+        if let Some(endpoint) = &options.dynamodb_endpoint {
+            stack = stack.with_dynamodb_endpoint(endpoint);
+        }
         let double = MturkDouble::start(Some(stack.sqs.clone()))
             .await
             .expect("start the MTurk double");
@@ -87,7 +93,15 @@ impl Pipeline {
         // endpoints of this machine.
         let sdk = aws::load(None, options.limits).await;
         let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&double.endpoint()));
-        let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+        let dynamodb = match &options.dynamodb_endpoint {
+            Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .endpoint_url(endpoint)
+                    .build(),
+            ),
+            None => aws_sdk_dynamodb::Client::new(&sdk),
+        };
+        let ledger = Ledger::new(dynamodb, &table);
         let handler = Handler::new(
             Excluder::new(
                 Mturk::new(

@@ -8,6 +8,7 @@
 //!
 //! The MTurk double is re-exported as [`mturk_double`].
 
+pub mod dynamodb_local;
 pub mod event_source;
 pub mod runtime_api;
 pub mod table;
@@ -102,6 +103,18 @@ impl Stack {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sdk,
         })
+    }
+
+    /// The same stack with DynamoDB at another endpoint (a test's own instance).
+    pub fn with_dynamodb_endpoint(&self, endpoint: &str) -> Stack {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+            .endpoint_url(endpoint)
+            .build();
+        Stack {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(config),
+            sqs: self.sqs.clone(),
+            sdk: self.sdk.clone(),
+        }
     }
 
     /// A fresh ledger table, created from template.yaml.

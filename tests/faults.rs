@@ -1,0 +1,271 @@
+//! Bursts under faults, then the invariants that must hold whatever
+//! happened. Short by default (CI); `FAULT_SOAK=1` runs each burst at
+//! twenty times the size, for a soak on a developer's machine.
+//!
+//! The invariants, checked after every run:
+//! - every submitted assignment is in the ledger with its worker excluded,
+//!   or its notification waits in the dead-letter queue;
+//! - no worker is excluded who did not submit;
+//! - every grant carried `SendNotification=false`;
+//! - the handler never revoked, rejected, blocked or approved;
+//! - a participation counts once however often it was delivered.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Options, Pipeline};
+use mturk_exclusion::aws::Limits;
+use mturk_exclusion::ids::{AssignmentId, WorkerId};
+use mturk_exclusion::ledger::ExclusionState;
+use mturk_exclusion::notification::{Event, Notification};
+use testkit::mturk_double::{Fault, GrantStatus};
+
+fn soak() -> bool {
+    std::env::var("FAULT_SOAK").is_ok_and(|v| v == "1")
+}
+
+/// Options for faulty runs: short timeouts, quick redeliveries, and enough
+/// receives that transient faults alone never reach the DLQ.
+fn faulty_options() -> Options {
+    let mut o = Options::default();
+    o.visibility_secs = 2;
+    o.max_receive_count = 12;
+    o.limits = Limits {
+        connect: Duration::from_millis(500),
+        attempt: Duration::from_millis(1500),
+        operation: Duration::from_secs(4),
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(50),
+    };
+    o.settings.backoff_base = Duration::from_secs(1);
+    o.settings.backoff_max = Duration::from_secs(2);
+    o
+}
+
+/// A skewed burst: a few workers do many HITs, most do one or two.
+/// Returns (assignment, worker) for every submission.
+async fn burst(p: &Pipeline, submissions: usize) -> Vec<(String, String)> {
+    let hits: Vec<String> = (0..submissions.div_ceil(4).max(4))
+        .map(|_| p.double.create_hit(&p.hit_type))
+        .collect();
+    let mut done = Vec::new();
+    let mut per_hit = vec![0usize; hits.len()];
+    for n in 0..submissions {
+        // Workers 0..3 take every fourth submission between them; the rest are fresh-ish.
+        let worker = if n % 4 == 0 {
+            format!("A0HEAVY{}", n % 3)
+        } else {
+            format!("A1LIGHT{}", n / 2)
+        };
+        // A worker may submit once per HIT: find a HIT this worker has not done.
+        let mut h = n % hits.len();
+        while done
+            .iter()
+            .any(|(_, w, hit): &(String, String, usize)| w == &worker && *hit == h)
+        {
+            h = (h + 1) % hits.len();
+        }
+        per_hit[h] += 1;
+        let s = p
+            .double
+            .submit_assignment(&hits[h], &worker)
+            .await
+            .expect("submit");
+        done.push((s.assignment_id, worker, h));
+    }
+    done.into_iter().map(|(a, w, _)| (a, w)).collect()
+}
+
+/// Drains and checks every invariant. Returns how many notifications ended
+/// in the DLQ, and the event source's counts.
+async fn drain_and_check(
+    p: &Pipeline,
+    submitted: &[(String, String)],
+    limit: Duration,
+) -> (usize, testkit::event_source::Totals) {
+    let (totals, drained) = p.event_source().drain(&p.stack, p.function(), limit).await;
+    assert!(drained, "did not drain within {limit:?}: {totals:?}");
+
+    // Which assignments wait in the DLQ.
+    let mut dead = BTreeSet::new();
+    for body in p.dead_letters().await {
+        let n = Notification::parse(&body).expect("DLQ holds MTurk documents");
+        for e in n.events {
+            if let Event::AssignmentSubmitted { assignment_id, .. } = e {
+                dead.insert(assignment_id.to_string());
+            }
+        }
+    }
+
+    let submitters: BTreeSet<&str> = submitted.iter().map(|(_, w)| w.as_str()).collect();
+    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    for (assignment, worker) in submitted {
+        if dead.contains(assignment) {
+            continue;
+        }
+        let id = AssignmentId::parse(assignment).unwrap();
+        let p_ = p
+            .ledger
+            .participation(&id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!("assignment {assignment} neither in the ledger nor in the DLQ")
+            });
+        assert_eq!(p_.worker_id.as_str(), worker);
+        assert!(
+            p_.excluded_at.is_some(),
+            "assignment {assignment} recorded but not excluded"
+        );
+        *per_worker.entry(worker).or_default() += 1;
+    }
+    for (worker, expected) in &per_worker {
+        let w = WorkerId::parse(worker).unwrap();
+        let x = p
+            .ledger
+            .exclusion(&w, &p.qualification)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(x.state, ExclusionState::Excluded, "{worker}");
+        assert!(
+            p.granted(worker),
+            "{worker} excluded in the ledger but not on MTurk"
+        );
+        let participations = p.ledger.participations_of(&w).await.unwrap();
+        assert_eq!(
+            participations.len(),
+            *expected,
+            "{worker}: each participation counts once"
+        );
+    }
+    for (worker, grant) in p.double.workers_with(p.qualification.as_str()) {
+        assert!(
+            submitters.contains(worker.as_str()),
+            "{worker} excluded without submitting"
+        );
+        assert_eq!(grant.status, GrantStatus::Granted);
+    }
+    p.assert_every_grant_silent();
+    let allowed = [
+        "UpdateNotificationSettings",
+        "GetAssignment",
+        "AssociateQualificationWithWorker",
+    ];
+    for call in p.double.calls() {
+        assert!(
+            allowed.contains(&call.operation.as_str()),
+            "unexpected MTurk call {}",
+            call.operation
+        );
+    }
+    (dead.len(), totals)
+}
+
+/// How many MTurk calls were answered by an injected fault of this kind.
+fn faulted(p: &Pipeline, kind: &str) -> usize {
+    p.double
+        .calls()
+        .iter()
+        .filter(|c| match &c.outcome {
+            testkit::mturk_double::Outcome::Fault(k) => k == kind,
+            testkit::mturk_double::Outcome::Dropped => kind == "Drop",
+            _ => false,
+        })
+        .count()
+}
+
+fn size(short: usize) -> usize {
+    if soak() {
+        short * 20
+    } else {
+        short
+    }
+}
+
+fn limit() -> Duration {
+    Duration::from_secs(if soak() { 900 } else { 120 })
+}
+
+#[tokio::test]
+async fn a_throttling_storm_loses_nothing() {
+    let mut options = faulty_options();
+    options.mturk_rps = 50.0; // far above what the account allows
+    let p = Pipeline::with(options).await;
+    p.double.throttle_above(Some(8.0));
+    let submitted = burst(&p, size(40)).await;
+    let (dead, _) = drain_and_check(&p, &submitted, limit()).await;
+    assert_eq!(dead, 0, "throttling alone must never reach the DLQ");
+    assert!(
+        faulted(&p, "Throttle") > 0,
+        "the storm never throttled: the test proves nothing"
+    );
+}
+
+#[tokio::test]
+async fn service_faults_and_5xx_bursts_lose_nothing() {
+    let p = Pipeline::with(faulty_options()).await;
+    p.double
+        .fail_fraction(Some("GetAssignment"), 0.3, Fault::ServiceFault, 11);
+    p.double.fail_fraction(
+        Some("AssociateQualificationWithWorker"),
+        0.3,
+        Fault::Http500,
+        12,
+    );
+    let submitted = burst(&p, size(40)).await;
+    assert_eq!(drain_and_check(&p, &submitted, limit()).await.0, 0);
+    assert!(faulted(&p, "ServiceFault") > 0 && faulted(&p, "Http500") > 0);
+}
+
+#[tokio::test]
+async fn answers_slower_than_the_timeouts_lose_nothing() {
+    let p = Pipeline::with(faulty_options()).await;
+    // Longer than an attempt's timeout: the SDK gives up on the attempt.
+    p.double
+        .fail_fraction(None, 0.2, Fault::Delay(Duration::from_millis(1800)), 13);
+    let submitted = burst(&p, size(24)).await;
+    assert_eq!(drain_and_check(&p, &submitted, limit()).await.0, 0);
+    assert!(faulted(&p, "Delay") > 0);
+}
+
+#[tokio::test]
+async fn dropped_connections_lose_nothing() {
+    let p = Pipeline::with(faulty_options()).await;
+    p.double.fail_fraction(None, 0.25, Fault::Drop, 14);
+    let submitted = burst(&p, size(40)).await;
+    assert_eq!(drain_and_check(&p, &submitted, limit()).await.0, 0);
+    assert!(faulted(&p, "Drop") > 0);
+}
+
+#[tokio::test]
+async fn dynamodb_restarting_mid_burst_loses_nothing() {
+    let dir = std::env::temp_dir().join(testkit::unique_name("ddb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut db = testkit::dynamodb_local::DynamoDbLocal::start(&dir)
+        .await
+        .unwrap();
+    let mut options = faulty_options();
+    options.dynamodb_endpoint = Some(db.endpoint());
+    // Slow MTurk a little so the outage lands in the middle of the work.
+    let p = Pipeline::with(options).await;
+    p.double.set_latency(Duration::from_millis(40));
+    let submitted = burst(&p, size(40)).await;
+
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        db.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        db.restart().await.unwrap();
+    };
+    let ((dead, totals), ()) = tokio::join!(drain_and_check(&p, &submitted, limit()), outage);
+    assert_eq!(dead, 0);
+    assert!(
+        totals.failed_records + totals.failed_invocations > 0,
+        "the outage hit no record, so it proves nothing: {totals:?}"
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
