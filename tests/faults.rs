@@ -29,19 +29,24 @@ fn soak() -> bool {
 /// Options for faulty runs: short timeouts, quick redeliveries, and enough
 /// receives that transient faults alone never reach the DLQ.
 fn faulty_options() -> Options {
-    let mut o = Options::default();
-    o.visibility_secs = 2;
-    o.max_receive_count = 12;
-    o.limits = Limits {
-        connect: Duration::from_millis(500),
-        attempt: Duration::from_millis(1500),
-        operation: Duration::from_secs(4),
-        max_attempts: 3,
-        initial_backoff: Duration::from_millis(50),
-    };
-    o.settings.backoff_base = Duration::from_secs(1);
-    o.settings.backoff_max = Duration::from_secs(2);
-    o
+    let defaults = Options::default();
+    Options {
+        visibility_secs: 2,
+        max_receive_count: 12,
+        limits: Limits {
+            connect: Duration::from_millis(500),
+            attempt: Duration::from_millis(1500),
+            operation: Duration::from_secs(4),
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+        },
+        settings: mturk_exclusion::handler::Settings {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
+            ..defaults.settings.clone()
+        },
+        ..defaults
+    }
 }
 
 /// A skewed burst: a few workers do many HITs, most do one or two.
