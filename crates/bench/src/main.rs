@@ -6,6 +6,7 @@
 //! cargo run --release -p bench -- per-record [--batches 200]
 //! cargo run --release -p bench -- size
 //! cargo run --release -p bench -- burst --submissions 2000 --workers 714 --concurrency 2 --rps 5
+//! cargo run --release -p bench -- backfill --assignments 10000
 //! ```
 //!
 //! Every subcommand drives `target/release/exclusion-handler` (or
@@ -13,6 +14,7 @@
 //! environment must point at the local stack (`eval "$(scripts/local-stack.sh env)"`).
 //! Each prints a readable report and, last, one `RESULT {json}` line.
 
+mod backfill;
 mod burst;
 mod cold_start;
 mod common;
@@ -41,6 +43,10 @@ Commands:
               [--keep-logs DIR]
               a burst of skewed submissions through the MTurk double, SQS, the
               event-source loop and the real handler, the double throttling above R/s
+
+  backfill    [--assignments 10000] [--rps 50] [--concurrency 4] [--cli PATH]
+              the release `mturk-exclusion exclude --hit` over one HIT with that many
+              assignments on the MTurk double: time and MTurk calls, then a second run
 
 Common options:
   --binary PATH   the handler binary (default: <target>/release/exclusion-handler)
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
             "per-record" => per_record::run(&args).await,
             "size" => size::run(&args).await,
             "burst" => burst::run(&args).await,
+            "backfill" => backfill::run(&args).await,
             other => Err(anyhow::anyhow!("unknown command {other:?}")),
         }
     });
