@@ -66,7 +66,8 @@ const PREVIEW_CHARS: usize = 100;
 
 #[derive(Serialize)]
 struct Peeked {
-    message_id: String,
+    /// SQS always names its messages; `None` would be shown, never invented.
+    message_id: Option<String>,
     receive_count: Option<u64>,
     sent_at: Option<String>,
     body_preview: String,
@@ -424,7 +425,7 @@ fn peeked(m: &Message) -> Peeked {
     let body = m.body().unwrap_or_default();
     let problem = Notification::parse(body).err().map(|e| e.to_string());
     Peeked {
-        message_id: m.message_id().unwrap_or_default().to_owned(),
+        message_id: m.message_id().map(str::to_owned),
         receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount),
         sent_at,
         body_preview: preview(body),
@@ -500,7 +501,7 @@ async fn dry_run(
     for p in &report.messages {
         println!(
             "\n{}  receives {}  sent {}",
-            p.message_id,
+            p.message_id.as_deref().unwrap_or("(no message id)"),
             p.receive_count
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             p.sent_at.as_deref().unwrap_or("?")
