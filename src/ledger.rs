@@ -22,7 +22,6 @@ use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
@@ -194,23 +193,14 @@ fn corrupt(operation: &'static str, message: String) -> LedgerError {
 
 /// Formats a time the way the ledger stores it.
 pub fn stamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    let mut s = t.format(&Rfc3339).unwrap_or_default();
-    // Rfc3339 drops trailing zero fractions; pad to a fixed width so string
-    // order stays time order.
-    if !s.contains('.') {
-        s.insert_str(s.len() - 1, ".000");
-    } else {
-        let dot = s.find('.').unwrap_or(0);
-        let digits = s.len() - 1 - (dot + 1);
-        for _ in digits..3 {
-            s.insert(s.len() - 1, '0');
-        }
-    }
-    s
+    // Fixed width, always three fraction digits and a Z, so that string
+    // order is time order.
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
