@@ -5,18 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsMessage;
-use common::{document, submitted, Pipeline};
+use common::{document, record, submitted, Pipeline};
 use mturk_exclusion::handler::Failure;
 use testkit::mturk_double::AssignmentStatus;
 use tokio::time::Instant;
-
-fn record(id: &str, body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(id.to_owned());
-    m.body = Some(body.to_owned());
-    m
-}
 
 #[tokio::test]
 async fn hostile_bodies_fail_alone_with_a_clear_reason() {

@@ -5,24 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsMessage;
-use common::{document, submitted, Options, Pipeline};
+use common::{document, record, submitted, Options, Pipeline};
 use mturk_exclusion::handler::Failure;
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::Fault;
 use tokio::time::Instant;
-
-fn record(id: &str, body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(id.to_owned());
-    m.body = Some(body.to_owned());
-    m.attributes.insert(
-        "SenderId".into(),
-        mturk_exclusion::handler::MTURK_SENDER_ID.into(),
-    );
-    m
-}
 
 #[tokio::test]
 async fn a_submission_excludes_its_worker_silently() {

@@ -350,3 +350,13 @@ impl Pipeline {
         }
     }
 }
+
+/// An SQS record as Lambda hands it over, sent by MTurk's documented sender.
+pub fn record(id: &str, body: &str) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some(id.to_owned());
+    m.body = Some(body.to_owned());
+    m.attributes
+        .insert("SenderId".into(), MTURK_SENDER_ID.into());
+    m
+}
