@@ -11,7 +11,9 @@ Usage: scripts/local-stack.sh start|stop|status|env|--help
 
   start   start DynamoDB Local (port \$DDB_PORT, default 18000) and moto's SQS
           (port \$SQS_PORT, default 15000) on 127.0.0.1 and wait until both
-          answer (at most \$STACK_WAIT_SECONDS, default 60). Already running:
+          answer (at most \$STACK_WAIT_SECONDS, default 60). moto runs through
+          scripts/moto-server.py (speed fixes; MOTO_STOCK=1 for stock moto).
+          Already running:
           nothing to do. Runs scripts/setup.sh first if something is missing.
   stop    stop exactly the processes recorded in .local/run/*.pid
   status  say what runs; exit 0 if both run, 3 otherwise
@@ -38,7 +40,7 @@ log_file() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
 cmd_marker() {
   case "$1" in
     dynamodb-local) printf 'LoopbackDynamoDBLocal' ;;
-    moto) printf 'moto_server' ;;
+    moto) printf 'moto-server.py' ;;
   esac
 }
 wanted_port() {
@@ -109,7 +111,9 @@ launch() {
       pid=$!
       ;;
     moto)
-      (cd "$LOG_DIR" && exec "${SETSID[@]}" "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" \
+      # moto with three speed fixes that keep its behaviour (see the file);
+      # MOTO_STOCK=1 runs it unchanged.
+      (cd "$LOG_DIR" && exec "${SETSID[@]}" "$VENV_DIR/bin/python" "$REPO_ROOT/scripts/moto-server.py" -H 127.0.0.1 -p "$port" \
         </dev/null >>"$log" 2>&1) &
       pid=$!
       ;;
