@@ -264,26 +264,20 @@ async fn assert_start_up_fails_naming(env: Vec<(String, String)>, variable: &str
         .expect("the process should exit on a bad configuration");
     assert!(!exit.contains("exit status: 0"), "{exit}");
     let log = process.log_text();
+    // Reported through the Runtime API, so Lambda shows Runtime.InitError
+    // with our reason, not an anonymous Runtime.ExitError...
     match outcome {
-        // Reported through the Runtime API...
         Err(InvokeError::InitFailed(e)) => {
+            assert_eq!(e.error_type, "ConfigError", "{e}");
             assert!(e.message.contains(variable), "{e}");
         }
-        // ...or by exiting with the reason on stdout/stderr (Lambda's Runtime.ExitError).
-        Err(InvokeError::InstanceGone { .. }) => {
-            assert!(
-                log.contains(variable),
-                "the log does not name {variable}:\n{log}"
-            );
-        }
-        other => panic!("expected a failed start-up, got {other:?}\nlog:\n{log}"),
+        other => panic!("expected a reported start-up failure, got {other:?}\nlog:\n{log}"),
     }
+    assert_eq!(api.init_errors().len(), 1, "{:?}", api.init_errors());
+    // ...and in the function's own log.
     assert!(
-        api.init_errors()
-            .iter()
-            .all(|e| e.message.contains(variable)),
-        "{:?}",
-        api.init_errors()
+        log.contains(variable),
+        "the log does not name {variable}:\n{log}"
     );
 }
 
