@@ -13,12 +13,11 @@ use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
 use mturk_exclusion::aws::{self, Limits};
-use mturk_exclusion::exclusion::Excluder;
-use mturk_exclusion::handler::{Handler, Redelivery, Settings, MTURK_SENDER_ID};
+use mturk_exclusion::config::Config;
+use mturk_exclusion::handler::{Clients, Handler, MTURK_SENDER_ID};
 use mturk_exclusion::ids::{QualificationTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, Ledger};
-use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
-use mturk_exclusion::rate::RateLimiter;
+use mturk_exclusion::mturk::MturkEnvironment;
 use testkit::event_source::EventSource;
 use testkit::mturk_double::{GrantStatus, MturkDouble};
 use testkit::Stack;
@@ -68,28 +67,28 @@ async fn main() -> anyhow::Result<()> {
     println!("  queue         {}", queues.url);
     println!("  qualification {qualification}\n");
 
-    // The handler exactly as the Lambda builds it, pointed at this machine.
+    // The handler exactly as the Lambda's main builds it, with the settings
+    // template.yaml would give it, pointed at this machine (faster retries
+    // and a higher MTurk rate, so the demo does not wait).
+    let config = Config {
+        table_name: table.clone(),
+        qualification_type_id: qualification.clone(),
+        mturk_environment: MturkEnvironment::Sandbox,
+        mturk_endpoint: Some(double.endpoint()),
+        mturk_max_rps: 20.0,
+        queue_url: Some(queues.url.clone()),
+        reject_unknown_senders: false,
+        record_concurrency: 4,
+        deadline_margin: Duration::from_secs(12),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(2),
+    };
     let sdk = aws::load(None, Limits::default()).await;
-    let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&double.endpoint()));
-    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
-    let handler = Arc::new(Handler::new(
-        Excluder::new(
-            Mturk::new(mturk.clone(), Arc::new(RateLimiter::per_second(20.0))),
-            ledger.clone(),
-            qualification.clone(),
-        ),
-        Some(Redelivery {
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            queue_url: queues.url.clone(),
-        }),
-        Settings {
-            reject_unknown_senders: false,
-            record_concurrency: 4,
-            deadline_margin: Duration::from_secs(12),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(2),
-        },
-    ));
+    let handler = Arc::new(Handler::from_config(&config, &sdk));
+    // The lab's own view: the same services through their own clients.
+    let clients = Clients::from_sdk(&config, &sdk);
+    let mturk = clients.mturk;
+    let ledger = Ledger::new(clients.dynamodb, &table);
     let function = {
         let handler = handler.clone();
         move |event: SqsEvent| {

@@ -164,6 +164,30 @@ pub struct Redelivery {
     pub queue_url: String,
 }
 
+/// The AWS clients the handler talks through.
+#[derive(Clone)]
+pub struct Clients {
+    pub mturk: aws_sdk_mturk::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// The clients the Lambda uses: MTurk by `MTURK_ENVIRONMENT` (or
+    /// `AWS_ENDPOINT_URL_MTURK`), the others as the SDK config says.
+    pub fn from_sdk(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
+        Clients {
+            mturk: crate::aws::mturk_client(
+                sdk,
+                config.mturk_environment,
+                config.mturk_endpoint.as_deref(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Handler {
     excluder: Excluder,
@@ -183,17 +207,20 @@ impl Handler {
     /// Builds the handler from its configuration and the loaded SDK config:
     /// what the Lambda's `main` does once per cold start.
     pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
+        Self::with_clients(config, Clients::from_sdk(config, sdk))
+    }
+
+    /// [`Handler::from_config`] with the clients already built, so that tests
+    /// can point one of them elsewhere and still assemble the rest as the
+    /// Lambda does.
+    pub fn with_clients(config: &Config, clients: Clients) -> Self {
         let mturk = Mturk::new(
-            crate::aws::mturk_client(
-                sdk,
-                config.mturk_environment,
-                config.mturk_endpoint.as_deref(),
-            ),
+            clients.mturk,
             Arc::new(RateLimiter::per_second(config.mturk_max_rps)),
         );
-        let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name);
+        let ledger = Ledger::new(clients.dynamodb, &config.table_name);
         let redelivery = config.queue_url.as_ref().map(|url| Redelivery {
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            sqs: clients.sqs,
             queue_url: url.clone(),
         });
         Handler::new(

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use mturk_exclusion::aws::{self, Limits};
-use mturk_exclusion::exclusion::Excluder;
-use mturk_exclusion::handler::{Handler, Redelivery, Settings, MTURK_SENDER_ID};
+use mturk_exclusion::config::Config;
+use mturk_exclusion::handler::{Clients, Handler, Settings, MTURK_SENDER_ID};
 use mturk_exclusion::ids::QualificationTypeId;
 use mturk_exclusion::ledger::Ledger;
-use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
-use mturk_exclusion::rate::RateLimiter;
+use mturk_exclusion::mturk::MturkEnvironment;
 use testkit::event_source::{EventSource, Totals};
 use testkit::mturk_double::MturkDouble;
 use testkit::{Queues, Stack};
@@ -89,34 +88,34 @@ impl Pipeline {
             &double.create_qualification_type("Took part in our lab's studies"),
         )
         .expect("double makes valid ids");
-        // The handler's own client stack, as the Lambda builds it, with the
-        // endpoints of this machine.
+        // The handler as the Lambda's main builds it (Handler::from_config),
+        // configured for this machine; only a test's own DynamoDB replaces
+        // the SDK's client.
+        let config = Config {
+            table_name: table.clone(),
+            qualification_type_id: qualification.clone(),
+            mturk_environment: MturkEnvironment::Sandbox,
+            mturk_endpoint: Some(double.endpoint()),
+            mturk_max_rps: options.mturk_rps,
+            queue_url: Some(queues.url.clone()),
+            reject_unknown_senders: options.settings.reject_unknown_senders,
+            record_concurrency: options.settings.record_concurrency,
+            deadline_margin: options.settings.deadline_margin,
+            backoff_base: options.settings.backoff_base,
+            backoff_max: options.settings.backoff_max,
+        };
         let sdk = aws::load(None, options.limits).await;
-        let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&double.endpoint()));
-        let dynamodb = match &options.dynamodb_endpoint {
-            Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
+        let mut clients = Clients::from_sdk(&config, &sdk);
+        if let Some(endpoint) = &options.dynamodb_endpoint {
+            clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&sdk)
                     .endpoint_url(endpoint)
                     .build(),
-            ),
-            None => aws_sdk_dynamodb::Client::new(&sdk),
-        };
-        let ledger = Ledger::new(dynamodb, &table);
-        let handler = Handler::new(
-            Excluder::new(
-                Mturk::new(
-                    mturk.clone(),
-                    Arc::new(RateLimiter::per_second(options.mturk_rps)),
-                ),
-                ledger.clone(),
-                qualification.clone(),
-            ),
-            Some(Redelivery {
-                sqs: aws_sdk_sqs::Client::new(&sdk),
-                queue_url: queues.url.clone(),
-            }),
-            options.settings,
-        );
+            );
+        }
+        let ledger = Ledger::new(clients.dynamodb.clone(), &table);
+        let mturk = clients.mturk.clone();
+        let handler = Handler::with_clients(&config, clients);
         let pipeline = Pipeline {
             hit_type: double.new_hit_type_id(),
             stack,
