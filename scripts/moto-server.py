@@ -24,9 +24,13 @@ The fixes, each equivalent to what it replaces:
 3. `Queue.delete_message` stops at the one message holding the receipt
    handle instead of scanning the queue twice and copying it.
 
-Each fix checks that the code it wraps still looks as expected, so a moto
-upgrade that moves things fails loudly at start instead of silently running
-unpatched. tests/ run against this server, so the suite covers the fixes.
+At start it checks that the code the fixes wrap still looks as expected, so a
+moto upgrade that moves things fails loudly instead of running half-fixed.
+`python scripts/moto-server.py --self-check` (run by scripts/test.sh) plays one
+queue's life (sends, a delayed message, receives, deletes twice and with bad
+handles, visibility changes, redrive to the DLQ, the counts at each step) on
+stock moto and on fixed moto, in process, and fails if any answer differs;
+tests/ then run against the fixed server.
 """
 
 import os
@@ -125,7 +129,93 @@ def _check(models):
         )
 
 
+def _patch(models):
+    _check(models)
+    _patch_clock(models)
+    _patch_counts(models)
+    _patch_delete(models)
+
+
+def _scenario():
+    """What a client can observe of one queue's life, minus ids and times."""
+    import boto3
+    from moto import mock_aws
+
+    seen = []
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(
+            QueueName="q",
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": '{"deadLetterTargetArn": "%s", "maxReceiveCount": "2"}' % dlq_arn,
+            },
+        )["QueueUrl"]
+        counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+
+        def attributes(queue, names=("All",)):
+            got = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=list(names))["Attributes"]
+            return {k: v for k, v in sorted(got.items()) if "Timestamp" not in k}
+
+        def receive(n=10):
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=n, MessageSystemAttributeNames=["All"]).get("Messages", [])
+            seen.append(("received", sorted((m["Body"], m["Attributes"]["ApproximateReceiveCount"]) for m in got)))
+            return {m["Body"]: m["ReceiptHandle"] for m in got}
+
+        for i in range(3):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+        sqs.send_message(QueueUrl=url, MessageBody="late", DelaySeconds=1)
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": f"b{i}", "MessageBody": f"b{i}"} for i in range(3)])
+        seen.append(("after sends", attributes(url)))
+        handles = receive()
+        seen.append(("in flight", attributes(url, counts)))
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=handles["m0"])
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=handles["m0"])  # twice is fine
+        try:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle")
+            seen.append(("bad handle", "accepted"))
+        except sqs.exceptions.ClientError as e:
+            seen.append(("bad handle", e.response["Error"]["Code"]))
+        result = sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": "ok", "ReceiptHandle": handles["b0"]}, {"Id": "bad", "ReceiptHandle": "nope"}],
+        )
+        seen.append(("batch delete", [e["Id"] for e in result.get("Successful", [])], [e["Code"] for e in result.get("Failed", [])]))
+        for body in ("m1", "b1"):
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handles[body], VisibilityTimeout=0)
+        receive()  # m1 and b1 again: their second receive
+        seen.append(("after second receive", attributes(url, counts)))
+        time.sleep(1.2)  # "late" becomes visible
+        handles = receive()
+        for body in handles:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handles[body], VisibilityTimeout=0)
+        receive()  # past maxReceiveCount: moved to the DLQ instead
+        seen.append(("queue", attributes(url, counts)))
+        seen.append(("dlq", attributes(dlq, counts)))
+    return seen
+
+
+def self_check():
+    """Runs the scenario on stock moto, then with the fixes; they must agree."""
+    from moto.sqs import models
+
+    stock = _scenario()
+    _patch(models)
+    fixed = _scenario()
+    if stock != fixed:
+        for a, b in zip(stock, fixed):
+            marker = "  " if a == b else "!="
+            print(f"{marker} stock {a}\n{marker} fixed {b}", file=sys.stderr)
+        sys.exit("moto-server.py --self-check: the fixed moto answers differently from stock moto")
+    print(f"moto-server.py --self-check: stock and fixed moto agree on all {len(stock)} observations")
+
+
 def main():
+    if sys.argv[1:] == ["--self-check"]:
+        self_check()
+        return
     from moto import server
 
     if os.environ.get("MOTO_STOCK") == "1":
@@ -133,10 +223,7 @@ def main():
     else:
         from moto.sqs import models
 
-        _check(models)
-        _patch_clock(models)
-        _patch_counts(models)
-        _patch_delete(models)
+        _patch(models)
         print("moto-server: moto with the SQS speed fixes of scripts/moto-server.py", file=sys.stderr, flush=True)
     server.main(sys.argv[1:])
 

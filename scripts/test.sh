@@ -9,7 +9,8 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   cat <<EOF
 Usage: scripts/test.sh [cargo test arguments...]
 
-  1. scripts/setup.sh              (idempotent; moto, DynamoDB Local)
+  1. scripts/setup.sh              (idempotent; moto, DynamoDB Local), then
+     scripts/moto-server.py --self-check (its fixes leave moto's answers alone)
   2. scripts/local-stack.sh start  (DynamoDB Local + moto's SQS on 127.0.0.1;
                                     stopped again on exit if this script started it)
   3. cargo test --workspace [--locked] ARGS...  with AWS_ENDPOINT_URL_DYNAMODB,
@@ -25,6 +26,9 @@ fi
 
 T0="$(now)"
 bash "$REPO_ROOT/scripts/setup.sh"
+# The local SQS is moto with speed fixes: first show that they change none of
+# its answers (a scenario run on stock and on fixed moto, in process, ~3 s).
+"$VENV_DIR/bin/python" "$REPO_ROOT/scripts/moto-server.py" --self-check
 
 STACK="$REPO_ROOT/scripts/local-stack.sh"
 STOP_STACK=0
