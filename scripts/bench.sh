@@ -54,30 +54,15 @@ BURST_MATRIX="${BURST_MATRIX:-2x20 5x20 2x5 5x5}"
 mkdir -p "$LOCAL_DIR/bench"
 BENCH_OUT="${BENCH_OUT:-$LOCAL_DIR/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).log}"
 
-STACK="$REPO_ROOT/scripts/local-stack.sh"
-STOP_STACK=0
-cleanup() {
-  if ((STOP_STACK)); then
-    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
-  fi
-}
-trap cleanup EXIT
 if [[ -n "${AWS_ENDPOINT_URL_DYNAMODB:-}" && -n "${AWS_ENDPOINT_URL_SQS:-}" ]]; then
   say "using the local services at $AWS_ENDPOINT_URL_DYNAMODB and $AWS_ENDPOINT_URL_SQS"
 else
-  [[ -f "$STACK" ]] || die "no local services: set AWS_ENDPOINT_URL_DYNAMODB/SQS or add scripts/local-stack.sh"
-  if ! bash "$STACK" status >/dev/null 2>&1; then
-    STOP_STACK=1
-    bash "$STACK" start
-  fi
-  eval "$(bash "$STACK" env)"
+  use_local_stack
 fi
 for var in AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS; do
   [[ "${!var}" == http://127.* || "${!var}" == http://localhost* ]] || die "$var=${!var} is not on loopback"
 done
 
-LOCKED=()
-[[ -f Cargo.lock ]] && LOCKED=(--locked)
 t="$(now)"
 say "building the release handler and the bench driver (fat LTO: several minutes on 2 cores)"
 cargo build --release "${LOCKED[@]}" --bin exclusion-handler

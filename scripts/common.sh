@@ -9,12 +9,16 @@ cd "$REPO_ROOT" || exit 1
 # Every script runs against local stand-ins or offline tools only. Dummy
 # credentials keep the AWS SDKs from probing the instance-metadata address
 # (traffic off this machine); MTurk lives in us-east-1 only.
-export AWS_REGION=us-east-1
-export AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=test
-export AWS_SECRET_ACCESS_KEY=test
-export AWS_EC2_METADATA_DISABLED=true
-export SAM_CLI_TELEMETRY=0
+# scripts/local-stack.sh env prints the same list for other shells.
+LOCAL_AWS_ENV=(
+  AWS_REGION=us-east-1
+  AWS_DEFAULT_REGION=us-east-1
+  AWS_ACCESS_KEY_ID=test
+  AWS_SECRET_ACCESS_KEY=test
+  AWS_EC2_METADATA_DISABLED=true
+  SAM_CLI_TELEMETRY=0
+)
+export "${LOCAL_AWS_ENV[@]}"
 
 # Project-local installs (.local/ is gitignored).
 LOCAL_DIR="$REPO_ROOT/.local"
@@ -64,4 +68,22 @@ ddb_local_dir() {
     fi
   done
   return 1
+}
+
+# cargo's --locked whenever the lock file is there (a fresh checkout has it).
+LOCKED=()
+[[ -f "$REPO_ROOT/Cargo.lock" ]] && LOCKED=(--locked)
+
+# Uses the local stack if it runs; otherwise starts it and stops it again
+# when the calling script exits (also a half-started one). Then exports its
+# endpoints. Sets the caller's EXIT trap, so call it at most once.
+use_local_stack() {
+  local stack="$REPO_ROOT/scripts/local-stack.sh"
+  if bash "$stack" status >/dev/null 2>&1; then
+    say "local stack already running: using it, leaving it running"
+  else
+    trap 'bash "$REPO_ROOT/scripts/local-stack.sh" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"' EXIT
+    bash "$stack" start
+  fi
+  eval "$(bash "$stack" env)"
 }

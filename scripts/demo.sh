@@ -21,24 +21,7 @@ if [[ "${1:-}" == "--help-example" ]]; then ARGS=(--help); fi
 
 bash "$REPO_ROOT/scripts/setup.sh"
 
-STACK="$REPO_ROOT/scripts/local-stack.sh"
-STOP_STACK=0
-stop_stack() {
-  if ((STOP_STACK)); then
-    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
-  fi
-}
-trap stop_stack EXIT
-if bash "$STACK" status >/dev/null 2>&1; then
-  say "local stack already running: using it, leaving it running"
-else
-  STOP_STACK=1
-  bash "$STACK" start
-fi
-eval "$(bash "$STACK" env)"
-
-LOCKED=()
-[[ -f Cargo.lock ]] && LOCKED=(--locked)
+use_local_stack
 
 set +e
 cargo run --quiet "${LOCKED[@]}" --example local_study -- "${ARGS[@]}"

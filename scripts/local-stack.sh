@@ -244,13 +244,8 @@ cmd_status() {
 }
 
 cmd_env() {
+  printf 'export %s\n' "${LOCAL_AWS_ENV[@]}"
   cat <<EOF
-export AWS_REGION=us-east-1
-export AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=test
-export AWS_SECRET_ACCESS_KEY=test
-export AWS_EC2_METADATA_DISABLED=true
-export SAM_CLI_TELEMETRY=0
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(recorded_port dynamodb-local)
 export AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(recorded_port moto)
 EOF

@@ -30,24 +30,7 @@ bash "$REPO_ROOT/scripts/setup.sh"
 # its answers (a scenario run on stock and on fixed moto, in process, ~3 s).
 "$VENV_DIR/bin/python" "$REPO_ROOT/scripts/moto-server.py" --self-check
 
-STACK="$REPO_ROOT/scripts/local-stack.sh"
-STOP_STACK=0
-stop_stack() {
-  if ((STOP_STACK)); then
-    bash "$STACK" stop || warn "could not stop the local stack: see scripts/local-stack.sh status"
-  fi
-}
-trap stop_stack EXIT
-if bash "$STACK" status >/dev/null 2>&1; then
-  say "local stack already running: using it, leaving it running"
-else
-  STOP_STACK=1 # also stops a half-started stack
-  bash "$STACK" start
-fi
-eval "$(bash "$STACK" env)"
-
-LOCKED=()
-[[ -f Cargo.lock ]] && LOCKED=(--locked)
+use_local_stack
 
 say "cargo test --workspace ${LOCKED[*]} $*"
 t="$(now)"
