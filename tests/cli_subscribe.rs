@@ -6,18 +6,10 @@ mod common;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use common::{CliRun, Options, Pipeline};
-use mturk_exclusion::aws;
-use mturk_exclusion::exclusion::Excluder;
-use mturk_exclusion::handler::Handler;
-use mturk_exclusion::ledger::Ledger;
-use mturk_exclusion::mturk::{Mturk, MturkEnvironment};
-use mturk_exclusion::rate::RateLimiter;
-use tokio::time::Instant;
 
 /// Runs `cli` while the event source feeds the queue to `function`, as the
 /// deployed function would be doing while the lab waits.
@@ -49,38 +41,6 @@ where
         }
     );
     run
-}
-
-/// The real handler, writing to a table that does not exist: every record fails.
-async fn handler_without_its_table(
-    p: &Pipeline,
-) -> impl Fn(SqsEvent) -> futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
-    let options = Options::default();
-    let sdk = aws::load(None, options.limits).await;
-    let mturk = aws::mturk_client(&sdk, MturkEnvironment::Sandbox, Some(&p.double.endpoint()));
-    let handler = Arc::new(Handler::new(
-        Excluder::new(
-            Mturk::new(mturk, Arc::new(RateLimiter::per_second(100.0))),
-            Ledger::new(aws_sdk_dynamodb::Client::new(&sdk), "no-such-ledger-table"),
-            p.qualification.clone(),
-        ),
-        None,
-        options.settings,
-    ));
-    move |event: SqsEvent| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            handler
-                .process(event.records, Instant::now() + Duration::from_secs(60))
-                .await
-                .map(|r| r.response())
-                .map_err(|e| e.to_string())
-        }) as futures::future::BoxFuture<'static, _>
-    }
 }
 
 #[tokio::test]
@@ -315,7 +275,11 @@ async fn a_failing_handler_is_diagnosed_from_the_dead_letter_queue() {
         ..Options::default()
     })
     .await;
-    let failing = handler_without_its_table(&p).await;
+    // The real handler, writing to a table that does not exist: every record fails.
+    let failing = common::function_of(p.handler_with(|c| {
+        c.table_name = "no-such-ledger-table".into();
+        c.queue_url = None;
+    }));
     let hit_type = p.double.new_hit_type_id();
     let run = while_consuming(
         &p,

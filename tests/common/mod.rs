@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
 use mturk_exclusion::handler::{Clients, Handler, Settings, MTURK_SENDER_ID};
 use mturk_exclusion::ids::QualificationTypeId;
 use mturk_exclusion::ledger::Ledger;
 use mturk_exclusion::mturk::MturkEnvironment;
-use testkit::event_source::{EventSource, Totals};
+use testkit::event_source::{EventSource, Invocation, Totals};
 use testkit::mturk_double::MturkDouble;
 use testkit::{Queues, Stack};
 use tokio::time::Instant;
@@ -60,6 +60,9 @@ pub struct Pipeline {
     pub ledger: Ledger,
     pub qualification: QualificationTypeId,
     pub handler: Arc<Handler>,
+    /// What `handler` was built from, for variants of it.
+    pub config: Config,
+    pub clients: Clients,
     /// A real SDK client on the double, for what the lab (or the CLI) does.
     pub mturk: aws_sdk_mturk::Client,
     /// A HIT type whose notifications go to `queues.url`.
@@ -115,7 +118,7 @@ impl Pipeline {
         }
         let ledger = Ledger::new(clients.dynamodb.clone(), &table);
         let mturk = clients.mturk.clone();
-        let handler = Handler::with_clients(&config, clients);
+        let handler = Arc::new(Handler::with_clients(&config, clients.clone()));
         let pipeline = Pipeline {
             hit_type: double.new_hit_type_id(),
             stack,
@@ -123,7 +126,9 @@ impl Pipeline {
             queues,
             ledger,
             qualification,
-            handler: Arc::new(handler),
+            handler,
+            config,
+            clients,
             mturk,
         };
         pipeline.subscribe(&pipeline.hit_type.clone()).await;
@@ -157,25 +162,17 @@ impl Pipeline {
         source
     }
 
+    /// The pipeline's handler with its configuration changed by `change`,
+    /// built the same way on the same clients.
+    pub fn handler_with(&self, change: impl FnOnce(&mut Config)) -> Arc<Handler> {
+        let mut config = self.config.clone();
+        change(&mut config);
+        Arc::new(Handler::with_clients(&config, self.clients.clone()))
+    }
+
     /// The in-process function, with a Lambda-like 60 s deadline per invocation.
-    pub fn function(
-        &self,
-    ) -> impl Fn(SqsEvent) -> futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>
-           + Send
-           + Sync
-           + Clone
-           + 'static {
-        let handler = self.handler.clone();
-        move |event: SqsEvent| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                handler
-                    .process(event.records, Instant::now() + Duration::from_secs(60))
-                    .await
-                    .map(|r| r.response())
-                    .map_err(|e| e.to_string())
-            })
-        }
+    pub fn function(&self) -> impl Fn(SqsEvent) -> Invocation + Send + Sync + Clone + 'static {
+        function_of(self.handler.clone())
     }
 
     /// Runs the event source until the queue is empty (bounded).
@@ -358,4 +355,21 @@ pub fn record(id: &str, body: &str) -> aws_lambda_events::event::sqs::SqsMessage
     m.attributes
         .insert("SenderId".into(), MTURK_SENDER_ID.into());
     m
+}
+
+/// `handler` as the event source's function, with a Lambda-like 60 s
+/// deadline per invocation.
+pub fn function_of(
+    handler: Arc<Handler>,
+) -> impl Fn(SqsEvent) -> Invocation + Send + Sync + Clone + 'static {
+    move |event: SqsEvent| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            handler
+                .process(event.records, Instant::now() + Duration::from_secs(60))
+                .await
+                .map(|r| r.response())
+                .map_err(|e| e.to_string())
+        })
+    }
 }

@@ -19,6 +19,10 @@ use tokio::time::Instant;
 
 use crate::Stack;
 
+/// What one invocation of a function returns to the event source: the
+/// partial batch response, or an error that fails the whole batch.
+pub type Invocation = futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>;
+
 #[derive(Debug, Clone)]
 pub struct EventSource {
     pub queue_url: String,

@@ -1178,11 +1178,7 @@ impl FunctionPool {
     /// `invoke` as the closure [`EventSource::drain`](crate::event_source::EventSource::drain) takes.
     pub fn invoker(
         &self,
-    ) -> impl Fn(SqsEvent) -> futures::future::BoxFuture<'static, Result<SqsBatchResponse, String>>
-           + Send
-           + Sync
-           + Clone
-           + 'static {
+    ) -> impl Fn(SqsEvent) -> crate::event_source::Invocation + Send + Sync + Clone + 'static {
         let pool = self.clone();
         move |event| {
             let pool = pool.clone();
