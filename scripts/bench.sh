@@ -65,7 +65,7 @@ done
 
 t="$(now)"
 say "building the release handler and the bench driver (fat LTO: several minutes on 2 cores)"
-cargo build --release "${LOCKED[@]}" --bin exclusion-handler
+cargo build --release "${LOCKED[@]}" -p exclusion-handler
 cargo build --release "${LOCKED[@]}" -p bench
 say "built in $(elapsed "$t")"
 BENCH="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |

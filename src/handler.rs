@@ -13,9 +13,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use futures::StreamExt;
-use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::{field, info, info_span, warn, Instrument};
@@ -99,15 +98,12 @@ pub enum BatchError {
     AllThrottled(usize),
 }
 
-impl From<BatchError> for lambda_runtime::Diagnostic {
-    fn from(e: BatchError) -> Self {
-        let error_type = match e {
+impl BatchError {
+    /// The `errorType` Lambda shows for this failure.
+    pub fn error_type(&self) -> &'static str {
+        match self {
             BatchError::MissingMessageId(_) => "MissingMessageId",
             BatchError::AllThrottled(_) => "AllThrottled",
-        };
-        lambda_runtime::Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: e.to_string(),
         }
     }
 }
@@ -132,27 +128,6 @@ impl BatchReport {
             })
             .collect();
         response
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub reject_unknown_senders: bool,
-    pub record_concurrency: usize,
-    pub deadline_margin: Duration,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-}
-
-impl From<&Config> for Settings {
-    fn from(c: &Config) -> Self {
-        Settings {
-            reject_unknown_senders: c.reject_unknown_senders,
-            record_concurrency: c.record_concurrency,
-            deadline_margin: c.deadline_margin,
-            backoff_base: c.backoff_base,
-            backoff_max: c.backoff_max,
-        }
     }
 }
 
@@ -192,15 +167,15 @@ impl Clients {
 pub struct Handler {
     excluder: Excluder,
     redelivery: Option<Redelivery>,
-    settings: Settings,
+    config: Arc<Config>,
 }
 
 impl Handler {
-    pub fn new(excluder: Excluder, redelivery: Option<Redelivery>, settings: Settings) -> Self {
+    pub fn new(excluder: Excluder, redelivery: Option<Redelivery>, config: Arc<Config>) -> Self {
         Handler {
             excluder,
             redelivery,
-            settings,
+            config,
         }
     }
 
@@ -226,18 +201,8 @@ impl Handler {
         Handler::new(
             Excluder::new(mturk, ledger, config.qualification_type_id.clone()),
             redelivery,
-            Settings::from(config),
+            Arc::new(config.clone()),
         )
-    }
-
-    /// The Lambda entry point.
-    pub async fn handle(
-        &self,
-        event: LambdaEvent<SqsEvent>,
-    ) -> Result<SqsBatchResponse, BatchError> {
-        let deadline = deadline_from_epoch_ms(event.context.deadline);
-        let report = self.process(event.payload.records, deadline).await?;
-        Ok(report.response())
     }
 
     /// Processes a batch that must be answered by `deadline`.
@@ -272,7 +237,7 @@ impl Handler {
             .map(|(i, (record, id))| self.run_record(i, record, id, deadline, hard_stop))
             .collect();
         let mut results: Vec<(usize, Result<Summary, Failure>)> = futures::stream::iter(pending)
-            .buffer_unordered(self.settings.record_concurrency)
+            .buffer_unordered(self.config.record_concurrency)
             .collect()
             .await;
         results.sort_by_key(|(i, _)| *i);
@@ -305,7 +270,7 @@ impl Handler {
         deadline: Instant,
         hard_stop: Instant,
     ) -> (usize, Result<Summary, Failure>) {
-        if Instant::now() + self.settings.deadline_margin >= deadline {
+        if Instant::now() + self.config.deadline_margin >= deadline {
             warn!(message_id = %id, reason = %Failure::Deadline, "record not started");
             return (index, Err(Failure::Deadline));
         }
@@ -335,7 +300,7 @@ impl Handler {
         let sender = record.attributes.get("SenderId").map(String::as_str);
         if sender != Some(MTURK_SENDER_ID) {
             let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
-            if self.settings.reject_unknown_senders {
+            if self.config.reject_unknown_senders {
                 return Err(Failure::UnknownSender(shown_sender));
             }
             warn!(sender = %shown_sender, "SenderId is not MTurk's documented sender; processing anyway");
@@ -419,8 +384,8 @@ impl Handler {
                 .and_then(|c| c.parse::<u32>().ok())
                 .unwrap_or(1);
             let delay = backoff(
-                self.settings.backoff_base,
-                self.settings.backoff_max,
+                self.config.backoff_base,
+                self.config.backoff_max,
                 receives,
                 id,
             );
@@ -474,7 +439,7 @@ pub fn backoff(base: Duration, max: Duration, receives: u32, message_id: &str) -
 }
 
 /// Lambda gives the deadline in milliseconds since the epoch.
-fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -496,49 +461,6 @@ fn remaining_ms(deadline_ms: u64, now_ms: u64) -> u64 {
         0 => MAX_INVOCATION_MS,
         d if d < YEAR_2000_MS => d.min(MAX_INVOCATION_MS),
         d => d.saturating_sub(now_ms),
-    }
-}
-
-/// Tells Lambda why the function could not start (`POST /runtime/init/error`),
-/// so that the console and the invocation that hit the cold start show our
-/// reason as `Runtime.InitError` instead of an anonymous `Runtime.ExitError`.
-/// lambda_runtime reports init errors only for SnapStart hooks, hence our own
-/// request. Best effort: outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it does
-/// nothing, and a failed report is logged; the caller exits with the original
-/// error either way.
-pub async fn report_init_error(error_type: &str, error: &(dyn std::error::Error + 'static)) {
-    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
-        return;
-    };
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        cause = e.source();
-    }
-    let diagnostic = lambda_runtime::Diagnostic {
-        error_type: error_type.to_owned(),
-        error_message: message,
-    };
-    let sent = async {
-        let base: http::Uri = format!("http://{api}").parse()?;
-        let client = lambda_runtime_api_client::Client::builder()
-            .with_endpoint(base)
-            .build()?;
-        let request = lambda_runtime_api_client::build_request()
-            .method(http::Method::POST)
-            .uri("/2018-06-01/runtime/init/error")
-            .header("lambda-runtime-function-error-type", "Runtime.InitError")
-            .body(serde_json::to_vec(&diagnostic)?.into())?;
-        let response = client.call(request).await?;
-        if !response.status().is_success() {
-            return Err(format!("the Runtime API answered {}", response.status()).into());
-        }
-        Ok::<_, lambda_runtime::Error>(())
-    };
-    if let Err(e) = sent.await {
-        tracing::error!(error = %e, "could not report the start-up failure to the Lambda Runtime API");
     }
 }
 

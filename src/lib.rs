@@ -1,7 +1,7 @@
 //! mturk-exclusion: never the same worker twice.
 //!
 //! MTurk notifies an SQS queue when a worker submits an assignment of one of
-//! the lab's HIT types; the Lambda in `src/bin/exclusion-handler.rs` looks the
+//! the lab's HIT types; the Lambda in `crates/handler` looks the
 //! worker up, records the participation in a DynamoDB ledger and grants the
 //! lab's exclusion qualification, silently. HITs then require that
 //! qualification with `DoesNotExist`, so the worker never sees the lab's
@@ -23,6 +23,8 @@ pub mod config;
 pub mod exclusion;
 pub mod handler;
 pub mod ids;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod ledger;
 pub mod mturk;
 pub mod notification;

@@ -5,11 +5,16 @@
 //!   so tests can run side by side on one server.
 //! - [`table`]: the ledger table, created from `template.yaml` itself.
 //! - [`event_source`]: what Lambda's SQS event source mapping does, as a loop.
+//! - [`pipeline`]: the whole pipeline from those parts plus the real handler,
+//!   and a runner for the CLI binary against it.
+//! - [`runtime_api`]: a Lambda Runtime API server, to drive the real binaries.
+//! - [`dynamodb_local`]: a DynamoDB Local of a test's own, to kill and restart.
 //!
 //! The MTurk double is re-exported as [`mturk_double`].
 
 pub mod dynamodb_local;
 pub mod event_source;
+pub mod pipeline;
 pub mod runtime_api;
 pub mod table;
 

@@ -1,14 +1,13 @@
 //! `mturk-exclusion exclude` (backfill), the real binary against DynamoDB
 //! Local, the SQS stand-in and the MTurk double.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::Pipeline;
+use crate::CliExt;
 use mturk_exclusion::ids::{HitId, WorkerId};
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::AssignmentStatus;
+use testkit::pipeline::Pipeline;
 
 /// A file in a directory of this test process, named by the test.
 fn temp_file(name: &str, content: &[u8]) -> PathBuf {

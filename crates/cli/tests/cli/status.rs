@@ -1,10 +1,9 @@
 //! `status` against DynamoDB Local, moto's SQS and the MTurk double.
 
-mod common;
-
-use common::Pipeline;
+use crate::CliExt;
 use mturk_exclusion::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
 use mturk_exclusion::ledger::{Learned, NewParticipation};
+use testkit::pipeline::Pipeline;
 use time::OffsetDateTime;
 
 #[tokio::test]

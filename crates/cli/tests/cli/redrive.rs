@@ -2,13 +2,12 @@
 //! for the round trip a lab makes: failures pile up in the dead-letter queue,
 //! the cause is fixed, the messages go back and their workers are excluded.
 
-mod common;
-
 use std::collections::HashSet;
 
+use crate::CliExt;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use common::{document, submitted, Options, Pipeline};
 use testkit::mturk_double::Fault;
+use testkit::pipeline::{document, submitted, Options, Pipeline};
 
 /// (visible, in flight), exact on moto.
 async fn counts(p: &Pipeline, url: &str) -> (u64, u64) {

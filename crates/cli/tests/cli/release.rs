@@ -1,14 +1,13 @@
 //! `mturk-exclusion release` (un-exclude), the real binary against DynamoDB
 //! Local, the SQS stand-in, the MTurk double and the in-process handler.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::Pipeline;
+use crate::CliExt;
 use mturk_exclusion::ids::WorkerId;
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::{AssignmentStatus, GrantStatus, Submission};
+use testkit::pipeline::Pipeline;
 
 const REVOKE: &str = "DisassociateQualificationFromWorker";
 const GRANT: &str = "AssociateQualificationWithWorker";

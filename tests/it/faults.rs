@@ -10,17 +10,15 @@
 //! - the handler never revoked, rejected, blocked or approved;
 //! - a participation counts once however often it was delivered.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Options, Pipeline};
 use mturk_exclusion::aws::Limits;
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
 use mturk_exclusion::ledger::ExclusionState;
 use mturk_exclusion::notification::{Event, Notification};
 use testkit::mturk_double::{Fault, GrantStatus};
+use testkit::pipeline::{Options, Pipeline};
 
 fn soak() -> bool {
     std::env::var("FAULT_SOAK").is_ok_and(|v| v == "1")
@@ -39,11 +37,6 @@ fn faulty_options() -> Options {
             operation: Duration::from_secs(4),
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
-        },
-        settings: mturk_exclusion::handler::Settings {
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(2),
-            ..defaults.settings.clone()
         },
         ..defaults
     }

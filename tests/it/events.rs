@@ -1,14 +1,12 @@
 //! The sample events in events/ (also used with `cargo lambda invoke
 //! --data-file`) do what their names say when they reach the handler.
 
-mod common;
-
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use common::Pipeline;
 use mturk_exclusion::handler::{BatchReport, Failure};
 use testkit::mturk_double::AssignmentStatus;
+use testkit::pipeline::Pipeline;
 use tokio::time::Instant;
 
 const HIT_TYPE: &str = "3XJOUITW8URHJMX7F00H20LGRIAKAJ";

@@ -3,16 +3,14 @@
 //! by the event-source loop from the SQS stand-in, talking to the MTurk
 //! double and DynamoDB Local.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{document, submitted, Options, Pipeline};
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
 use serde_json::json;
 use testkit::mturk_double::GrantStatus;
+use testkit::pipeline::{document, submitted, Options, Pipeline};
 use testkit::runtime_api::{
     FunctionPool, FunctionProcess, Invocation, InvokeError, PoolConfig, RuntimeApi,
 };

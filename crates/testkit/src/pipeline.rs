@@ -1,28 +1,28 @@
 //! The pipeline, assembled from real parts on this machine: DynamoDB Local,
 //! the SQS stand-in (moto), the MTurk double over HTTP, and the real handler
 //! invoked by the event-source loop.
-#![allow(dead_code)] // each test binary uses its own part of this
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::event_source::{EventSource, Invocation, Totals};
+use crate::{Queues, Stack};
 use aws_lambda_events::event::sqs::SqsEvent;
+use mturk_double::MturkDouble;
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
-use mturk_exclusion::handler::{Clients, Handler, Settings, MTURK_SENDER_ID};
+use mturk_exclusion::handler::{Clients, Handler, MTURK_SENDER_ID};
 use mturk_exclusion::ids::QualificationTypeId;
 use mturk_exclusion::ledger::Ledger;
 use mturk_exclusion::mturk::MturkEnvironment;
-use testkit::event_source::{EventSource, Invocation, Totals};
-use testkit::mturk_double::MturkDouble;
-use testkit::{Queues, Stack};
 use tokio::time::Instant;
 
 pub struct Options {
     pub visibility_secs: u32,
     pub max_receive_count: u32,
     pub limits: Limits,
-    pub settings: Settings,
+    /// Changes to the handler's configuration (after the test defaults below).
+    pub configure: fn(&mut Config),
     pub mturk_rps: f64,
     /// A DynamoDB of the test's own instead of the shared one.
     pub dynamodb_endpoint: Option<String>,
@@ -40,13 +40,7 @@ impl Default for Options {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(50),
             },
-            settings: Settings {
-                reject_unknown_senders: false,
-                record_concurrency: 4,
-                deadline_margin: Duration::from_secs(6),
-                backoff_base: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(2),
-            },
+            configure: |_| {},
             mturk_rps: 100.0,
             dynamodb_endpoint: None,
         }
@@ -94,19 +88,20 @@ impl Pipeline {
         // The handler as the Lambda's main builds it (Handler::from_config),
         // configured for this machine; only a test's own DynamoDB replaces
         // the SDK's client.
-        let config = Config {
+        let mut config = Config {
             table_name: table.clone(),
             qualification_type_id: qualification.clone(),
             mturk_environment: MturkEnvironment::Sandbox,
             mturk_endpoint: Some(double.endpoint()),
             mturk_max_rps: options.mturk_rps,
             queue_url: Some(queues.url.clone()),
-            reject_unknown_senders: options.settings.reject_unknown_senders,
-            record_concurrency: options.settings.record_concurrency,
-            deadline_margin: options.settings.deadline_margin,
-            backoff_base: options.settings.backoff_base,
-            backoff_max: options.settings.backoff_max,
+            reject_unknown_senders: false,
+            record_concurrency: 4,
+            deadline_margin: Duration::from_secs(6),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(2),
         };
+        (options.configure)(&mut config);
         let sdk = aws::load(None, options.limits).await;
         let mut clients = Clients::from_sdk(&config, &sdk);
         if let Some(endpoint) = &options.dynamodb_endpoint {
@@ -207,7 +202,7 @@ impl Pipeline {
     }
 
     pub fn granted(&self, worker: &str) -> bool {
-        use testkit::mturk_double::GrantStatus;
+        use mturk_double::GrantStatus;
         self.double
             .qualification(self.qualification.as_str(), worker)
             .is_some_and(|g| g.status == GrantStatus::Granted && g.integer_value == 1)
@@ -269,51 +264,20 @@ impl CliRun {
 }
 
 impl Pipeline {
-    /// Runs the real CLI binary against this pipeline's table, queues,
-    /// qualification and MTurk double, with `args`.
-    pub async fn cli(&self, args: &[&str]) -> CliRun {
-        self.cli_with_stdin(args, None).await
-    }
-
-    /// Like [`Pipeline::cli`], then `env` on top: `Some` sets a variable,
-    /// `None` removes it (for example to make the CLI find a value by itself).
-    pub async fn cli_with_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> CliRun {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mturk-exclusion"));
-        cmd.args(args)
-            .env("AWS_ENDPOINT_URL_MTURK", self.double.endpoint())
-            .env("MTURK_EXCLUSION_TABLE", self.ledger.table())
-            .env("MTURK_EXCLUSION_QUALIFICATION", self.qualification.as_str())
-            .env("MTURK_EXCLUSION_QUEUE_URL", &self.queues.url)
-            .env("MTURK_EXCLUSION_DLQ_URL", &self.queues.dlq_url)
-            .env("MTURK_MAX_RPS", "100")
-            .env_remove("AWS_PROFILE")
-            .env_remove("MTURK_EXCLUSION_STACK")
-            .env_remove("MTURK_EXCLUSION_PRODUCTION");
-        for (name, value) in env {
-            match value {
-                Some(v) => cmd.env(name, v),
-                None => cmd.env_remove(name),
-            };
-        }
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            cmd.stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("mturk-exclusion finished within 120 s")
-        .expect("mturk-exclusion output");
-        CliRun {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    pub async fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliRun {
+    /// Runs a CLI binary (the test binary passes its
+    /// `CARGO_BIN_EXE_mturk-exclusion`) against this pipeline's table,
+    /// queues, qualification and MTurk double, with `args`; then `env` on
+    /// top (`Some` sets a variable, `None` removes it, for example to make
+    /// the CLI find a value by itself), and `stdin` as its input.
+    pub async fn run_cli(
+        &self,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+        stdin: Option<&str>,
+    ) -> CliRun {
         use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mturk-exclusion"));
+        let mut cmd = tokio::process::Command::new(binary);
         cmd.args(args)
             .env("AWS_ENDPOINT_URL_MTURK", self.double.endpoint())
             .env("MTURK_EXCLUSION_TABLE", self.ledger.table())
@@ -328,6 +292,12 @@ impl Pipeline {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let mut child = cmd.spawn().expect("run mturk-exclusion");
         if let Some(mut input) = child.stdin.take() {
             if let Some(text) = stdin {

@@ -1,13 +1,11 @@
 //! Hostile bodies fail only their own record, each with a reason that says
 //! what was wrong, and cost no MTurk call.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{document, record, submitted, Pipeline};
 use mturk_exclusion::handler::Failure;
 use testkit::mturk_double::AssignmentStatus;
+use testkit::pipeline::{document, record, submitted, Pipeline};
 use tokio::time::Instant;
 
 #[tokio::test]

@@ -1,15 +1,13 @@
 //! The exclusion pipeline end to end: MTurk double → SQS (moto) → event
 //! source loop → the real handler → DynamoDB Local and back to the double.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{document, record, submitted, Options, Pipeline};
 use mturk_exclusion::handler::Failure;
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::Fault;
+use testkit::pipeline::{document, record, submitted, Options, Pipeline};
 use tokio::time::Instant;
 
 #[tokio::test]
@@ -433,8 +431,10 @@ async fn a_released_participation_is_not_granted_again_by_a_stale_event() {
 #[tokio::test]
 async fn the_deadline_is_met_and_unstarted_records_fail() {
     let mut options = Options::default();
-    options.settings.record_concurrency = 1;
-    options.settings.deadline_margin = Duration::from_millis(1500);
+    options.configure = |c| {
+        c.record_concurrency = 1;
+        c.deadline_margin = Duration::from_millis(1500);
+    };
     let p = Pipeline::with(options).await;
     let hit = p.double.create_hit(&p.hit_type);
     p.double.set_latency(Duration::from_millis(400));
@@ -488,7 +488,7 @@ async fn a_batch_with_a_nameless_record_fails_whole() {
 #[tokio::test]
 async fn unknown_senders_are_refused_only_when_the_lab_asks() {
     let mut options = Options::default();
-    options.settings.reject_unknown_senders = true;
+    options.configure = |c| c.reject_unknown_senders = true;
     let strict = Pipeline::with(options).await;
     let hit = strict.double.create_hit(&strict.hit_type);
     let a = strict.double.add_assignment(

@@ -2,14 +2,13 @@
 //! CloudFormation, for --stack) and DynamoDB Local, with the real handler
 //! consuming the queue while the CLI waits for its heartbeat.
 
-mod common;
-
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::CliExt;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use common::{CliRun, Options, Pipeline};
+use testkit::pipeline::{CliRun, Options, Pipeline};
 
 /// Runs `cli` while the event source feeds the queue to `function`, as the
 /// deployed function would be doing while the lab waits.
@@ -276,7 +275,7 @@ async fn a_failing_handler_is_diagnosed_from_the_dead_letter_queue() {
     })
     .await;
     // The real handler, writing to a table that does not exist: every record fails.
-    let failing = common::function_of(p.handler_with(|c| {
+    let failing = testkit::pipeline::function_of(p.handler_with(|c| {
         c.table_name = "no-such-ledger-table".into();
         c.queue_url = None;
     }));

@@ -1,8 +1,7 @@
 //! The CLI's setup commands: `init` and `requirement`, against the double.
 
-mod common;
-
-use common::Pipeline;
+use crate::CliExt;
+use testkit::pipeline::Pipeline;
 
 #[tokio::test]
 async fn init_creates_the_qualification_once_then_finds_it() {

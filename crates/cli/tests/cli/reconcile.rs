@@ -1,12 +1,11 @@
 //! `reconcile` against the ledger (DynamoDB Local) and the MTurk double, in
 //! both directions, with and without --apply.
 
-mod common;
-
-use common::Pipeline;
+use crate::CliExt;
 use mturk_exclusion::ids::WorkerId;
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::GrantStatus;
+use testkit::pipeline::Pipeline;
 use time::OffsetDateTime;
 
 fn worker(id: &str) -> WorkerId {

@@ -1,12 +1,11 @@
 //! `export` against a ledger filled through the whole pipeline.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Pipeline;
+use crate::CliExt;
 use mturk_exclusion::ids::WorkerId;
 use mturk_exclusion::ledger::Participation;
+use testkit::pipeline::Pipeline;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
