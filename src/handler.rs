@@ -71,7 +71,7 @@ impl Summary {
             Outcome::Excluded => self.excluded += 1,
             Outcome::AlreadyExcluded => self.already_excluded += 1,
             Outcome::Duplicate => self.duplicates += 1,
-            Outcome::Released => self.released += 1,
+            Outcome::KeptReleased => self.released += 1,
         }
     }
 
@@ -317,14 +317,16 @@ impl Handler {
         let mut seen = HashSet::new();
         for event in &notification.events {
             match event {
-                Event::AssignmentSubmitted { assignment_id, .. } => {
+                Event::AssignmentSubmitted {
+                    assignment_id, at, ..
+                } => {
                     if !seen.insert(assignment_id) {
                         summary.duplicates += 1;
                         continue;
                     }
                     let outcome = self
                         .excluder
-                        .exclude_assignment(assignment_id, &notification.doc_id)
+                        .exclude_assignment(assignment_id, &notification.doc_id, *at)
                         .await
                         .map_err(|e| {
                             let text = format!("assignment {assignment_id}: {e}");
@@ -346,7 +348,7 @@ impl Handler {
                         .ledger()
                         .record_heartbeat(
                             &notification.doc_id,
-                            *at,
+                            at.unwrap_or_else(OffsetDateTime::now_utc),
                             placeholder_hit_type_id.as_deref(),
                             OffsetDateTime::now_utc(),
                         )
@@ -354,11 +356,29 @@ impl Handler {
                         .map_err(|e| Failure::Transient(e.to_string()))?;
                     summary.heartbeats += 1;
                 }
-                Event::Other { event_type, .. } => {
+                // Claims (the accept-time check) end here; until then these
+                // are acknowledged like any other event.
+                Event::AssignmentReturned { .. } | Event::AssignmentAbandoned { .. } => {
+                    summary.ignored += 1;
+                }
+                Event::Other { event_type } => {
                     info!(event_type = %event_type, "event acknowledged; nothing to do");
                     summary.ignored += 1;
                 }
             }
+        }
+        for u in &notification.unreadable {
+            warn!(
+                index = u.index,
+                event_type = u.event_type.as_deref().unwrap_or("(none)"),
+                problem = %u.problem,
+                "event could not be read; set aside"
+            );
+        }
+        // Every readable event was done first: an unreadable submission
+        // fails only its own record, never its neighbours' exclusions.
+        if let Some(u) = notification.blocking_problem() {
+            return Err(Failure::Malformed(u.problem.to_string()));
         }
         Ok(summary)
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args as ClapArgs;
 use futures::stream::{self, StreamExt};
-use mturk_exclusion::exclusion::{Excluder, ExclusionError, Outcome};
+use mturk_exclusion::exclusion::{Excluder, ExclusionError, Outcome, Releases};
 use mturk_exclusion::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, Learned, NewParticipation};
 use mturk_exclusion::mturk::{Hit, MturkError};
@@ -566,7 +566,11 @@ async fn exclude_worker(excluder: &Excluder, worker: &WorkerId, items: Vec<Item>
     let mut result = WorkerResult::default();
     for item in items {
         let outcome = match &item {
-            Some(p) => excluder.exclude_participation(p.clone()).await,
+            Some(p) => {
+                excluder
+                    .exclude_participation(p.clone(), Releases::Respect)
+                    .await
+            }
             None => excluder.exclude_worker(worker, Learned::Manual).await,
         };
         match outcome {
@@ -602,7 +606,7 @@ async fn predict(excluder: &Excluder, worker: &WorkerId, items: Vec<Item>) -> Wo
             // Naming a worker by hand excludes them, released or not.
             None => Ok(Outcome::Excluded),
             Some(p) => match excluder.ledger().participation(&p.assignment_id).await {
-                Ok(Some(known)) if known.released_at.is_some() => Ok(Outcome::Released),
+                Ok(Some(known)) if known.released_at.is_some() => Ok(Outcome::KeptReleased),
                 Ok(_) => Ok(Outcome::Excluded),
                 Err(e) => Err(ExclusionError::from(e)),
             },
@@ -626,7 +630,7 @@ fn tally(report: &mut Report, results: Vec<WorkerResult>) {
             report.newly_excluded.push(worker.to_string());
         } else if any(&[Outcome::AlreadyExcluded, Outcome::Duplicate]) {
             report.already_excluded.push(worker.to_string());
-        } else if any(&[Outcome::Released]) {
+        } else if any(&[Outcome::KeptReleased]) {
             report.kept_released.push(KeptReleased {
                 worker_id: worker.to_string(),
                 assignment_ids: r
