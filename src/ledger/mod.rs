@@ -126,6 +126,21 @@ pub enum ExclusionState {
     Released,
 }
 
+impl ExclusionState {
+    /// The one name of each state, wherever it is printed or exported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionState::Excluded => "excluded",
+            ExclusionState::Released => "released",
+        }
+    }
+
+    /// The name of a worker's standing, the ledger having none included.
+    pub fn name_of(state: Option<ExclusionState>) -> &'static str {
+        state.map_or("not_excluded", ExclusionState::as_str)
+    }
+}
+
 /// A worker's standing under the lab's qualification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusion {

@@ -6,5 +6,6 @@
 mod events;
 mod faults;
 mod hostile_input;
+mod ops;
 mod parser_properties;
 mod pipeline;
