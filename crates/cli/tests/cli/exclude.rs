@@ -377,3 +377,39 @@ async fn a_hit_type_covers_every_live_hit_of_that_type_only() {
     // The listing gives each HIT's type: no GetHIT.
     assert_eq!(p.double.call_count("GetHIT"), 0);
 }
+
+#[tokio::test]
+async fn a_csv_row_whose_worker_disagrees_with_the_ledger_is_reported_not_recorded() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let s = p
+        .double
+        .submit_assignment(&hit, "A1WHODIDIT")
+        .await
+        .unwrap();
+    p.drain().await;
+    let a = &s.assignment_id;
+    // A hand-edited file: the right assignment, the wrong worker.
+    let batch = format!("HITId,AssignmentId,WorkerId\r\n{hit},{a},A9NOTTHEM\r\n");
+    let batch = temp_file("mismatch.csv", batch.as_bytes());
+    p.double.clear_calls();
+
+    let run = p
+        .cli(&["exclude", "--from-csv", batch.to_str().unwrap(), "--json"])
+        .await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    let r = run.json();
+    assert_eq!(r["mismatched"][0]["worker_id"], "A9NOTTHEM", "{r}");
+    assert_eq!(r["mismatched"][0]["other_worker_id"], "A1WHODIDIT");
+    assert_eq!(r["mismatched"][0]["according_to"], "ledger");
+    assert_eq!(r["mismatched"][0]["line"], 2);
+    assert!(!p.granted("A9NOTTHEM"));
+    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 0);
+    assert!(p
+        .ledger
+        .participations_of(&worker("A9NOTTHEM"))
+        .await
+        .unwrap()
+        .is_empty());
+}

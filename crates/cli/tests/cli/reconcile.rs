@@ -319,3 +319,33 @@ async fn a_grant_the_ledger_never_recorded_is_finished_for_its_assignment() {
     assert!(ps[0].excluded_at.is_some());
     assert_eq!(p.cli(&["reconcile"]).await.code, 0);
 }
+
+#[tokio::test]
+async fn apply_shows_the_plan_and_changes_nothing_unless_confirmed() {
+    let p = Pipeline::start().await;
+    p.double.grant(p.qualification.as_str(), "A1OLDSCRIPT", 1);
+
+    let unconfirmed = p.cli(&["reconcile", "--apply"]).await;
+
+    assert_eq!(unconfirmed.code, 5, "{unconfirmed:?}");
+    assert!(
+        unconfirmed.stderr.contains("A1OLDSCRIPT") && unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert!(p
+        .ledger
+        .exclusion(&worker("A1OLDSCRIPT"), &p.qualification)
+        .await
+        .unwrap()
+        .is_none());
+
+    let confirmed = p.cli(&["reconcile", "--apply", "--yes"]).await;
+    assert_eq!(confirmed.code, 0, "{confirmed:?}");
+    assert!(p
+        .ledger
+        .exclusion(&worker("A1OLDSCRIPT"), &p.qualification)
+        .await
+        .unwrap()
+        .is_some());
+}
