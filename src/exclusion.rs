@@ -69,7 +69,7 @@ pub fn decide(
         Some(x)
             if x.state == ExclusionState::Released
                 && releases == Releases::Respect
-                && !submitted_after_release(submitted, x.released_at.as_deref()) =>
+                && !submitted_after_release(submitted, x.released_at) =>
         {
             Outcome::KeptReleased
         }
@@ -80,11 +80,8 @@ pub fn decide(
 /// True only when the submission is known to come after the release.
 pub fn submitted_after_release(
     submitted: Option<OffsetDateTime>,
-    released_at: Option<&str>,
+    released: Option<OffsetDateTime>,
 ) -> bool {
-    let released = released_at.and_then(|r| {
-        OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok()
-    });
     match (submitted, released) {
         (Some(s), Some(r)) => s > r,
         // Released at an unknown time: only a known submission can be later

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::exclusion::ReleaseError;
 use crate::ids::{HitId, WorkerId};
-use crate::ledger::{ExclusionState, LedgerError, Participation};
+use crate::ledger::{stamp, ExclusionState, Learned, LedgerError, Participation};
 use crate::mturk::Revoked;
 
 use super::{Lab, Progress};
@@ -293,8 +293,8 @@ fn kept(worker: &WorkerId, hits: &[HitId], others: &[&Participation], changed: b
             .map(|p| Because {
                 hit_id: p.hit_id.as_ref().map(ToString::to_string),
                 assignment_id: p.assignment_id.as_ref().map(ToString::to_string),
-                learned_by: p.learned_by.clone(),
-                recorded_at: p.recorded_at.clone(),
+                learned_by: p.learned.as_str().to_owned(),
+                recorded_at: stamp(p.recorded_at),
             })
             .collect(),
         changed_since_plan: changed,
@@ -303,16 +303,16 @@ fn kept(worker: &WorkerId, hits: &[HitId], others: &[&Participation], changed: b
 
 /// Why one participation keeps its worker excluded, in words.
 pub fn why_kept(p: &Participation) -> String {
-    match (&p.hit_id, &p.assignment_id, p.learned_by.as_str()) {
+    let at = stamp(p.recorded_at);
+    match (&p.hit_id, &p.assignment_id, &p.learned) {
         (Some(hit), Some(a), _) => format!("also took part in HIT {hit} (assignment {a})"),
-        (_, _, "manual") => format!("excluded by hand (exclude --worker) at {}", p.recorded_at),
-        (_, _, "reconcile") => format!(
-            "found holding the qualification on MTurk by reconcile at {}",
-            p.recorded_at
-        ),
+        (_, _, Learned::Manual) => format!("excluded by hand (exclude --worker) at {at}"),
+        (_, _, Learned::Reconcile) => {
+            format!("found holding the qualification on MTurk by reconcile at {at}")
+        }
         (_, _, other) => format!(
-            "another participation (learned by {other}) at {}",
-            p.recorded_at
+            "another participation (learned by {}) at {at}",
+            other.as_str()
         ),
     }
 }

@@ -106,18 +106,19 @@ fn parse_since(raw: &str) -> Result<OffsetDateTime, String> {
     })
 }
 
+/// One participation as exported: ids and times as the ledger stores them.
 #[derive(Serialize)]
 struct Row<'a> {
     worker_id: &'a str,
     assignment_id: Option<&'a str>,
     hit_id: Option<&'a str>,
     hit_type_id: Option<&'a str>,
-    submit_time: Option<&'a str>,
-    learned_by: &'a str,
+    submit_time: Option<String>,
+    learned_by: &'static str,
     event_doc_id: Option<&'a str>,
-    recorded_at: &'a str,
-    excluded_at: Option<&'a str>,
-    released_at: Option<&'a str>,
+    recorded_at: String,
+    excluded_at: Option<String>,
+    released_at: Option<String>,
     release_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exclusion_state: Option<&'static str>,
@@ -129,13 +130,13 @@ impl<'a> Row<'a> {
             worker_id: p.worker_id.as_str(),
             assignment_id: p.assignment_id.as_ref().map(|a| a.as_str()),
             hit_id: p.hit_id.as_ref().map(|h| h.as_str()),
-            hit_type_id: p.hit_type_id.as_deref(),
-            submit_time: p.submit_time.as_deref(),
-            learned_by: &p.learned_by,
+            hit_type_id: p.hit_type_id.as_ref().map(|t| t.as_str()),
+            submit_time: p.submit_time.map(ledger::stamp),
+            learned_by: p.learned.as_str(),
             event_doc_id: p.event_doc_id.as_deref(),
-            recorded_at: &p.recorded_at,
-            excluded_at: p.excluded_at.as_deref(),
-            released_at: p.released_at.as_deref(),
+            recorded_at: ledger::stamp(p.recorded_at),
+            excluded_at: p.excluded_at.map(ledger::stamp),
+            released_at: p.released_at.map(ledger::stamp),
             release_reason: p.release_reason.as_deref(),
             exclusion_state: state,
         }
@@ -148,12 +149,12 @@ impl<'a> Row<'a> {
             self.assignment_id.unwrap_or_default(),
             self.hit_id.unwrap_or_default(),
             self.hit_type_id.unwrap_or_default(),
-            self.submit_time.unwrap_or_default(),
+            self.submit_time.as_deref().unwrap_or_default(),
             self.learned_by,
             self.event_doc_id.unwrap_or_default(),
-            self.recorded_at,
-            self.excluded_at.unwrap_or_default(),
-            self.released_at.unwrap_or_default(),
+            &self.recorded_at,
+            self.excluded_at.as_deref().unwrap_or_default(),
+            self.released_at.as_deref().unwrap_or_default(),
             self.release_reason.unwrap_or_default(),
         ];
         cells.extend(self.exclusion_state);

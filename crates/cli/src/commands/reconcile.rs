@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
 use mturk_exclusion::ids;
+use mturk_exclusion::ledger::stamp;
 use mturk_exclusion::ops::reconcile::{self, Applied, Comparison, Kind};
 use serde::Serialize;
 
@@ -158,7 +159,7 @@ fn report(ctx: &Context, q: &str, c: &Comparison) -> Report {
         only_in_ledger: of(Kind::OnlyInLedger)
             .map(|d| OnlyInLedger {
                 worker_id: d.worker.to_string(),
-                excluded_at: d.exclusion.as_ref().and_then(|x| x.excluded_at.clone()),
+                excluded_at: d.exclusion.as_ref().and_then(|x| x.excluded_at.map(stamp)),
                 excluded_because: d
                     .exclusion
                     .as_ref()
@@ -175,7 +176,7 @@ fn report(ctx: &Context, q: &str, c: &Comparison) -> Report {
         released_but_held: of(Kind::ReleasedButHeld)
             .map(|d| ReleasedButHeld {
                 worker_id: d.worker.to_string(),
-                released_at: d.exclusion.as_ref().and_then(|x| x.released_at.clone()),
+                released_at: d.exclusion.as_ref().and_then(|x| x.released_at.map(stamp)),
             })
             .collect(),
         odd_ids: c.odd_ids.clone(),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::CliExt;
 use mturk_exclusion::ids::WorkerId;
-use mturk_exclusion::ledger::Participation;
+use mturk_exclusion::ledger::{stamp, Participation};
 use testkit::pipeline::Pipeline;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -44,13 +44,13 @@ fn expected_row(p: &Participation) -> Vec<String> {
         p.worker_id.to_string(),
         o(p.assignment_id.as_ref().map(|a| a.as_str())),
         o(p.hit_id.as_ref().map(|h| h.as_str())),
-        o(p.hit_type_id.as_deref()),
-        o(p.submit_time.as_deref()),
-        p.learned_by.clone(),
+        o(p.hit_type_id.as_ref().map(|t| t.as_str())),
+        o(p.submit_time.map(stamp).as_deref()),
+        p.learned.as_str().to_owned(),
         o(p.event_doc_id.as_deref()),
-        p.recorded_at.clone(),
-        o(p.excluded_at.as_deref()),
-        o(p.released_at.as_deref()),
+        stamp(p.recorded_at),
+        o(p.excluded_at.map(stamp).as_deref()),
+        o(p.released_at.map(stamp).as_deref()),
         o(p.release_reason.as_deref()),
     ]
 }
@@ -165,8 +165,8 @@ async fn json_parses_and_json_flag_implies_it() {
                 .collect();
             assert_eq!(keys.len(), HEADER.len(), "{row}");
             assert_eq!(row["worker_id"], p.worker_id.as_str());
-            assert_eq!(row["recorded_at"], p.recorded_at.as_str());
-            assert_eq!(row["excluded_at"], p.excluded_at.as_deref().unwrap());
+            assert_eq!(row["recorded_at"], stamp(p.recorded_at));
+            assert_eq!(row["excluded_at"], stamp(p.excluded_at.unwrap()));
             assert!(row["released_at"].is_null());
         }
     }

@@ -129,7 +129,7 @@ async fn reconcile_reports_both_directions_then_apply_fixes_them() {
         .await
         .unwrap();
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert_eq!(ps[0].learned_by, "reconcile");
+    assert_eq!(ps[0].learned, mturk_exclusion::ledger::Learned::Reconcile);
     assert!(ps[0].assignment_id.is_none() && ps[0].excluded_at.is_some());
 
     let again = p.cli(&["reconcile", "--json"]).await;
