@@ -805,7 +805,7 @@ impl Ledger {
             .iter()
             .map(|i| participation_from(OP, i))
             .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by(|a, b| a.recorded_at.cmp(&b.recorded_at));
+        all.sort_by_key(|a| a.recorded_at);
         Ok(all)
     }
 

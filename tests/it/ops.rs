@@ -284,7 +284,7 @@ async fn a_release_stands_against_older_participations_unless_overridden() {
     for r in [&dry, &kept] {
         assert!(r.newly_excluded.is_empty(), "{r:?}");
         assert_eq!(r.kept_released.len(), 1, "{r:?}");
-        assert_eq!(r.kept_released[0].assignment_ids, [a.clone()]);
+        assert_eq!(r.kept_released[0].assignment_ids, std::slice::from_ref(&a));
     }
     assert!(!p.granted("A1FORGIVEN"));
     assert_eq!(p.double.call_count(GRANT), 0);

@@ -124,7 +124,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             reconcile::CompareError::Ledger(e) => CliError::from(e),
             reconcile::CompareError::Mturk(e) => CliError::from(e),
         })?;
-    let mut report = report(ctx, &lab.qualification.to_string(), &compared);
+    let mut report = report(ctx, lab.qualification.as_str(), &compared);
     let n = compared.differences.len();
     if args.apply && n > 0 && !args.yes {
         // The plan, where a person at the prompt reads it.

@@ -268,7 +268,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         .iter()
         .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
         .collect();
-    stuck.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at));
+    stuck.sort_by_key(|p| std::cmp::Reverse(p.recorded_at));
     if !stuck.is_empty() {
         problems.push(format!(
             "{} participation(s) recorded but neither excluded nor released (a grant failed, or is in progress): a notification's retry or `mturk-exclusion redrive` finishes it; for a backfill or a manual exclusion, run that command again",
