@@ -18,7 +18,10 @@ Usage: scripts/test.sh [cargo test arguments...]
 
 Exits with cargo's status. Examples:
   scripts/test.sh
-  scripts/test.sh --test ledger -- --nocapture
+  scripts/test.sh --test it ops::            the library's tests (one binary), one module
+  scripts/test.sh --test cli -- --nocapture  the CLI binary's tests
+  (with plain cargo: cargo test -p mturk-exclusion --test it,
+                     cargo test -p mturk-exclusion-cli --test cli)
   DDB_PORT=19000 SQS_PORT=19001 scripts/test.sh
 EOF
   exit 0

@@ -36,8 +36,8 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
 use crate::ledger::{
-    parse_stamp, AgainIf, Begin, Exclusion, ExclusionState, Finished, Learned, Lease, Ledger,
-    LedgerError, NewParticipation, Participation, Record, Settled,
+    AgainIf, Begin, Exclusion, ExclusionState, Finished, Learned, Lease, Ledger, LedgerError,
+    NewParticipation, Participation, Record, Settled,
 };
 use crate::mturk::{Mturk, MturkError, MturkErrorKind, Revoked};
 
@@ -80,9 +80,12 @@ pub fn decide(
 ) -> Outcome {
     if let Some(k) = known {
         if k.released_at.is_some() {
-            return Outcome::KeptReleased;
-        }
-        if k.excluded_at.is_some() {
+            if releases == Releases::Respect {
+                return Outcome::KeptReleased;
+            }
+            // Asked explicitly, the lab's new decision wins over its older
+            // release: the worker's standing decides below.
+        } else if k.excluded_at.is_some() {
             return Outcome::Duplicate;
         }
     }
@@ -91,7 +94,7 @@ pub fn decide(
         Some(x)
             if x.state == ExclusionState::Released
                 && releases == Releases::Respect
-                && !submitted_after_release(submitted, x.released_at.as_deref()) =>
+                && !submitted_after_release(submitted, x.released_at) =>
         {
             Outcome::KeptReleased
         }
@@ -102,10 +105,10 @@ pub fn decide(
 /// True only when the submission is known to come after the release.
 pub fn submitted_after_release(
     submitted: Option<OffsetDateTime>,
-    released_at: Option<&str>,
+    released: Option<OffsetDateTime>,
 ) -> bool {
     // An unknown time on either side: the lab's release stands.
-    match (submitted, released_at.and_then(parse_stamp)) {
+    match (submitted, released) {
         (Some(s), Some(r)) => s > r,
         _ => false,
     }
@@ -369,6 +372,11 @@ impl Excluder {
     ) -> Result<Outcome, ExclusionError> {
         let _one_at_a_time = self.locks.lock(format!("A#{}", new.assignment_id)).await;
         if let Some(known) = self.ledger.participation(&new.assignment_id).await? {
+            if known.released_at.is_some() && releases == Releases::Override {
+                return self
+                    .settle(Record::Existing(&known), known.submit_time, releases)
+                    .await;
+            }
             return self.settle_known(known).await;
         }
         self.settle(
@@ -391,7 +399,7 @@ impl Excluder {
         if known.excluded_at.is_some() {
             return Ok(Outcome::Duplicate);
         }
-        let submitted = known.submit_time.as_deref().and_then(parse_stamp);
+        let submitted = known.submit_time;
         self.settle(Record::Existing(&known), submitted, Releases::Respect)
             .await
     }
@@ -646,4 +654,117 @@ impl Excluder {
 
 fn duration(d: StdDuration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const BEFORE: OffsetDateTime = datetime!(2026-03-02 17:00:00 UTC);
+    const RELEASE: OffsetDateTime = datetime!(2026-03-02 18:00:00 UTC);
+    const AFTER: OffsetDateTime = datetime!(2026-03-02 19:00:00 UTC);
+
+    fn worker() -> WorkerId {
+        WorkerId::parse("A1DECIDE").unwrap()
+    }
+
+    fn participation(excluded: bool, released: bool) -> Participation {
+        Participation {
+            worker_id: worker(),
+            assignment_id: None,
+            hit_id: None,
+            hit_type_id: None,
+            submit_time: Some(BEFORE),
+            learned: Learned::Backfill,
+            event_doc_id: None,
+            recorded_at: BEFORE,
+            excluded_at: excluded.then_some(BEFORE),
+            released_at: released.then_some(RELEASE),
+            release_reason: None,
+        }
+    }
+
+    fn standing(state: ExclusionState) -> Exclusion {
+        Exclusion {
+            worker_id: worker(),
+            state,
+            excluded_at: Some(BEFORE),
+            excluded_because: None,
+            released_at: (state == ExclusionState::Released).then_some(RELEASE),
+            version: 3,
+            granting_until: None,
+        }
+    }
+
+    #[test]
+    fn a_release_stands_against_what_was_submitted_at_or_before_it() {
+        let released = standing(ExclusionState::Released);
+        for submitted in [Some(BEFORE), Some(RELEASE), None] {
+            assert_eq!(
+                decide(None, Some(&released), submitted, Releases::Respect),
+                Outcome::KeptReleased,
+                "{submitted:?}"
+            );
+        }
+        assert_eq!(
+            decide(None, Some(&released), Some(AFTER), Releases::Respect),
+            Outcome::Excluded
+        );
+        assert_eq!(
+            decide(None, Some(&released), Some(BEFORE), Releases::Override),
+            Outcome::Excluded
+        );
+    }
+
+    #[test]
+    fn known_participations_cost_nothing_unless_the_lab_overrides() {
+        let excluded = standing(ExclusionState::Excluded);
+        let released = standing(ExclusionState::Released);
+        let done = participation(true, false);
+        let kept = participation(true, true);
+        assert_eq!(
+            decide(
+                Some(&done),
+                Some(&excluded),
+                Some(BEFORE),
+                Releases::Respect
+            ),
+            Outcome::Duplicate
+        );
+        assert_eq!(
+            decide(
+                Some(&kept),
+                Some(&released),
+                Some(BEFORE),
+                Releases::Respect
+            ),
+            Outcome::KeptReleased
+        );
+        // A released participation (which was excluded once) is excluded
+        // again when the lab asks, as the real run does.
+        assert_eq!(
+            decide(
+                Some(&kept),
+                Some(&released),
+                Some(BEFORE),
+                Releases::Override
+            ),
+            Outcome::Excluded
+        );
+        // Exclusion wins: a worker excluded for another study stays excluded.
+        assert_eq!(
+            decide(
+                Some(&kept),
+                Some(&excluded),
+                Some(BEFORE),
+                Releases::Override
+            ),
+            Outcome::AlreadyExcluded
+        );
+        assert_eq!(
+            decide(None, None, None, Releases::Respect),
+            Outcome::Excluded
+        );
+    }
 }

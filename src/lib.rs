@@ -17,6 +17,13 @@
 //! - [`ledger`]: the DynamoDB table; the only module that knows its attributes.
 //! - [`exclusion`]: the one path that excludes a worker, shared by the Lambda and the CLI.
 //! - [`handler`]: one SQS batch in, one outcome per record out.
+//! - [`ops`]: the admin CLI's rules, one module per command family:
+//!   - [`ops::release`]: whom a release frees and whom it keeps (exclusion
+//!     wins), acting only on the plan shown, re-checked just before acting;
+//!   - [`ops::reconcile`]: the ledger against MTurk, each difference classified and fixed;
+//!   - [`ops::backfill`]: `exclude`'s gathering (HITs, HIT types, files, workers by hand)
+//!     and its real and dry runs, both through [`exclusion::decide`];
+//!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells.
 
 pub mod aws;
 pub mod config;
@@ -28,4 +35,5 @@ pub mod lambda;
 pub mod ledger;
 pub mod mturk;
 pub mod notification;
+pub mod ops;
 pub mod rate;

@@ -80,13 +80,27 @@ pub enum Learned {
 }
 
 impl Learned {
-    fn as_str(&self) -> &'static str {
+    /// The one name of each way, as stored and as exported.
+    pub fn as_str(&self) -> &'static str {
         match self {
             Learned::Notification { .. } => "notification",
             Learned::Backfill => "backfill",
             Learned::Manual => "manual",
             Learned::Reconcile => "reconcile",
         }
+    }
+
+    /// Reads a stored `learned_by` back; a notification needs its document id.
+    fn parse(name: &str, event_doc_id: Option<&str>) -> Option<Learned> {
+        Some(match name {
+            "notification" => Learned::Notification {
+                event_doc_id: event_doc_id?.to_owned(),
+            },
+            "backfill" => Learned::Backfill,
+            "manual" => Learned::Manual,
+            "reconcile" => Learned::Reconcile,
+            _ => return None,
+        })
     }
 }
 
@@ -101,7 +115,7 @@ pub struct NewParticipation {
     pub learned: Learned,
 }
 
-/// A participation as the ledger holds it. Times are RFC 3339 strings.
+/// A participation as the ledger holds it, read back typed.
 ///
 /// Most participations come from an assignment. A worker the lab named by
 /// hand (or found on MTurk by `reconcile`) has one participation without an
@@ -111,16 +125,19 @@ pub struct Participation {
     pub worker_id: WorkerId,
     pub assignment_id: Option<AssignmentId>,
     pub hit_id: Option<HitId>,
-    pub hit_type_id: Option<String>,
-    pub submit_time: Option<String>,
-    pub learned_by: String,
+    pub hit_type_id: Option<HitTypeId>,
+    pub submit_time: Option<OffsetDateTime>,
+    /// How the ledger first learned of it.
+    pub learned: Learned,
+    /// The notification that told of it, if one did (also when it was
+    /// first learned another way).
     pub event_doc_id: Option<String>,
-    pub recorded_at: String,
+    pub recorded_at: OffsetDateTime,
     /// When the worker was known to be excluded because of (or despite) this participation.
-    pub excluded_at: Option<String>,
+    pub excluded_at: Option<OffsetDateTime>,
     /// When the lab released (un-excluded) the worker; a stale event for this
     /// participation must not exclude them again.
-    pub released_at: Option<String>,
+    pub released_at: Option<OffsetDateTime>,
     pub release_reason: Option<String>,
 }
 
@@ -130,31 +147,47 @@ pub enum ExclusionState {
     Released,
 }
 
+impl ExclusionState {
+    /// The one name of each state, wherever it is printed or exported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionState::Excluded => "excluded",
+            ExclusionState::Released => "released",
+        }
+    }
+
+    /// The name of a worker's standing, the ledger having none included.
+    pub fn name_of(state: Option<ExclusionState>) -> &'static str {
+        state.map_or("not_excluded", ExclusionState::as_str)
+    }
+}
+
 /// A worker's standing under the lab's qualification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusion {
     pub worker_id: WorkerId,
     pub state: ExclusionState,
-    pub excluded_at: Option<String>,
+    pub excluded_at: Option<OffsetDateTime>,
+    /// The assignment id, or how a participation without one was learned.
     pub excluded_because: Option<String>,
-    pub released_at: Option<String>,
+    pub released_at: Option<OffsetDateTime>,
     /// Raised by every write that changes the worker's standing: the handler
     /// and `release` condition their last writes on it, so the side that
     /// loses a race decides again.
     pub version: u64,
     /// Set while a grant may be in flight: no grant is sent after it. A
     /// release waits it out before revoking.
-    pub granting_until: Option<String>,
+    pub granting_until: Option<OffsetDateTime>,
 }
 
 /// A HIT type the lab pointed at the queue with `subscribe`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     pub queue_url: String,
-    pub subscribed_at: String,
+    pub subscribed_at: Option<OffsetDateTime>,
     /// When a test event was last seen coming through after subscribing.
-    pub verified_at: Option<String>,
+    pub verified_at: Option<OffsetDateTime>,
     pub active: bool,
 }
 
@@ -338,6 +371,20 @@ fn new_participation_item(p: &NewParticipation, now: OffsetDateTime) -> Item {
     item
 }
 
+/// A stored time, parsed; anything but RFC 3339 is a corrupt item.
+fn get_time(
+    operation: &'static str,
+    item: &Item,
+    name: &str,
+) -> Result<Option<OffsetDateTime>, LedgerError> {
+    get_s(item, name)
+        .map(|t| {
+            OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| corrupt(operation, format!("{name} {t:?} is not a time: {e}")))
+        })
+        .transpose()
+}
+
 fn participation_key(assignment: &AssignmentId) -> Item {
     HashMap::from([
         (PK.to_owned(), s(format!("A#{assignment}"))),
@@ -364,7 +411,7 @@ impl Participation {
     pub fn cause(&self) -> String {
         match &self.assignment_id {
             Some(a) => a.to_string(),
-            None => self.learned_by.clone(),
+            None => self.learned.as_str().to_owned(),
         }
     }
 }
@@ -381,6 +428,15 @@ fn participation_from(operation: &'static str, item: &Item) -> Result<Participat
         get_s(item, name).ok_or_else(|| corrupt(operation, format!("participation without {name}")))
     };
     let bad = |e: crate::ids::InvalidId| corrupt(operation, format!("participation: {e}"));
+    let time = |name| get_time(operation, item, name);
+    let event_doc_id = get_s(item, EVENT_DOC_ID);
+    let learned_by = need(LEARNED_BY)?;
+    let learned = Learned::parse(&learned_by, event_doc_id.as_deref()).ok_or_else(|| {
+        corrupt(
+            operation,
+            format!("participation learned by {learned_by:?}, or a notification without its id"),
+        )
+    })?;
     Ok(Participation {
         worker_id: WorkerId::parse(&need(WORKER_ID)?).map_err(bad)?,
         assignment_id: get_s(item, ASSIGNMENT_ID)
@@ -391,13 +447,17 @@ fn participation_from(operation: &'static str, item: &Item) -> Result<Participat
             .map(|h| HitId::parse(&h))
             .transpose()
             .map_err(bad)?,
-        hit_type_id: get_s(item, HIT_TYPE_ID),
-        submit_time: get_s(item, SUBMIT_TIME),
-        learned_by: need(LEARNED_BY)?,
-        event_doc_id: get_s(item, EVENT_DOC_ID),
-        recorded_at: need(RECORDED_AT)?,
-        excluded_at: get_s(item, EXCLUDED_AT),
-        released_at: get_s(item, RELEASED_AT),
+        hit_type_id: get_s(item, HIT_TYPE_ID)
+            .map(|t| HitTypeId::parse(&t))
+            .transpose()
+            .map_err(bad)?,
+        submit_time: time(SUBMIT_TIME)?,
+        learned,
+        event_doc_id,
+        recorded_at: time(RECORDED_AT)?
+            .ok_or_else(|| corrupt(operation, format!("participation without {RECORDED_AT}")))?,
+        excluded_at: time(EXCLUDED_AT)?,
+        released_at: time(RELEASED_AT)?,
         release_reason: get_s(item, RELEASE_REASON),
     })
 }
@@ -419,11 +479,11 @@ fn exclusion_from(operation: &'static str, item: &Item) -> Result<Exclusion, Led
         worker_id: WorkerId::parse(&worker)
             .map_err(|e| corrupt(operation, format!("exclusion: {e}")))?,
         state,
-        excluded_at: get_s(item, EXCLUDED_AT),
+        excluded_at: get_time(operation, item, EXCLUDED_AT)?,
         excluded_because: get_s(item, EXCLUDED_BECAUSE),
-        released_at: get_s(item, RELEASED_AT),
+        released_at: get_time(operation, item, RELEASED_AT)?,
         version: get_n(item, VERSION).unwrap_or(0),
-        granting_until: get_s(item, GRANTING_UNTIL),
+        granting_until: get_time(operation, item, GRANTING_UNTIL)?,
     })
 }
 
@@ -1115,8 +1175,10 @@ impl Ledger {
                     .condition_expression(format!("attribute_exists({WORKER_ID})"))
                     .expression_attribute_values(":now", s(stamp_now.clone()));
                 let update = match settled {
+                    // Excluded again (the lab overrode its release): no longer released.
                     Settled::Excluded { .. } => update.update_expression(format!(
-                        "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now)"
+                        "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now) \
+                         REMOVE {RELEASED_AT}, {RELEASE_REASON}"
                     )),
                     Settled::KeptReleased => update
                         .update_expression(format!("SET {RELEASED_AT} = :released"))
@@ -1341,12 +1403,15 @@ impl Ledger {
             .iter()
             .map(|i| participation_from(OP, i))
             .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by(|a, b| a.recorded_at.cmp(&b.recorded_at));
+        all.sort_by_key(|a| a.recorded_at);
         Ok(all)
     }
 
     /// When the last participation of a HIT type was recorded.
-    pub async fn last_recorded_for(&self, hit_type: &str) -> Result<Option<String>, LedgerError> {
+    pub async fn last_recorded_for(
+        &self,
+        hit_type: &HitTypeId,
+    ) -> Result<Option<String>, LedgerError> {
         const OP: &str = "Query(ByHitType)";
         let out = self
             .client
@@ -1354,7 +1419,7 @@ impl Ledger {
             .table_name(&self.table)
             .index_name(BY_HIT_TYPE)
             .key_condition_expression(format!("{HIT_TYPE_ID} = :t"))
-            .expression_attribute_values(":t", s(hit_type))
+            .expression_attribute_values(":t", s(hit_type.as_str()))
             .scan_index_forward(false)
             .limit(1)
             .send()
@@ -1449,12 +1514,14 @@ impl Ledger {
         items
             .iter()
             .map(|i| {
+                let hit_type =
+                    get_s(i, SK).ok_or_else(|| corrupt(OP, "subscription without sk".into()))?;
                 Ok(Subscription {
-                    hit_type_id: get_s(i, SK)
-                        .ok_or_else(|| corrupt(OP, "subscription without sk".into()))?,
+                    hit_type_id: HitTypeId::parse(&hit_type)
+                        .map_err(|e| corrupt(OP, format!("subscription: {e}")))?,
                     queue_url: get_s(i, QUEUE_URL).unwrap_or_default(),
-                    subscribed_at: get_s(i, SUBSCRIBED_AT).unwrap_or_default(),
-                    verified_at: get_s(i, VERIFIED_AT),
+                    subscribed_at: get_time(OP, i, SUBSCRIBED_AT)?,
+                    verified_at: get_time(OP, i, VERIFIED_AT)?,
                     active: !matches!(i.get(ACTIVE), Some(AttributeValue::Bool(false))),
                 })
             })

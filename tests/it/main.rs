@@ -6,6 +6,7 @@
 mod events;
 mod faults;
 mod hostile_input;
+mod ops;
 mod parser_properties;
 mod pipeline;
 mod races;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use clap::Args;
 use mturk_exclusion::aws::{self, Limits};
-use mturk_exclusion::exclusion::Excluder;
 use mturk_exclusion::ids::QualificationTypeId;
 use mturk_exclusion::ledger::{Ledger, LedgerError, LedgerErrorKind};
 use mturk_exclusion::mturk::{Mturk, MturkEnvironment, MturkError, MturkErrorKind};
+use mturk_exclusion::ops::Lab;
 use mturk_exclusion::rate::RateLimiter;
 
 #[derive(Args, Debug, Clone)]
@@ -314,10 +314,13 @@ impl Context {
         Ok(q)
     }
 
-    pub async fn excluder(&self) -> Result<Excluder, CliError> {
-        Ok(Excluder::new(
+    /// What the library's operations act on, with the qualification
+    /// confirmed to exist in this MTurk environment.
+    pub async fn lab(&self) -> Result<Lab, CliError> {
+        let ledger = self.ledger()?;
+        Ok(Lab::new(
             self.mturk.clone(),
-            self.ledger()?,
+            ledger,
             self.checked_qualification().await?,
         ))
     }

@@ -5,19 +5,34 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use mturk_exclusion::ops::Progress;
+
 use crate::context::CliError;
 
 /// Prints an error with its whole cause chain and, if it has one, a hint.
 pub fn print_error(err: &CliError) {
-    eprintln!("error: {err}");
+    eprint!("{}", render_error(err));
+}
+
+/// The error, its causes and its hint, one line each. A cause that says
+/// what the line above already said is left out: a headline is often its
+/// source's own message, and printing it twice reads as two failures.
+pub fn render_error(err: &CliError) -> String {
+    let mut text = format!("error: {err}\n");
+    let mut shown = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let line = cause.to_string();
+        if line != shown {
+            text.push_str(&format!("  caused by: {line}\n"));
+            shown = line;
+        }
         source = cause.source();
     }
     if let Some(hint) = err.hint() {
-        eprintln!("  what to do: {hint}");
+        text.push_str(&format!("  what to do: {hint}\n"));
     }
+    text
 }
 
 /// Prints `value` as JSON on stdout.
@@ -43,6 +58,43 @@ pub fn progress(len: u64, what: &str, json: bool) -> ProgressBar {
     bar
 }
 
+/// [`progress`] as the library's operations report it: each `start` puts
+/// up a new bar.
+pub struct Bar {
+    bar: std::sync::Mutex<ProgressBar>,
+    quiet: bool,
+}
+
+impl Bar {
+    /// `quiet`: no bar at all (JSON output, dry runs).
+    pub fn new(quiet: bool) -> Bar {
+        Bar {
+            bar: std::sync::Mutex::new(ProgressBar::hidden()),
+            quiet,
+        }
+    }
+
+    fn current(&self) -> ProgressBar {
+        // A handle: cloning it shares the bar.
+        self.bar.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, len: u64, what: &str) {
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = progress(len, what, self.quiet);
+    }
+    fn inc(&self) {
+        self.current().inc(1);
+    }
+    fn message(&self, text: String) {
+        self.current().set_message(text);
+    }
+    fn finish(&self) {
+        self.current().finish_and_clear();
+    }
+}
+
 /// Asks a yes/no question on the terminal. Without a terminal, the answer
 /// is no: a script must say `--yes`.
 pub fn confirm(question: &str) -> bool {
@@ -55,4 +107,29 @@ pub fn confirm(question: &str) -> bool {
         return false;
     }
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_that_repeats_the_headline_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("ledger GetItem(exclusion): could not reach DynamoDB")]
+        struct Headline(#[source] std::io::Error);
+        let err = CliError::Environment {
+            message: "ledger GetItem(exclusion): could not reach DynamoDB".into(),
+            hint: Some("check the network".into()),
+            source: Some(Box::new(Headline(std::io::Error::other(
+                "connection refused",
+            )))),
+        };
+        let text = render_error(&err);
+        assert_eq!(
+            text,
+            "error: ledger GetItem(exclusion): could not reach DynamoDB\n  \
+             caused by: connection refused\n  what to do: check the network\n"
+        );
+    }
 }

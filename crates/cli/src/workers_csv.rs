@@ -63,13 +63,8 @@ pub struct Row {
     pub hit_type: Option<HitTypeId>,
 }
 
-/// A row that was skipped, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BadRow {
-    pub file: String,
-    pub line: u64,
-    pub problem: String,
-}
+/// A row that was skipped, and why (the library's, so reports carry it).
+pub use mturk_exclusion::ops::backfill::BadRow;
 
 #[derive(Debug)]
 pub struct WorkerFile {

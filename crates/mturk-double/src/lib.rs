@@ -379,11 +379,6 @@ impl MturkDouble {
         })
     }
 
-    /// Seeds an assignment without any notification (history that predates
-    /// the system under test). Allows any worker id and repeat workers.
-    ///
-    /// # Panics
-    /// If no HIT `hit_id` was created: that is a mistake in the test.
     /// Seeds a HIT under a given id, as sample events name real-looking ids.
     pub fn create_hit_with_id(&self, hit_id: &str, hit_type_id: &str) -> String {
         self.lock().model.create_hit_as(
@@ -414,6 +409,11 @@ impl MturkDouble {
         }
     }
 
+    /// Seeds an assignment without any notification (history that predates
+    /// the system under test). Allows any worker id and repeat workers.
+    ///
+    /// # Panics
+    /// If no HIT `hit_id` was created: that is a mistake in the test.
     pub fn add_assignment(
         &self,
         hit_id: &str,

@@ -4,15 +4,14 @@
 //! The whole export is rendered in memory before anything is written, so a
 //! ledger that cannot be read leaves no half-written file behind.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use futures::stream::{self, StreamExt};
-use mturk_exclusion::ids::{self, WorkerId};
+use mturk_exclusion::ids;
 use mturk_exclusion::ledger::{self, ExclusionState, Participation};
+use mturk_exclusion::ops::export::{spreadsheet_safe, standings};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -20,9 +19,6 @@ use time::{Date, OffsetDateTime};
 
 use crate::context::{CliError, Context};
 use crate::output;
-
-/// Ledger reads in flight at once for --with-status.
-const CONCURRENCY: usize = 8;
 
 /// The columns, in the order every export has them.
 const COLUMNS: [&str; 11] = [
@@ -51,14 +47,19 @@ const STATUS_COLUMN: &str = "exclusion_state";
 /// no assignment or HIT.
 ///
 /// CSV is RFC 4180 (a header row, CRLF line ends, quoted where needed; an
-/// absent value is an empty field). JSON is one object: {exported_at, since,
+/// absent value is an empty field). A cell that begins with =, +, -, @, a
+/// tab or a carriage return gets a leading ' so that a spreadsheet shows it
+/// as text instead of running it as a formula (release notes and event ids
+/// carry outside text). JSON is one object: {exported_at, since,
 /// count, participations: [{the columns above}]}, an absent value being null.
 /// --json implies --format json.
 ///
 /// The export contains worker ids. They are personal data: a worker id
 /// identifies a person elsewhere on Amazon. Store and share the file only as
 /// the study's IRB protocol allows. Files written with --output are readable
-/// by their owner only.
+/// by their owner only: --force writes a new file beside the old one and
+/// renames it over, so an existing file's permissions (or a symlink) are
+/// never reused.
 ///
 /// Exit codes: 0 written; 2 bad input, nothing written (an invalid --since,
 /// an existing --output file without --force); 3 the ledger cannot be read or
@@ -105,18 +106,19 @@ fn parse_since(raw: &str) -> Result<OffsetDateTime, String> {
     })
 }
 
+/// One participation as exported: ids and times as the ledger stores them.
 #[derive(Serialize)]
 struct Row<'a> {
     worker_id: &'a str,
     assignment_id: Option<&'a str>,
     hit_id: Option<&'a str>,
     hit_type_id: Option<&'a str>,
-    submit_time: Option<&'a str>,
-    learned_by: &'a str,
+    submit_time: Option<String>,
+    learned_by: &'static str,
     event_doc_id: Option<&'a str>,
-    recorded_at: &'a str,
-    excluded_at: Option<&'a str>,
-    released_at: Option<&'a str>,
+    recorded_at: String,
+    excluded_at: Option<String>,
+    released_at: Option<String>,
     release_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exclusion_state: Option<&'static str>,
@@ -128,13 +130,13 @@ impl<'a> Row<'a> {
             worker_id: p.worker_id.as_str(),
             assignment_id: p.assignment_id.as_ref().map(|a| a.as_str()),
             hit_id: p.hit_id.as_ref().map(|h| h.as_str()),
-            hit_type_id: p.hit_type_id.as_deref(),
-            submit_time: p.submit_time.as_deref(),
-            learned_by: &p.learned_by,
+            hit_type_id: p.hit_type_id.as_ref().map(|t| t.as_str()),
+            submit_time: p.submit_time.map(ledger::stamp),
+            learned_by: p.learned.as_str(),
             event_doc_id: p.event_doc_id.as_deref(),
-            recorded_at: &p.recorded_at,
-            excluded_at: p.excluded_at.as_deref(),
-            released_at: p.released_at.as_deref(),
+            recorded_at: ledger::stamp(p.recorded_at),
+            excluded_at: p.excluded_at.map(ledger::stamp),
+            released_at: p.released_at.map(ledger::stamp),
             release_reason: p.release_reason.as_deref(),
             exclusion_state: state,
         }
@@ -147,12 +149,12 @@ impl<'a> Row<'a> {
             self.assignment_id.unwrap_or_default(),
             self.hit_id.unwrap_or_default(),
             self.hit_type_id.unwrap_or_default(),
-            self.submit_time.unwrap_or_default(),
+            self.submit_time.as_deref().unwrap_or_default(),
             self.learned_by,
             self.event_doc_id.unwrap_or_default(),
-            self.recorded_at,
-            self.excluded_at.unwrap_or_default(),
-            self.released_at.unwrap_or_default(),
+            &self.recorded_at,
+            self.excluded_at.as_deref().unwrap_or_default(),
+            self.released_at.as_deref().unwrap_or_default(),
             self.release_reason.unwrap_or_default(),
         ];
         cells.extend(self.exclusion_state);
@@ -194,18 +196,23 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         }
     }
     let ledger = ctx.ledger()?;
-    let participations = ledger.all_participations(args.since).await?;
-    let states = if args.with_status {
-        Some(states(ctx, &participations).await?)
+    // Also before the scan: a mistyped id should not cost a full table read.
+    let qualification = if args.with_status {
+        Some(ctx.qualification()?)
     } else {
         None
+    };
+    let participations = ledger.all_participations(args.since).await?;
+    let states = match &qualification {
+        Some(q) => Some(standings(&ledger, q, &participations).await?),
+        None => None,
     };
     let rows: Vec<Row> = participations
         .iter()
         .map(|p| {
             let state = states
                 .as_ref()
-                .map(|s| s.get(&p.worker_id).copied().unwrap_or(state_name(None)));
+                .map(|s| ExclusionState::name_of(s.get(&p.worker_id).copied().flatten()));
             Row::new(p, state)
         })
         .collect();
@@ -255,55 +262,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state_name(state: Option<ExclusionState>) -> &'static str {
-    match state {
-        Some(ExclusionState::Excluded) => "excluded",
-        Some(ExclusionState::Released) => "released",
-        None => "not_excluded",
-    }
-}
-
-/// Each exported worker's standing now. One query names the excluded ones;
-/// only the others need a read each, to tell released from never excluded.
-async fn states(
-    ctx: &Context,
-    participations: &[Participation],
-) -> Result<HashMap<WorkerId, &'static str>, CliError> {
-    let q = ctx.qualification()?;
-    let ledger = ctx.ledger()?;
-    let excluded: HashSet<WorkerId> = ledger
-        .excluded_workers(&q)
-        .await?
-        .into_iter()
-        .map(|x| x.worker_id)
-        .collect();
-    let others: HashSet<&WorkerId> = participations
-        .iter()
-        .map(|p| &p.worker_id)
-        .filter(|w| !excluded.contains(*w))
-        .collect();
-    let read: Vec<Result<(WorkerId, &'static str), CliError>> = stream::iter(others)
-        .map(|w| {
-            let (ledger, q) = (&ledger, &q);
-            async move {
-                let x = ledger.exclusion(w, q).await?;
-                Ok((w.clone(), state_name(x.map(|x| x.state))))
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut states: HashMap<WorkerId, &'static str> = excluded
-        .into_iter()
-        .map(|w| (w, state_name(Some(ExclusionState::Excluded))))
-        .collect();
-    for r in read {
-        let (w, state) = r?;
-        states.insert(w, state);
-    }
-    Ok(states)
-}
-
 fn render_csv(rows: &[Row], with_status: bool) -> Result<Vec<u8>, CliError> {
     let failed = |e: String| CliError::Environment {
         message: format!("could not render the CSV: {e}"),
@@ -319,8 +277,12 @@ fn render_csv(rows: &[Row], with_status: bool) -> Result<Vec<u8>, CliError> {
     }
     w.write_record(&header).map_err(|e| failed(e.to_string()))?;
     for row in rows {
-        w.write_record(row.cells())
-            .map_err(|e| failed(e.to_string()))?;
+        w.write_record(
+            row.cells()
+                .into_iter()
+                .map(|c| spreadsheet_safe(c).into_owned()),
+        )
+        .map_err(|e| failed(e.to_string()))?;
     }
     w.into_inner().map_err(|e| failed(e.to_string()))
 }
@@ -342,28 +304,47 @@ fn exists(path: &Path) -> CliError {
     ))
 }
 
+/// Writes a new file readable by its owner only. With `force`, the new file
+/// is written beside `path` and renamed over it: the old file's mode, and
+/// whatever a symlink at `path` points to, are left alone.
 fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    // Personal data: readable by its owner only, whatever the umask.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let failed = |e: std::io::Error| CliError::Environment {
         message: format!("could not write {}: {e}", path.display()),
         hint: Some("check that the directory exists and is writable".into()),
         source: Some(Box::new(e)),
     };
-    let mut file = match options.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists(path)),
-        Err(e) => return Err(failed(e)),
-    };
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(failed)
+    if !force {
+        return match create_private(path) {
+            Ok(file) => fill(file, bytes).map_err(failed),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
+            Err(e) => Err(failed(e)),
+        };
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = create_private(&temp)
+        .and_then(|file| fill(file, bytes))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(failed(e));
+    }
+    Ok(())
+}
+
+/// A new file (never an existing one, never through a symlink), mode 0600
+/// whatever the umask: the export is personal data.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn fill(mut file: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(bytes).and_then(|()| file.sync_all())
 }

@@ -8,23 +8,17 @@
 //! before it is reported and again before it is fixed, which also covers the
 //! lag of the ledger's `Excluded` index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use futures::stream::{self, StreamExt};
-use mturk_exclusion::exclusion::Excluder;
-use mturk_exclusion::ids::{self, WorkerId};
-use mturk_exclusion::ledger::{Exclusion, ExclusionState};
-use mturk_exclusion::mturk::Revoked;
+use mturk_exclusion::ids;
+use mturk_exclusion::ledger::stamp;
+use mturk_exclusion::ops::reconcile::{self, Applied, Comparison, Kind};
 use serde::Serialize;
 
 use crate::context::{CliError, Context};
 use crate::output;
-
-/// Ledger reads and ledger-only fixes in flight at once. MTurk calls among
-/// them still wait their turn under --max-rps.
-const CONCURRENCY: usize = 8;
 
 /// Compare the ledger with who holds the exclusion qualification on MTurk;
 /// with --apply, fix the differences.
@@ -51,8 +45,10 @@ const CONCURRENCY: usize = 8;
 /// - Ids MTurk listed that are not worker ids: shown, never acted on.
 ///
 /// Without --apply nothing is changed: reporting only is the default, and
-/// --dry-run says so explicitly. The report names worker ids, which are
-/// personal data.
+/// --dry-run says so explicitly. With --apply the differences are shown
+/// first and the fix asks for confirmation, like `release`; without a
+/// terminal that is a no (exit 5), so scripts pass --yes. The report names
+/// worker ids, which are personal data.
 ///
 /// With --json the report is one object: {qualification_type_id, environment,
 /// ledger_excluded, mturk_granted, agree, only_in_ledger: [{worker_id,
@@ -67,7 +63,7 @@ const CONCURRENCY: usize = 8;
 /// differ (or MTurk listed odd ids), so a scheduled run can alert; with
 /// --apply, 0 when every difference was fixed and 1 when some were not (each
 /// is named with the reason; running again retries them); 3 when the ledger
-/// or MTurk cannot be read.
+/// or MTurk cannot be read; 5 --apply not confirmed, nothing changed.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// Fix every difference: grant (silently), record in the ledger, or
@@ -77,32 +73,9 @@ pub struct Args {
     /// Report only and change nothing (the default without --apply).
     #[arg(long)]
     pub dry_run: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    OnlyInLedger,
-    OnlyOnMturk,
-    ReleasedButHeld,
-}
-
-struct Difference {
-    worker: WorkerId,
-    kind: Kind,
-    /// The ledger's standing for the worker when it was classified; a fix
-    /// only goes ahead if it is still the same.
-    seen: Option<ExclusionState>,
-    exclusion: Option<Exclusion>,
-    participations: usize,
-    waiting: usize,
-}
-
-enum Fix {
-    Granted,
-    Recorded,
-    Revoked,
-    Skipped(String),
-    Failed(String),
+    /// With --apply: fix without asking first.
+    #[arg(long, requires = "apply")]
+    pub yes: bool,
 }
 
 #[derive(Serialize)]
@@ -142,283 +115,108 @@ struct ReleasedButHeld {
     released_at: Option<String>,
 }
 
-#[derive(Serialize, Default)]
-struct Applied {
-    granted: Vec<String>,
-    recorded: Vec<String>,
-    revoked: Vec<String>,
-    skipped: Vec<Note>,
-    failed: Vec<Note>,
-}
-
-#[derive(Serialize)]
-struct Note {
-    worker_id: String,
-    reason: String,
-}
-
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
-    let excluder = ctx.excluder().await?;
-    let q = excluder.qualification().clone();
-
-    let mut in_ledger: BTreeMap<WorkerId, Exclusion> = BTreeMap::new();
-    for x in excluder.ledger().excluded_workers(&q).await? {
-        in_ledger.insert(x.worker_id.clone(), x);
-    }
-    let (held, mut odd_ids) = excluder.mturk().workers_with(&q).await?;
-    let on_mturk: BTreeSet<WorkerId> = held.into_iter().collect();
-    odd_ids.sort();
-    odd_ids.dedup();
-
-    let both = in_ledger.keys().filter(|w| on_mturk.contains(*w)).count();
-    let candidates: Vec<(WorkerId, bool)> = in_ledger
-        .keys()
-        .filter(|w| !on_mturk.contains(*w))
-        .map(|w| (w.clone(), false))
-        .chain(
-            on_mturk
-                .iter()
-                .filter(|w| !in_ledger.contains_key(*w))
-                .map(|w| (w.clone(), true)),
-        )
-        .collect();
-
-    let bar = output::progress(
-        candidates.len() as u64,
-        "checking differences",
-        ctx.global.json,
-    );
-    let checked: Vec<Result<Option<Difference>, CliError>> = stream::iter(candidates.iter())
-        .map(|(worker, held)| {
-            let excluder = &excluder;
-            let bar = &bar;
-            async move {
-                let found = classify(excluder, worker, *held).await;
-                bar.inc(1);
-                found
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    let mut differences = Vec::new();
-    for found in checked {
-        if let Some(d) = found? {
-            differences.push(d);
+    let lab = ctx.lab().await?;
+    let json = ctx.global.json;
+    let compared = reconcile::compare(&lab, &output::Bar::new(json))
+        .await
+        .map_err(|e| match e {
+            reconcile::CompareError::Ledger(e) => CliError::from(e),
+            reconcile::CompareError::Mturk(e) => CliError::from(e),
+        })?;
+    let mut report = report(ctx, lab.qualification.as_str(), &compared);
+    let n = compared.differences.len();
+    if args.apply && n > 0 && !args.yes {
+        // The plan, where a person at the prompt reads it.
+        eprint!("{}", render_text(&report));
+        let question = format!("\nFix {}?", plural(n, "difference", "differences"));
+        if !output::confirm(&question) {
+            return Err(CliError::Aborted(
+                "not confirmed: nothing was changed (pass --yes to fix without asking)".into(),
+            ));
         }
     }
-    differences.sort_by(|a, b| a.worker.cmp(&b.worker));
-    let agree = both + candidates.len() - differences.len();
-
-    let applied = if args.apply {
-        Some(apply(&excluder, &differences, ctx.global.json).await)
+    if args.apply {
+        report.applied =
+            Some(reconcile::apply(&lab, &compared.differences, &output::Bar::new(json)).await);
+    }
+    if json {
+        output::print_json(&report)?;
     } else {
-        None
-    };
+        print!("{}", render_text(&report));
+    }
+    verdict(&report)
+}
 
-    let report = Report {
-        qualification_type_id: q.to_string(),
+fn report(ctx: &Context, q: &str, c: &Comparison) -> Report {
+    let of = |kind| c.differences.iter().filter(move |d| d.kind == kind);
+    Report {
+        qualification_type_id: q.to_owned(),
         environment: ctx.environment_name(),
-        ledger_excluded: in_ledger.len(),
-        mturk_granted: on_mturk.len(),
-        agree,
-        only_in_ledger: differences
-            .iter()
-            .filter(|d| d.kind == Kind::OnlyInLedger)
+        ledger_excluded: c.ledger_excluded,
+        mturk_granted: c.mturk_granted,
+        agree: c.agree,
+        only_in_ledger: of(Kind::OnlyInLedger)
             .map(|d| OnlyInLedger {
                 worker_id: d.worker.to_string(),
-                excluded_at: d.exclusion.as_ref().and_then(|x| x.excluded_at.clone()),
+                excluded_at: d.exclusion.as_ref().and_then(|x| x.excluded_at.map(stamp)),
                 excluded_because: d
                     .exclusion
                     .as_ref()
                     .and_then(|x| x.excluded_because.clone()),
             })
             .collect(),
-        only_on_mturk: differences
-            .iter()
-            .filter(|d| d.kind == Kind::OnlyOnMturk)
+        only_on_mturk: of(Kind::OnlyOnMturk)
             .map(|d| OnlyOnMturk {
                 worker_id: d.worker.to_string(),
                 ledger_participations: d.participations,
                 waiting_participations: d.waiting,
             })
             .collect(),
-        released_but_held: differences
-            .iter()
-            .filter(|d| d.kind == Kind::ReleasedButHeld)
+        released_but_held: of(Kind::ReleasedButHeld)
             .map(|d| ReleasedButHeld {
                 worker_id: d.worker.to_string(),
-                released_at: d.exclusion.as_ref().and_then(|x| x.released_at.clone()),
+                released_at: d.exclusion.as_ref().and_then(|x| x.released_at.map(stamp)),
             })
             .collect(),
-        odd_ids,
-        applied,
-    };
-
-    if ctx.global.json {
-        output::print_json(&report)?;
-    } else {
-        print_text(&report);
+        odd_ids: c.odd_ids.clone(),
+        applied: None,
     }
-    verdict(&report)
-}
-
-/// Reads the ledger's standing for one worker on whom the two first reads
-/// disagree. `None` when a consistent read shows they agree after all.
-async fn classify(
-    excluder: &Excluder,
-    worker: &WorkerId,
-    held: bool,
-) -> Result<Option<Difference>, CliError> {
-    let ledger = excluder.ledger();
-    let exclusion = ledger.exclusion(worker, excluder.qualification()).await?;
-    let seen = exclusion.as_ref().map(|x| x.state);
-    let mut d = Difference {
-        worker: worker.clone(),
-        kind: Kind::OnlyInLedger,
-        seen,
-        exclusion,
-        participations: 0,
-        waiting: 0,
-    };
-    if !held {
-        return Ok((seen == Some(ExclusionState::Excluded)).then_some(d));
-    }
-    if seen == Some(ExclusionState::Excluded) {
-        return Ok(None);
-    }
-    let participations = ledger.participations_of(worker).await?;
-    d.participations = participations.len();
-    d.waiting = participations
-        .iter()
-        .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
-        .count();
-    // A worker released and then seen submitting again is being excluded
-    // anew, not waiting for a revoke.
-    d.kind = if seen == Some(ExclusionState::Released) && d.waiting == 0 {
-        Kind::ReleasedButHeld
-    } else {
-        Kind::OnlyOnMturk
-    };
-    Ok(Some(d))
-}
-
-async fn apply(excluder: &Excluder, differences: &[Difference], json: bool) -> Applied {
-    let bar = output::progress(differences.len() as u64, "fixing", json);
-    let fixes: Vec<(&Difference, Fix)> = stream::iter(differences.iter())
-        .map(|d| {
-            let bar = &bar;
-            async move {
-                let fix = fix(excluder, d).await;
-                bar.inc(1);
-                (d, fix)
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    let mut applied = Applied::default();
-    for (d, fix) in fixes {
-        let worker_id = d.worker.to_string();
-        match fix {
-            Fix::Granted => applied.granted.push(worker_id),
-            Fix::Recorded => applied.recorded.push(worker_id),
-            Fix::Revoked => applied.revoked.push(worker_id),
-            Fix::Skipped(reason) => applied.skipped.push(Note { worker_id, reason }),
-            Fix::Failed(reason) => applied.failed.push(Note { worker_id, reason }),
-        }
-    }
-    applied.granted.sort();
-    applied.recorded.sort();
-    applied.revoked.sort();
-    applied
-        .skipped
-        .sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-    applied.failed.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-    applied
-}
-
-fn state_name(state: Option<ExclusionState>) -> &'static str {
-    match state {
-        Some(ExclusionState::Excluded) => "excluded",
-        Some(ExclusionState::Released) => "released",
-        None => "unknown",
-    }
-}
-
-async fn fix(excluder: &Excluder, d: &Difference) -> Fix {
-    let q = excluder.qualification();
-    // The Lambda, `exclude` or `release` may have run since the report was read.
-    let now = match excluder.ledger().exclusion(&d.worker, q).await {
-        Ok(x) => x.map(|x| x.state),
-        Err(e) => return Fix::Failed(e.to_string()),
-    };
-    if now != d.seen {
-        let agrees = match d.kind {
-            Kind::OnlyInLedger => now != Some(ExclusionState::Excluded),
-            Kind::OnlyOnMturk | Kind::ReleasedButHeld => now == Some(ExclusionState::Excluded),
-        };
-        return if agrees {
-            Fix::Skipped(format!(
-                "the ledger now has the worker {}, which agrees with MTurk",
-                state_name(now)
-            ))
-        } else {
-            Fix::Failed(format!(
-                "the ledger changed while reconciling (was {}, now {}); run reconcile again",
-                state_name(d.seen),
-                state_name(now)
-            ))
-        };
-    }
-    let done = match d.kind {
-        Kind::OnlyInLedger => excluder
-            .mturk()
-            .exclude(&d.worker, q)
-            .await
-            .map(|()| Fix::Granted)
-            .map_err(|e| e.to_string()),
-        Kind::OnlyOnMturk => excluder
-            .record_held(&d.worker)
-            .await
-            .map(|()| Fix::Recorded)
-            .map_err(|e| e.to_string()),
-        // No reason: MTurk emails the reason to the worker, and there is none to send.
-        Kind::ReleasedButHeld => match excluder.mturk().release(&d.worker, q, None).await {
-            Ok(Revoked::Now) => Ok(Fix::Revoked),
-            Ok(Revoked::NotHeld) => Ok(Fix::Skipped(
-                "MTurk no longer shows the worker holding the qualification".into(),
-            )),
-            Err(e) => Err(e.to_string()),
-        },
-    };
-    done.unwrap_or_else(Fix::Failed)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn print_text(r: &Report) {
-    println!(
+fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "Qualification {} in MTurk {}: {} excluded in the ledger, {} holding it on MTurk.",
         r.qualification_type_id, r.environment, r.ledger_excluded, r.mturk_granted
     );
-    println!(
+    let _ = writeln!(
+        out,
         "The two sides agree on {}.",
         plural(r.agree, "worker", "workers")
     );
     if !r.only_in_ledger.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "\nExcluded in the ledger but not holding the qualification on MTurk ({}):",
             r.only_in_ledger.len()
         );
-        println!("  A grant was lost, or the qualification was revoked outside this tool.");
-        println!("  These workers can see the lab's HITs now. --apply grants again, silently.");
+        let _ = writeln!(
+            out,
+            "  A grant was lost, or the qualification was revoked outside this tool."
+        );
+        let _ = writeln!(
+            out,
+            "  These workers can see the lab's HITs now. --apply grants again, silently."
+        );
         for w in &r.only_in_ledger {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {}  excluded {} because of {}",
                 w.worker_id,
                 w.excluded_at.as_deref().unwrap_or("(no time recorded)"),
@@ -429,12 +227,19 @@ fn print_text(r: &Report) {
         }
     }
     if !r.only_on_mturk.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "\nHolding the qualification on MTurk but not excluded in the ledger ({}):",
             r.only_on_mturk.len()
         );
-        println!("  Granted by an older script or by hand, or a grant the ledger never recorded.");
-        println!("  --apply records them in the ledger; MTurk is not called.");
+        let _ = writeln!(
+            out,
+            "  Granted by an older script or by hand, or a grant the ledger never recorded."
+        );
+        let _ = writeln!(
+            out,
+            "  --apply records them in the ledger; MTurk is not called."
+        );
         for w in &r.only_on_mturk {
             let known = if w.ledger_participations == 0 {
                 "unknown to the ledger".to_owned()
@@ -445,20 +250,26 @@ fn print_text(r: &Report) {
                     w.waiting_participations
                 )
             };
-            println!("  {}  {known}", w.worker_id);
+            let _ = writeln!(out, "  {}  {known}", w.worker_id);
         }
     }
     if !r.released_but_held.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "\nReleased in the ledger but still holding the qualification on MTurk ({}):",
             r.released_but_held.len()
         );
-        println!(
+        let _ = writeln!(
+            out,
             "  The revoke after the release failed; they are still kept out of the lab's HITs."
         );
-        println!("  --apply revokes, without a reason, so MTurk sends no email.");
+        let _ = writeln!(
+            out,
+            "  --apply revokes, without a reason, so MTurk sends no email."
+        );
         for w in &r.released_but_held {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {}  released {}",
                 w.worker_id,
                 w.released_at.as_deref().unwrap_or("(no time recorded)")
@@ -466,33 +277,35 @@ fn print_text(r: &Report) {
         }
     }
     if !r.odd_ids.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "\nIds MTurk listed as holding the qualification that are not worker ids ({}):",
             r.odd_ids.len()
         );
-        println!("  Not acted on; look them up on MTurk.");
+        let _ = writeln!(out, "  Not acted on; look them up on MTurk.");
         for raw in &r.odd_ids {
-            println!("  {}", ids::shown(raw));
+            let _ = writeln!(out, "  {}", ids::shown(raw));
         }
     }
     if let Some(a) = &r.applied {
-        println!();
+        let _ = writeln!(out);
         for w in &a.granted {
-            println!("granted   {w} (SendNotification=false)");
+            let _ = writeln!(out, "granted   {w} (SendNotification=false)");
         }
         for w in &a.recorded {
-            println!("recorded  {w} (ledger only)");
+            let _ = writeln!(out, "recorded  {w} (ledger only)");
         }
         for w in &a.revoked {
-            println!("revoked   {w} (no reason, no email)");
+            let _ = writeln!(out, "revoked   {w} (no reason, no email)");
         }
         for n in &a.skipped {
-            println!("skipped   {}: {}", n.worker_id, n.reason);
+            let _ = writeln!(out, "skipped   {}: {}", n.worker_id, n.reason);
         }
         for n in &a.failed {
-            println!("FAILED    {}: {}", n.worker_id, n.reason);
+            let _ = writeln!(out, "FAILED    {}: {}", n.worker_id, n.reason);
         }
     }
+    out
 }
 
 fn verdict(r: &Report) -> Result<ExitCode, CliError> {

@@ -2,17 +2,13 @@
 //! stale notification can exclude them again, then MTurk revokes the
 //! qualification, silently unless the lab wrote a reason.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use futures::stream::{self, StreamExt};
-use mturk_exclusion::exclusion::Excluder;
 use mturk_exclusion::ids::{HitId, WorkerId};
-use mturk_exclusion::ledger::{ExclusionState, Participation};
-use mturk_exclusion::mturk::Revoked;
-use serde::Serialize;
+use mturk_exclusion::ops::release::{self, Options, Report, Request};
 
 use crate::context::{CliError, Context};
 use crate::output;
@@ -28,6 +24,10 @@ use crate::workers_csv;
 ///                   disposed of the HIT. A worker who also took part in another HIT, or was
 ///                   excluded by hand, stays excluded (exclusion wins); the output names who was
 ///                   kept and why. Name several HITs at once to release them together.
+///
+/// The command acts on what it showed: only the workers of the plan are released, and each
+/// worker found through a HIT is checked again just before the release; one who took part in
+/// another study meanwhile is kept and reported as changed since the plan.
 ///
 /// The ledger is changed first (when, and why: --note or --reason, on the exclusion and on
 /// every participation), then MTurk revokes the qualification. A stale redelivery of an old
@@ -77,135 +77,49 @@ pub struct Args {
     pub concurrency: u16,
 }
 
-struct Input {
-    /// Named directly (flags and files): released entirely.
-    workers: Vec<WorkerId>,
-    hits: Vec<HitId>,
-}
-
-impl Input {
-    fn read(args: &Args) -> Result<Input, CliError> {
-        let mut problems = Vec::new();
-        let mut workers =
-            workers_csv::parse_ids("--worker", &args.workers, WorkerId::parse, &mut problems);
-        let hits = workers_csv::parse_ids("--hit", &args.hits, HitId::parse, &mut problems);
-        for (flag, text) in [("--reason", &args.reason), ("--note", &args.note)] {
-            if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                problems.push(format!("{flag} is empty: leave it out, or write the text"));
-            }
+fn read(args: &Args) -> Result<Request, CliError> {
+    let mut problems = Vec::new();
+    let mut workers =
+        workers_csv::parse_ids("--worker", &args.workers, WorkerId::parse, &mut problems);
+    let hits = workers_csv::parse_ids("--hit", &args.hits, HitId::parse, &mut problems);
+    for (flag, text) in [("--reason", &args.reason), ("--note", &args.note)] {
+        if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            problems.push(format!("{flag} is empty: leave it out, or write the text"));
         }
-        let mut seen: HashSet<WorkerId> = workers.iter().cloned().collect();
-        for path in &args.files {
-            let file = workers_csv::read(path)?;
-            for bad in file.bad {
-                problems.push(format!("{} line {}: {}", bad.file, bad.line, bad.problem));
-            }
-            if file.rows.is_empty() {
-                problems.push(format!("{}: no worker id in the file", file.name));
-            }
-            for row in file.rows {
-                if seen.insert(row.worker.clone()) {
-                    workers.push(row.worker);
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(CliError::Usage(format!(
-                "nothing was done; fix these and run again:\n  {}",
-                problems.join("\n  ")
-            )));
-        }
-        if workers.is_empty() && hits.is_empty() {
-            return Err(CliError::Usage(
-                "name whom to release: --worker, --hit or --from-csv (see --help)".into(),
-            ));
-        }
-        Ok(Input { workers, hits })
     }
-}
-
-/// A worker about to be released.
-struct Target {
-    worker: WorkerId,
-    /// Empty when named directly; else the released HITs they took part in.
-    via_hits: Vec<HitId>,
-    participations: usize,
-    /// The ledger already says released: only MTurk's side is redone.
-    already_released: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Released {
-    worker_id: String,
-    /// "worker" (named, or in a file) or "hit".
-    named_by: &'static str,
-    hit_ids: Vec<String>,
-    participations: usize,
-    /// The ledger said released before this run; MTurk's side was redone.
-    already_released: bool,
-    /// "revoked", "not_held" (MTurk had no grant to revoke), or null in a dry run.
-    mturk: Option<&'static str>,
-}
-
-#[derive(Debug, Serialize)]
-struct Because {
-    hit_id: Option<String>,
-    assignment_id: Option<String>,
-    learned_by: String,
-    recorded_at: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Kept {
-    worker_id: String,
-    /// The released HITs they took part in.
-    hit_ids: Vec<String>,
-    reason: String,
-    /// Participations, outside the released HITs, that still exclude them.
-    still_excluded_by: Vec<Because>,
-}
-
-#[derive(Debug, Serialize)]
-struct NotFound {
-    /// "worker" or "hit".
-    kind: &'static str,
-    id: String,
-    reason: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Failed {
-    worker_id: String,
-    /// "ledger" (nothing changed for this worker) or "mturk" (the ledger
-    /// says released, MTurk still has the grant).
-    step: &'static str,
-    reason: String,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    released: usize,
-    kept: usize,
-    not_found: usize,
-    failed: usize,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Report {
-    dry_run: bool,
-    /// Whether MTurk emails the reason to the released workers.
-    reason_emailed: bool,
-    summary: Summary,
-    released: Vec<Released>,
-    kept: Vec<Kept>,
-    not_found: Vec<NotFound>,
-    failed: Vec<Failed>,
+    let mut seen: HashSet<WorkerId> = workers.iter().cloned().collect();
+    for path in &args.files {
+        let file = workers_csv::read(path)?;
+        for bad in file.bad {
+            problems.push(format!("{} line {}: {}", bad.file, bad.line, bad.problem));
+        }
+        if file.rows.is_empty() {
+            problems.push(format!("{}: no worker id in the file", file.name));
+        }
+        for row in file.rows {
+            if seen.insert(row.worker.clone()) {
+                workers.push(row.worker);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CliError::Usage(format!(
+            "nothing was done; fix these and run again:\n  {}",
+            problems.join("\n  ")
+        )));
+    }
+    if workers.is_empty() && hits.is_empty() {
+        return Err(CliError::Usage(
+            "name whom to release: --worker, --hit or --from-csv (see --help)".into(),
+        ));
+    }
+    Ok(Request { workers, hits })
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
-    let input = Input::read(&args)?;
+    let request = read(&args)?;
     let json = ctx.global.json;
-    let excluder = ctx.excluder().await?;
+    let lab = ctx.lab().await?;
     if let Some(reason) = &args.reason {
         let tense = if args.dry_run {
             "would email"
@@ -218,23 +132,18 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             reason.escape_debug()
         );
     }
-    let mut report = Report {
-        dry_run: args.dry_run,
-        reason_emailed: args.reason.is_some(),
-        ..Report::default()
-    };
-    let targets = plan(&excluder, &input, &mut report).await?;
-
-    if !args.dry_run && !args.yes && targets.len() > args.confirm_above {
+    let plan = release::plan(&lab, &request).await?;
+    let n = plan.targets.len();
+    if !args.dry_run && !args.yes && n > args.confirm_above {
         eprintln!(
             "About to release {} (more than --confirm-above {}); {} kept excluded.",
-            workers(targets.len()),
+            workers(n),
             args.confirm_above,
-            report.kept.len()
+            plan.kept.len()
         );
         let question = format!(
             "Release {}{}?",
-            workers(targets.len()),
+            workers(n),
             if args.reason.is_some() {
                 " and email each of them the reason"
             } else {
@@ -245,81 +154,18 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             return Err(CliError::Aborted(format!(
                 "not confirmed: nothing was changed (run with --dry-run to see the list, and pass \
                  --yes to release {} without asking)",
-                workers(targets.len())
+                workers(n)
             )));
         }
     }
-
-    let ledger_reason = match (&args.note, &args.reason) {
-        (Some(note), Some(reason)) => Some(format!("{note} (worker was emailed: {reason})")),
-        (Some(note), None) => Some(note.clone()),
-        (None, Some(reason)) => Some(reason.clone()),
-        (None, None) => None,
+    let options = Options {
+        note: args.note.clone(),
+        email_reason: args.reason.clone(),
+        dry_run: args.dry_run,
+        concurrency: usize::from(args.concurrency),
     };
-    let bar = output::progress(targets.len() as u64, "releasing", json || args.dry_run);
-    let done = stream::iter(targets)
-        .map(|t| {
-            let (excluder, bar) = (&excluder, &bar);
-            let (ledger_reason, reason) = (ledger_reason.as_deref(), args.reason.as_deref());
-            async move {
-                // Without a note, a HIT's release still says why in the ledger.
-                let why = match ledger_reason {
-                    Some(r) => Some(r.to_owned()),
-                    None if !t.via_hits.is_empty() => Some(format!(
-                        "released with HIT {}",
-                        t.via_hits
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", HIT ")
-                    )),
-                    None => None,
-                };
-                let result = if args.dry_run {
-                    Ok(None)
-                } else {
-                    release(excluder, &t, why.as_deref(), reason)
-                        .await
-                        .map(Some)
-                };
-                bar.inc(1);
-                (t, result)
-            }
-        })
-        .buffer_unordered(usize::from(args.concurrency))
-        .collect::<Vec<_>>()
-        .await;
-    bar.finish_and_clear();
-    for (t, result) in done {
-        match result {
-            Ok(mturk) => report.released.push(Released {
-                worker_id: t.worker.to_string(),
-                named_by: if t.via_hits.is_empty() {
-                    "worker"
-                } else {
-                    "hit"
-                },
-                hit_ids: t.via_hits.iter().map(ToString::to_string).collect(),
-                participations: t.participations,
-                already_released: t.already_released,
-                mturk: mturk.map(|r| match r {
-                    Revoked::Now => "revoked",
-                    Revoked::NotHeld => "not_held",
-                }),
-            }),
-            Err(f) => report.failed.push(f),
-        }
-    }
-    report
-        .released
-        .sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-    report.failed.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-    report.summary = Summary {
-        released: report.released.len(),
-        kept: report.kept.len(),
-        not_found: report.not_found.len(),
-        failed: report.failed.len(),
-    };
+    let bar = output::Bar::new(json || args.dry_run);
+    let report = release::execute(&lab, plan, &options, &bar).await;
     print(&report, json)?;
     let s = &report.summary;
     let problems: Vec<String> = [(s.failed, "failed"), (s.not_found, "not found")]
@@ -339,172 +185,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         )));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Decides, from the ledger alone and before changing anything, whom to
-/// release and whom to keep. A ledger that cannot be read stops the command.
-async fn plan(
-    excluder: &Excluder,
-    input: &Input,
-    report: &mut Report,
-) -> Result<Vec<Target>, CliError> {
-    let ledger = excluder.ledger();
-    let mut targets = Vec::new();
-    let named: HashSet<&WorkerId> = input.workers.iter().collect();
-    for worker in &input.workers {
-        let participations = ledger.participations_of(worker).await?;
-        let standing = ledger.exclusion(worker, excluder.qualification()).await?;
-        if participations.is_empty() && standing.is_none() {
-            report.not_found.push(NotFound {
-                kind: "worker",
-                id: worker.to_string(),
-                reason: "the ledger has no record of this worker: never excluded through it \
-                         (check the id; if an older script granted the qualification, run \
-                         `reconcile` so the ledger learns of them, then release again)"
-                    .into(),
-            });
-            continue;
-        }
-        targets.push(target(
-            worker.clone(),
-            Vec::new(),
-            &participations,
-            standing.map(|s| s.state),
-        ));
-    }
-
-    let released_hits: HashSet<&HitId> = input.hits.iter().collect();
-    // Worker → the released HITs they took part in.
-    let mut from_hits: BTreeMap<WorkerId, BTreeSet<HitId>> = BTreeMap::new();
-    for hit in &input.hits {
-        let in_hit = ledger.participations_in_hit(hit).await?;
-        if in_hit.is_empty() {
-            report.not_found.push(NotFound {
-                kind: "hit",
-                id: hit.to_string(),
-                reason: "the ledger has no participation in this HIT (check the id; a HIT from \
-                         before notifications were set up is known only after `exclude --hit` \
-                         or `exclude --from-csv` recorded it)"
-                    .into(),
-            });
-        }
-        for p in in_hit {
-            if !named.contains(&p.worker_id) {
-                from_hits
-                    .entry(p.worker_id)
-                    .or_default()
-                    .insert(hit.clone());
-            }
-        }
-    }
-    for (worker, hits) in from_hits {
-        let participations = ledger.participations_of(&worker).await?;
-        let others: Vec<&Participation> = participations
-            .iter()
-            .filter(|p| p.released_at.is_none())
-            .filter(|p| p.hit_id.as_ref().is_none_or(|h| !released_hits.contains(h)))
-            .collect();
-        if others.is_empty() {
-            let standing = ledger.exclusion(&worker, excluder.qualification()).await?;
-            targets.push(target(
-                worker,
-                hits.into_iter().collect(),
-                &participations,
-                standing.map(|s| s.state),
-            ));
-        } else {
-            report.kept.push(Kept {
-                worker_id: worker.to_string(),
-                hit_ids: hits.iter().map(ToString::to_string).collect(),
-                reason: others
-                    .iter()
-                    .map(|p| why_kept(p))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                still_excluded_by: others
-                    .iter()
-                    .map(|p| Because {
-                        hit_id: p.hit_id.as_ref().map(ToString::to_string),
-                        assignment_id: p.assignment_id.as_ref().map(ToString::to_string),
-                        learned_by: p.learned_by.clone(),
-                        recorded_at: p.recorded_at.clone(),
-                    })
-                    .collect(),
-            });
-        }
-    }
-    Ok(targets)
-}
-
-fn target(
-    worker: WorkerId,
-    via_hits: Vec<HitId>,
-    participations: &[Participation],
-    standing: Option<ExclusionState>,
-) -> Target {
-    Target {
-        worker,
-        via_hits,
-        participations: participations.len(),
-        already_released: standing == Some(ExclusionState::Released)
-            && participations.iter().all(|p| p.released_at.is_some()),
-    }
-}
-
-fn why_kept(p: &Participation) -> String {
-    match (&p.hit_id, &p.assignment_id, p.learned_by.as_str()) {
-        (Some(hit), Some(a), _) => format!("also took part in HIT {hit} (assignment {a})"),
-        (_, _, "manual") => format!("excluded by hand (exclude --worker) at {}", p.recorded_at),
-        (_, _, "reconcile") => format!(
-            "found holding the qualification on MTurk by reconcile at {}",
-            p.recorded_at
-        ),
-        (_, _, other) => format!(
-            "another participation (learned by {other}) at {}",
-            p.recorded_at
-        ),
-    }
-}
-
-/// Ledger first, so no stale event re-grants; then MTurk. A ledger already
-/// saying released only has MTurk's side redone, which repairs an earlier
-/// run whose revoke failed.
-async fn release(
-    excluder: &Excluder,
-    t: &Target,
-    ledger_reason: Option<&str>,
-    reason: Option<&str>,
-) -> Result<Revoked, Failed> {
-    let failed = |step, reason: String| Failed {
-        worker_id: t.worker.to_string(),
-        step,
-        reason,
-    };
-    if !t.already_released {
-        excluder
-            .record_release(&t.worker, ledger_reason)
-            .await
-            .map_err(|e| {
-                failed(
-                    "ledger",
-                    format!("{e}; nothing was changed for this worker"),
-                )
-            })?;
-    }
-    excluder
-        .mturk()
-        .release(&t.worker, excluder.qualification(), reason)
-        .await
-        .map_err(|e| {
-            failed(
-                "mturk",
-                format!(
-                    "{e}; the ledger records the release, but MTurk may still hold the \
-                     qualification: run the same release again (it retries only the revoke), or \
-                     `reconcile` to see"
-                ),
-            )
-        })
 }
 
 fn workers(n: usize) -> String {
@@ -541,7 +221,11 @@ fn print(report: &Report, json: bool) -> Result<(), CliError> {
         } else {
             ""
         };
-        println!("{verb} {} ({how}{already}{mturk})", r.worker_id);
+        let changed = match r.changed_since {
+            Some(state) => format!("; the ledger changed while releasing, now {state}"),
+            None => String::new(),
+        };
+        println!("{verb} {} ({how}{already}{mturk}{changed})", r.worker_id);
     }
     for k in &report.kept {
         println!("Kept {} excluded: {}", k.worker_id, k.reason);
@@ -562,10 +246,15 @@ fn print(report: &Report, json: bool) -> Result<(), CliError> {
         println!("Dry run: nothing was changed.");
     }
     println!(
-        "{}: {}; kept excluded: {}; not found: {}; failed: {}.",
+        "{}: {}; kept excluded: {}{}; not found: {}; failed: {}.",
         verb,
         workers(s.released),
         s.kept,
+        if s.changed_since_plan > 0 {
+            format!(" ({} changed since the plan)", s.changed_since_plan)
+        } else {
+            String::new()
+        },
         s.not_found,
         s.failed
     );

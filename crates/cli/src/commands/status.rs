@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Args as ClapArgs;
-use mturk_exclusion::ledger::Participation;
+use mturk_exclusion::ledger::{self, Participation};
 use serde::Serialize;
 
 use crate::context::{CliError, Context};
@@ -213,9 +213,9 @@ impl From<&Participation> for StuckReport {
             worker_id: p.worker_id.to_string(),
             assignment_id: p.assignment_id.as_ref().map(ToString::to_string),
             hit_id: p.hit_id.as_ref().map(ToString::to_string),
-            hit_type_id: p.hit_type_id.clone(),
-            learned_by: p.learned_by.clone(),
-            recorded_at: p.recorded_at.clone(),
+            hit_type_id: p.hit_type_id.as_ref().map(ToString::to_string),
+            learned_by: p.learned.as_str().to_owned(),
+            recorded_at: ledger::stamp(p.recorded_at),
         }
     }
 }
@@ -268,7 +268,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         .iter()
         .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
         .collect();
-    stuck.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at));
+    stuck.sort_by_key(|p| std::cmp::Reverse(p.recorded_at));
     if !stuck.is_empty() {
         problems.push(format!(
             "{} participation(s) recorded but neither excluded nor released (a grant failed, or is in progress): a notification's retry or `mturk-exclusion redrive` finishes it; for a backfill or a manual exclusion, run that command again",
@@ -287,11 +287,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             ));
         }
         hit_types.push(HitTypeReport {
-            hit_type_id: sub.hit_type_id,
+            hit_type_id: sub.hit_type_id.to_string(),
             queue_url: non_empty(sub.queue_url),
             active: sub.active,
-            subscribed_at: non_empty(sub.subscribed_at),
-            verified_at: sub.verified_at,
+            subscribed_at: sub.subscribed_at.map(ledger::stamp),
+            verified_at: sub.verified_at.map(ledger::stamp),
             last_recorded_at,
         });
     }

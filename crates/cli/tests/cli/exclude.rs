@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::CliExt;
 use mturk_exclusion::ids::{HitId, WorkerId};
-use mturk_exclusion::ledger::ExclusionState;
+use mturk_exclusion::ledger::{ExclusionState, Learned};
 use testkit::mturk_double::AssignmentStatus;
 use testkit::pipeline::Pipeline;
 
@@ -65,8 +65,11 @@ async fn a_hit_of_150_assignments_is_excluded_across_pages_and_a_rerun_grants_no
         .unwrap();
     assert_eq!(recorded.len(), 150);
     for r in &recorded {
-        assert_eq!(r.learned_by, "backfill");
-        assert_eq!(r.hit_type_id.as_deref(), Some(p.hit_type.as_str()));
+        assert_eq!(r.learned, Learned::Backfill);
+        assert_eq!(
+            r.hit_type_id.as_ref().map(|t| t.as_str()),
+            Some(p.hit_type.as_str())
+        );
         assert!(r.submit_time.is_some() && r.excluded_at.is_some(), "{r:?}");
     }
 
@@ -146,7 +149,7 @@ async fn workers_named_by_hand_are_recorded_as_manual_and_granted_silently() {
         assert!(p.granted(w));
         let recorded = p.ledger.participations_of(&worker(w)).await.unwrap();
         assert_eq!(recorded.len(), 1);
-        assert_eq!(recorded[0].learned_by, "manual");
+        assert_eq!(recorded[0].learned, Learned::Manual);
         let x = p
             .ledger
             .exclusion(&worker(w), &p.qualification)
@@ -257,9 +260,9 @@ async fn a_batch_csv_and_a_plain_list_with_bad_rows_report_lines_and_do_the_rest
         .unwrap();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].assignment_id.as_ref().unwrap().as_str(), a1);
-    assert_eq!(recorded[0].learned_by, "backfill");
+    assert_eq!(recorded[0].learned, Learned::Backfill);
     assert_eq!(
-        recorded[0].hit_type_id.as_deref(),
+        recorded[0].hit_type_id.as_ref().map(|t| t.as_str()),
         Some(p.hit_type.as_str())
     );
     let listed = p
@@ -267,7 +270,7 @@ async fn a_batch_csv_and_a_plain_list_with_bad_rows_report_lines_and_do_the_rest
         .participations_of(&worker("A2LISTTWO"))
         .await
         .unwrap();
-    assert_eq!(listed[0].learned_by, "manual");
+    assert_eq!(listed[0].learned, Learned::Manual);
 }
 
 #[tokio::test]
@@ -376,4 +379,40 @@ async fn a_hit_type_covers_every_live_hit_of_that_type_only() {
     assert!(!p.granted("A3OTHERTYPE"));
     // The listing gives each HIT's type: no GetHIT.
     assert_eq!(p.double.call_count("GetHIT"), 0);
+}
+
+#[tokio::test]
+async fn a_csv_row_whose_worker_disagrees_with_the_ledger_is_reported_not_recorded() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let s = p
+        .double
+        .submit_assignment(&hit, "A1WHODIDIT")
+        .await
+        .unwrap();
+    p.drain().await;
+    let a = &s.assignment_id;
+    // A hand-edited file: the right assignment, the wrong worker.
+    let batch = format!("HITId,AssignmentId,WorkerId\r\n{hit},{a},A9NOTTHEM\r\n");
+    let batch = temp_file("mismatch.csv", batch.as_bytes());
+    p.double.clear_calls();
+
+    let run = p
+        .cli(&["exclude", "--from-csv", batch.to_str().unwrap(), "--json"])
+        .await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    let r = run.json();
+    assert_eq!(r["mismatched"][0]["worker_id"], "A9NOTTHEM", "{r}");
+    assert_eq!(r["mismatched"][0]["other_worker_id"], "A1WHODIDIT");
+    assert_eq!(r["mismatched"][0]["according_to"], "ledger");
+    assert_eq!(r["mismatched"][0]["line"], 2);
+    assert!(!p.granted("A9NOTTHEM"));
+    assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 0);
+    assert!(p
+        .ledger
+        .participations_of(&worker("A9NOTTHEM"))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::CliExt;
 use mturk_exclusion::ids::WorkerId;
-use mturk_exclusion::ledger::Participation;
+use mturk_exclusion::ledger::{stamp, Participation};
 use testkit::pipeline::Pipeline;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -44,13 +44,13 @@ fn expected_row(p: &Participation) -> Vec<String> {
         p.worker_id.to_string(),
         o(p.assignment_id.as_ref().map(|a| a.as_str())),
         o(p.hit_id.as_ref().map(|h| h.as_str())),
-        o(p.hit_type_id.as_deref()),
-        o(p.submit_time.as_deref()),
-        p.learned_by.clone(),
+        o(p.hit_type_id.as_ref().map(|t| t.as_str())),
+        o(p.submit_time.map(stamp).as_deref()),
+        p.learned.as_str().to_owned(),
         o(p.event_doc_id.as_deref()),
-        p.recorded_at.clone(),
-        o(p.excluded_at.as_deref()),
-        o(p.released_at.as_deref()),
+        stamp(p.recorded_at),
+        o(p.excluded_at.map(stamp).as_deref()),
+        o(p.released_at.map(stamp).as_deref()),
         o(p.release_reason.as_deref()),
     ]
 }
@@ -165,8 +165,8 @@ async fn json_parses_and_json_flag_implies_it() {
                 .collect();
             assert_eq!(keys.len(), HEADER.len(), "{row}");
             assert_eq!(row["worker_id"], p.worker_id.as_str());
-            assert_eq!(row["recorded_at"], p.recorded_at.as_str());
-            assert_eq!(row["excluded_at"], p.excluded_at.as_deref().unwrap());
+            assert_eq!(row["recorded_at"], stamp(p.recorded_at));
+            assert_eq!(row["excluded_at"], stamp(p.excluded_at.unwrap()));
             assert!(row["released_at"].is_null());
         }
     }
@@ -230,4 +230,109 @@ async fn output_refuses_to_overwrite_without_force() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(v["participations"].as_array().unwrap().len(), 3);
     let _ = std::fs::remove_file(&path);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn force_writes_a_new_private_file_and_never_follows_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pipeline::start().await;
+    three_submissions(&p).await;
+    let dir = std::env::temp_dir().join(testkit::unique_name("export-force"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ledger.csv");
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let elsewhere = dir.join("not-the-export.txt");
+    std::fs::write(&elsewhere, "someone else's file").unwrap();
+    let link = dir.join("link.csv");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+
+    let forced = p
+        .cli(&["export", "--output", path.to_str().unwrap(), "--force"])
+        .await;
+    let through_link = p
+        .cli(&["export", "--output", link.to_str().unwrap(), "--force"])
+        .await;
+
+    assert_eq!(
+        (forced.code, through_link.code),
+        (0, 0),
+        "{forced:?} {through_link:?}"
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "kept the old file's mode: {mode:o}");
+    assert_eq!(
+        csv_rows(&std::fs::read_to_string(&path).unwrap()).1.len(),
+        3
+    );
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "someone else's file"
+    );
+    let link_meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(link_meta.file_type().is_file(), "{link_meta:?}");
+    assert_eq!(link_meta.permissions().mode() & 0o777, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn cells_a_spreadsheet_would_run_are_exported_as_text() {
+    let p = Pipeline::start().await;
+    three_submissions(&p).await;
+    let note = "=HYPERLINK(\"http://evil.example\",\"click\")";
+    let released = p
+        .cli(&["release", "--worker", "A1BRAVO", "--note", note])
+        .await;
+    assert_eq!(released.code, 0, "{released:?}");
+
+    let csv = p.cli(&["export"]).await;
+    let json = p.cli(&["export", "--json"]).await;
+
+    assert_eq!(csv.code, 0, "{csv:?}");
+    let (header, rows) = csv_rows(&csv.stdout);
+    let reason = header.iter().position(|h| h == "release_reason").unwrap();
+    let bravo = rows.iter().find(|r| r[0] == "A1BRAVO").unwrap();
+    assert_eq!(bravo[reason], format!("'{note}"));
+    // JSON is data, not a spreadsheet: left as it is.
+    let v = json.json();
+    let row = v["participations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["worker_id"] == "A1BRAVO")
+        .unwrap()
+        .clone();
+    assert_eq!(row["release_reason"], note);
+}
+
+#[tokio::test]
+async fn a_bad_qualification_is_refused_before_the_table_is_read() {
+    let p = Pipeline::start().await;
+    // With a table that does not exist, reading first would end in exit 3.
+    let run = p
+        .cli_with_env(
+            &["export", "--with-status", "--table", "no-such-ledger-table"],
+            &[(
+                "MTURK_EXCLUSION_QUALIFICATION",
+                Some("not a qualification!"),
+            )],
+        )
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--qualification"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn an_error_prints_its_headline_once() {
+    let p = Pipeline::start().await;
+    let run = p.cli(&["export", "--table", "no-such-ledger-table"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().map(str::trim).collect();
+    let headline = lines[0].strip_prefix("error: ").unwrap();
+    assert!(
+        !lines.contains(&format!("caused by: {headline}").as_str()),
+        "{}",
+        run.stderr
+    );
 }

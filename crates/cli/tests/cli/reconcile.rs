@@ -96,7 +96,7 @@ async fn reconcile_reports_both_directions_then_apply_fixes_them() {
     );
     assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 0);
 
-    let fix = p.cli(&["reconcile", "--apply", "--json"]).await;
+    let fix = p.cli(&["reconcile", "--apply", "--yes", "--json"]).await;
     assert_eq!(fix.code, 0, "{fix:?}");
     let applied = &fix.json()["applied"];
     assert_eq!(ids(applied, "granted"), ["A1REVOKEDELSEWHERE"]);
@@ -129,7 +129,7 @@ async fn reconcile_reports_both_directions_then_apply_fixes_them() {
         .await
         .unwrap();
     assert_eq!(ps.len(), 1, "{ps:?}");
-    assert_eq!(ps[0].learned_by, "reconcile");
+    assert_eq!(ps[0].learned, mturk_exclusion::ledger::Learned::Reconcile);
     assert!(ps[0].assignment_id.is_none() && ps[0].excluded_at.is_some());
 
     let again = p.cli(&["reconcile", "--json"]).await;
@@ -174,7 +174,7 @@ async fn released_but_still_held_is_revoked_without_a_reason() {
     assert!(ids(&r, "only_in_ledger").is_empty(), "{r}");
     assert_eq!(r["agree"], 1);
 
-    let fix = p.cli(&["reconcile", "--apply"]).await;
+    let fix = p.cli(&["reconcile", "--apply", "--yes"]).await;
     assert_eq!(fix.code, 0, "{fix:?}");
     assert!(
         fix.stdout.contains("revoked   A1REVOKEDELSEWHERE"),
@@ -224,7 +224,7 @@ async fn a_fix_mturk_refuses_is_named_and_exits_1_and_odd_ids_are_reported() {
     assert_eq!(check.code, 4, "{check:?}");
     assert_eq!(ids(&check.json(), "odd_ids"), ["not a worker-id"]);
 
-    let fix = p.cli(&["reconcile", "--apply", "--json"]).await;
+    let fix = p.cli(&["reconcile", "--apply", "--yes", "--json"]).await;
     assert_eq!(fix.code, 1, "{fix:?}");
     let r = fix.json();
     let failed = &r["applied"]["failed"];
@@ -254,13 +254,14 @@ async fn help_says_reporting_is_the_default() {
     for needle in [
         "--dry-run",
         "--apply",
+        "--yes",
         "SendNotification=false",
         "no email",
         "Exit codes",
     ] {
         assert!(help.stdout.contains(needle), "{needle}: {}", help.stdout);
     }
-    let both = p.cli(&["reconcile", "--apply", "--dry-run"]).await;
+    let both = p.cli(&["reconcile", "--apply", "--yes", "--dry-run"]).await;
     assert_eq!(both.code, 2, "{both:?}");
 }
 
@@ -297,7 +298,7 @@ async fn a_grant_the_ledger_never_recorded_is_finished_for_its_assignment() {
     assert_eq!(r["only_on_mturk"][0]["ledger_participations"], 1);
     assert_eq!(r["only_on_mturk"][0]["waiting_participations"], 1);
 
-    let fix = p.cli(&["reconcile", "--apply", "--json"]).await;
+    let fix = p.cli(&["reconcile", "--apply", "--yes", "--json"]).await;
     assert_eq!(fix.code, 0, "{fix:?}");
     assert_eq!(ids(&fix.json()["applied"], "recorded"), ["A1HALFDONE"]);
     assert_eq!(p.double.call_count("AssociateQualificationWithWorker"), 0);
@@ -317,4 +318,34 @@ async fn a_grant_the_ledger_never_recorded_is_finished_for_its_assignment() {
     assert_eq!(ps.len(), 1, "no extra reconcile participation: {ps:?}");
     assert!(ps[0].excluded_at.is_some());
     assert_eq!(p.cli(&["reconcile"]).await.code, 0);
+}
+
+#[tokio::test]
+async fn apply_shows_the_plan_and_changes_nothing_unless_confirmed() {
+    let p = Pipeline::start().await;
+    p.double.grant(p.qualification.as_str(), "A1OLDSCRIPT", 1);
+
+    let unconfirmed = p.cli(&["reconcile", "--apply"]).await;
+
+    assert_eq!(unconfirmed.code, 5, "{unconfirmed:?}");
+    assert!(
+        unconfirmed.stderr.contains("A1OLDSCRIPT") && unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert!(p
+        .ledger
+        .exclusion(&worker("A1OLDSCRIPT"), &p.qualification)
+        .await
+        .unwrap()
+        .is_none());
+
+    let confirmed = p.cli(&["reconcile", "--apply", "--yes"]).await;
+    assert_eq!(confirmed.code, 0, "{confirmed:?}");
+    assert!(p
+        .ledger
+        .exclusion(&worker("A1OLDSCRIPT"), &p.qualification)
+        .await
+        .unwrap()
+        .is_some());
 }

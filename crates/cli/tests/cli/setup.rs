@@ -1,7 +1,8 @@
-//! The CLI's setup commands: `init` and `requirement`, against the double.
+//! The CLI's setup commands: `init` against the double, `requirement` with no
+//! local stack at all.
 
 use crate::CliExt;
-use testkit::pipeline::Pipeline;
+use testkit::pipeline::{CliRun, Pipeline};
 
 #[tokio::test]
 async fn init_creates_the_qualification_once_then_finds_it() {
@@ -29,30 +30,44 @@ async fn init_creates_the_qualification_once_then_finds_it() {
     assert_eq!(call["AutoGranted"], false);
 }
 
-#[tokio::test]
-async fn requirement_prints_does_not_exist_for_every_form() {
-    let p = Pipeline::start().await;
-    let json = p.cli(&["requirement", "--json"]).await;
+/// `requirement` is pure: run the binary with no local stack, no AWS
+/// endpoints and no credentials at all.
+fn requirement(args: &[&str]) -> CliRun {
+    let out = std::process::Command::new(crate::BINARY)
+        .arg("requirement")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("run mturk-exclusion");
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn requirement_prints_does_not_exist_for_every_form() {
+    let q = "3LB30G6JHY4JQUALIFICATION";
+    let json = requirement(&["--qualification", q, "--json"]);
     assert_eq!(json.code, 0, "{json:?}");
     let r = json.json();
     assert_eq!(r["Comparator"], "DoesNotExist");
     assert_eq!(r["ActionsGuarded"], "DiscoverPreviewAndAccept");
-    assert_eq!(r["QualificationTypeId"], p.qualification.as_str());
-    let text = p.cli(&["requirement"]).await;
+    assert_eq!(r["QualificationTypeId"], q);
+    let text = requirement(&["--qualification", q]);
+    assert_eq!(text.code, 0, "{text:?}");
     assert!(
-        text.stdout.contains("boto3")
-            && text
-                .stdout
-                .contains(&format!("block_quals = {}", p.qualification))
+        text.stdout.contains("boto3") && text.stdout.contains(&format!("block_quals = {q}")),
+        "{}",
+        text.stdout
     );
 }
 
-#[tokio::test]
-async fn a_mistyped_qualification_id_names_the_id_and_the_expected_form() {
-    let p = Pipeline::start().await;
-    let run = p
-        .cli(&["requirement", "--qualification", "3LB30G6J-HY4J"])
-        .await;
+#[test]
+fn a_mistyped_qualification_id_names_the_id_and_the_expected_form() {
+    let run = requirement(&["--qualification", "3LB30G6J-HY4J"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("\"3LB30G6J-HY4J\""), "{}", run.stderr);
     assert!(run.stderr.contains("letters and digits"), "{}", run.stderr);

@@ -1,0 +1,621 @@
+//! Backfill (`exclude`): find the workers of past studies and send each
+//! participation through the Lambda's own path, so the ledger and MTurk end
+//! up as if notifications had always been on.
+//!
+//! A dry run and a real run take the same decision, `exclusion::decide`:
+//! the real run through `Excluder::exclude_*`, the dry run through
+//! `Excluder::predict_*`, which reads the ledger and writes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::exclusion::{ExclusionError, Outcome, Releases};
+use crate::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
+use crate::ledger::{Learned, LedgerError, NewParticipation};
+use crate::mturk::{Hit, MturkError};
+
+use super::{Lab, Progress};
+
+/// After this many workers in a row failed, the run stops starting new
+/// ones: the cause is almost surely shared (throttling, a network outage),
+/// and a rerun resumes where it stopped.
+pub const FAILURE_STREAK_LIMIT: usize = 25;
+
+const HIT_GONE: &str = "AWS.MechanicalTurk.HITDoesNotExist";
+
+fn hit_gone_reason() -> String {
+    "MTurk no longer knows this HIT (disposed 120 days after creation, or a typo); its workers \
+     can still be excluded by worker id or from the batch CSV you downloaded"
+        .into()
+}
+
+/// One assignment named in a file (MTurk's batch results).
+#[derive(Debug, Clone)]
+pub struct CsvParticipation {
+    pub worker: WorkerId,
+    pub assignment: AssignmentId,
+    pub hit: HitId,
+    pub hit_type: Option<HitTypeId>,
+    /// Where it was read, for the report.
+    pub file: String,
+    pub line: u64,
+}
+
+/// What the lab named.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub hits: Vec<HitId>,
+    pub hit_types: Vec<HitTypeId>,
+    /// Named by hand: `--worker`, and file rows without an assignment.
+    pub workers: Vec<WorkerId>,
+    /// File rows naming an assignment, in file order, repeats included.
+    pub csv: Vec<CsvParticipation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub dry_run: bool,
+    /// `Override` only on the lab's explicit request (`--override-releases`).
+    pub releases: Releases,
+    /// Workers handled at once (MTurk calls stay within the rate limit).
+    pub concurrency: usize,
+}
+
+/// A row that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadRow {
+    pub file: String,
+    pub line: u64,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub worker_id: Option<String>,
+    pub assignment_id: Option<String>,
+    pub hit_id: Option<String>,
+    pub hit_type_id: Option<String>,
+    pub reason: String,
+}
+
+impl Failure {
+    fn of_hit(hit: &HitId, e: &MturkError) -> Failure {
+        Failure {
+            worker_id: None,
+            assignment_id: None,
+            hit_id: Some(hit.to_string()),
+            hit_type_id: None,
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotFound {
+    /// "hit" or "hit_type".
+    pub kind: &'static str,
+    pub id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HitLine {
+    pub hit_id: String,
+    pub hit_type_id: String,
+    pub assignments: usize,
+}
+
+/// A released worker's participations that were kept released.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptReleased {
+    pub worker_id: String,
+    /// The participations kept released (absent for a worker named by hand).
+    pub assignment_ids: Vec<String>,
+}
+
+/// A file row whose WorkerId disagrees with who did that assignment
+/// according to the ledger, MTurk or another row: not recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mismatch {
+    pub file: String,
+    pub line: u64,
+    pub assignment_id: String,
+    /// What the row says.
+    pub worker_id: String,
+    /// What the other source says.
+    pub other_worker_id: String,
+    /// "ledger", "mturk" or "file" (two rows disagree).
+    pub according_to: &'static str,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub newly_excluded: usize,
+    pub already_excluded: usize,
+    pub kept_released: usize,
+    pub failed: usize,
+    pub not_found: usize,
+    pub bad_rows: usize,
+    pub mismatched: usize,
+    /// Participations handled (assignments, plus workers named by hand).
+    pub participations: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub override_releases: bool,
+    pub summary: Summary,
+    pub newly_excluded: Vec<String>,
+    pub already_excluded: Vec<String>,
+    pub kept_released: Vec<KeptReleased>,
+    pub failed: Vec<Failure>,
+    pub not_found: Vec<NotFound>,
+    pub bad_rows: Vec<BadRow>,
+    pub mismatched: Vec<Mismatch>,
+    pub hits: Vec<HitLine>,
+    pub notes: Vec<String>,
+}
+
+/// One thing to exclude.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Participation(NewParticipation),
+    /// The worker, named by hand (no assignment known).
+    ByHand,
+}
+
+impl Item {
+    fn assignment(&self) -> Option<&AssignmentId> {
+        match self {
+            Item::Participation(p) => Some(&p.assignment_id),
+            Item::ByHand => None,
+        }
+    }
+}
+
+/// Each worker's items, in the order they are to be excluded.
+pub type Gathered = BTreeMap<WorkerId, Vec<Item>>;
+
+/// Gathers, then excludes (or predicts) everything the lab named.
+/// A ledger that cannot be read at all stops here, before anything is done.
+pub async fn run(
+    lab: &Lab,
+    request: Request,
+    bad_rows: Vec<BadRow>,
+    options: Options,
+    progress: &dyn Progress,
+) -> Result<Report, LedgerError> {
+    // A missing table or a wrong region is the environment's fault: say so
+    // once rather than as one failure per worker.
+    lab.ledger.last_heartbeat().await?;
+    let mut report = Report {
+        dry_run: options.dry_run,
+        override_releases: options.releases == Releases::Override,
+        bad_rows,
+        ..Report::default()
+    };
+    let gathered = gather(lab, request, &mut report, progress).await?;
+    let results = exclude_all(lab, gathered, options, progress).await;
+    tally(&mut report, results);
+    Ok(report)
+}
+
+/// Finds every participation to exclude: the assignments of the HITs and
+/// HIT types MTurk still lists, the file rows (checked against the ledger
+/// and MTurk), and the workers named by hand, last.
+pub async fn gather(
+    lab: &Lab,
+    request: Request,
+    report: &mut Report,
+    progress: &dyn Progress,
+) -> Result<Gathered, LedgerError> {
+    let hits = hits_to_walk(lab, &request.hits, &request.hit_types, report).await;
+    let mut hit_types: HashMap<HitId, HitTypeId> = hits
+        .iter()
+        .map(|h| (h.hit_id.clone(), h.hit_type_id.clone()))
+        .collect();
+    let mut by_worker = Gathered::new();
+    // Assignment → its worker, as MTurk listed it.
+    let mut listed: HashMap<AssignmentId, WorkerId> = HashMap::new();
+
+    progress.start(hits.len() as u64, "listing HITs");
+    for hit in &hits {
+        let assignments = lab
+            .mturk
+            .assignments_for_hit(hit, |n| {
+                progress.message(format!("HIT {}: {n} assignments", hit.hit_id))
+            })
+            .await;
+        progress.inc();
+        match assignments {
+            Ok(assignments) => {
+                report.hits.push(HitLine {
+                    hit_id: hit.hit_id.to_string(),
+                    hit_type_id: hit.hit_type_id.to_string(),
+                    assignments: assignments.len(),
+                });
+                for a in assignments {
+                    if listed.contains_key(&a.assignment_id) {
+                        continue;
+                    }
+                    listed.insert(a.assignment_id.clone(), a.worker_id.clone());
+                    by_worker
+                        .entry(a.worker_id.clone())
+                        .or_default()
+                        .push(Item::Participation(NewParticipation {
+                            worker_id: a.worker_id,
+                            assignment_id: a.assignment_id,
+                            hit_id: a.hit_id,
+                            hit_type_id: a.hit_type_id,
+                            submit_time: a.submit_time,
+                            learned: Learned::Backfill,
+                        }));
+                }
+            }
+            // Disposed between the look-up and the listing.
+            Err(e) if e.turk_error_code() == Some(HIT_GONE) => report.not_found.push(NotFound {
+                kind: "hit",
+                id: hit.hit_id.to_string(),
+                reason: hit_gone_reason(),
+            }),
+            Err(e) => report.failed.push(Failure::of_hit(&hit.hit_id, &e)),
+        }
+    }
+    progress.finish();
+
+    for row in trusted_rows(lab, request.csv, &listed, report).await? {
+        // A batch CSV usually lacks nothing but, when it has no HITTypeId
+        // column, the HIT type: one GetHIT per distinct HIT supplies it.
+        let hit_type = match row.hit_type {
+            Some(t) => Some(t),
+            None => match hit_types.get(&row.hit) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    let found = hit_type_of(lab, &row.hit, report).await;
+                    if let Some(t) = &found {
+                        hit_types.insert(row.hit.clone(), t.clone());
+                    }
+                    found
+                }
+            },
+        };
+        by_worker
+            .entry(row.worker.clone())
+            .or_default()
+            .push(Item::Participation(NewParticipation {
+                worker_id: row.worker,
+                assignment_id: row.assignment,
+                hit_id: row.hit,
+                hit_type_id: hit_type,
+                submit_time: None,
+                learned: Learned::Backfill,
+            }));
+    }
+    // Named by hand last, so that their own participations are recorded first.
+    for worker in request.workers {
+        let items = by_worker.entry(worker).or_default();
+        if !items.iter().any(|i| matches!(i, Item::ByHand)) {
+            items.push(Item::ByHand);
+        }
+    }
+    Ok(by_worker)
+}
+
+/// The file rows that can be recorded: one per assignment, and only when
+/// no other source names another worker for it. Who did an assignment is
+/// a fact; a file that disagrees with MTurk, the ledger or itself is
+/// reported, not believed.
+async fn trusted_rows(
+    lab: &Lab,
+    rows: Vec<CsvParticipation>,
+    listed: &HashMap<AssignmentId, WorkerId>,
+    report: &mut Report,
+) -> Result<Vec<CsvParticipation>, LedgerError> {
+    let mismatch = |row: &CsvParticipation, other: &WorkerId, according_to| Mismatch {
+        file: row.file.clone(),
+        line: row.line,
+        assignment_id: row.assignment.to_string(),
+        worker_id: row.worker.to_string(),
+        other_worker_id: other.to_string(),
+        according_to,
+    };
+    // Assignment → the workers the files name for it.
+    let mut named: HashMap<&AssignmentId, HashSet<&WorkerId>> = HashMap::new();
+    for row in &rows {
+        named
+            .entry(&row.assignment)
+            .or_default()
+            .insert(&row.worker);
+    }
+    let mut seen = HashSet::new();
+    let mut trusted = Vec::new();
+    for row in &rows {
+        if named[&row.assignment].len() > 1 {
+            let other = named[&row.assignment]
+                .iter()
+                .find(|w| **w != &row.worker)
+                .copied()
+                .unwrap_or(&row.worker);
+            report.mismatched.push(mismatch(row, other, "file"));
+            continue;
+        }
+        if !seen.insert(row.assignment.clone()) {
+            continue;
+        }
+        if let Some(worker) = listed.get(&row.assignment) {
+            if worker != &row.worker {
+                report.mismatched.push(mismatch(row, worker, "mturk"));
+            }
+            // Listed by MTurk: recorded from there already.
+            continue;
+        }
+        if let Some(known) = lab.ledger.participation(&row.assignment).await? {
+            if known.worker_id != row.worker {
+                report
+                    .mismatched
+                    .push(mismatch(row, &known.worker_id, "ledger"));
+                continue;
+            }
+        }
+        trusted.push(row.clone());
+    }
+    Ok(trusted)
+}
+
+/// The HITs named directly and through their HIT type, each once.
+async fn hits_to_walk(
+    lab: &Lab,
+    hit_ids: &[HitId],
+    hit_types: &[HitTypeId],
+    report: &mut Report,
+) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut seen = HashSet::new();
+    if !hit_types.is_empty() {
+        match lab.mturk.hits().await {
+            Ok(listed) => {
+                for t in hit_types {
+                    let of_type: Vec<&Hit> =
+                        listed.iter().filter(|h| &h.hit_type_id == t).collect();
+                    if of_type.is_empty() {
+                        report.not_found.push(NotFound {
+                            kind: "hit_type",
+                            id: t.to_string(),
+                            reason: "MTurk lists no HIT of this HIT type (HITs are disposed 120 \
+                                     days after creation, or a typo); their workers can still be \
+                                     excluded by worker id or from the batch CSVs you downloaded"
+                                .into(),
+                        });
+                    }
+                    for h in of_type {
+                        if seen.insert(h.hit_id.clone()) {
+                            hits.push(h.clone());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for t in hit_types {
+                    report.failed.push(Failure {
+                        worker_id: None,
+                        assignment_id: None,
+                        hit_id: None,
+                        hit_type_id: Some(t.to_string()),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for id in hit_ids {
+        if seen.contains(id) {
+            continue;
+        }
+        match lab.mturk.hit(id).await {
+            Ok(hit) => {
+                seen.insert(id.clone());
+                hits.push(hit);
+            }
+            Err(e) if e.turk_error_code() == Some(HIT_GONE) => report.not_found.push(NotFound {
+                kind: "hit",
+                id: id.to_string(),
+                reason: hit_gone_reason(),
+            }),
+            Err(e) => report.failed.push(Failure::of_hit(id, &e)),
+        }
+    }
+    hits
+}
+
+/// The HIT type of a HIT named in a file; a disposed HIT's rows are still
+/// recorded, only without it.
+async fn hit_type_of(lab: &Lab, hit: &HitId, report: &mut Report) -> Option<HitTypeId> {
+    match lab.mturk.hit(hit).await {
+        Ok(h) => Some(h.hit_type_id),
+        Err(e) if e.turk_error_code() == Some(HIT_GONE) => {
+            report.notes.push(format!(
+                "HIT {hit} (from a CSV): MTurk no longer knows this HIT; its rows are recorded \
+                 without a HIT type"
+            ));
+            None
+        }
+        Err(e) => {
+            report.notes.push(format!(
+                "HIT {hit} (from a CSV): could not look up its HIT type ({e}); its rows are \
+                 recorded without one, and a later run fills it in"
+            ));
+            None
+        }
+    }
+}
+
+/// What one worker's items came to.
+#[derive(Debug)]
+pub struct WorkerResult {
+    pub worker: WorkerId,
+    pub outcomes: Vec<(Option<AssignmentId>, Outcome)>,
+    pub failures: Vec<Failure>,
+}
+
+/// Each worker's items one after the other (so one worker is never granted
+/// twice at once), several workers at a time.
+pub async fn exclude_all(
+    lab: &Lab,
+    gathered: Gathered,
+    options: Options,
+    progress: &dyn Progress,
+) -> Vec<WorkerResult> {
+    let what = if options.dry_run {
+        "checking"
+    } else {
+        "excluding"
+    };
+    progress.start(gathered.len() as u64, what);
+    let streak = AtomicUsize::new(0);
+    let results = stream::iter(gathered)
+        .map(|(worker, items)| {
+            let streak = &streak;
+            async move {
+                let result = if streak.load(Ordering::Relaxed) >= FAILURE_STREAK_LIMIT {
+                    not_attempted(worker, &items)
+                } else {
+                    exclude_worker(lab, worker, items, options).await
+                };
+                if result.outcomes.is_empty() && !result.failures.is_empty() {
+                    streak.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    streak.store(0, Ordering::Relaxed);
+                }
+                progress.inc();
+                result
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    progress.finish();
+    results
+}
+
+/// One worker's items: excluded for real, or predicted by the same decision.
+pub async fn exclude_worker(
+    lab: &Lab,
+    worker: WorkerId,
+    items: Vec<Item>,
+    options: Options,
+) -> WorkerResult {
+    let excluder = &lab.excluder;
+    let mut result = WorkerResult {
+        worker,
+        outcomes: Vec::new(),
+        failures: Vec::new(),
+    };
+    for item in items {
+        let outcome = match (&item, options.dry_run) {
+            (Item::Participation(p), false) => {
+                excluder
+                    .exclude_participation(p.clone(), options.releases)
+                    .await
+            }
+            (Item::Participation(p), true) => {
+                excluder.predict_participation(p, options.releases).await
+            }
+            (Item::ByHand, false) => {
+                excluder
+                    .exclude_worker(&result.worker, Learned::Manual)
+                    .await
+            }
+            (Item::ByHand, true) => excluder.predict_worker(&result.worker).await,
+        };
+        match outcome {
+            Ok(o) => result.outcomes.push((item.assignment().cloned(), o)),
+            Err(e) => result
+                .failures
+                .push(exclusion_failure(&result.worker, &item, &e)),
+        }
+    }
+    result
+}
+
+fn failure(worker: &WorkerId, item: &Item, reason: String) -> Failure {
+    let p = match item {
+        Item::Participation(p) => Some(p),
+        Item::ByHand => None,
+    };
+    Failure {
+        worker_id: Some(worker.to_string()),
+        assignment_id: p.map(|p| p.assignment_id.to_string()),
+        hit_id: p.map(|p| p.hit_id.to_string()),
+        hit_type_id: None,
+        reason,
+    }
+}
+
+fn exclusion_failure(worker: &WorkerId, item: &Item, e: &ExclusionError) -> Failure {
+    let mut reason = e.to_string();
+    if e.is_throttling() {
+        reason.push_str(" (MTurk is throttling: lower --max-rps and run again)");
+    }
+    failure(worker, item, reason)
+}
+
+fn not_attempted(worker: WorkerId, items: &[Item]) -> WorkerResult {
+    WorkerResult {
+        failures: items
+            .iter()
+            .map(|item| {
+                failure(
+                    &worker,
+                    item,
+                    format!(
+                        "not attempted: {FAILURE_STREAK_LIMIT} workers in a row had failed, so \
+                         the run stopped starting new ones; run again once the cause is fixed"
+                    ),
+                )
+            })
+            .collect(),
+        worker,
+        outcomes: Vec::new(),
+    }
+}
+
+/// Sorts the workers' results into the report: each worker is newly
+/// excluded, already excluded or kept released (in that precedence);
+/// participations kept released are listed whatever their worker's lot.
+pub fn tally(report: &mut Report, results: Vec<WorkerResult>) {
+    let mut results = results;
+    results.sort_by(|a, b| a.worker.cmp(&b.worker));
+    for r in results {
+        let worker = r.worker.to_string();
+        report.summary.participations += r.outcomes.len() + r.failures.len();
+        let any = |want: &[Outcome]| r.outcomes.iter().any(|(_, o)| want.contains(o));
+        if any(&[Outcome::Excluded]) {
+            report.newly_excluded.push(worker.clone());
+        } else if any(&[Outcome::AlreadyExcluded, Outcome::Duplicate]) {
+            report.already_excluded.push(worker.clone());
+        }
+        if any(&[Outcome::KeptReleased]) {
+            report.kept_released.push(KeptReleased {
+                worker_id: worker,
+                assignment_ids: r
+                    .outcomes
+                    .iter()
+                    .filter(|(_, o)| *o == Outcome::KeptReleased)
+                    .filter_map(|(a, _)| a.as_ref().map(ToString::to_string))
+                    .collect(),
+            });
+        }
+        report.failed.extend(r.failures);
+    }
+    report.summary.newly_excluded = report.newly_excluded.len();
+    report.summary.already_excluded = report.already_excluded.len();
+    report.summary.kept_released = report.kept_released.len();
+    report.summary.failed = report.failed.len();
+    report.summary.not_found = report.not_found.len();
+    report.summary.bad_rows = report.bad_rows.len();
+    report.summary.mismatched = report.mismatched.len();
+}

@@ -1,0 +1,58 @@
+//! The admin operations: the rules behind the CLI's commands, tested without
+//! the binary (cf. cargo's `ops`). A command parses its arguments, asks for
+//! confirmation and prints; what to do, and to whom, is decided here.
+//!
+//! - [`release`]: whom releasing workers or HITs releases, whom it keeps
+//!   (exclusion wins), and the release itself, re-checked just before it acts.
+//! - [`reconcile`]: the ledger against MTurk: classify each difference, fix it.
+//! - [`backfill`]: `exclude`'s gathering (HITs, HIT types, CSV rows, workers
+//!   by hand) and its real and dry runs, both through `exclusion::decide`.
+//! - [`export`]: the rows of an export, each worker's standing, CSV cells
+//!   made safe for spreadsheets.
+//!
+//! Every operation works on a [`Lab`], built once by the caller.
+
+pub mod backfill;
+pub mod export;
+pub mod reconcile;
+pub mod release;
+
+use crate::exclusion::Excluder;
+use crate::ids::QualificationTypeId;
+use crate::ledger::Ledger;
+use crate::mturk::Mturk;
+
+/// What the operations act on: the lab's MTurk account, its ledger and its
+/// exclusion qualification, and the one path that excludes and releases.
+#[derive(Clone)]
+pub struct Lab {
+    pub mturk: Mturk,
+    pub ledger: Ledger,
+    pub qualification: QualificationTypeId,
+    pub excluder: Excluder,
+}
+
+impl Lab {
+    pub fn new(mturk: Mturk, ledger: Ledger, qualification: QualificationTypeId) -> Lab {
+        Lab {
+            excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone()),
+            mturk,
+            ledger,
+            qualification,
+        }
+    }
+}
+
+/// Progress of a long operation, for whoever watches (the CLI's bar).
+pub trait Progress: Sync {
+    /// How many steps there are.
+    fn start(&self, _len: u64, _what: &str) {}
+    fn inc(&self) {}
+    fn message(&self, _text: String) {}
+    fn finish(&self) {}
+}
+
+/// Nobody watching.
+pub struct Quiet;
+
+impl Progress for Quiet {}

@@ -1,0 +1,381 @@
+//! The admin operations (`mturk_exclusion::ops`), the rules behind the
+//! CLI's commands, against the local services and without the binary.
+
+use std::sync::Arc;
+
+use mturk_exclusion::exclusion::Releases;
+use mturk_exclusion::ids::{HitId, WorkerId};
+use mturk_exclusion::ledger::ExclusionState;
+use mturk_exclusion::mturk::Mturk;
+use mturk_exclusion::ops::backfill::{self, Options as Backfill, Request as Named};
+use mturk_exclusion::ops::reconcile::{self, Fix, Kind};
+use mturk_exclusion::ops::release::{self, Options as Releasing, Request};
+use mturk_exclusion::ops::{Lab, Quiet};
+use mturk_exclusion::rate::RateLimiter;
+use testkit::mturk_double::{AssignmentStatus, Fault};
+use testkit::pipeline::Pipeline;
+
+const REVOKE: &str = "DisassociateQualificationFromWorker";
+const GRANT: &str = "AssociateQualificationWithWorker";
+
+fn lab(p: &Pipeline) -> Lab {
+    Lab::new(
+        Mturk::new(p.mturk.clone(), Arc::new(RateLimiter::per_second(100.0))),
+        p.ledger.clone(),
+        p.qualification.clone(),
+    )
+}
+
+fn worker(id: &str) -> WorkerId {
+    WorkerId::parse(id).unwrap()
+}
+
+fn hit(id: &str) -> HitId {
+    HitId::parse(id).unwrap()
+}
+
+/// A new HIT of the pipeline's subscribed type on which `w` submits; the
+/// pipeline excludes them.
+async fn submits(p: &Pipeline, w: &str) -> String {
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double.submit_assignment(&hit, w).await.unwrap();
+    p.drain().await;
+    hit
+}
+
+async fn standing(p: &Pipeline, w: &str) -> Option<ExclusionState> {
+    p.ledger
+        .exclusion(&worker(w), &p.qualification)
+        .await
+        .unwrap()
+        .map(|x| x.state)
+}
+
+fn releasing() -> Releasing {
+    Releasing {
+        concurrency: 2,
+        ..Releasing::default()
+    }
+}
+
+fn backfilling(dry_run: bool, releases: Releases) -> Backfill {
+    Backfill {
+        dry_run,
+        releases,
+        concurrency: 2,
+    }
+}
+
+async fn release(lab: &Lab, request: Request) -> release::Report {
+    let plan = release::plan(lab, &request).await.unwrap();
+    release::execute(lab, plan, &releasing(), &Quiet).await
+}
+
+async fn backfill(lab: &Lab, hits: &[&str], options: Backfill) -> backfill::Report {
+    let request = Named {
+        hits: hits.iter().map(|h| hit(h)).collect(),
+        ..Named::default()
+    };
+    backfill::run(lab, request, Vec::new(), options, &Quiet)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn exclusion_wins_releasing_a_hit_keeps_a_worker_of_another_study() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let released_hit = submits(&p, "A1ONLYHERE").await;
+    p.double
+        .submit_assignment(&released_hit, "A1BOTHSTUDIES")
+        .await
+        .unwrap();
+    p.drain().await;
+    submits(&p, "A1BOTHSTUDIES").await;
+
+    let report = release(
+        &lab,
+        Request {
+            hits: vec![hit(&released_hit)],
+            ..Request::default()
+        },
+    )
+    .await;
+
+    assert_eq!(report.released.len(), 1, "{report:?}");
+    assert_eq!(report.released[0].worker_id, "A1ONLYHERE");
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert_eq!(report.kept[0].worker_id, "A1BOTHSTUDIES");
+    assert!(report.kept[0].reason.contains("also took part in HIT"));
+    assert!(!report.kept[0].changed_since_plan);
+    assert!(!p.granted("A1ONLYHERE"));
+    assert!(p.granted("A1BOTHSTUDIES"));
+    assert_eq!(
+        standing(&p, "A1BOTHSTUDIES").await,
+        Some(ExclusionState::Excluded)
+    );
+}
+
+#[tokio::test]
+async fn release_acts_only_on_the_workers_it_planned_and_rechecks_each() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let study = submits(&p, "A1PLANNED").await;
+    p.double
+        .submit_assignment(&study, "A1BUSYSINCE")
+        .await
+        .unwrap();
+    p.drain().await;
+    let plan = release::plan(
+        &lab,
+        &Request {
+            hits: vec![hit(&study)],
+            ..Request::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan.targets.len(), 2);
+
+    // While the lab reads the plan: one planned worker takes part in
+    // another study, and a new worker submits on the released HIT.
+    submits(&p, "A1BUSYSINCE").await;
+    p.double
+        .submit_assignment(&study, "A1NOTSHOWN")
+        .await
+        .unwrap();
+    p.drain().await;
+    let report = release::execute(&lab, plan, &releasing(), &Quiet).await;
+
+    let released: Vec<&str> = report
+        .released
+        .iter()
+        .map(|r| r.worker_id.as_str())
+        .collect();
+    assert_eq!(released, ["A1PLANNED"], "{report:?}");
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert_eq!(report.kept[0].worker_id, "A1BUSYSINCE");
+    assert!(report.kept[0].changed_since_plan);
+    assert!(report.kept[0].reason.starts_with("changed since the plan"));
+    assert_eq!(report.summary.changed_since_plan, 1);
+    assert!(p.granted("A1BUSYSINCE") && p.granted("A1NOTSHOWN"));
+    assert!(!p.granted("A1PLANNED"));
+    // Only the planned worker was revoked.
+    assert_eq!(p.double.call_count(REVOKE), 1);
+}
+
+#[tokio::test]
+async fn ledger_first_a_failed_revoke_leaves_the_release_and_a_rerun_only_revokes() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    submits(&p, "A1HALFWAY").await;
+    p.double.fail_next(
+        Some(REVOKE),
+        10,
+        Fault::RequestError {
+            code: "ServiceUnavailable".into(),
+            message: "try later".into(),
+        },
+    );
+    let named = || Request {
+        workers: vec![worker("A1HALFWAY")],
+        ..Request::default()
+    };
+
+    let first = release(&lab, named()).await;
+
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    assert_eq!(first.failed[0].step, "mturk");
+    assert_eq!(
+        standing(&p, "A1HALFWAY").await,
+        Some(ExclusionState::Released)
+    );
+    assert!(p.granted("A1HALFWAY"), "MTurk still holds the grant");
+    let released_at = p
+        .ledger
+        .exclusion(&worker("A1HALFWAY"), &p.qualification)
+        .await
+        .unwrap()
+        .unwrap()
+        .released_at;
+
+    p.double.clear_faults();
+    let again = release(&lab, named()).await;
+
+    assert_eq!(again.released.len(), 1, "{again:?}");
+    assert!(again.released[0].already_released);
+    assert_eq!(again.released[0].mturk, Some("revoked"));
+    assert!(!p.granted("A1HALFWAY"));
+    let x = p
+        .ledger
+        .exclusion(&worker("A1HALFWAY"), &p.qualification)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        x.released_at, released_at,
+        "the ledger was not written again"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_predicts_what_the_real_run_does_for_a_released_assignment() {
+    // A worker released from one study, then excluded again by a later one:
+    // a backfill of the first study keeps that assignment released.
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let first = submits(&p, "A1TWICE").await;
+    release(
+        &lab,
+        Request {
+            workers: vec![worker("A1TWICE")],
+            ..Request::default()
+        },
+    )
+    .await;
+    submits(&p, "A1TWICE").await;
+    assert_eq!(
+        standing(&p, "A1TWICE").await,
+        Some(ExclusionState::Excluded)
+    );
+
+    let dry = backfill(&lab, &[&first], backfilling(true, Releases::Respect)).await;
+    let real = backfill(&lab, &[&first], backfilling(false, Releases::Respect)).await;
+
+    let lot = |r: &backfill::Report| {
+        (
+            r.newly_excluded.clone(),
+            r.already_excluded.clone(),
+            r.kept_released
+                .iter()
+                .map(|k| (k.worker_id.clone(), k.assignment_ids.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(lot(&dry), lot(&real), "dry {dry:?}\nreal {real:?}");
+    assert_eq!(real.kept_released.len(), 1, "{real:?}");
+    assert_eq!(real.kept_released[0].worker_id, "A1TWICE");
+}
+
+#[tokio::test]
+async fn a_release_stands_against_older_participations_unless_overridden() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    // A study from before notifications: MTurk knows it, the ledger not yet.
+    let old = p.double.create_hit(&p.hit_type);
+    let a = p
+        .double
+        .add_assignment(&old, "A1FORGIVEN", AssignmentStatus::Approved);
+    submits(&p, "A1FORGIVEN").await;
+    release(
+        &lab,
+        Request {
+            workers: vec![worker("A1FORGIVEN")],
+            ..Request::default()
+        },
+    )
+    .await;
+    p.double.clear_calls();
+
+    let dry = backfill(&lab, &[&old], backfilling(true, Releases::Respect)).await;
+    let kept = backfill(&lab, &[&old], backfilling(false, Releases::Respect)).await;
+
+    for r in [&dry, &kept] {
+        assert!(r.newly_excluded.is_empty(), "{r:?}");
+        assert_eq!(r.kept_released.len(), 1, "{r:?}");
+        assert_eq!(r.kept_released[0].assignment_ids, std::slice::from_ref(&a));
+    }
+    assert!(!p.granted("A1FORGIVEN"));
+    assert_eq!(p.double.call_count(GRANT), 0);
+
+    let overridden = backfill(&lab, &[&old], backfilling(false, Releases::Override)).await;
+
+    assert!(overridden.override_releases);
+    assert_eq!(overridden.newly_excluded, ["A1FORGIVEN"], "{overridden:?}");
+    assert!(p.granted("A1FORGIVEN"));
+}
+
+#[tokio::test]
+async fn a_csv_row_naming_another_worker_for_a_known_assignment_is_not_recorded() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let study = p.double.create_hit(&p.hit_type);
+    let s = p
+        .double
+        .submit_assignment(&study, "A1REALWORKER")
+        .await
+        .unwrap();
+    p.drain().await;
+    let row = |w: &str, line| backfill::CsvParticipation {
+        worker: worker(w),
+        assignment: mturk_exclusion::ids::AssignmentId::parse(&s.assignment_id).unwrap(),
+        hit: hit(&study),
+        hit_type: None,
+        file: "batch.csv".into(),
+        line,
+    };
+
+    let report = backfill::run(
+        &lab,
+        Named {
+            csv: vec![row("A1TYPO", 2)],
+            ..Named::default()
+        },
+        Vec::new(),
+        backfilling(false, Releases::Respect),
+        &Quiet,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.mismatched.len(), 1, "{report:?}");
+    let m = &report.mismatched[0];
+    assert_eq!(
+        (
+            m.worker_id.as_str(),
+            m.other_worker_id.as_str(),
+            m.according_to,
+            m.line
+        ),
+        ("A1TYPO", "A1REALWORKER", "ledger", 2)
+    );
+    assert_eq!(report.summary.mismatched, 1);
+    assert!(!p.granted("A1TYPO"));
+    assert!(p
+        .ledger
+        .participations_of(&worker("A1TYPO"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_external_revoke_keeps_the_ledger_excluded_until_reconcile_grants_again() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    submits(&p, "A1REVOKEDONSITE").await;
+    // Revoked on MTurk's website: the ledger is not told.
+    p.mturk
+        .disassociate_qualification_from_worker()
+        .qualification_type_id(p.qualification.as_str())
+        .worker_id("A1REVOKEDONSITE")
+        .send()
+        .await
+        .unwrap();
+    p.double.clear_calls();
+
+    // A later submission counts as already excluded and grants nothing.
+    submits(&p, "A1REVOKEDONSITE").await;
+    assert_eq!(p.double.call_count(GRANT), 0);
+    assert!(!p.granted("A1REVOKEDONSITE"));
+
+    let compared = reconcile::compare(&lab, &Quiet).await.unwrap();
+    assert_eq!(compared.differences.len(), 1, "{compared:?}");
+    assert_eq!(compared.differences[0].kind, Kind::OnlyInLedger);
+    assert_eq!(
+        reconcile::fix(&lab, &compared.differences[0]).await,
+        Fix::Granted
+    );
+    assert!(p.granted("A1REVOKEDONSITE"));
+    p.assert_every_grant_silent();
+}
