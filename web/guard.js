@@ -20,6 +20,8 @@
  *   MturkExclusionGuard.check({endpoint, timeoutMs}) → Promise<{eligible,
  *     reason, checked}>; never rejects. checked is false in preview and
  *     whenever the check failed open (then reason is "unavailable").
+ *     The ids come from location.search, or from options workerId,
+ *     assignmentId and hitId when the page's URL has none (oTree).
  *   MturkExclusionGuard.message(reason) → {title, paragraphs} (plain text)
  *   MturkExclusionGuard.showMessage(reason, {task, message}) hides the task
  *     and shows the message; task/message are elements or selectors.
@@ -72,6 +74,16 @@
   async function check(options) {
     options = options || {};
     var ids = params(options.search);
+    // Pages whose own URL has no MTurk ids (oTree, a survey tool) pass them.
+    if (options.workerId || options.assignmentId || options.hitId) {
+      ids = params(
+        '?' + new URLSearchParams({
+          workerId: options.workerId || '',
+          assignmentId: options.assignmentId || '',
+          hitId: options.hitId || '',
+        })
+      );
+    }
     if (ids.preview) {
       // Preview: no request at all. The worker has not accepted, and a
       // previewing worker is not yet anyone's business.

@@ -10,6 +10,7 @@
 //   timeout           an endpoint that never answers: the task shows after
 //                     the page's timeout (4 s), not later
 //   garbage           an endpoint answering 200 with non-JSON: the task shows
+//   api-explicit-ids  MturkExclusionGuard.check() with ids passed in (oTree)
 // and, over all of them, that no console message carries a worker id.
 //
 // It serves web/ itself on an ephemeral 127.0.0.1 port, so the page's origin
@@ -398,6 +399,23 @@ async function main() {
       ['failed open (reason "unavailable")', seen.result?.reason === 'unavailable' && seen.result?.checked === false],
       ...taskShown(seen),
     ]);
+  });
+
+  // The oTree way: a page whose URL has no MTurk ids passes them to check().
+  await scenario('api-explicit-ids', async () => {
+    const page = await context.newPage();
+    page.on('console', (m) => consoleTexts.push({ type: m.type(), text: m.text() }));
+    try {
+      await page.goto(`http://127.0.0.1:${webPort}/real/${PAGE}`, { timeout: 10000 });
+      const result = await page.evaluate(
+        (a) => window.MturkExclusionGuard.check(a),
+        { endpoint: endpoints.real, workerId: opts.repeatWorker, assignmentId: randomId('GUARD', 25), hitId: opts.hitId },
+      );
+      const ok = result.reason === 'took_part' && result.eligible === false && result.checked === true;
+      return { ok, detail: `${ok ? '' : 'expected took_part, checked; '}got ${JSON.stringify(result)}` };
+    } finally {
+      await page.close();
+    }
   });
 
   await scenario('no-worker-id-in-console', async () => {
