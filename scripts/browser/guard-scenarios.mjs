@@ -84,7 +84,12 @@ const opts = { timeoutS: 60 };
   opts.timeoutS = Number(opts.timeoutS);
   if (!(opts.timeoutS > 0)) usage(2);
 }
-const CHECK_ORIGIN = new URL(opts.checkUrl).origin;
+try {
+  if (!/^https?:$/.test(new URL(opts.checkUrl).protocol)) throw new Error();
+} catch {
+  console.error(`--check-url is not an http(s) URL: ${opts.checkUrl}`);
+  usage(2);
+}
 const WORKER_IDS = [opts.newWorker, opts.repeatWorker, opts.busyWorker].filter(Boolean);
 // Worker ids stay out of our output too (an error can quote the page's URL).
 const redact = (text) => WORKER_IDS.reduce((t, id) => t.split(id).join('<workerId>'), String(text));
@@ -105,7 +110,10 @@ function cleanup() {
   return cleaning;
 }
 const results = [];
+let finished = false; // once set, nothing more is run or printed
 function finish(code) {
+  if (finished) return cleaning;
+  finished = true;
   const passed = results.filter((r) => r.ok).length;
   console.log(`${passed} passed, ${results.length - passed} failed`);
   return cleanup().then(() => process.exit(code));
@@ -275,6 +283,7 @@ async function main() {
   }
 
   async function scenario(name, fn) {
+    if (finished) throw new Error('stopped');
     let out;
     try {
       out = await Promise.race([
@@ -284,6 +293,7 @@ async function main() {
     } catch (e) {
       out = { ok: false, detail: String(e && e.message ? e.message.split('\n')[0] : e) };
     }
+    if (finished) throw new Error('stopped'); // the global timeout struck meanwhile
     const line = { scenario: name, ok: out.ok, detail: redact(out.detail) };
     results.push(line);
     console.log(JSON.stringify(line));
@@ -440,6 +450,7 @@ main()
   })
   .catch((e) => {
     clearTimeout(globalTimer);
+    if (finished) return cleaning;
     results.push({ scenario: 'setup', ok: false, detail: String(e && e.message ? e.message.split('\n')[0] : e) });
     console.log(JSON.stringify(results.at(-1)));
     return finish(1);
