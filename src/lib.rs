@@ -17,8 +17,10 @@
 //! - [`ledger`]: the DynamoDB table; the only module that knows its attributes.
 //! - [`exclusion`]: the one path that excludes a worker, shared by the Lambda and the CLI.
 //! - [`handler`]: one SQS batch in, one outcome per record out.
+//! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 
 pub mod aws;
+pub mod check;
 pub mod config;
 pub mod exclusion;
 pub mod handler;
