@@ -3,6 +3,7 @@
 //! testkit's local Function URL (payload 2.0, the template's CORS), on a
 //! fresh ledger table in DynamoDB Local.
 
+mod bench;
 mod browser;
 mod contract;
 mod race;
