@@ -85,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         deadline_margin: Duration::from_secs(12),
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(2),
+        assignment_lease: Duration::from_secs(5),
+        grant_window: Duration::from_secs(30),
     };
     let sdk = aws::load(None, Limits::default()).await;
     let handler = Arc::new(Handler::from_config(&config, &sdk));

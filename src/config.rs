@@ -33,6 +33,13 @@ pub struct Config {
     /// record's redelivery is delayed, doubling with each receive.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// `ASSIGNMENT_LEASE_SECS`: how long a copy of a notification holds its
+    /// assignment before another copy may take over. Only saves MTurk calls:
+    /// correctness never rests on it.
+    pub assignment_lease: Duration,
+    /// `GRANT_WINDOW_SECS`: how long after the ledger says "excluded" a
+    /// grant may still be sent; a release waits this out before revoking.
+    pub grant_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +139,32 @@ impl Config {
         };
         let backoff_base = seconds("RETRY_BACKOFF_BASE_SECS", 30)?;
         let backoff_max = seconds("RETRY_BACKOFF_MAX_SECS", 900)?;
+        let bounded =
+            |variable: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+                let d = seconds(variable, default)?;
+                if range.contains(&d.as_secs()) {
+                    Ok(d)
+                } else {
+                    Err(invalid(
+                        variable,
+                        format!(
+                            "{} s is outside {} to {} seconds",
+                            d.as_secs(),
+                            range.start(),
+                            range.end()
+                        ),
+                    ))
+                }
+            };
+        let assignment_lease = bounded("ASSIGNMENT_LEASE_SECS", 15, 1..=900)?;
+        // At least twice the SDK's 10 s bound on one operation, so a grant
+        // that starts inside the window always ends inside it.
+        let grant_window = bounded("GRANT_WINDOW_SECS", 30, 5..=300)?;
         Ok(Config {
             backoff_base,
             backoff_max,
+            assignment_lease,
+            grant_window,
             table_name,
             qualification_type_id,
             mturk_environment,

@@ -1,21 +1,43 @@
-//! The one path by which a worker becomes excluded, shared by the Lambda and
-//! the CLI.
+//! The one path by which a worker becomes excluded, and the one by which a
+//! release is made, shared by the Lambda and the CLI.
 //!
-//! Order matters for crash safety: the participation is recorded before the
-//! grant, and the grant before the ledger says "excluded". A crash between any
-//! two steps leaves the message undeleted; its redelivery finds the
-//! participation without `excluded_at` and finishes the job. Granting twice is
-//! harmless on MTurk, so the worst a race can cost is one extra call.
+//! The worker's exclusion item in the ledger is where the two sides
+//! serialise; it carries a version that every writer raises and conditions on.
+//!
+//! Excluding (per participation):
+//! 1. take a lease on the assignment (the Lambda: copies of a notification
+//!    handled at once by two instances then cost one look-up, not two);
+//! 2. learn the worker and the submit time (GetAssignment);
+//! 3. ledger first: one conditional write records the worker as excluded,
+//!    applies the release rule (a participation submitted at or before the
+//!    worker's release never grants again, unless the lab asks) and opens a
+//!    grant window;
+//! 4. grant (`SendNotification=false`), only if the call ends inside the window;
+//! 5. one transaction writes the participation and closes the window, only if
+//!    the worker's version is unchanged; if a release came in between, the
+//!    path decides again from step 3.
+//!
+//! Releasing: the worker's item is marked released (version raised), then
+//! the release waits out any grant window still open, revokes, and reads the
+//! worker again to report a change. So a grant in flight can never land after
+//! the revoke, and a participation the release could not see yet settles as
+//! released. A crash between any two steps leaves the message undeleted (or
+//! the CLI's command to be run again), and the next attempt finishes the job:
+//! an expired lease or grant window is taken over. Granting twice is harmless
+//! on MTurk.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration as StdDuration;
 
 use time::OffsetDateTime;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
 use crate::ledger::{
-    Exclusion, ExclusionState, Learned, Ledger, LedgerError, NewParticipation, Participation,
+    parse_stamp, AgainIf, Begin, Exclusion, ExclusionState, Finished, Learned, Lease, Ledger,
+    LedgerError, NewParticipation, Participation, Record, Settled,
 };
 use crate::mturk::{Mturk, MturkError, MturkErrorKind, Revoked};
 
@@ -82,15 +104,10 @@ pub fn submitted_after_release(
     submitted: Option<OffsetDateTime>,
     released_at: Option<&str>,
 ) -> bool {
-    let released = released_at.and_then(|r| {
-        OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok()
-    });
-    match (submitted, released) {
+    // An unknown time on either side: the lab's release stands.
+    match (submitted, released_at.and_then(parse_stamp)) {
         (Some(s), Some(r)) => s > r,
-        // Released at an unknown time: only a known submission can be later
-        // than "never"... but the lab's release must stand, so no.
-        (_, None) => false,
-        (None, Some(_)) => false,
+        _ => false,
     }
 }
 
@@ -128,6 +145,17 @@ pub enum ExclusionError {
     Mturk(#[from] MturkError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// Another copy of this notification is being handled right now; this
+    /// one is retried after it.
+    #[error("another attempt is under way: {0}")]
+    InProgress(String),
+    /// The grant could not start early enough to end inside its window; the
+    /// next attempt takes the window over.
+    #[error("the grant could not start in time (its window closes at {0}); retried later")]
+    GrantWindowClosed(String),
+    /// The worker's standing kept changing under this participation.
+    #[error("the worker's standing changed {0} times while this participation was settled; retried later")]
+    Contended(usize),
 }
 
 impl ExclusionError {
@@ -135,7 +163,8 @@ impl ExclusionError {
         matches!(self, ExclusionError::Mturk(e) if e.kind == MturkErrorKind::Throttled)
     }
 
-    /// True when trying again cannot help (MTurk refused the request).
+    /// True when trying again cannot help (MTurk refused the request, or
+    /// answered with something unusable).
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
@@ -177,22 +206,71 @@ impl KeyedLocks {
     }
 }
 
+/// The exclusion path's two durations (see `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a copy of a notification holds its assignment. A lease only
+    /// saves MTurk calls (a copy finding it live waits for the first); an
+    /// expired one is taken over, so a crash loses nothing.
+    pub lease: StdDuration,
+    /// How long after the ledger says "excluded" a grant may still be sent.
+    /// A release waits this out before revoking, so keep it short. A grant
+    /// starts only while 40 % of it is left: with the default 30 s that is
+    /// 12 s, more than the SDK's 10 s bound on a whole operation.
+    pub grant_window: StdDuration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            lease: StdDuration::from_secs(15),
+            grant_window: StdDuration::from_secs(30),
+        }
+    }
+}
+
+/// How often one participation decides again when a release keeps coming in between.
+const MAX_DECISIONS: usize = 4;
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
 #[derive(Clone)]
 pub struct Excluder {
     mturk: Mturk,
     ledger: Ledger,
     qualification: QualificationTypeId,
     locks: Arc<KeyedLocks>,
+    /// Names this process's leases, so a lease can be told from another's.
+    owner: Arc<str>,
+    timing: Timing,
 }
+
+static NEXT_LEASE: AtomicU64 = AtomicU64::new(0);
 
 impl Excluder {
     pub fn new(mturk: Mturk, ledger: Ledger, qualification: QualificationTypeId) -> Self {
+        // Unique enough across instances: process id, start time, address.
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
         Excluder {
             mturk,
             ledger,
             qualification,
             locks: Arc::default(),
+            owner: owner.into(),
+            timing: Timing::default(),
         }
+    }
+
+    /// The same, with other durations (the handler's configuration, tests).
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -208,8 +286,9 @@ impl Excluder {
     }
 
     /// Excludes the worker of a submitted assignment, learned from a
-    /// notification. Looks the worker up on MTurk only if the ledger does not
-    /// already know this assignment, so duplicates cost no MTurk call.
+    /// notification (`event_at`: the event's time, used when MTurk gives no
+    /// SubmitTime). A known assignment costs one ledger request and no MTurk
+    /// call.
     pub async fn exclude_assignment(
         &self,
         assignment: &AssignmentId,
@@ -217,87 +296,215 @@ impl Excluder {
         event_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, ExclusionError> {
         let _one_at_a_time = self.locks.lock(format!("A#{assignment}")).await;
-        if let Some(known) = self.ledger.participation(assignment).await? {
-            if known.released_at.is_some() {
-                return Ok(Outcome::KeptReleased);
+        let owner = format!(
+            "{}-{}",
+            self.owner,
+            NEXT_LEASE.fetch_add(1, Ordering::Relaxed)
+        );
+        match self
+            .ledger
+            .lease_assignment(assignment, &owner, now(), duration(self.timing.lease))
+            .await?
+        {
+            Lease::Taken => {}
+            Lease::Known(known) => return self.settle_known(*known).await,
+            Lease::Busy => {
+                return Err(ExclusionError::InProgress(
+                    "another copy of this notification is being handled (until its lease runs out)"
+                        .into(),
+                ))
             }
-            if known.excluded_at.is_some() {
-                return Ok(Outcome::Duplicate);
-            }
-            // Recorded, but a crash came before the grant was recorded.
-            return self.ensure_excluded(&known).await;
         }
-        let a = self.mturk.assignment(assignment).await?;
-        self.exclude_participation(
-            NewParticipation {
-                worker_id: a.worker_id,
-                assignment_id: a.assignment_id,
-                hit_id: a.hit_id,
-                hit_type_id: a.hit_type_id,
-                submit_time: a.submit_time.or(event_at),
-                learned: Learned::Notification {
-                    event_doc_id: event_doc_id.to_owned(),
-                },
+        let a = match self.mturk.assignment(assignment).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.give_back(assignment, &owner).await;
+                return Err(e.into());
+            }
+        };
+        let new = NewParticipation {
+            worker_id: a.worker_id,
+            assignment_id: a.assignment_id,
+            hit_id: a.hit_id,
+            hit_type_id: a.hit_type_id,
+            submit_time: a.submit_time.or(event_at),
+            learned: Learned::Notification {
+                event_doc_id: event_doc_id.to_owned(),
             },
-            Releases::Respect,
-        )
-        .await
+        };
+        let result = self
+            .settle(
+                Record::New {
+                    participation: &new,
+                    lease_owner: Some(&owner),
+                },
+                new.submit_time,
+                Releases::Respect,
+            )
+            .await;
+        if result.is_err() {
+            // The worker is known now: record the participation as pending
+            // so that its redelivery costs no second look-up on MTurk.
+            if let Err(e) = self.ledger.record_pending(&new, &owner, now()).await {
+                tracing::debug!(error = %e, "could not record the participation as pending");
+                self.give_back(assignment, &owner).await;
+            }
+        }
+        result
     }
 
-    /// Records a participation whose worker is known, then makes sure the
-    /// worker is excluded.
+    /// Gives a lease back early, so the redelivery need not wait for it.
+    async fn give_back(&self, assignment: &AssignmentId, owner: &str) {
+        if let Err(e) = self.ledger.release_lease(assignment, owner).await {
+            tracing::debug!(error = %e, "could not give the lease back; it runs out by itself");
+        }
+    }
+
+    /// Records a participation whose worker is known (the CLI's backfill),
+    /// then makes sure the worker is excluded, or keeps them released.
     pub async fn exclude_participation(
         &self,
         new: NewParticipation,
         releases: Releases,
     ) -> Result<Outcome, ExclusionError> {
-        let _ = releases; // TODO(lead): the release rule moves into the ledger's conditional write
-        let stored = self
-            .ledger
-            .record_participation(&new, OffsetDateTime::now_utc())
-            .await?;
-        if stored.released_at.is_some() {
-            return Ok(Outcome::KeptReleased);
+        let _one_at_a_time = self.locks.lock(format!("A#{}", new.assignment_id)).await;
+        if let Some(known) = self.ledger.participation(&new.assignment_id).await? {
+            return self.settle_known(known).await;
         }
-        if stored.excluded_at.is_some() {
-            return Ok(Outcome::Duplicate);
-        }
-        self.ensure_excluded(&stored).await
+        self.settle(
+            Record::New {
+                participation: &new,
+                lease_owner: None,
+            },
+            new.submit_time,
+            releases,
+        )
+        .await
     }
 
-    async fn ensure_excluded(&self, p: &Participation) -> Result<Outcome, ExclusionError> {
-        let _one_at_a_time = self.locks.lock(format!("W#{}", p.worker_id)).await;
-        let current = self
-            .ledger
-            .exclusion(&p.worker_id, &self.qualification)
-            .await?;
-        let outcome = match current {
-            Some(x) if x.state == ExclusionState::Excluded => Outcome::AlreadyExcluded,
-            // Never excluded, or released before this (new) participation:
-            // a new submission excludes the worker again.
-            _ => {
-                self.mturk
-                    .exclude(&p.worker_id, &self.qualification)
-                    .await?;
-                self.ledger
-                    .record_exclusion(
-                        &p.worker_id,
-                        &self.qualification,
-                        &p.cause(),
-                        OffsetDateTime::now_utc(),
-                    )
-                    .await?;
-                Outcome::Excluded
-            }
+    /// A participation the ledger already has: finished, or (recorded by
+    /// an older version that crashed before the grant) finished now.
+    async fn settle_known(&self, known: Participation) -> Result<Outcome, ExclusionError> {
+        if known.released_at.is_some() {
+            return Ok(Outcome::KeptReleased);
+        }
+        if known.excluded_at.is_some() {
+            return Ok(Outcome::Duplicate);
+        }
+        let submitted = known.submit_time.as_deref().and_then(parse_stamp);
+        self.settle(Record::Existing(&known), submitted, Releases::Respect)
+            .await
+    }
+
+    /// Steps 3 to 5 of the module's description: decide in the ledger,
+    /// grant inside the window, settle; again if a release came in between.
+    async fn settle(
+        &self,
+        record: Record<'_>,
+        submitted: Option<OffsetDateTime>,
+        releases: Releases,
+    ) -> Result<Outcome, ExclusionError> {
+        let (worker, cause) = match &record {
+            Record::New { participation, .. } => (
+                participation.worker_id.clone(),
+                participation.assignment_id.to_string(),
+            ),
+            Record::Existing(p) => (p.worker_id.clone(), p.cause()),
         };
-        self.ledger
-            .mark_excluded(p, OffsetDateTime::now_utc())
-            .await?;
-        Ok(outcome)
+        let _one_at_a_time = self.locks.lock(format!("W#{worker}")).await;
+        let again = match releases {
+            Releases::Respect => AgainIf::SubmittedAfterRelease(submitted),
+            Releases::Override => AgainIf::Always,
+        };
+        for _ in 0..MAX_DECISIONS {
+            let begun = self
+                .ledger
+                .begin_exclusion(
+                    &worker,
+                    &self.qualification,
+                    again,
+                    &cause,
+                    now(),
+                    duration(self.timing.grant_window),
+                )
+                .await?;
+            let (version, settled, outcome, released_at) = match begun {
+                Begin::Grant { version, until } => {
+                    if now() + duration(self.timing.grant_window.mul_f64(0.4)) > until {
+                        return Err(ExclusionError::GrantWindowClosed(crate::ledger::stamp(
+                            until,
+                        )));
+                    }
+                    if let Err(e) = self.mturk.exclude(&worker, &self.qualification).await {
+                        // Let the next attempt take the window over at once.
+                        let _ = self
+                            .ledger
+                            .close_grant_window(&worker, &self.qualification, version, now())
+                            .await;
+                        return Err(e.into());
+                    }
+                    (
+                        version,
+                        Settled::Excluded { granted: true },
+                        Outcome::Excluded,
+                        None,
+                    )
+                }
+                Begin::GrantInFlight { until } => {
+                    return Err(ExclusionError::InProgress(format!(
+                        "a grant for this worker is in flight (window open until {until})"
+                    )))
+                }
+                Begin::AlreadyExcluded { version } => (
+                    version,
+                    Settled::Excluded { granted: false },
+                    Outcome::AlreadyExcluded,
+                    None,
+                ),
+                Begin::KeptReleased {
+                    version,
+                    released_at,
+                } => (
+                    version,
+                    Settled::KeptReleased,
+                    Outcome::KeptReleased,
+                    released_at,
+                ),
+            };
+            let record = match &record {
+                Record::New {
+                    participation,
+                    lease_owner,
+                } => Record::New {
+                    participation,
+                    lease_owner: *lease_owner,
+                },
+                Record::Existing(p) => Record::Existing(p),
+            };
+            match self
+                .ledger
+                .finish_exclusion(
+                    record,
+                    &self.qualification,
+                    version,
+                    settled,
+                    released_at.as_deref(),
+                    now(),
+                )
+                .await?
+            {
+                Finished::Done => return Ok(outcome),
+                Finished::ParticipationTaken => return Ok(Outcome::Duplicate),
+                // A release (or another exclusion) came in between: decide again.
+                Finished::WorkerChanged => continue,
+            }
+        }
+        Err(ExclusionError::Contended(MAX_DECISIONS))
     }
 
     /// Excludes a worker the lab named directly (no assignment known):
-    /// records a manual participation and grants, through the same path.
+    /// records a manual participation and excludes, released or not (an
+    /// explicit request from the lab is never stale).
     pub async fn exclude_worker(
         &self,
         worker: &WorkerId,
@@ -305,9 +512,10 @@ impl Excluder {
     ) -> Result<Outcome, ExclusionError> {
         let stored = self
             .ledger
-            .record_manual_participation(worker, &learned, OffsetDateTime::now_utc())
+            .record_manual_participation(worker, &learned, now())
             .await?;
-        self.ensure_excluded(&stored).await
+        self.settle(Record::Existing(&stored), None, Releases::Override)
+            .await
     }
 
     /// Records as excluded a worker MTurk already shows holding the
@@ -319,7 +527,7 @@ impl Excluder {
     /// excluded nor released) is what the worker is excluded for; without
     /// one, a participation learned by `reconcile` is recorded.
     pub async fn record_held(&self, worker: &WorkerId) -> Result<(), ExclusionError> {
-        let now = OffsetDateTime::now_utc();
+        let now = now();
         let mut pending: Vec<Participation> = self
             .ledger
             .participations_of(worker)
@@ -377,44 +585,52 @@ impl Excluder {
     }
 
     /// Un-excludes a worker: the ledger first (so that no stale event
-    /// excludes them again), then MTurk revokes, with no email unless
-    /// `email_reason` is given (MTurk emails that text). `note` is kept in
-    /// the ledger only.
+    /// excludes them again), then, once no grant can still be in flight,
+    /// MTurk revokes, with no email unless `email_reason` is given (MTurk
+    /// emails that text). `note` is kept in the ledger only. Finally the
+    /// worker is read again: a change since (a new submission made after
+    /// the release excluded them again) is reported, not hidden.
     pub async fn release_worker(
         &self,
         worker: &WorkerId,
         note: Option<&str>,
         email_reason: Option<&str>,
     ) -> Result<Release, ReleaseError> {
-        let before = self
+        let _one_at_a_time = self.locks.lock(format!("W#{worker}")).await;
+        let recorded = self
             .ledger
-            .exclusion(worker, &self.qualification)
+            .record_release(worker, &self.qualification, note, now())
             .await
             .map_err(ReleaseError::Ledger)?;
-        let already_released = before
-            .as_ref()
-            .is_some_and(|x| x.state == ExclusionState::Released);
-        if !already_released {
-            self.ledger
-                .record_release(worker, &self.qualification, note, OffsetDateTime::now_utc())
-                .await
-                .map_err(ReleaseError::Ledger)?;
+        if let Some(until) = recorded.grant_in_flight_until {
+            // A handler may send its grant until `until`; revoking before
+            // that could be undone by it. Bounded by the window itself.
+            let wait =
+                (until - now()).clamp(time::Duration::ZERO, duration(self.timing.grant_window));
+            tokio::time::sleep(StdDuration::try_from(wait).unwrap_or_default()).await;
         }
         let mturk = self
             .mturk
             .release(worker, &self.qualification, email_reason)
             .await
             .map_err(ReleaseError::Mturk)?;
+        let after = self
+            .ledger
+            .exclusion(worker, &self.qualification)
+            .await
+            .map_err(ReleaseError::Ledger)?;
+        let changed_since = after
+            .filter(|x| x.version != recorded.version || x.state != ExclusionState::Released)
+            .map(|x| x.state);
         Ok(Release {
             mturk,
-            already_released,
-            changed_since: None,
+            already_released: recorded.already_released,
+            changed_since,
         })
     }
 
-    /// The ledger side of un-excluding a worker: marks them and all their
-    /// participations released, so no stale event excludes them again.
-    /// Revoking on MTurk is the CLI's step, after this one.
+    /// The ledger side of un-excluding a worker, alone (tests and repairs);
+    /// [`Excluder::release_worker`] is the whole release.
     pub async fn record_release(
         &self,
         worker: &WorkerId,
@@ -422,12 +638,12 @@ impl Excluder {
     ) -> Result<Vec<Participation>, ExclusionError> {
         Ok(self
             .ledger
-            .record_release(
-                worker,
-                &self.qualification,
-                reason,
-                OffsetDateTime::now_utc(),
-            )
-            .await?)
+            .record_release(worker, &self.qualification, reason, now())
+            .await?
+            .participations)
     }
+}
+
+fn duration(d: StdDuration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }

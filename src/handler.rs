@@ -202,7 +202,12 @@ impl Handler {
             queue_url: url.clone(),
         });
         Handler::new(
-            Excluder::new(mturk, ledger, config.qualification_type_id.clone()),
+            Excluder::new(mturk, ledger, config.qualification_type_id.clone()).with_timing(
+                crate::exclusion::Timing {
+                    lease: config.assignment_lease,
+                    grant_window: config.grant_window,
+                },
+            ),
             redelivery,
             Arc::new(config.clone()),
         )

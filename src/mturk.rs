@@ -209,9 +209,12 @@ fn assignment_from(
             .assignment_status
             .map(|s| s.as_str().to_owned())
             .unwrap_or_default(),
-        submit_time: a
-            .submit_time
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+        submit_time: a.submit_time.and_then(|t| {
+            OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos()),
+            )
+            .ok()
+        }),
     })
 }
 
@@ -326,9 +329,12 @@ impl Mturk {
                 .assignment_status
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
-            submit_time: a
-                .submit_time
-                .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+            submit_time: a.submit_time.and_then(|t| {
+                OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos()),
+                )
+                .ok()
+            }),
         })
     }
 

@@ -149,7 +149,7 @@ impl Notification {
         for (index, raw) in raw_events.iter().enumerate() {
             match Event::from_raw(index, raw) {
                 Ok(event) => events.push(event),
-                Err(u) => unreadable.push(u),
+                Err(u) => unreadable.push(*u),
             }
         }
         Ok(Notification {
@@ -168,13 +168,15 @@ impl Notification {
 }
 
 impl Event {
-    fn from_raw(index: usize, raw: &Value) -> Result<Self, Unreadable> {
+    fn from_raw(index: usize, raw: &Value) -> Result<Self, Box<Unreadable>> {
         let field = |name: &str| format!("Events[{index}].{name}");
-        let unreadable = |event_type: Option<&str>, must_act: bool, problem| Unreadable {
-            index,
-            event_type: event_type.map(bounded),
-            must_act,
-            problem,
+        let unreadable = |event_type: Option<&str>, must_act: bool, problem| {
+            Box::new(Unreadable {
+                index,
+                event_type: event_type.map(bounded),
+                must_act,
+                problem,
+            })
         };
         let Value::Object(map) = raw else {
             return Err(unreadable(

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::{Duration, OffsetDateTime};
 
@@ -63,6 +63,10 @@ const QUEUE_URL: &str = "queue_url";
 const SUBSCRIBED_AT: &str = "subscribed_at";
 const VERIFIED_AT: &str = "verified_at";
 const ACTIVE: &str = "active";
+const VERSION: &str = "version";
+const GRANTING_UNTIL: &str = "granting_until";
+const LEASE_OWNER: &str = "lease_owner";
+const LEASE_UNTIL: &str = "lease_until";
 const HEARTBEAT_TTL: Duration = Duration::days(30);
 
 /// How the ledger learned of a participation.
@@ -137,6 +141,13 @@ pub struct Exclusion {
     pub excluded_at: Option<String>,
     pub excluded_because: Option<String>,
     pub released_at: Option<String>,
+    /// Raised by every write that changes the worker's standing: the handler
+    /// and `release` condition their last writes on it, so the side that
+    /// loses a race decides again.
+    pub version: u64,
+    /// Set while a grant may be in flight: no grant is sent after it. A
+    /// release waits it out before revoking.
+    pub granting_until: Option<String>,
 }
 
 /// A HIT type the lab pointed at the queue with `subscribe`.
@@ -159,28 +170,86 @@ pub struct Heartbeat {
     pub placeholder_hit_type_id: Option<String>,
 }
 
+/// What went wrong with the ledger, in the terms a caller acts on.
+/// Classified once, here, from the SDK's error: nobody downstream matches
+/// on message text, which breaks silently when the SDK's wording changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerErrorKind {
+    /// The table does not exist (wrong name, stack or region).
+    TableMissing,
+    /// DynamoDB could not be reached, or did not answer in time.
+    Unreachable,
+    /// DynamoDB is throttling: try again later.
+    Throttled,
+    /// The credentials were refused, or lack a permission.
+    Denied,
+    /// A conditional write found the item not as expected (another writer came first).
+    ConditionFailed,
+    /// An item the ledger holds is not what this version writes.
+    Corrupt,
+    /// Anything else DynamoDB refused.
+    Other,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {operation}: {message}")]
 pub struct LedgerError {
     pub operation: &'static str,
+    pub kind: LedgerErrorKind,
     pub message: String,
     #[source]
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
+impl LedgerError {
+    /// True when trying again later may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            LedgerErrorKind::Unreachable | LedgerErrorKind::Throttled
+        )
+    }
+}
+
+fn kind_of_code(code: &str) -> LedgerErrorKind {
+    match code {
+        "ResourceNotFoundException" => LedgerErrorKind::TableMissing,
+        "ConditionalCheckFailedException" => LedgerErrorKind::ConditionFailed,
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "LimitExceededException" => LedgerErrorKind::Throttled,
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "AccessDeniedException"
+        | "MissingAuthenticationTokenException"
+        | "ExpiredTokenException" => LedgerErrorKind::Denied,
+        "InternalServerError" | "ServiceUnavailable" => LedgerErrorKind::Unreachable,
+        _ => LedgerErrorKind::Other,
+    }
+}
+
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> LedgerError
 where
-    E: StdError + Send + Sync + 'static,
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let message = match &err {
-        SdkError::ServiceError(ctx) => format!("{}", ctx.err()),
-        SdkError::TimeoutError(_) => "timed out".to_owned(),
-        SdkError::DispatchFailure(_) => "could not reach DynamoDB".to_owned(),
-        other => other.to_string(),
+    let (kind, message) = match &err {
+        SdkError::ServiceError(ctx) => (
+            kind_of_code(ctx.err().code().unwrap_or_default()),
+            format!("{}", ctx.err()),
+        ),
+        SdkError::TimeoutError(_) => (LedgerErrorKind::Unreachable, "timed out".to_owned()),
+        SdkError::DispatchFailure(_) => (
+            LedgerErrorKind::Unreachable,
+            "could not reach DynamoDB".to_owned(),
+        ),
+        SdkError::ResponseError(_) => (LedgerErrorKind::Unreachable, err.to_string()),
+        other => (LedgerErrorKind::Other, other.to_string()),
     };
     LedgerError {
         operation,
+        kind,
         message,
         source: Some(Box::new(err)),
     }
@@ -189,9 +258,15 @@ where
 fn corrupt(operation: &'static str, message: String) -> LedgerError {
     LedgerError {
         operation,
+        kind: LedgerErrorKind::Corrupt,
         message,
         source: None,
     }
+}
+
+/// Reads a time the ledger stored.
+pub fn parse_stamp(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Formats a time the way the ledger stores it.
@@ -217,6 +292,53 @@ fn get_s(item: &Item, name: &str) -> Option<String> {
         Some(AttributeValue::S(v)) => Some(v.clone()),
         _ => None,
     }
+}
+
+fn get_n(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The item a conditional write found instead of what it expected, when
+/// DynamoDB returned it (ReturnValuesOnConditionCheckFailure).
+fn condition_failed_item<R>(
+    err: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+) -> Option<Option<Item>> {
+    match err {
+        SdkError::ServiceError(ctx) => match ctx.err() {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
+                Some(e.item().cloned())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A new participation's item, as recorded (neither excluded nor released yet).
+fn new_participation_item(p: &NewParticipation, now: OffsetDateTime) -> Item {
+    let mut item: Item = participation_key(&p.assignment_id);
+    item.insert(WORKER_ID.into(), s(p.worker_id.as_str()));
+    item.insert(ASSIGNMENT_ID.into(), s(p.assignment_id.as_str()));
+    item.insert(HIT_ID.into(), s(p.hit_id.as_str()));
+    item.insert(LEARNED_BY.into(), s(p.learned.as_str()));
+    item.insert(RECORDED_AT.into(), s(stamp(now)));
+    if let Some(t) = &p.hit_type_id {
+        item.insert(HIT_TYPE_ID.into(), s(t.as_str()));
+    }
+    if let Some(t) = p.submit_time {
+        item.insert(SUBMIT_TIME.into(), s(stamp(t)));
+    }
+    if let Learned::Notification { event_doc_id } = &p.learned {
+        item.insert(EVENT_DOC_ID.into(), s(event_doc_id.as_str()));
+    }
+    item
 }
 
 fn participation_key(assignment: &AssignmentId) -> Item {
@@ -303,7 +425,90 @@ fn exclusion_from(operation: &'static str, item: &Item) -> Result<Exclusion, Led
         excluded_at: get_s(item, EXCLUDED_AT),
         excluded_because: get_s(item, EXCLUDED_BECAUSE),
         released_at: get_s(item, RELEASED_AT),
+        version: get_n(item, VERSION).unwrap_or(0),
+        granting_until: get_s(item, GRANTING_UNTIL),
     })
+}
+
+/// What taking an assignment's lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This caller holds the assignment until the lease runs out.
+    Taken,
+    /// The ledger already has this participation.
+    Known(Box<Participation>),
+    /// Another caller holds a live lease on it: its copy is being handled.
+    Busy,
+}
+
+/// Which released workers a new exclusion may exclude again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgainIf {
+    /// Only for a submission known to come after the release.
+    SubmittedAfterRelease(Option<OffsetDateTime>),
+    /// Always: the lab asked explicitly.
+    Always,
+}
+
+/// What starting an exclusion found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The ledger now says excluded (version `version`): grant before `until`.
+    Grant { version: u64, until: OffsetDateTime },
+    /// The worker is excluded already.
+    AlreadyExcluded { version: u64 },
+    /// Another attempt's grant window is open until `until`: try again after it.
+    GrantInFlight { until: String },
+    /// The worker was released after this participation: it grants nothing.
+    KeptReleased {
+        version: u64,
+        released_at: Option<String>,
+    },
+}
+
+/// How a participation settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Excluded; `granted` clears the grant window this caller opened.
+    Excluded {
+        granted: bool,
+    },
+    KeptReleased,
+}
+
+/// Which participation item a settlement writes.
+pub enum Record<'a> {
+    /// A participation the ledger does not have yet, written whole, held by
+    /// this lease owner (or by nobody: the CLI's backfill).
+    New {
+        participation: &'a NewParticipation,
+        lease_owner: Option<&'a str>,
+    },
+    /// A participation the ledger has (by hand, or recorded by an older version).
+    Existing(&'a Participation),
+}
+
+/// What settling came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Done,
+    /// The worker's standing changed since it was read: decide again.
+    WorkerChanged,
+    /// Another writer recorded this participation first.
+    ParticipationTaken,
+}
+
+/// What recording a release found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// The ledger said released already (nothing changed on the worker's item).
+    pub already_released: bool,
+    /// The version the worker's item has now.
+    pub version: u64,
+    /// A grant may still be in flight until then: revoke only after it.
+    pub grant_in_flight_until: Option<OffsetDateTime>,
+    /// Participations newly marked released.
+    pub participations: Vec<Participation>,
 }
 
 #[derive(Clone)]
@@ -492,8 +697,11 @@ impl Ledger {
             .set_key(Some(exclusion_key(worker, qualification)))
             .update_expression(format!(
                 "SET {WORKER_ID} = :worker, {QUALIFICATION_TYPE_ID} = :q, #state = :excluded, \
-                 {EXCLUDED_Q} = :q, {EXCLUDED_AT} = :now, {EXCLUDED_BECAUSE} = :because"
+                 {EXCLUDED_Q} = :q, {EXCLUDED_AT} = :now, {EXCLUDED_BECAUSE} = :because, \
+                 {VERSION} = if_not_exists({VERSION}, :zero) + :one REMOVE {GRANTING_UNTIL}"
             ))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_names("#state", STATE)
             .expression_attribute_values(":worker", s(worker.as_str()))
             .expression_attribute_values(":q", s(qualification.as_str()))
@@ -506,16 +714,65 @@ impl Ledger {
         Ok(())
     }
 
-    /// Marks the worker released under `qualification` and every one of
-    /// their participations released, so stale events do not exclude them
-    /// again. Returns the participations newly marked.
+    /// Marks the worker released under `qualification` (the worker's item
+    /// first: it is where the handler and a release serialise), then every
+    /// participation of theirs the ByWorker index shows, so stale events do
+    /// not exclude them again. A participation the index does not show yet
+    /// is covered by the worker's `released_at`, which the handler checks.
+    /// An already released worker keeps their first `released_at`.
     pub async fn record_release(
         &self,
         worker: &WorkerId,
         qualification: &QualificationTypeId,
         reason: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<Vec<Participation>, LedgerError> {
+    ) -> Result<ReleaseRecord, LedgerError> {
+        const OP: &str = "UpdateItem(exclusion released)";
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(exclusion_key(worker, qualification)))
+            .condition_expression(format!("attribute_not_exists({PK}) OR #state <> :released"))
+            .expression_attribute_names("#state", STATE)
+            .expression_attribute_values(":worker", s(worker.as_str()))
+            .expression_attribute_values(":q", s(qualification.as_str()))
+            .expression_attribute_values(":released", s("released"))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        let set = format!(
+            "SET {WORKER_ID} = :worker, {QUALIFICATION_TYPE_ID} = :q, #state = :released, \
+             {RELEASED_AT} = :now, {VERSION} = if_not_exists({VERSION}, :zero) + :one"
+        );
+        update = match reason {
+            Some(r) => update
+                .update_expression(format!(
+                    "{set}, {RELEASE_REASON} = :reason REMOVE {EXCLUDED_Q}, {GRANTING_UNTIL}"
+                ))
+                .expression_attribute_values(":reason", s(r)),
+            None => {
+                update.update_expression(format!("{set} REMOVE {EXCLUDED_Q}, {GRANTING_UNTIL}"))
+            }
+        };
+        let (already_released, version, grant_in_flight_until) = match update.send().await {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                let until = get_s(&old, GRANTING_UNTIL).and_then(|t| parse_stamp(&t));
+                (false, get_n(&old, VERSION).unwrap_or(0) + 1, until)
+            }
+            Err(e) => match condition_failed_item(&e) {
+                Some(old) => {
+                    let old = old.unwrap_or_default();
+                    (true, get_n(&old, VERSION).unwrap_or(0), None)
+                }
+                None => return Err(sdk_error(OP, e)),
+            },
+        };
         let mut released = Vec::new();
         for p in self.participations_of(worker).await? {
             if p.released_at.is_some() {
@@ -541,32 +798,371 @@ impl Ledger {
                 .map_err(|e| sdk_error("UpdateItem(participation released)", e))?;
             released.push(p);
         }
+        Ok(ReleaseRecord {
+            already_released,
+            version,
+            grant_in_flight_until,
+            participations: released,
+        })
+    }
+
+    /// Takes the lease on a submitted assignment before any MTurk call, so
+    /// that copies of one notification handled at once by two instances
+    /// cost one look-up and one grant, not two. One conditional write that
+    /// also tells, in the same round trip, whether the participation is
+    /// known already. An expired lease is taken over, so a crash loses nothing.
+    pub async fn lease_assignment(
+        &self,
+        assignment: &AssignmentId,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Lease, LedgerError> {
+        const OP: &str = "UpdateItem(assignment lease)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(participation_key(assignment)))
+            .update_expression(format!(
+                "SET {LEASE_OWNER} = :owner, {LEASE_UNTIL} = :until"
+            ))
+            .condition_expression(format!(
+                "attribute_not_exists({PK}) OR \
+                 (attribute_not_exists({WORKER_ID}) AND {LEASE_UNTIL} < :now)"
+            ))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", s(stamp(now + lease)))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Lease::Taken),
+            Err(e) => match condition_failed_item(&e) {
+                Some(Some(item)) if item.contains_key(WORKER_ID) => {
+                    Ok(Lease::Known(Box::new(participation_from(OP, &item)?)))
+                }
+                Some(_) => Ok(Lease::Busy),
+                None => Err(sdk_error(OP, e)),
+            },
+        }
+    }
+
+    /// Gives a lease back early (after a failure), so the redelivery need
+    /// not wait for it to run out. Best effort: a lease someone else took
+    /// over, or a participation recorded meanwhile, is left alone.
+    pub async fn release_lease(
+        &self,
+        assignment: &AssignmentId,
+        owner: &str,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "DeleteItem(assignment lease)";
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(participation_key(assignment)))
+            .condition_expression(format!(
+                "{LEASE_OWNER} = :owner AND attribute_not_exists({WORKER_ID})"
+            ))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind == LedgerErrorKind::ConditionFailed {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Starts excluding a worker: records them as excluded *before* any
+    /// grant (ledger first), and opens a grant window, in one conditional
+    /// write that also applies the release rule. A worker the lab released
+    /// is excluded again only when `again` says so; otherwise the answer is
+    /// `KeptReleased` and nothing is written.
+    pub async fn begin_exclusion(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        again: AgainIf,
+        because: &str,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Begin, LedgerError> {
+        const OP: &str = "UpdateItem(exclusion begun)";
+        let until = now + window;
+        // Never excluded; or a grant window that ran out unfinished (its
+        // caller crashed or failed): take it over.
+        let mut condition = format!(
+            "attribute_not_exists({PK}) OR (#state = :excluded AND {GRANTING_UNTIL} < :now)"
+        );
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(exclusion_key(worker, qualification)))
+            .update_expression(format!(
+                "SET {WORKER_ID} = :worker, {QUALIFICATION_TYPE_ID} = :q, #state = :excluded, \
+                 {EXCLUDED_Q} = :q, {EXCLUDED_AT} = :now, {EXCLUDED_BECAUSE} = :because, \
+                 {VERSION} = if_not_exists({VERSION}, :zero) + :one, {GRANTING_UNTIL} = :until"
+            ))
             .expression_attribute_names("#state", STATE)
             .expression_attribute_values(":worker", s(worker.as_str()))
             .expression_attribute_values(":q", s(qualification.as_str()))
-            .expression_attribute_values(":released", s("released"))
-            .expression_attribute_values(":now", s(stamp(now)));
-        let set = format!(
-            "SET {WORKER_ID} = :worker, {QUALIFICATION_TYPE_ID} = :q, #state = :released, {RELEASED_AT} = :now"
-        );
-        update = match reason {
-            Some(r) => update
-                .update_expression(format!(
-                    "{set}, {RELEASE_REASON} = :reason REMOVE {EXCLUDED_Q}"
-                ))
-                .expression_attribute_values(":reason", s(r)),
-            None => update.update_expression(format!("{set} REMOVE {EXCLUDED_Q}")),
-        };
-        update
+            .expression_attribute_values(":excluded", s("excluded"))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .expression_attribute_values(":until", s(stamp(until)))
+            .expression_attribute_values(":because", s(because))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        match again {
+            AgainIf::Always => {
+                condition.push_str(" OR #state = :released");
+                update = update.expression_attribute_values(":released", s("released"));
+            }
+            AgainIf::SubmittedAfterRelease(Some(submitted)) => {
+                condition.push_str(&format!(
+                    " OR (#state = :released AND {RELEASED_AT} < :submitted)"
+                ));
+                update = update
+                    .expression_attribute_values(":released", s("released"))
+                    .expression_attribute_values(":submitted", s(stamp(submitted)));
+            }
+            // Submitted at an unknown time: a release stands.
+            AgainIf::SubmittedAfterRelease(None) => {}
+        }
+        match update.condition_expression(condition).send().await {
+            Ok(out) => {
+                let new = out.attributes.unwrap_or_default();
+                Ok(Begin::Grant {
+                    version: get_n(&new, VERSION).unwrap_or(0),
+                    until,
+                })
+            }
+            Err(e) => match condition_failed_item(&e) {
+                Some(old) => {
+                    let old = old.unwrap_or_default();
+                    let version = get_n(&old, VERSION).unwrap_or(0);
+                    match (get_s(&old, STATE).as_deref(), get_s(&old, GRANTING_UNTIL)) {
+                        (Some("released"), _) => Ok(Begin::KeptReleased {
+                            version,
+                            released_at: get_s(&old, RELEASED_AT),
+                        }),
+                        // Open and not run out (else the condition took it over).
+                        (_, Some(until)) => Ok(Begin::GrantInFlight { until }),
+                        _ => Ok(Begin::AlreadyExcluded { version }),
+                    }
+                }
+                None => Err(sdk_error(OP, e)),
+            },
+        }
+    }
+
+    /// Closes a grant window whose grant failed, so that the next attempt
+    /// takes it over at once instead of waiting for it to run out. Only the
+    /// window this caller opened (`version`) is closed.
+    pub async fn close_grant_window(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        version: u64,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "UpdateItem(grant window closed)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(exclusion_key(worker, qualification)))
+            .update_expression(format!("SET {GRANTING_UNTIL} = :now"))
+            .condition_expression(format!(
+                "{VERSION} = :v AND attribute_exists({GRANTING_UNTIL})"
+            ))
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .send()
+            .await;
+        match result.map_err(|e| sdk_error(OP, e)) {
+            Err(e) if e.kind != LedgerErrorKind::ConditionFailed => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a participation whose worker is known but whose exclusion
+    /// failed (throttled, MTurk down), in place of the lease: its redelivery
+    /// then needs no MTurk look-up, and `status` shows it waiting.
+    pub async fn record_pending(
+        &self,
+        p: &NewParticipation,
+        lease_owner: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "PutItem(participation pending)";
+        let item = new_participation_item(p, now);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!(
+                "attribute_not_exists({WORKER_ID}) AND {LEASE_OWNER} = :owner"
+            ))
+            .expression_attribute_values(":owner", s(lease_owner))
             .send()
             .await
-            .map_err(|e| sdk_error("UpdateItem(exclusion released)", e))?;
-        Ok(released)
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(())
+    }
+
+    /// Settles a participation in one transaction: the participation is
+    /// written (excluded, or kept released) and the worker's grant window is
+    /// closed, both only if the worker's item still has `version`. If a
+    /// release came in between, nothing is written and the caller decides
+    /// again.
+    pub async fn finish_exclusion(
+        &self,
+        record: Record<'_>,
+        qualification: &QualificationTypeId,
+        version: u64,
+        settled: Settled,
+        released_at: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Finished, LedgerError> {
+        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+        const OP: &str = "TransactWriteItems(exclusion settled)";
+        let build = |e: aws_sdk_dynamodb::error::BuildError| corrupt(OP, e.to_string());
+        let worker = match &record {
+            Record::New { participation, .. } => &participation.worker_id,
+            Record::Existing(p) => &p.worker_id,
+        };
+        let worker_key = exclusion_key(worker, qualification);
+        let worker_item = match settled {
+            Settled::Excluded { granted: true } => TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(worker_key))
+                        .update_expression(format!("REMOVE {GRANTING_UNTIL}"))
+                        .condition_expression(format!("{VERSION} = :v"))
+                        .expression_attribute_values(":v", n(version))
+                        .build()
+                        .map_err(build)?,
+                )
+                .build(),
+            _ => TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(worker_key))
+                        .condition_expression(format!(
+                            "{VERSION} = :v OR (attribute_not_exists({VERSION}) AND :v = :zero)"
+                        ))
+                        .expression_attribute_values(":v", n(version))
+                        .expression_attribute_values(":zero", n(0))
+                        .build()
+                        .map_err(build)?,
+                )
+                .build(),
+        };
+        let stamp_now = stamp(now);
+        let participation_item = match record {
+            Record::New {
+                participation: p,
+                lease_owner,
+            } => {
+                let mut item = new_participation_item(p, now);
+                match settled {
+                    Settled::Excluded { .. } => {
+                        item.insert(EXCLUDED_AT.into(), s(stamp_now.clone()));
+                    }
+                    Settled::KeptReleased => {
+                        item.insert(RELEASED_AT.into(), s(released_at.unwrap_or(&stamp_now)));
+                        item.insert(
+                            RELEASE_REASON.into(),
+                            s("submitted before the worker was released: kept released"),
+                        );
+                    }
+                }
+                let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+                put = match lease_owner {
+                    Some(owner) => put
+                        .condition_expression(format!(
+                            "attribute_not_exists({WORKER_ID}) AND \
+                             (attribute_not_exists({PK}) OR {LEASE_OWNER} = :owner)"
+                        ))
+                        .expression_attribute_values(":owner", s(owner)),
+                    None => put.condition_expression(format!(
+                        "attribute_not_exists({WORKER_ID}) AND attribute_not_exists({LEASE_OWNER})"
+                    )),
+                };
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(build)?)
+                    .build()
+            }
+            Record::Existing(p) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(p.key()))
+                    .condition_expression(format!("attribute_exists({WORKER_ID})"))
+                    .expression_attribute_values(":now", s(stamp_now.clone()));
+                let update = match settled {
+                    Settled::Excluded { .. } => update.update_expression(format!(
+                        "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now)"
+                    )),
+                    Settled::KeptReleased => update
+                        .update_expression(format!("SET {RELEASED_AT} = :released"))
+                        .expression_attribute_values(
+                            ":released",
+                            s(released_at.unwrap_or(&stamp_now)),
+                        ),
+                };
+                TransactWriteItem::builder()
+                    .update(update.build().map_err(build)?)
+                    .build()
+            }
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(worker_item)
+            .transact_items(participation_item)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Finished::Done),
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                if let SdkError::ServiceError(ctx) = &e {
+                    if let TransactWriteItemsError::TransactionCanceledException(c) = ctx.err() {
+                        let failed = |i: usize| {
+                            c.cancellation_reasons()
+                                .get(i)
+                                .and_then(|r| r.code())
+                                .is_some_and(|code| code == "ConditionalCheckFailed")
+                        };
+                        if failed(0) {
+                            return Ok(Finished::WorkerChanged);
+                        }
+                        if failed(1) {
+                            return Ok(Finished::ParticipationTaken);
+                        }
+                    }
+                }
+                Err(sdk_error(OP, e))
+            }
+        }
     }
 
     /// Every participation of a worker (through the ByWorker index).

@@ -67,7 +67,9 @@ proptest! {
         let at = at.min(bad.len());
         bad.insert_str(at, &bad_char);
         let body = document("d", &[("T".into(), "H".into(), bad)]);
-        let err = Notification::parse(&body).unwrap_err().to_string();
+        // The document is read; the submission it cannot act on fails the record.
+        let n = Notification::parse(&body).unwrap();
+        let err = n.blocking_problem().expect("a blocking problem").problem.to_string();
         prop_assert!(err.contains("AssignmentId"), "{}", err);
     }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::exclusion::Excluder;
 use mturk_exclusion::ids::QualificationTypeId;
-use mturk_exclusion::ledger::{Ledger, LedgerError};
+use mturk_exclusion::ledger::{Ledger, LedgerError, LedgerErrorKind};
 use mturk_exclusion::mturk::{Mturk, MturkEnvironment, MturkError, MturkErrorKind};
 use mturk_exclusion::rate::RateLimiter;
 
@@ -140,14 +140,22 @@ impl CliError {
 
 impl From<LedgerError> for CliError {
     fn from(e: LedgerError) -> Self {
-        let hint =
-            if e.message.contains("ResourceNotFound") || e.message.contains("non-existent table") {
+        let hint = match e.kind {
+            LedgerErrorKind::TableMissing => {
                 "check --table / --stack and the region (AWS_REGION or the profile's region)"
-            } else if e.message.contains("could not reach") {
-                "check the network and the DynamoDB endpoint"
-            } else {
+            }
+            LedgerErrorKind::Unreachable => "check the network and the DynamoDB endpoint",
+            LedgerErrorKind::Throttled => "DynamoDB is throttling: run again in a minute",
+            LedgerErrorKind::Denied => {
+                "check the AWS credentials (--profile) and their DynamoDB permissions on the table"
+            }
+            LedgerErrorKind::Corrupt => {
+                "an item in the ledger is not what this version writes: please report it, with the message"
+            }
+            LedgerErrorKind::ConditionFailed | LedgerErrorKind::Other => {
                 "check the table name, the region and the credentials' DynamoDB permissions"
-            };
+            }
+        };
         CliError::Environment {
             message: e.to_string(),
             hint: Some(hint.into()),

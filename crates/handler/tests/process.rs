@@ -40,6 +40,10 @@ fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
         ("QUEUE_URL", p.queues.url.clone()),
         ("RETRY_BACKOFF_BASE_SECS", "1".to_owned()),
         ("RETRY_BACKOFF_MAX_SECS", "2".to_owned()),
+        // Redeliveries here come seconds apart: a killed process's lease and
+        // grant window must run out on that scale too.
+        ("ASSIGNMENT_LEASE_SECS", "2".to_owned()),
+        ("GRANT_WINDOW_SECS", "6".to_owned()),
         // As template.yaml's LoggingConfig sets them.
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
         ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),

@@ -118,9 +118,44 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     sqs: Option<aws_sdk_sqs::Client>,
+    gates: Mutex<Vec<(String, usize, Gate)>>,
+}
+
+/// Calls held at the door, before they take effect, until the test opens
+/// the gate: how a test forces one interleaving of two writers
+/// deterministically (hold the handler's grant while a release runs).
+#[derive(Clone, Debug)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Semaphore>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gate {
+    /// Waits until one more held call has arrived at the gate.
+    pub async fn arrived(&self) {
+        if let Ok(permit) = self.arrived.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Lets every held call through, and every later one it was set for.
+    pub fn open(&self) {
+        self.open
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
 }
 
 impl Shared {
+    /// The gate a call to `operation` must wait at, if any is set.
+    pub(crate) fn gate_for(&self, operation: &str) -> Option<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = gates
+            .iter()
+            .position(|(op, left, _)| op == operation && *left > 0)?;
+        gates[i].1 -= 1;
+        Some(gates[i].2.clone())
+    }
+
     /// A panic elsewhere while the lock was held leaves the state as it was
     /// written so far; the double keeps serving rather than cascade panics.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -214,6 +249,7 @@ impl MturkDouble {
                 requests: 0,
             }),
             sqs,
+            gates: Mutex::new(Vec::new()),
         });
         let server = tokio::spawn(wire::serve(listener, shared.clone())).abort_handle();
         Ok(MturkDouble {
@@ -581,6 +617,22 @@ impl MturkDouble {
             .faults
             .lost_destinations
             .insert(queue_url.to_owned());
+    }
+
+    /// Holds the next `count` calls to `operation` before they take effect,
+    /// until the returned gate is opened.
+    pub fn hold_next(&self, operation: &str, count: usize) -> Gate {
+        let gate = Gate {
+            arrived: Arc::new(tokio::sync::Semaphore::new(0)),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        self.inner
+            .shared
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((operation.to_owned(), count, gate.clone()));
+        gate
     }
 
     /// Removes every fault: queued and random faults, throttling, latency and

@@ -105,6 +105,12 @@ async fn handle(
             .get("x-amz-target")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
+    if let Some(gate) = shared.gate_for(head.operation()) {
+        gate.arrived.add_permits(1);
+        if let Ok(permit) = gate.open.acquire().await {
+            permit.forget();
+        }
+    }
     let plan = shared.decide(&head, &bytes, SystemTime::now());
     for pending in plan.deliveries {
         shared.deliver(pending).await;

@@ -100,6 +100,10 @@ impl Pipeline {
             deadline_margin: Duration::from_secs(6),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(2),
+            // Short, so that redeliveries a second apart are not held up
+            // for long by a lease or window an outage kept from closing.
+            assignment_lease: Duration::from_secs(2),
+            grant_window: Duration::from_secs(6),
         };
         (options.configure)(&mut config);
         let sdk = aws::load(None, options.limits).await;
