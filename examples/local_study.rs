@@ -39,6 +39,9 @@ fn spec(queue_url: &str) -> anyhow::Result<NotificationSpecification> {
         .transport(NotificationTransport::Sqs)
         .version("2014-08-15")
         .event_types(EventType::AssignmentSubmitted)
+        // They end the accept-time check's claims (section 5).
+        .event_types(EventType::AssignmentReturned)
+        .event_types(EventType::AssignmentAbandoned)
         .build()?)
 }
 
@@ -193,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Push everything through the handler.
     let (totals, drained) = source
-        .drain(&stack, function, Duration::from_secs(120))
+        .drain(&stack, function.clone(), Duration::from_secs(120))
         .await;
     println!(
         "Drained: {} in {:.1} s — {} invocations, {} records received, {} record failures",
@@ -247,8 +250,22 @@ async fn main() -> anyhow::Result<()> {
     for body in &dead {
         println!("  {}", body.chars().take(80).collect::<String>());
     }
+    // 5. The accept-time check, on a local Function URL (in process here;
+    //    the tests run the real binary behind it).
+    let checked = accept_time_check(
+        &stack,
+        &table,
+        &qualification,
+        &queues.url,
+        &worker(0),
+        &source,
+        function,
+    )
+    .await?;
+
     double.shutdown();
-    let ok = drained && agree == everyone.len() && silent == grants.len() && dead.len() == 1;
+    let ok =
+        drained && agree == everyone.len() && silent == grants.len() && dead.len() == 1 && checked;
     println!(
         "\n{}",
         if ok {
@@ -261,4 +278,120 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// A worker accepts two HITs at once (busy on the second), a repeat worker
+/// is told they took part, and a returned HIT frees the worker. Returns
+/// whether every answer was the expected one.
+async fn accept_time_check<F, Fut>(
+    stack: &Stack,
+    table: &str,
+    qualification: &QualificationTypeId,
+    queue_url: &str,
+    repeat_worker: &str,
+    source: &EventSource,
+    function: F,
+) -> anyhow::Result<bool>
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<
+            Output = Result<aws_lambda_events::event::sqs::SqsBatchResponse, String>,
+        > + Send,
+{
+    use mturk_exclusion::check::{respond, Checker};
+    use testkit::function_url::{http, Cors, FunctionUrl};
+
+    let checker = Arc::new(Checker::new(
+        Ledger::new(stack.dynamodb.clone(), table),
+        qualification.clone(),
+        time::Duration::minutes(60),
+    ));
+    // What Lambda hands the function for a Function URL request (payload
+    // 2.0) goes to the library's rules; CORS comes from template.yaml.
+    let invoke: testkit::function_url::Invoke = Arc::new(move |event: serde_json::Value| {
+        let checker = checker.clone();
+        Box::pin(async move {
+            let method = event["requestContext"]["http"]["method"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let query = event["rawQueryString"].as_str().map(str::to_owned);
+            let body_len = event["body"].as_str().map_or(0, str::len);
+            let r = respond(
+                &checker,
+                &method,
+                query.as_deref(),
+                body_len,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await;
+            Ok(serde_json::json!({
+                "statusCode": r.status,
+                "headers": {"content-type": "application/json"},
+                "body": r.body,
+            }))
+        })
+    });
+    let url = FunctionUrl::start(
+        "exclusion-check",
+        Cors::from_template("ExclusionCheckFunction")?,
+        invoke,
+    )
+    .await?;
+    println!("\nAccept-time check at {}", url.url());
+    let ask = |worker: String, assignment: &'static str, hit: &'static str| {
+        let base = url.url();
+        async move {
+            let r = http(
+                "GET",
+                &format!("{base}?workerId={worker}&assignmentId={assignment}&hitId={hit}"),
+                &[],
+                b"",
+            )
+            .await?;
+            let v: serde_json::Value = serde_json::from_str(&r.body)?;
+            anyhow::Ok(v["reason"].as_str().unwrap_or("?").to_owned())
+        }
+    };
+    let fresh = worker(9_999);
+    let (hit_a, hit_b) = (
+        "3DEMOHITAAAAAAAAAAAAAAAAAAAAA1",
+        "3DEMOHITBBBBBBBBBBBBBBBBBBBBB2",
+    );
+    let (x1, x2) = (
+        "3DEMOASSIGNMENTXXXXXXXXXXXXXX1",
+        "3DEMOASSIGNMENTXXXXXXXXXXXXXX2",
+    );
+    let first = ask(fresh.clone(), x1, hit_a).await?;
+    let second = ask(fresh.clone(), x2, hit_b).await?;
+    println!("  a new worker accepts HIT A: {first}; and HIT B at the same time: {second}");
+    let repeat = ask(
+        repeat_worker.to_owned(),
+        "3DEMOASSIGNMENTXXXXXXXXXXXXXX3",
+        hit_b,
+    )
+    .await?;
+    println!("  a worker of the first study accepts HIT B: {repeat}");
+    // The worker returns HIT A: MTurk notifies the queue, the handler ends the claim.
+    let returned = testkit::pipeline::document(
+        "demo-returned",
+        &[serde_json::json!({
+            "EventType": "AssignmentReturned",
+            "EventTimestamp": "2026-03-02T17:04:11Z",
+            "HITTypeId": "3DEMOHITTYPE00000000000000000",
+            "HITId": hit_a,
+            "AssignmentId": x1,
+        })],
+    );
+    stack
+        .sqs
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(returned)
+        .send()
+        .await?;
+    source.drain(stack, function, Duration::from_secs(30)).await;
+    let after = ask(fresh.clone(), x2, hit_b).await?;
+    println!("  they return HIT A; HIT B again: {after}");
+    Ok(first == "new" && second == "busy" && repeat == "took_part" && after == "new")
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment offline: cfn-lint, sam validate (with and without
-# --lint), sam build (the arm64 release build of exclusion-handler through
-# cargo-lambda and zig), and that the result is an aarch64 ELF.
+# --lint), sam build (the arm64 release builds of exclusion-handler and
+# exclusion-check through cargo-lambda and zig), and that both results are
+# aarch64 ELF executables.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -16,9 +17,12 @@ Usage: scripts/check-template.sh [--no-build] [--help]
      rustup target aarch64-unknown-linux-gnu)
   2. cfn-lint template.yaml
   3. sam validate, sam validate --lint   (offline; dummy credentials)
-  4. sam build  -> .aws-sam/build/ExclusionFunction/bootstrap, checked to be an
-     ARM aarch64 ELF executable. A clean release build (fat LTO) takes 5+
-     minutes on 2 cores; bounded by SAM_BUILD_TIMEOUT (default 2400 s).
+  4. sam build  -> .aws-sam/build/ExclusionFunction/bootstrap (exclusion-handler)
+     and .aws-sam/build/ExclusionCheckFunction/bootstrap (exclusion-check),
+     each checked to be an ARM aarch64 ELF executable. A clean release build
+     (fat LTO) takes 5+ minutes on 2 cores (the second function reuses the
+     first one's dependencies in the workspace's shared target/); bounded by
+     SAM_BUILD_TIMEOUT (default 2400 s).
 
 --no-build   stop after step 3
 EOF
@@ -62,13 +66,15 @@ if ((BUILD == 0)); then
   exit 0
 fi
 
-step "sam build (cargo lambda build --release --arm64 --bin exclusion-handler)"
+# Logical id -> binary, as template.yaml's BuildProperties name them.
+FUNCTIONS=(ExclusionFunction:exclusion-handler ExclusionCheckFunction:exclusion-check)
+
+step "sam build (cargo lambda build --release --arm64, one --bin per function)"
 t="$(now)"
 cargo lambda --version
 # No --beta-features: SAM CLI 1.170 has rust-cargolambda as a regular build
 # method (older versions needed the flag). --use-container would need Docker.
-BOOTSTRAP=".aws-sam/build/ExclusionFunction/bootstrap"
-rm -f "$BOOTSTRAP"
+for f in "${FUNCTIONS[@]}"; do rm -f ".aws-sam/build/${f%%:*}/bootstrap"; done
 set +e
 timeout "$SAM_BUILD_TIMEOUT" sam build --build-in-source --template-file template.yaml
 rc=$?
@@ -80,20 +86,29 @@ elif ((rc != 0)); then
 fi
 say "sam build: done ($(elapsed "$t"))"
 
-step "checking $BOOTSTRAP"
-[[ -f "$BOOTSTRAP" ]] || die "sam build produced no $BOOTSTRAP"
-[[ -x "$BOOTSTRAP" ]] || die "$BOOTSTRAP is not executable"
-# ELF header: magic 7f 45 4c 46, class 02 (64-bit), data 01 (little-endian),
-# e_machine (bytes 18-19, little-endian) b7 00 = EM_AARCH64.
-read -r -a hdr <<<"$(od -An -tx1 -N20 "$BOOTSTRAP" | tr -s ' \n' ' ')"
-if [[ "${hdr[*]:0:6}" != "7f 45 4c 46 02 01" || "${hdr[18]}${hdr[19]}" != "b700" ]]; then
-  die "$BOOTSTRAP is not a 64-bit little-endian aarch64 ELF (header: ${hdr[*]})"
-fi
-if command -v file >/dev/null; then
-  desc="$(file -b "$BOOTSTRAP")"
-  say "file: $desc"
-  [[ "$desc" == *"ARM aarch64"* ]] || die "file(1) does not call $BOOTSTRAP an ARM aarch64 binary"
-fi
-size="$(stat -c %s "$BOOTSTRAP")"
-say "bootstrap: aarch64 ELF, $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.1f MiB", b / 1048576 }'))"
+# check_aarch64 PATH LABEL: an executable 64-bit little-endian aarch64 ELF.
+check_aarch64() {
+  local bootstrap="$1" label="$2" desc size
+  step "checking $bootstrap ($label)"
+  [[ -f "$bootstrap" ]] || die "sam build produced no $bootstrap"
+  [[ -x "$bootstrap" ]] || die "$bootstrap is not executable"
+  # ELF header: magic 7f 45 4c 46, class 02 (64-bit), data 01 (little-endian),
+  # e_machine (bytes 18-19, little-endian) b7 00 = EM_AARCH64.
+  local -a hdr
+  read -r -a hdr <<<"$(od -An -tx1 -N20 "$bootstrap" | tr -s ' \n' ' ')"
+  if [[ "${hdr[*]:0:6}" != "7f 45 4c 46 02 01" || "${hdr[18]}${hdr[19]}" != "b700" ]]; then
+    die "$bootstrap is not a 64-bit little-endian aarch64 ELF (header: ${hdr[*]})"
+  fi
+  if command -v file >/dev/null; then
+    desc="$(file -b "$bootstrap")"
+    say "file: $desc"
+    [[ "$desc" == *"ARM aarch64"* ]] || die "file(1) does not call $bootstrap an ARM aarch64 binary"
+  fi
+  size="$(stat -c %s "$bootstrap")"
+  say "$label: aarch64 ELF, $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.1f MiB", b / 1048576 }'))"
+}
+
+for f in "${FUNCTIONS[@]}"; do
+  check_aarch64 ".aws-sam/build/${f%%:*}/bootstrap" "${f#*:}"
+done
 say "all template checks passed in $(elapsed "$T0")"

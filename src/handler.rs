@@ -22,7 +22,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 use crate::config::Config;
 use crate::exclusion::{Excluder, Outcome};
 use crate::ids::shown;
-use crate::ledger::Ledger;
+use crate::ledger::{ClaimEnd, Ledger};
 use crate::mturk::Mturk;
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
@@ -62,6 +62,8 @@ pub struct Summary {
     pub duplicates: usize,
     pub released: usize,
     pub heartbeats: usize,
+    /// Claims of the accept-time check ended by AssignmentReturned or AssignmentAbandoned.
+    pub claims_ended: usize,
     pub ignored: usize,
 }
 
@@ -81,6 +83,7 @@ impl Summary {
         self.duplicates += other.duplicates;
         self.released += other.released;
         self.heartbeats += other.heartbeats;
+        self.claims_ended += other.claims_ended;
         self.ignored += other.ignored;
     }
 }
@@ -291,6 +294,7 @@ impl Handler {
                 duplicates = s.duplicates,
                 released = s.released,
                 heartbeats = s.heartbeats,
+                claims_ended = s.claims_ended,
                 ignored = s.ignored,
                 "record done"
             ),
@@ -361,10 +365,24 @@ impl Handler {
                         .map_err(|e| Failure::Transient(e.to_string()))?;
                     summary.heartbeats += 1;
                 }
-                // Claims (the accept-time check) end here; until then these
-                // are acknowledged like any other event.
-                Event::AssignmentReturned { .. } | Event::AssignmentAbandoned { .. } => {
-                    summary.ignored += 1;
+                // The worker gave the assignment up: the accept-time check's
+                // claim on it ends. From the notification alone, without
+                // MTurk (GetAssignment does not answer for these): one write
+                // of the assignment's end marker, which the check reads.
+                Event::AssignmentReturned { assignment_id }
+                | Event::AssignmentAbandoned { assignment_id } => {
+                    let end = match event {
+                        Event::AssignmentReturned { .. } => ClaimEnd::Returned,
+                        _ => ClaimEnd::Abandoned,
+                    };
+                    self.excluder
+                        .ledger()
+                        .end_claim(assignment_id, end, OffsetDateTime::now_utc())
+                        .await
+                        .map_err(|e| {
+                            Failure::Transient(format!("assignment {assignment_id}: {e}"))
+                        })?;
+                    summary.claims_ended += 1;
                 }
                 Event::Other { event_type } => {
                     info!(event_type = %event_type, "event acknowledged; nothing to do");

@@ -24,8 +24,10 @@
 //!   - [`ops::backfill`]: `exclude`'s gathering (HITs, HIT types, files, workers by hand)
 //!     and its real and dry runs, both through [`exclusion::decide`];
 //!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells.
+//! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 
 pub mod aws;
+pub mod check;
 pub mod config;
 pub mod exclusion;
 pub mod handler;

@@ -590,13 +590,21 @@ impl Mturk {
     }
 
     /// Points a HIT type's AssignmentSubmitted notifications at a queue,
-    /// replacing any earlier destination.
+    /// with AssignmentReturned and AssignmentAbandoned (they end the
+    /// accept-time check's claims), replacing any earlier setting.
     pub async fn subscribe(&self, hit_type: &HitTypeId, queue_url: &str) -> Result<(), MturkError> {
         self.limiter.acquire().await;
         self.client
             .update_notification_settings()
             .hit_type_id(hit_type.as_str())
-            .notification(specification(queue_url, &[EventType::AssignmentSubmitted])?)
+            .notification(specification(
+                queue_url,
+                &[
+                    EventType::AssignmentSubmitted,
+                    EventType::AssignmentReturned,
+                    EventType::AssignmentAbandoned,
+                ],
+            )?)
             .active(true)
             .send()
             .await
@@ -623,7 +631,14 @@ impl Mturk {
         self.limiter.acquire().await;
         self.client
             .send_test_event_notification()
-            .notification(specification(queue_url, &[EventType::AssignmentSubmitted])?)
+            .notification(specification(
+                queue_url,
+                &[
+                    EventType::AssignmentSubmitted,
+                    EventType::AssignmentReturned,
+                    EventType::AssignmentAbandoned,
+                ],
+            )?)
             .test_event_type(EventType::Ping)
             .send()
             .await

@@ -26,6 +26,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
 
+pub mod claims;
+pub use claims::{Claim, ClaimEnd, Replaceable, Standing};
+
 // Attribute names.
 const PK: &str = "pk";
 const SK: &str = "sk";

@@ -50,6 +50,7 @@ enum Command {
     Export(commands::export::Args),
     Reconcile(commands::reconcile::Args),
     Redrive(commands::redrive::Args),
+    Guard(commands::guard::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,12 +79,16 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if let Command::Requirement(args) = cli.command {
         return commands::requirement::run(&cli.global, args);
     }
+    // `guard` reads at most the stack's CheckUrl output.
+    if let Command::Guard(args) = cli.command {
+        return commands::guard::run(&cli.global, args).await;
+    }
     let ctx = Context::connect(cli.global).await?;
     match cli.command {
         Command::Init(args) => commands::init::run(&ctx, args).await,
         Command::Subscribe(args) => commands::subscribe::run(&ctx, args).await,
         Command::Unsubscribe(args) => commands::subscribe::run_unsubscribe(&ctx, args).await,
-        Command::Requirement(_) => unreachable!("handled above"),
+        Command::Requirement(_) | Command::Guard(_) => unreachable!("handled above"),
         Command::Exclude(args) => commands::exclude::run(&ctx, args).await,
         Command::Release(args) => commands::release::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,

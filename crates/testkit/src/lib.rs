@@ -8,12 +8,14 @@
 //! - [`pipeline`]: the whole pipeline from those parts plus the real handler,
 //!   and a runner for the CLI binary against it.
 //! - [`runtime_api`]: a Lambda Runtime API server, to drive the real binaries.
+//! - [`function_url`]: a Lambda Function URL on 127.0.0.1 (payload 2.0, the template's CORS).
 //! - [`dynamodb_local`]: a DynamoDB Local of a test's own, to kill and restart.
 //!
 //! The MTurk double is re-exported as [`mturk_double`].
 
 pub mod dynamodb_local;
 pub mod event_source;
+pub mod function_url;
 pub mod pipeline;
 pub mod runtime_api;
 pub mod table;

@@ -3,6 +3,7 @@
 
 pub mod exclude;
 pub mod export;
+pub mod guard;
 pub mod init;
 pub mod reconcile;
 pub mod redrive;

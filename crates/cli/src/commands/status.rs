@@ -195,6 +195,12 @@ struct HitTypeReport {
     /// When the ledger last recorded a participation of this HIT type
     /// (from a notification or a backfill).
     last_recorded_at: Option<String>,
+    /// The event types `subscribe` asked MTurk for (None: recorded before
+    /// they were noted, so AssignmentSubmitted only).
+    event_types: Option<Vec<String>>,
+    /// What the HIT type still lacks for the accept-time check's claims to
+    /// end on return or abandon (run `subscribe` on it again).
+    lacks_event_types: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -278,7 +284,28 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     let last_heartbeat_at = ledger.last_heartbeat().await?;
 
     let mut hit_types = Vec::new();
+    let events = ledger.subscription_events().await?;
     for sub in ledger.subscriptions().await? {
+        let event_types = events.get(sub.hit_type_id.as_str()).cloned().flatten();
+        let lacks_claim_events: Vec<String> = mturk_exclusion::check::NOTIFIED_EVENT_TYPES
+            .iter()
+            .filter(|e| {
+                !event_types
+                    .as_ref()
+                    .is_some_and(|have| have.iter().any(|h| h == *e))
+            })
+            .filter(|e| **e != "AssignmentSubmitted" || event_types.is_some())
+            .map(|e| (*e).to_owned())
+            .collect();
+        if sub.active && !lacks_claim_events.is_empty() {
+            problems.push(format!(
+                "HIT type {} is not subscribed to {}: claims of the accept-time check on it \
+                 only end by time; run `mturk-exclusion subscribe {}`",
+                sub.hit_type_id,
+                lacks_claim_events.join(", "),
+                sub.hit_type_id
+            ));
+        }
         let last_recorded_at = ledger.last_recorded_for(&sub.hit_type_id).await?;
         if sub.active && sub.verified_at.is_none() {
             problems.push(format!(
@@ -293,6 +320,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             subscribed_at: sub.subscribed_at.map(ledger::stamp),
             verified_at: sub.verified_at.map(ledger::stamp),
             last_recorded_at,
+            event_types,
+            lacks_event_types: lacks_claim_events,
         });
     }
 
@@ -416,6 +445,13 @@ fn print_text(r: &Report) {
                 or_never(&t.verified_at),
                 or_never(&t.last_recorded_at),
             );
+            if !t.lacks_event_types.is_empty() {
+                println!(
+                    "    lacks {} (run `mturk-exclusion subscribe {}` again)",
+                    t.lacks_event_types.join(", "),
+                    t.hit_type_id
+                );
+            }
         }
     }
     if !r.recent_failures.is_empty() {

@@ -16,7 +16,10 @@ use crate::context::{CliError, Context};
 use crate::output;
 
 /// Send each HIT type's AssignmentSubmitted notifications to the stack's
-/// queue, then prove that a notification really gets through.
+/// queue (with AssignmentReturned and AssignmentAbandoned, which free the
+/// accept-time check's claims), then prove that a notification really gets
+/// through. Running it again on a HIT type subscribed earlier adds the
+/// event types it lacks: MTurk replaces the whole setting.
 ///
 /// MTurk notifies per HIT type, and changing a HIT's title, reward or
 /// requirements makes a new HIT type: subscribe every HIT type a study uses,
@@ -204,6 +207,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             Ok(()) => {
                 ledger
                     .record_subscription(t, &queue_url, OffsetDateTime::now_utc())
+                    .await?;
+                // UpdateNotificationSettings replaced the whole setting: note
+                // which event types it now holds, so `status` can name HIT
+                // types subscribed before Returned/Abandoned were asked for.
+                ledger
+                    .record_subscription_events(t, mturk_exclusion::check::NOTIFIED_EVENT_TYPES)
                     .await?;
                 if !ctx.global.json {
                     eprintln!("Subscribed HIT type {t} to {queue_url}");

@@ -76,6 +76,19 @@ async fn status_reports_exclusions_failures_subscriptions_and_queues() {
     assert_eq!(t["queue_url"], p.queues.url.as_str());
     assert!(t["subscribed_at"].is_string() && t["verified_at"].is_string());
     assert!(t["last_recorded_at"].is_string(), "{t}");
+    // Recorded like a subscription made before Returned/Abandoned were asked for.
+    assert!(t["event_types"].is_null(), "{t}");
+    assert_eq!(
+        t["lacks_event_types"],
+        serde_json::json!(["AssignmentReturned", "AssignmentAbandoned"])
+    );
+    assert!(
+        s["problems"].as_array().unwrap().iter().any(|m| m
+            .as_str()
+            .unwrap()
+            .contains("not subscribed to AssignmentReturned")),
+        "{s}"
+    );
     assert_eq!(s["queue"]["url"], p.queues.url.as_str());
     assert_eq!(s["queue"]["visible"], 0);
     assert_eq!(s["dead_letter_queue"]["visible"], 1);

@@ -67,7 +67,28 @@ async fn subscribe_points_the_hit_type_at_the_queue_and_proves_the_round_trip() 
     assert_eq!(setting.destination, p.queues.url);
     assert_eq!(setting.transport, "SQS");
     assert!(setting.active);
-    assert_eq!(setting.event_types, vec!["AssignmentSubmitted".to_owned()]);
+    // Returned and Abandoned end the accept-time check's claims.
+    assert_eq!(
+        setting.event_types,
+        [
+            "AssignmentSubmitted",
+            "AssignmentReturned",
+            "AssignmentAbandoned"
+        ]
+    );
+    let noted = p.ledger.subscription_events().await.unwrap();
+    assert_eq!(
+        noted[hit_type.as_str()].as_deref(),
+        Some(
+            &[
+                "AssignmentSubmitted",
+                "AssignmentReturned",
+                "AssignmentAbandoned"
+            ]
+            .map(String::from)[..]
+        ),
+        "the ledger's record notes the event types"
+    );
 
     let tests = p.double.calls_to("SendTestEventNotification");
     assert_eq!(tests.len(), 1, "one test event per run");

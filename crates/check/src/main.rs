@@ -1,0 +1,82 @@
+//! The accept-time check (Function URL, `lambda_http`): builds its client
+//! once per cold start, then hands each request to the library's
+//! [`mturk_exclusion::check`] rules. One CloudWatch EMF line per request;
+//! no CORS headers (Lambda adds them from the URL's `Cors` block) and no
+//! worker ids in the logs.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_http::{service_fn, Body, Error, Request, Response};
+use mturk_exclusion::aws::{self, Limits};
+use mturk_exclusion::check::{emf_line, respond, CheckConfig, Checker};
+use mturk_exclusion::lambda::report_init_error;
+use time::OffsetDateTime;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = match CheckConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            report_init_error("ConfigError", &e).await;
+            return Err(e.into());
+        }
+    };
+    // A HIT page waits for the answer (and fails open after 4 s): short
+    // timeouts, two attempts, well inside the function's 5 s.
+    let limits = Limits {
+        connect: std::time::Duration::from_millis(500),
+        attempt: std::time::Duration::from_millis(1200),
+        operation: std::time::Duration::from_millis(3000),
+        max_attempts: 2,
+        initial_backoff: std::time::Duration::from_millis(50),
+    };
+    let sdk = aws::load(None, limits).await;
+    let checker = Arc::new(Checker::from_config(
+        &config,
+        aws_sdk_dynamodb::Client::new(&sdk),
+    ));
+    let pool: Arc<str> = config.pool.into();
+    lambda_http::run(service_fn(move |request: Request| {
+        let checker = Arc::clone(&checker);
+        let pool = Arc::clone(&pool);
+        async move { handle(&checker, &pool, request).await }
+    }))
+    .await
+}
+
+async fn handle(checker: &Checker, pool: &str, request: Request) -> Result<Response<Body>, Error> {
+    let started = Instant::now();
+    let body_len = match request.body() {
+        Body::Empty => 0,
+        Body::Text(t) => t.len(),
+        Body::Binary(b) => b.len(),
+        _ => 0,
+    };
+    let answer = respond(
+        checker,
+        request.method().as_str(),
+        request.uri().query(),
+        body_len,
+        OffsetDateTime::now_utc(),
+    )
+    .await;
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let line = emf_line(pool, answer.metric_reason, started.elapsed(), timestamp_ms);
+    // One line, straight to stdout (CloudWatch reads EMF from the log).
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let mut response = Response::builder()
+        .status(answer.status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store");
+    if answer.status == 405 {
+        response = response.header("allow", "GET");
+    }
+    Ok(response.body(Body::Text(answer.body))?)
+}

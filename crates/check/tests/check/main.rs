@@ -1,0 +1,135 @@
+//! The `exclusion-check` binary as Lambda runs it behind a Function URL:
+//! child processes polling local Runtime APIs (testkit::runtime_api), fed by
+//! testkit's local Function URL (payload 2.0, the template's CORS), on a
+//! fresh ledger table in DynamoDB Local.
+
+mod bench;
+mod browser;
+mod contract;
+mod race;
+
+use std::path::Path;
+use std::time::Duration;
+
+use testkit::function_url::{self, Cors, FunctionUrl, HttpReply};
+use testkit::pipeline::Pipeline;
+use testkit::runtime_api::{FunctionProcess, RuntimeApi};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_exclusion-check");
+pub const FUNCTION: &str = "exclusion-check";
+pub const HIT: &str = "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN";
+
+/// The check's environment as the template sets it, on this table.
+pub fn check_env(table: &str, qualification: &str, dynamodb: &str) -> Vec<(String, String)> {
+    [
+        ("TABLE_NAME", table),
+        ("QUALIFICATION_TYPE_ID", qualification),
+        ("CLAIM_MINUTES", "60"),
+        ("METRICS_POOL", "test-pool"),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub fn local_dynamodb() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB is set")
+}
+
+/// `n` instances of the real binary, each on its own Runtime API, behind one
+/// local Function URL (taken in turn, as Lambda spreads requests).
+pub struct Deployed {
+    pub url: FunctionUrl,
+    pub apis: Vec<RuntimeApi>,
+    pub processes: Vec<FunctionProcess>,
+}
+
+impl Deployed {
+    pub async fn start(n: usize, env: &[(String, String)]) -> Deployed {
+        let mut apis = Vec::new();
+        let mut processes = Vec::new();
+        for _ in 0..n {
+            let api = RuntimeApi::start_named(FUNCTION)
+                .await
+                .expect("runtime api");
+            processes.push(FunctionProcess::spawn(Path::new(BINARY), &api, env).expect("spawn"));
+            apis.push(api);
+        }
+        let cors = Cors::from_template("ExclusionCheckFunction").expect("the template's Cors");
+        let url = FunctionUrl::start(
+            FUNCTION,
+            cors,
+            function_url::over_runtime_apis(apis.clone(), Duration::from_secs(10)),
+        )
+        .await
+        .expect("function url");
+        Deployed {
+            url,
+            apis,
+            processes,
+        }
+    }
+
+    /// GET the check with a raw query string.
+    pub async fn get(&self, query: &str) -> HttpReply {
+        function_url::http("GET", &format!("{}?{query}", self.url.url()), &[], b"")
+            .await
+            .expect("request")
+    }
+
+    pub async fn check(&self, worker: &str, assignment: &str) -> HttpReply {
+        self.get(&format!(
+            "workerId={worker}&assignmentId={assignment}&hitId={HIT}"
+        ))
+        .await
+    }
+
+    /// Every log line of every instance.
+    pub fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(FunctionProcess::log_text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A pipeline (ledger table, queue, handler, MTurk double) with the check
+/// deployed on its table.
+pub async fn deployed(n: usize) -> (Pipeline, Deployed) {
+    let p = Pipeline::start().await;
+    let env = check_env(
+        p.ledger.table(),
+        p.qualification.as_str(),
+        &local_dynamodb(),
+    );
+    let d = Deployed::start(n, &env).await;
+    (p, d)
+}
+
+static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh id of MTurk's shape with a prefix (`A` for workers).
+pub fn fresh(prefix: &str) -> String {
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{:X}{n:X}", nanos % 0xFFFF_FFFF_FFFF).to_uppercase()
+}
+
+/// `(eligible, reason)` of a 200 answer, which must hold exactly those two.
+pub fn verdict(r: &HttpReply) -> (bool, String) {
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    let o = v.as_object().expect("an object");
+    assert_eq!(o.len(), 2, "nothing else in the answer: {v}");
+    (
+        o["eligible"].as_bool().expect("eligible"),
+        o["reason"].as_str().expect("reason").to_owned(),
+    )
+}

@@ -1,0 +1,680 @@
+//! The accept-time check: a HIT page asks, right after the worker accepted,
+//! whether this worker may go on. The rules live here; `crates/check` is
+//! only the Lambda around them (a Function URL, `lambda_http`).
+//!
+//! `GET ?workerId=…&assignmentId=…&hitId=…` answers
+//! `200 {"eligible": bool, "reason": R}`, with R one of
+//!
+//! - `preview`: assignmentId is `ASSIGNMENT_ID_NOT_AVAILABLE`, or there is
+//!   no workerId. Nothing is written. With a workerId (a preview of a worker
+//!   MTurk let see the page) the ledger is still read, and a worker who took
+//!   part is answered `took_part` (not eligible) so the page can say so
+//!   before they accept; otherwise `preview` (eligible). A preview never
+//!   answers `busy`: the worker may return the other HIT before accepting.
+//! - `took_part`: the worker's exclusion is `excluded` (a participation the
+//!   lab has not released). Wins over any claim. Nothing is written.
+//! - `same_assignment`: the worker's open claim is for this very assignment
+//!   (a reload). Eligible; the claim is not extended.
+//! - `busy`: an open claim on another assignment. Not eligible.
+//! - `new`: free; the worker is now claimed for this assignment. Eligible.
+//!
+//! A claim is open until it expires (`CLAIM_MINUTES`), its assignment is
+//! returned or abandoned (marker written by the SQS handler), or the lab
+//! releases the worker (a claim made at or before the release no longer
+//! counts). Once the submission is recorded the worker "took part", which
+//! wins over the claim.
+//!
+//! Errors: `400 {"error": …}` naming the parameter (missing, malformed,
+//! repeated) or the oversized part, with nothing read or written; `405` for
+//! any method but GET; `503` when the ledger cannot be reached. The answer
+//! says nothing about other workers, studies, dates or counts, and nothing
+//! here logs a worker id.
+
+use std::time::Duration as StdDuration;
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::ids::{AssignmentId, HitId, InvalidId, QualificationTypeId, WorkerId};
+use crate::ledger::claims::MAX_CLAIM;
+use crate::ledger::{Ledger, LedgerError, Replaceable, Standing};
+
+/// The assignment id MTurk puts on a HIT page in preview.
+pub const PREVIEW_ASSIGNMENT: &str = "ASSIGNMENT_ID_NOT_AVAILABLE";
+/// The longest query string taken (three ids of at most 255 bytes, their
+/// names, and room for the other parameters MTurk appends).
+pub const MAX_QUERY_BYTES: usize = 2048;
+/// The largest body taken: a GET has none.
+pub const MAX_BODY_BYTES: usize = 1024;
+/// The event types `subscribe` asks MTurk for (the same list as
+/// [`crate::mturk::Mturk::subscribe`] sends): submissions exclude,
+/// returns and abandons end claims.
+pub const NOTIFIED_EVENT_TYPES: &[&str] = &[
+    "AssignmentSubmitted",
+    "AssignmentReturned",
+    "AssignmentAbandoned",
+];
+/// How often a lost race is read again before giving up (503).
+const ATTEMPTS: usize = 3;
+
+/// The answer's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Preview,
+    New,
+    SameAssignment,
+    Busy,
+    TookPart,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Preview => "preview",
+            Reason::New => "new",
+            Reason::SameAssignment => "same_assignment",
+            Reason::Busy => "busy",
+            Reason::TookPart => "took_part",
+        }
+    }
+
+    pub fn eligible(self) -> bool {
+        matches!(self, Reason::Preview | Reason::New | Reason::SameAssignment)
+    }
+}
+
+/// The check's settings, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// `TABLE_NAME`
+    pub table_name: String,
+    /// `QUALIFICATION_TYPE_ID`
+    pub qualification_type_id: QualificationTypeId,
+    /// `CLAIM_MINUTES` (1 to 10080, default 60)
+    pub claim: Duration,
+    /// `METRICS_POOL`: the `Pool` dimension of the metrics (default `default`).
+    pub pool: String,
+}
+
+pub use crate::config::ConfigError;
+
+impl CheckConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |v: &str| lookup(v).filter(|x| !x.trim().is_empty());
+        let required = |variable: &'static str| {
+            get(variable).ok_or(ConfigError {
+                variable,
+                problem: "is not set".into(),
+            })
+        };
+        let table_name = required("TABLE_NAME")?;
+        let qualification_type_id = QualificationTypeId::parse(&required("QUALIFICATION_TYPE_ID")?)
+            .map_err(|e| ConfigError {
+                variable: "QUALIFICATION_TYPE_ID",
+                problem: e.to_string(),
+            })?;
+        let claim = match get("CLAIM_MINUTES") {
+            None => Duration::minutes(60),
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(m) if m >= 1 && Duration::minutes(m) <= MAX_CLAIM => Duration::minutes(m),
+                _ => {
+                    return Err(ConfigError {
+                        variable: "CLAIM_MINUTES",
+                        problem: format!("{v:?} is not a whole number of minutes from 1 to 10080"),
+                    })
+                }
+            },
+        };
+        Ok(CheckConfig {
+            table_name,
+            qualification_type_id,
+            claim,
+            pool: get("METRICS_POOL").unwrap_or_else(|| "default".into()),
+        })
+    }
+}
+
+/// A request the check will answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckRequest {
+    /// Preview: no claim. With a worker id the ledger is still read.
+    Preview {
+        worker: Option<WorkerId>,
+        hit: HitId,
+    },
+    /// After accept.
+    Accepted {
+        worker: WorkerId,
+        assignment: AssignmentId,
+        hit: HitId,
+    },
+}
+
+/// Why a request is refused before the ledger is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 405
+    Method,
+    /// 400, with the message naming the parameter or part.
+    Bad(String),
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding; a bad escape is kept as
+/// it is (the id check then refuses it).
+fn decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of one parameter: absent, or present once.
+fn single(pairs: &[(String, String)], name: &str) -> Result<Option<String>, Refusal> {
+    let mut found = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    let first = found.next().cloned();
+    if found.next().is_some() {
+        return Err(Refusal::Bad(format!("{name} is given more than once")));
+    }
+    Ok(first)
+}
+
+fn id<T>(
+    name: &str,
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, InvalidId>,
+) -> Result<T, Refusal> {
+    parse(raw).map_err(|e| Refusal::Bad(format!("{name}: {}", e.problem)))
+}
+
+impl CheckRequest {
+    /// Reads a request: its method, raw query string and body size.
+    pub fn parse(method: &str, query: Option<&str>, body_len: usize) -> Result<Self, Refusal> {
+        if method != "GET" {
+            return Err(Refusal::Method);
+        }
+        let query = query.unwrap_or("");
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(Refusal::Bad(format!(
+                "the query string is longer than {MAX_QUERY_BYTES} bytes"
+            )));
+        }
+        if body_len > MAX_BODY_BYTES {
+            return Err(Refusal::Bad(format!(
+                "the body is longer than {MAX_BODY_BYTES} bytes (send a GET without one)"
+            )));
+        }
+        let pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (decode(k), decode(v)),
+                None => (decode(p), String::new()),
+            })
+            .collect();
+        let worker = single(&pairs, "workerId")?;
+        let assignment = single(&pairs, "assignmentId")?;
+        let hit = single(&pairs, "hitId")?;
+        let assignment =
+            assignment.ok_or_else(|| Refusal::Bad("assignmentId is missing".into()))?;
+        let hit = hit.ok_or_else(|| Refusal::Bad("hitId is missing".into()))?;
+        let hit = id("hitId", &hit, HitId::parse)?;
+        let worker = worker
+            .map(|w| id("workerId", &w, WorkerId::parse))
+            .transpose()?;
+        if assignment == PREVIEW_ASSIGNMENT {
+            return Ok(CheckRequest::Preview { worker, hit });
+        }
+        let assignment = id("assignmentId", &assignment, AssignmentId::parse)?;
+        Ok(match worker {
+            None => CheckRequest::Preview { worker: None, hit },
+            Some(worker) => CheckRequest::Accepted {
+                worker,
+                assignment,
+                hit,
+            },
+        })
+    }
+}
+
+/// What the ledger says about this worker and this assignment, before
+/// any end marker is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    TookPart,
+    SameAssignment,
+    /// A live claim on another assignment (unless its marker says it ended).
+    Busy {
+        assignment: String,
+    },
+    /// No claim that counts: claim it.
+    Free,
+}
+
+/// The rules, on one read of the worker's standing.
+pub fn assess(standing: &Standing, assignment: &str, now: OffsetDateTime) -> Assessment {
+    if standing.took_part {
+        return Assessment::TookPart;
+    }
+    let Some(claim) = &standing.claim else {
+        return Assessment::Free;
+    };
+    let expired = claim.expires_at <= now.unix_timestamp();
+    let before_release = standing
+        .released_at
+        .as_deref()
+        .is_some_and(|r| claim.claimed_at.as_str() <= r);
+    if expired || before_release {
+        Assessment::Free
+    } else if claim.assignment_id == assignment {
+        Assessment::SameAssignment
+    } else {
+        Assessment::Busy {
+            assignment: claim.assignment_id.clone(),
+        }
+    }
+}
+
+/// The check against the ledger.
+#[derive(Clone)]
+pub struct Checker {
+    ledger: Ledger,
+    qualification: QualificationTypeId,
+    claim: Duration,
+}
+
+impl Checker {
+    pub fn new(ledger: Ledger, qualification: QualificationTypeId, claim: Duration) -> Self {
+        Checker {
+            ledger,
+            qualification,
+            claim,
+        }
+    }
+
+    pub fn from_config(config: &CheckConfig, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        Checker::new(
+            Ledger::new(dynamodb, &config.table_name),
+            config.qualification_type_id.clone(),
+            config.claim,
+        )
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Decides, and claims the worker when free.
+    pub async fn check(
+        &self,
+        request: &CheckRequest,
+        now: OffsetDateTime,
+    ) -> Result<Reason, CheckFailure> {
+        let (worker, assignment, hit) = match request {
+            CheckRequest::Preview { worker: None, .. } => return Ok(Reason::Preview),
+            CheckRequest::Preview {
+                worker: Some(worker),
+                ..
+            } => {
+                let standing = self.ledger.standing(worker, &self.qualification).await?;
+                return Ok(if standing.took_part {
+                    Reason::TookPart
+                } else {
+                    Reason::Preview
+                });
+            }
+            CheckRequest::Accepted {
+                worker,
+                assignment,
+                hit,
+            } => (worker, assignment, hit),
+        };
+        for _ in 0..ATTEMPTS {
+            let standing = self.ledger.standing(worker, &self.qualification).await?;
+            let mut ended = None;
+            match assess(&standing, assignment.as_str(), now) {
+                Assessment::TookPart => return Ok(Reason::TookPart),
+                Assessment::SameAssignment => return Ok(Reason::SameAssignment),
+                Assessment::Busy { assignment: other } => {
+                    if !self.ledger.claim_ended(&other).await? {
+                        return Ok(Reason::Busy);
+                    }
+                    ended = Some(other);
+                }
+                Assessment::Free => {}
+            }
+            let won = self
+                .ledger
+                .try_claim(
+                    worker,
+                    &self.qualification,
+                    assignment,
+                    hit,
+                    now,
+                    self.claim,
+                    Replaceable {
+                        released_at: standing.released_at.as_deref(),
+                        ended_assignment: ended.as_deref(),
+                    },
+                )
+                .await?;
+            if won {
+                return Ok(Reason::New);
+            }
+            // Another check wrote first: read again and answer from its claim.
+        }
+        Err(CheckFailure::Contention)
+    }
+}
+
+/// Why the check could not answer (503).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailure {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the claim changed under every attempt")]
+    Contention,
+}
+
+/// An HTTP answer, before the Lambda wraps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// A JSON document.
+    pub body: String,
+    /// The `Reason` dimension of the metrics: a reason, `invalid` or `unavailable`.
+    pub metric_reason: &'static str,
+}
+
+impl Response {
+    fn answer(reason: Reason) -> Self {
+        Response {
+            status: 200,
+            body: json!({"eligible": reason.eligible(), "reason": reason.as_str()}).to_string(),
+            metric_reason: reason.as_str(),
+        }
+    }
+
+    fn error(status: u16, message: &str, metric_reason: &'static str) -> Self {
+        Response {
+            status,
+            body: json!({ "error": message }).to_string(),
+            metric_reason,
+        }
+    }
+}
+
+/// One request, start to end: parse, decide, answer. Never panics on input.
+pub async fn respond(
+    checker: &Checker,
+    method: &str,
+    query: Option<&str>,
+    body_len: usize,
+    now: OffsetDateTime,
+) -> Response {
+    let request = match CheckRequest::parse(method, query, body_len) {
+        Ok(r) => r,
+        Err(Refusal::Method) => {
+            return Response::error(405, "only GET is allowed", "invalid");
+        }
+        Err(Refusal::Bad(message)) => return Response::error(400, &message, "invalid"),
+    };
+    match checker.check(&request, now).await {
+        Ok(reason) => Response::answer(reason),
+        Err(e) => {
+            // The error names no worker: ledger errors carry the operation
+            // and DynamoDB's message only.
+            tracing::warn!(error = %e, "check unavailable");
+            Response::error(
+                503,
+                "the ledger cannot be reached; try again",
+                "unavailable",
+            )
+        }
+    }
+}
+
+/// One CloudWatch Embedded Metric Format document for one request: `Checks`
+/// (Count) by [Pool, Reason] and `CheckLatency` (Milliseconds) by [Pool].
+pub fn emf_line(pool: &str, reason: &str, latency: StdDuration, timestamp_ms: u64) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "MturkExclusion",
+                    "Dimensions": [["Pool", "Reason"]],
+                    "Metrics": [{"Name": "Checks", "Unit": "Count"}]
+                },
+                {
+                    "Namespace": "MturkExclusion",
+                    "Dimensions": [["Pool"]],
+                    "Metrics": [{"Name": "CheckLatency", "Unit": "Milliseconds"}]
+                }
+            ]
+        },
+        "Pool": pool,
+        "Reason": reason,
+        "Checks": 1,
+        "CheckLatency": (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Claim;
+    use time::macros::datetime;
+
+    const W: &str = "A1B2C3D4E5F6G7";
+    const A: &str = "3X4JMASXCM8FCX94IM0KEMYGMD5B0E";
+    const H: &str = "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN";
+
+    fn q(s: &str) -> Result<CheckRequest, Refusal> {
+        CheckRequest::parse("GET", Some(s), 0)
+    }
+
+    fn bad(r: Result<CheckRequest, Refusal>) -> String {
+        match r {
+            Err(Refusal::Bad(m)) => m,
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_three_ids() {
+        let r = q(&format!(
+            "workerId={W}&assignmentId={A}&hitId={H}&turkSubmitTo=https%3A%2F%2Fx"
+        ))
+        .unwrap();
+        assert!(matches!(r, CheckRequest::Accepted { .. }));
+        let r = q(&format!("assignmentId={PREVIEW_ASSIGNMENT}&hitId={H}")).unwrap();
+        assert_eq!(
+            r,
+            CheckRequest::Preview {
+                worker: None,
+                hit: HitId::parse(H).unwrap()
+            }
+        );
+        let r = q(&format!("assignmentId={A}&hitId={H}")).unwrap();
+        assert!(matches!(r, CheckRequest::Preview { worker: None, .. }));
+        let r = q(&format!(
+            "workerId={W}&assignmentId={PREVIEW_ASSIGNMENT}&hitId={H}"
+        ))
+        .unwrap();
+        assert!(matches!(
+            r,
+            CheckRequest::Preview {
+                worker: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refusals_name_the_parameter() {
+        assert!(bad(q(&format!("workerId={W}&hitId={H}"))).contains("assignmentId"));
+        assert!(bad(q(&format!("workerId={W}&assignmentId={A}"))).contains("hitId"));
+        assert!(
+            bad(q(&format!("workerId=A1%20B&assignmentId={A}&hitId={H}"))).starts_with("workerId")
+        );
+        assert!(bad(q(&format!("workerId=&assignmentId={A}&hitId={H}"))).starts_with("workerId"));
+        assert!(
+            bad(q(&format!("workerId={W}&assignmentId=x-y&hitId={H}"))).starts_with("assignmentId")
+        );
+        assert!(bad(q(&format!(
+            "workerId={W}&assignmentId={A}&hitId={H}&hitId={H}"
+        )))
+        .contains("hitId"));
+        let long = "A".repeat(256);
+        assert!(
+            bad(q(&format!("workerId={long}&assignmentId={A}&hitId={H}"))).starts_with("workerId")
+        );
+        let huge = "A".repeat(MAX_QUERY_BYTES);
+        assert!(bad(q(&format!("x={huge}"))).contains("query string"));
+        assert!(bad(CheckRequest::parse("GET", None, MAX_BODY_BYTES + 1)).contains("body"));
+        assert_eq!(CheckRequest::parse("POST", None, 0), Err(Refusal::Method));
+        assert_eq!(
+            CheckRequest::parse("OPTIONS", None, 0),
+            Err(Refusal::Method)
+        );
+    }
+
+    #[test]
+    fn decodes_form_encoding() {
+        assert_eq!(decode("a%41b+c"), "aAb c");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("%"), "%");
+    }
+
+    fn claim(assignment: &str, claimed_at: &str, expires_at: i64) -> Option<Claim> {
+        Some(Claim {
+            assignment_id: assignment.into(),
+            hit_id: H.into(),
+            claimed_at: claimed_at.into(),
+            expires_at,
+        })
+    }
+
+    #[test]
+    fn the_rules() {
+        let now = datetime!(2026-03-02 17:00:00 UTC);
+        let later = now.unix_timestamp() + 60;
+        let free = Standing::default();
+        assert_eq!(assess(&free, A, now), Assessment::Free);
+        let took = Standing {
+            took_part: true,
+            claim: claim(A, "2026-03-02T16:59:00.000Z", later),
+            ..Default::default()
+        };
+        assert_eq!(
+            assess(&took, A, now),
+            Assessment::TookPart,
+            "took part wins over a claim"
+        );
+        let mine = Standing {
+            claim: claim(A, "2026-03-02T16:59:00.000Z", later),
+            ..Default::default()
+        };
+        assert_eq!(assess(&mine, A, now), Assessment::SameAssignment);
+        assert_eq!(
+            assess(&mine, "OTHER", now),
+            Assessment::Busy {
+                assignment: A.into()
+            }
+        );
+        let expired = Standing {
+            claim: claim(A, "2026-03-02T15:59:00.000Z", now.unix_timestamp()),
+            ..Default::default()
+        };
+        assert_eq!(assess(&expired, "OTHER", now), Assessment::Free);
+        let released = Standing {
+            released_at: Some("2026-03-02T16:59:30.000Z".into()),
+            claim: claim(A, "2026-03-02T16:59:00.000Z", later),
+            ..Default::default()
+        };
+        assert_eq!(
+            assess(&released, "OTHER", now),
+            Assessment::Free,
+            "a claim from before the release"
+        );
+        let after = Standing {
+            released_at: Some("2026-03-02T16:58:00.000Z".into()),
+            claim: claim(A, "2026-03-02T16:59:00.000Z", later),
+            ..Default::default()
+        };
+        assert_eq!(
+            assess(&after, "OTHER", now),
+            Assessment::Busy {
+                assignment: A.into()
+            }
+        );
+    }
+
+    #[test]
+    fn answers_are_a_flag_and_a_reason() {
+        let r = Response::answer(Reason::Busy);
+        assert_eq!(r.body, r#"{"eligible":false,"reason":"busy"}"#);
+        let r = Response::answer(Reason::SameAssignment);
+        assert_eq!(r.body, r#"{"eligible":true,"reason":"same_assignment"}"#);
+    }
+
+    #[test]
+    fn claim_minutes_are_bounded() {
+        let base = |m: &'static str| {
+            move |k: &str| match k {
+                "TABLE_NAME" => Some("t".to_owned()),
+                "QUALIFICATION_TYPE_ID" => Some("3LB30G6JHY4JQ4T5QRCEBZ6B9YDKQD".to_owned()),
+                "CLAIM_MINUTES" => Some(m.to_owned()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            CheckConfig::from_lookup(base("90")).unwrap().claim,
+            Duration::minutes(90)
+        );
+        assert_eq!(
+            CheckConfig::from_lookup(base("")).unwrap().claim,
+            Duration::minutes(60)
+        );
+        assert_eq!(
+            CheckConfig::from_lookup(base("0")).unwrap_err().variable,
+            "CLAIM_MINUTES"
+        );
+        assert_eq!(
+            CheckConfig::from_lookup(base("10081"))
+                .unwrap_err()
+                .variable,
+            "CLAIM_MINUTES"
+        );
+        assert_eq!(CheckConfig::from_lookup(base("1")).unwrap().pool, "default");
+    }
+}

@@ -1,0 +1,331 @@
+//! Claims: the accept-time check's hold on a worker, one study at a time.
+//!
+//! Items (pk / sk):
+//! - `W#<worker>` / `C#<qualification>`: the worker's one claim. Attributes
+//!   `claim_assignment`, `claim_hit`, `claimed_at` (stamp) and `expires_at`
+//!   (epoch seconds, the table's TTL attribute, which also removes it some
+//!   time after it expired). It sits in the worker's partition next to the
+//!   exclusion item (`W#<worker>` / `X#<qualification>`), so one consistent
+//!   Query on the table (no index) reads both.
+//! - `CLAIMEND#<assignment>` / `E`: an assignment returned or abandoned,
+//!   written by the SQS handler from the notification alone (which carries
+//!   no worker id). A claim on that assignment is over; the check reads the
+//!   marker only when it finds a live claim on another assignment.
+//!   Expires after [`END_MARKER_TTL`], longer than any claim can live.
+//!
+//! The claim items deliberately carry none of the indexed attributes
+//! (`worker_id`, `hit_id`, `hit_type_id`, `excluded_q`), so they never show
+//! up in the ledger's indexes, which list participations and exclusions.
+//!
+//! Exactly one claim per worker: a claim is only ever written by a
+//! conditional UpdateItem whose condition says the claim it replaces is
+//! absent, expired, made at or before the worker's release, or on an
+//! assignment known to be returned or abandoned. Of N concurrent checks for
+//! one worker, exactly one write succeeds; the others fail the condition,
+//! read again and see the winner's claim.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::{Duration, OffsetDateTime};
+
+use super::{get_s, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK, STATE};
+use super::{RELEASED_AT, SUBSCRIPTION_PK};
+use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
+
+const CLAIM_ASSIGNMENT: &str = "claim_assignment";
+const CLAIM_HIT: &str = "claim_hit";
+const CLAIMED_AT: &str = "claimed_at";
+const ENDED_BY: &str = "ended_by";
+const ENDED_AT: &str = "ended_at";
+const END_MARKER_SK: &str = "E";
+const EVENT_TYPES: &str = "event_types";
+
+/// The longest claim the check may be configured for (the template's
+/// `ClaimMinutes` maximum, 7 days).
+pub const MAX_CLAIM: Duration = Duration::minutes(10_080);
+
+/// How long a returned or abandoned assignment's marker is kept: longer than
+/// any claim made before it can live.
+pub const END_MARKER_TTL: Duration = Duration::days(8);
+
+/// An open (or expired, or ended) claim as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub assignment_id: String,
+    pub hit_id: String,
+    pub claimed_at: String,
+    /// Epoch seconds.
+    pub expires_at: i64,
+}
+
+/// What the check needs to know about one worker, read in one Query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The exclusion item's state is `excluded`: a participation the lab
+    /// has not released.
+    pub took_part: bool,
+    /// When the lab last released the worker (claims made at or before it
+    /// do not count).
+    pub released_at: Option<String>,
+    pub claim: Option<Claim>,
+}
+
+/// Why a claim ended before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimEnd {
+    Returned,
+    Abandoned,
+}
+
+impl ClaimEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClaimEnd::Returned => "returned",
+            ClaimEnd::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// What a claim may replace, as the check read it just before.
+#[derive(Debug, Clone, Default)]
+pub struct Replaceable<'a> {
+    /// The worker's last release, if any.
+    pub released_at: Option<&'a str>,
+    /// The current claim's assignment, when its marker says it ended.
+    pub ended_assignment: Option<&'a str>,
+}
+
+fn claim_key(worker: &WorkerId, qualification: &QualificationTypeId) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(format!("W#{worker}"))),
+        (SK.to_owned(), s(format!("C#{qualification}"))),
+    ])
+}
+
+fn end_marker_pk(assignment: &str) -> String {
+    format!("CLAIMEND#{assignment}")
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+impl Ledger {
+    /// The worker's exclusion and claim under `qualification`, in one
+    /// consistent Query of the worker's partition (sk from `C#<q>` to
+    /// `X#<q>`).
+    pub async fn standing(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+    ) -> Result<Standing, LedgerError> {
+        const OP: &str = "Query(worker standing)";
+        let claim_sk = format!("C#{qualification}");
+        let exclusion_sk = format!("X#{qualification}");
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("{PK} = :pk AND {SK} BETWEEN :c AND :x"))
+            .expression_attribute_values(":pk", s(format!("W#{worker}")))
+            .expression_attribute_values(":c", s(claim_sk.as_str()))
+            .expression_attribute_values(":x", s(exclusion_sk.as_str()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let mut standing = Standing::default();
+        for item in &items {
+            let sk = get_s(item, SK).unwrap_or_default();
+            if sk == exclusion_sk {
+                standing.took_part = get_s(item, STATE).as_deref() == Some("excluded");
+                standing.released_at = get_s(item, RELEASED_AT);
+            } else if sk == claim_sk {
+                if let (Some(assignment_id), Some(claimed_at)) =
+                    (get_s(item, CLAIM_ASSIGNMENT), get_s(item, CLAIMED_AT))
+                {
+                    standing.claim = Some(Claim {
+                        assignment_id,
+                        hit_id: get_s(item, CLAIM_HIT).unwrap_or_default(),
+                        claimed_at,
+                        expires_at: get_n(item, EXPIRES_AT).unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(standing)
+    }
+
+    /// Whether an AssignmentReturned or AssignmentAbandoned notification
+    /// ended claims on `assignment` (a consistent Query of its marker).
+    pub async fn claim_ended(&self, assignment: &str) -> Result<bool, LedgerError> {
+        const OP: &str = "Query(claim end)";
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(format!("{PK} = :pk"))
+            .expression_attribute_values(":pk", s(end_marker_pk(assignment)))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(out.count > 0)
+    }
+
+    /// Claims `worker` for `assignment` until `now + duration`, unless
+    /// another claim holds them. Returns whether this write won.
+    ///
+    /// The condition: no claim, or an expired one, or one made at or before
+    /// the release the caller read, or one on the assignment the caller read
+    /// as ended. DynamoDB evaluates it atomically with the write, so of N
+    /// concurrent calls for one worker at most one succeeds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn try_claim(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        assignment: &AssignmentId,
+        hit: &HitId,
+        now: OffsetDateTime,
+        duration: Duration,
+        replaceable: Replaceable<'_>,
+    ) -> Result<bool, LedgerError> {
+        const OP: &str = "UpdateItem(claim)";
+        let mut condition = format!(
+            "attribute_not_exists({CLAIM_ASSIGNMENT}) OR attribute_not_exists({CLAIMED_AT}) \
+             OR {EXPIRES_AT} <= :now_s"
+        );
+        let mut values: Item = HashMap::from([
+            (":a".to_owned(), s(assignment.as_str())),
+            (":h".to_owned(), s(hit.as_str())),
+            (":now".to_owned(), s(stamp(now))),
+            (
+                ":now_s".to_owned(),
+                AttributeValue::N(now.unix_timestamp().to_string()),
+            ),
+            (
+                ":exp".to_owned(),
+                AttributeValue::N((now + duration).unix_timestamp().to_string()),
+            ),
+        ]);
+        if let Some(released) = replaceable.released_at {
+            condition.push_str(&format!(" OR {CLAIMED_AT} <= :released"));
+            values.insert(":released".into(), s(released));
+        }
+        if let Some(ended) = replaceable.ended_assignment {
+            condition.push_str(&format!(" OR {CLAIM_ASSIGNMENT} = :ended"));
+            values.insert(":ended".into(), s(ended));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(claim_key(worker, qualification)))
+            .update_expression(format!(
+                "SET {CLAIM_ASSIGNMENT} = :a, {CLAIM_HIT} = :h, {CLAIMED_AT} = :now, \
+                 {EXPIRES_AT} = :exp"
+            ))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(OP, e)),
+        }
+    }
+
+    /// Ends every claim on `assignment` (returned or abandoned), from the
+    /// notification alone: one unconditional write of the assignment's end
+    /// marker, keeping the first time and cause. The check treats a claim on
+    /// a marked assignment as free.
+    pub async fn end_claim(
+        &self,
+        assignment: &AssignmentId,
+        end: ClaimEnd,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "UpdateItem(claim end)";
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(end_marker_pk(assignment.as_str())))
+            .key(SK, s(END_MARKER_SK))
+            .update_expression(format!(
+                "SET {ENDED_BY} = if_not_exists({ENDED_BY}, :by), \
+                 {ENDED_AT} = if_not_exists({ENDED_AT}, :now), {EXPIRES_AT} = :exp"
+            ))
+            .expression_attribute_values(":by", s(end.as_str()))
+            .expression_attribute_values(":now", s(stamp(now)))
+            .expression_attribute_values(
+                ":exp",
+                AttributeValue::N((now + END_MARKER_TTL).unix_timestamp().to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        Ok(())
+    }
+
+    /// Notes on a HIT type's subscription record which event types MTurk
+    /// was told to send (after [`Ledger::record_subscription`]).
+    pub async fn record_subscription_events(
+        &self,
+        hit_type: &HitTypeId,
+        event_types: &[&str],
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {EVENT_TYPES} = :e"))
+            .expression_attribute_values(
+                ":e",
+                AttributeValue::L(event_types.iter().map(|e| s(*e)).collect()),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(subscription events)", e))?;
+        Ok(())
+    }
+
+    /// The event types each subscription record notes, by HIT type; `None`
+    /// for records written before they were noted (only AssignmentSubmitted).
+    pub async fn subscription_events(
+        &self,
+    ) -> Result<HashMap<String, Option<Vec<String>>>, LedgerError> {
+        const OP: &str = "Query(subscription events)";
+        let items = self
+            .query_all(OP, None, (PK, s(SUBSCRIPTION_PK)), None)
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let hit_type = get_s(i, SK)?;
+                let events = match i.get(EVENT_TYPES) {
+                    Some(AttributeValue::L(list)) => {
+                        Some(list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+                    }
+                    _ => None,
+                };
+                Some((hit_type, events))
+            })
+            .collect())
+    }
+}
