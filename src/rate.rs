@@ -364,22 +364,6 @@ mod tests {
         while Instant::now() < end {
             let sum: f64 = limiters.iter().map(|l| l.snapshot().rate).sum();
             sums.push(sum / r);
-            if std::env::var("SIM_TRACE").is_ok() {
-                let rates: Vec<String> = limiters
-                    .iter()
-                    .map(|l| {
-                        let s = l.snapshot();
-                        format!("{:.2}/{}/{}", s.rate, s.throttles, s.cuts)
-                    })
-                    .collect();
-                println!(
-                    "t={:?} ok={} thr={} {}",
-                    (Instant::now() - start).as_secs(),
-                    ok.load(Ordering::Relaxed),
-                    throttled.load(Ordering::Relaxed),
-                    rates.join(" ")
-                );
-            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         for t in tasks {
