@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::exclusion::{Excluder, Outcome};
 use crate::ids::shown;
 use crate::ledger::Ledger;
-use crate::mturk::Mturk;
+use crate::mturk::{retrying_throttles_until, Mturk};
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
 
@@ -275,7 +275,12 @@ impl Handler {
             return (index, Err(Failure::Deadline));
         }
         let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
-        let result = tokio::time::timeout_at(hard_stop, self.process_record(record))
+        // Throttled MTurk calls wait in here for their next slot, until the margin.
+        let work = retrying_throttles_until(
+            deadline - self.config.deadline_margin,
+            self.process_record(record),
+        );
+        let result = tokio::time::timeout_at(hard_stop, work)
             .instrument(span.clone())
             .await
             .unwrap_or(Err(Failure::Deadline));
