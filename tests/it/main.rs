@@ -8,3 +8,4 @@ mod faults;
 mod hostile_input;
 mod parser_properties;
 mod pipeline;
+mod rate;
