@@ -11,7 +11,7 @@
 //!   slots at the current rate; idle time is never banked as a burst.
 //! - **Slow start.** From [`INITIAL_RATE`] (or the ceiling, if lower) every
 //!   call that had to wait for its slot and succeeded raises the rate by
-//!   [`SLOW_START_GROWTH`] (×1.1), until the first throttle.
+//!   [`SLOW_START_GROWTH`] (×1.05), until the first throttle.
 //! - **Multiplicative decrease.** A throttled call cuts the rate to
 //!   [`DECREASE`] × rate (×0.5 for the first cut out of slow start, which
 //!   overshoots most). Only one cut per round: calls sent before the last cut
@@ -56,7 +56,7 @@ pub const SLOW_START_DECREASE: f64 = 0.5;
 /// MTurk's bucket needs a moment to refill.
 const HOLD_INTERVALS: u32 = 2;
 /// Growth per waited, succeeded call in slow start.
-pub const SLOW_START_GROWTH: f64 = 0.1;
+pub const SLOW_START_GROWTH: f64 = 0.05;
 /// Additive increase per accepted call, as a share of the rate at the last cut.
 pub const INCREASE: f64 = 0.005;
 
@@ -410,8 +410,14 @@ mod tests {
             println!("{line}");
             assert!(run.utilisation >= 0.9, "{line}");
             assert!(run.throttled_share < 0.05, "{line}");
+            // Settled: on average near R, and nine samples in ten within
+            // -30 %/+40 % of it (an instance that escaped the throttles
+            // for a while can briefly probe higher).
+            let mean = run.sums.iter().sum::<f64>() / run.sums.len() as f64;
+            let close = run.sums.iter().filter(|s| (0.7..=1.4).contains(*s)).count();
+            assert!((0.8..=1.2).contains(&mean), "{line}");
             assert!(
-                run.sums.iter().all(|s| (0.6..=1.5).contains(s)),
+                close * 10 >= run.sums.len() * 9,
                 "the sum oscillated wildly: {line}"
             );
         }
