@@ -430,10 +430,12 @@ async fn a_released_participation_is_not_granted_again_by_a_stale_event() {
 
 #[tokio::test]
 async fn the_deadline_is_met_and_unstarted_records_fail() {
-    let mut options = Options::default();
-    options.configure = |c| {
-        c.record_concurrency = 1;
-        c.deadline_margin = Duration::from_millis(1500);
+    let options = Options {
+        configure: |c| {
+            c.record_concurrency = 1;
+            c.deadline_margin = Duration::from_millis(1500);
+        },
+        ..Options::default()
     };
     let p = Pipeline::with(options).await;
     let hit = p.double.create_hit(&p.hit_type);
@@ -487,8 +489,10 @@ async fn a_batch_with_a_nameless_record_fails_whole() {
 
 #[tokio::test]
 async fn unknown_senders_are_refused_only_when_the_lab_asks() {
-    let mut options = Options::default();
-    options.configure = |c| c.reject_unknown_senders = true;
+    let options = Options {
+        configure: |c| c.reject_unknown_senders = true,
+        ..Options::default()
+    };
     let strict = Pipeline::with(options).await;
     let hit = strict.double.create_hit(&strict.hit_type);
     let a = strict.double.add_assignment(
