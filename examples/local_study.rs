@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         mturk_environment: MturkEnvironment::Sandbox,
         mturk_endpoint: Some(double.endpoint()),
         mturk_max_rps: 20.0,
+        mturk_start_rps: 20.0,
         queue_url: Some(queues.url.clone()),
         reject_unknown_senders: false,
         record_concurrency: 4,

@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<EOF
-Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [all]   (default: all)
+Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [rate] [all]   (default: all but rate)
 
   size        release binary size and profile
   cold-start  spawn -> first response, RUNS runs (default 20), also under
@@ -18,6 +18,12 @@ Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [all]   (defaul
               BURST_SUBMISSIONS submissions (default 2000) by BURST_WORKERS
               workers (default 714, the issue's 70000:25000 ratio), each run
               bounded by BURST_TIME_LIMIT seconds (default 1800)
+  rate        the rate matrix (issue 11): the same 1/35-scale burst, the
+              handler NOT told R (MTURK_MAX_RPS unset: the adaptive limit
+              under its default ceiling), for each CONCURRENCYxRPS cell of
+              RATE_MATRIX (default "2x5 5x5 2x20 5x20 2x2 5x2 2x50 5x50");
+              with OLD_BINARY set, each cell again with that (pre-adaptive)
+              handler binary at the old fixed MTURK_MAX_RPS=2 per instance
 
 Environment:
   AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_SQS  use these local services
@@ -25,6 +31,8 @@ Environment:
               DynamoDB Local and moto (and stops them again afterwards)
   RUNS, BATCHES, BURST_SUBMISSIONS, BURST_WORKERS, BURST_TIME_LIMIT, BURST_MATRIX
               (BURST_MATRIX: space-separated CONCURRENCYxRPS, default "2x20 5x20 2x5 5x5")
+  RATE_MATRIX, OLD_BINARY  (rate; OLD_BINARY e.g. a release exclusion-handler
+              built from commit 4ce9aad)
   BENCH_OUT   where the full output goes (default .local/bench/bench-<time>.log)
 
 The full issue-scale burst (70000 submissions, 25000 workers) needs
@@ -38,7 +46,7 @@ WHAT=()
 for a in "$@"; do
   case "$a" in
     -h | --help) usage; exit 0 ;;
-    size | cold-start | per-record | burst) WHAT+=("$a") ;;
+    size | cold-start | per-record | burst | rate) WHAT+=("$a") ;;
     all) WHAT+=(size cold-start per-record burst) ;;
     *) usage >&2; die "unknown argument: $a" ;;
   esac
@@ -51,6 +59,8 @@ BURST_SUBMISSIONS="${BURST_SUBMISSIONS:-2000}"
 BURST_WORKERS="${BURST_WORKERS:-714}"
 BURST_TIME_LIMIT="${BURST_TIME_LIMIT:-1800}"
 BURST_MATRIX="${BURST_MATRIX:-2x20 5x20 2x5 5x5}"
+RATE_MATRIX="${RATE_MATRIX:-2x5 5x5 2x20 5x20 2x2 5x2 2x50 5x50}"
+OLD_BINARY="${OLD_BINARY:-}"
 mkdir -p "$LOCAL_DIR/bench"
 BENCH_OUT="${BENCH_OUT:-$LOCAL_DIR/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).log}"
 
@@ -93,6 +103,18 @@ for w in "${WHAT[@]}"; do
       for cell in $BURST_MATRIX; do
         run burst --submissions "$BURST_SUBMISSIONS" --workers "$BURST_WORKERS" \
           --concurrency "${cell%x*}" --rps "${cell#*x}" --time-limit "$BURST_TIME_LIMIT" || warn "burst $cell failed"
+      done
+      ;;
+    rate)
+      for cell in $RATE_MATRIX; do
+        run burst --submissions "$BURST_SUBMISSIONS" --workers "$BURST_WORKERS" \
+          --concurrency "${cell%x*}" --rps "${cell#*x}" --time-limit "$BURST_TIME_LIMIT" \
+          --handler-rps default --label "new $cell" || warn "rate $cell (new) failed"
+        if [[ -n "$OLD_BINARY" ]]; then
+          run burst --submissions "$BURST_SUBMISSIONS" --workers "$BURST_WORKERS" \
+            --concurrency "${cell%x*}" --rps "${cell#*x}" --time-limit "$BURST_TIME_LIMIT" \
+            --handler-rps 2 --binary "$OLD_BINARY" --label "old $cell" || warn "rate $cell (old) failed"
+        fi
       done
       ;;
   esac

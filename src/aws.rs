@@ -87,6 +87,11 @@ pub async fn load(profile: Option<&str>, limits: Limits) -> SdkConfig {
 
 /// The MTurk client: always signed for us-east-1, endpoint by environment
 /// unless `endpoint_override` (from `AWS_ENDPOINT_URL_MTURK`) says otherwise.
+///
+/// Its SDK retries transient faults but never throttling: a throttled call
+/// goes back to `Mturk`, whose rate limiter slows down and retries it in its
+/// next slot (an SDK retry would go out behind the limiter's back, and hide
+/// the throttle from it until every attempt failed).
 pub fn mturk_client(
     sdk: &SdkConfig,
     environment: MturkEnvironment,
@@ -96,6 +101,7 @@ pub fn mturk_client(
     let config = aws_sdk_mturk::config::Builder::from(sdk)
         .region(Region::new(MTURK_REGION))
         .endpoint_url(endpoint)
+        .retry_classifier(crate::mturk::ThrottlesGoToTheLimiter)
         .build();
     aws_sdk_mturk::Client::from_conf(config)
 }

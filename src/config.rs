@@ -19,8 +19,14 @@ pub struct Config {
     pub mturk_environment: MturkEnvironment,
     /// `AWS_ENDPOINT_URL_MTURK`: overrides the environment's endpoint (local runs, tests).
     pub mturk_endpoint: Option<String>,
-    /// `MTURK_MAX_RPS`: MTurk calls per second from one instance.
+    /// `MTURK_MAX_RPS`: the most MTurk calls per second one instance ever
+    /// sends. A ceiling, not a guess: below it the instance finds MTurk's
+    /// rate by itself (`rate.rs`).
     pub mturk_max_rps: f64,
+    /// `MTURK_START_RPS`: where an instance's adaptive rate starts (at most
+    /// the ceiling): low, so that a few new instances together stay under
+    /// any account's limit before they have learned it.
+    pub mturk_start_rps: f64,
     /// `QUEUE_URL`: the source queue, for spacing out redeliveries. Optional.
     pub queue_url: Option<String>,
     /// `REJECT_UNKNOWN_SENDERS`: fail records whose SenderId is not MTurk's.
@@ -81,12 +87,24 @@ impl Config {
             }
         };
         let mturk_max_rps = match get("MTURK_MAX_RPS") {
-            None => 2.0,
+            None => crate::rate::DEFAULT_CEILING,
             Some(v) => match v.parse::<f64>() {
                 Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => r,
                 _ => {
                     return Err(invalid(
                         "MTURK_MAX_RPS",
+                        format!("{v:?} is not a number of requests per second between 0 and 1000"),
+                    ))
+                }
+            },
+        };
+        let mturk_start_rps = match get("MTURK_START_RPS") {
+            None => crate::rate::INITIAL_RATE,
+            Some(v) => match v.parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => r,
+                _ => {
+                    return Err(invalid(
+                        "MTURK_START_RPS",
                         format!("{v:?} is not a number of requests per second between 0 and 1000"),
                     ))
                 }
@@ -170,6 +188,7 @@ impl Config {
             mturk_environment,
             mturk_endpoint: get("AWS_ENDPOINT_URL_MTURK"),
             mturk_max_rps,
+            mturk_start_rps,
             queue_url: get("QUEUE_URL"),
             reject_unknown_senders,
             record_concurrency,
@@ -200,9 +219,22 @@ mod tests {
     #[test]
     fn defaults_are_safe() {
         let c = config(BASE).unwrap();
-        assert_eq!(c.mturk_max_rps, 2.0);
+        // A ceiling that lets two instances reach 50 calls/s together; the
+        // limiter starts far below it and adapts.
+        assert_eq!(c.mturk_max_rps, 25.0);
+        assert_eq!(c.mturk_max_rps, crate::rate::DEFAULT_CEILING);
         assert!(!c.reject_unknown_senders);
         assert_eq!(c.queue_url, None);
+    }
+
+    #[test]
+    fn a_ceiling_can_still_be_set() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MTURK_MAX_RPS", "2"));
+        assert_eq!(config(&pairs).unwrap().mturk_max_rps, 2.0);
+        pairs.pop();
+        pairs.push(("MTURK_MAX_RPS", "0.5"));
+        assert_eq!(config(&pairs).unwrap().mturk_max_rps, 0.5);
     }
 
     #[test]
@@ -212,6 +244,15 @@ mod tests {
         let mut bad = BASE.to_vec();
         bad.push(("MTURK_MAX_RPS", "fast"));
         assert_eq!(config(&bad).unwrap_err().variable, "MTURK_MAX_RPS");
+        for bad_rate in ["0", "-2", "1001", "inf", "NaN"] {
+            let mut bad = BASE.to_vec();
+            bad.push(("MTURK_MAX_RPS", bad_rate));
+            assert_eq!(
+                config(&bad).unwrap_err().variable,
+                "MTURK_MAX_RPS",
+                "{bad_rate}"
+            );
+        }
         let mut bad = BASE.to_vec();
         bad[1] = ("QUALIFICATION_TYPE_ID", "not an id");
         let err = config(&bad).unwrap_err();

@@ -438,12 +438,23 @@ impl Excluder {
                 .await?;
             let (version, settled, outcome, released_at) = match begun {
                 Begin::Grant { version, until } => {
-                    if now() + duration(self.timing.grant_window.mul_f64(0.4)) > until {
+                    // Every attempt must start while 40 % of the window is
+                    // left, so that it ends (the SDK bounds an operation)
+                    // before a release, waiting the window out, revokes.
+                    let budget = duration(self.timing.grant_window.mul_f64(0.4));
+                    let start_by = StdDuration::try_from(until - budget - now())
+                        .ok()
+                        .map(|left| tokio::time::Instant::now() + left);
+                    let Some(start_by) = start_by else {
                         return Err(ExclusionError::GrantWindowClosed(crate::ledger::stamp(
                             until,
                         )));
-                    }
-                    if let Err(e) = self.mturk.exclude(&worker, &self.qualification).await {
+                    };
+                    if let Err(e) = self
+                        .mturk
+                        .exclude_starting_by(&worker, &self.qualification, Some(start_by))
+                        .await
+                    {
                         // Let the next attempt take the window over at once.
                         let _ = self
                             .ledger

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::exclusion::{Excluder, Outcome};
 use crate::ids::shown;
 use crate::ledger::{ClaimEnd, Ledger};
-use crate::mturk::Mturk;
+use crate::mturk::{retrying_throttles_until, Mturk};
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
 
@@ -194,7 +194,10 @@ impl Handler {
     pub fn with_clients(config: &Config, clients: Clients) -> Self {
         let mturk = Mturk::new(
             clients.mturk,
-            Arc::new(RateLimiter::per_second(config.mturk_max_rps)),
+            Arc::new(RateLimiter::starting_at(
+                config.mturk_max_rps,
+                config.mturk_start_rps,
+            )),
         );
         let ledger = Ledger::new(clients.dynamodb, &config.table_name);
         let redelivery = config.queue_url.as_ref().map(|url| Redelivery {
@@ -283,7 +286,12 @@ impl Handler {
             return (index, Err(Failure::Deadline));
         }
         let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
-        let result = tokio::time::timeout_at(hard_stop, self.process_record(record))
+        // Throttled MTurk calls wait in here for their next slot, until the margin.
+        let work = retrying_throttles_until(
+            deadline - self.config.deadline_margin,
+            self.process_record(record),
+        );
+        let result = tokio::time::timeout_at(hard_stop, work)
             .instrument(span.clone())
             .await
             .unwrap_or(Err(Failure::Deadline));

@@ -1,13 +1,23 @@
 //! The lab's MTurk account, as the pipeline and the CLI use it.
 //!
 //! A concrete wrapper over `aws_sdk_mturk::Client` that owns three promises:
-//! every call waits for the per-instance rate limit; a grant never emails the
+//! every call waits for the per-instance rate limit (through one helper for
+//! single calls and one for pages, which also tell the limiter how MTurk
+//! took each call and retry throttled calls in-process); a grant never emails the
 //! worker (`SendNotification=false`, set here and nowhere else); and every
 //! failure is classified as throttling, transient, or MTurk refusing the
 //! request, so callers decide between retrying and giving up.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_mturk::config::interceptors::InterceptorContext;
+use aws_sdk_mturk::config::retry::{ClassifyRetry, RetryAction};
+use futures::{Stream, TryStreamExt};
+use tokio::time::Instant;
+use tracing::debug;
 
 use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
@@ -249,7 +259,7 @@ where
             let code = e.code().unwrap_or_default();
             let message = e.message().unwrap_or("no message").to_owned();
             let turk_error_code = e.turk_error_code().map(str::to_owned);
-            let kind = if code.contains("Throttl") || message.contains("Rate exceeded") {
+            let kind = if is_throttling(Some(code), Some(&message)) {
                 MturkErrorKind::Throttled
             } else if code == "ServiceFault" || code == "InternalFailure" || code.is_empty() {
                 // An empty code means a body we could not read as an MTurk
@@ -282,6 +292,87 @@ where
     }
 }
 
+tokio::task_local! {
+    /// Until when a throttled call may wait for its next slot and try again.
+    static THROTTLE_DEADLINE: Instant;
+}
+
+/// How long a throttled call keeps retrying when no deadline was set (the CLI).
+pub const THROTTLE_BUDGET: Duration = Duration::from_secs(120);
+
+/// Throttled calls are retried at most this often, whatever the time left.
+const MAX_THROTTLED_ATTEMPTS: u32 = 50;
+
+/// Runs `work` so that its throttled MTurk calls wait in the process for
+/// their next slot and try again, until `deadline`; only then does a call
+/// fail as [`MturkErrorKind::Throttled`]. Without it a call keeps retrying
+/// for [`THROTTLE_BUDGET`].
+pub async fn retrying_throttles_until<F: Future>(deadline: Instant, work: F) -> F::Output {
+    THROTTLE_DEADLINE.scope(deadline, work).await
+}
+
+fn throttle_deadline() -> Instant {
+    THROTTLE_DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_else(|_| Instant::now() + THROTTLE_BUDGET)
+}
+
+/// MTurk's throttling, as `classify` and the SDK's retry classifier see it.
+fn is_throttling(code: Option<&str>, message: Option<&str>) -> bool {
+    code.unwrap_or_default().contains("Throttl")
+        || message.unwrap_or_default().contains("Rate exceeded")
+}
+
+/// Keeps the SDK from retrying throttled MTurk calls. Those retries would
+/// go out unspaced, behind the limiter's back, and hide from it that MTurk
+/// is throttling until all attempts failed; `Mturk` retries them itself,
+/// each in a slot of the (then slower) limiter. Transient faults are still
+/// the SDK's to retry.
+#[derive(Debug)]
+pub(crate) struct ThrottlesGoToTheLimiter;
+
+impl ClassifyRetry for ThrottlesGoToTheLimiter {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(err) = err.as_operation_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        macro_rules! throttled {
+            ($($error:ty),* $(,)?) => {
+                $(if let Some(e) = err.downcast_ref::<$error>() {
+                    return if is_throttling(e.code(), e.message()) {
+                        RetryAction::RetryForbidden
+                    } else {
+                        RetryAction::NoActionIndicated
+                    };
+                })*
+            };
+        }
+        throttled!(
+            GetAssignmentError,
+            AssociateQualificationWithWorkerError,
+            CreateQualificationTypeError,
+            DisassociateQualificationFromWorkerError,
+            GetAccountBalanceError,
+            GetHITError,
+            GetQualificationTypeError,
+            ListAssignmentsForHITError,
+            ListHITsError,
+            ListQualificationTypesError,
+            ListWorkersWithQualificationTypeError,
+            SendTestEventNotificationError,
+            UpdateNotificationSettingsError,
+        );
+        RetryAction::NoActionIndicated
+    }
+
+    fn name(&self) -> &'static str {
+        "ThrottlesGoToTheLimiter"
+    }
+}
+
 #[derive(Clone)]
 pub struct Mturk {
     client: aws_sdk_mturk::Client,
@@ -293,49 +384,138 @@ impl Mturk {
         Mturk { client, limiter }
     }
 
+    /// The limiter every call waits for, for logs and tests.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// THE way to make one MTurk call: waits for the limiter's slot, tells
+    /// the limiter how MTurk took it, and retries a throttled call in its
+    /// next slot while the deadline ([`retrying_throttles_until`]) allows.
+    async fn call<T, E, R, F, Fut>(&self, operation: &'static str, send: F) -> Result<T, MturkError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + TurkCoded + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        self.call_starting_by(operation, None, send).await
+    }
+
+    /// [`Mturk::call`], where no attempt may start after `start_by` (checked
+    /// after the limiter's wait, right before each attempt is sent).
+    async fn call_starting_by<T, E, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        start_by: Option<Instant>,
+        send: F,
+    ) -> Result<T, MturkError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + TurkCoded + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let deadline = match start_by {
+            Some(t) => throttle_deadline().min(t),
+            None => throttle_deadline(),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = self.limiter.acquire().await;
+            if start_by.is_some_and(|t| Instant::now() > t) {
+                return Err(MturkError {
+                    operation,
+                    kind: MturkErrorKind::Transient,
+                    message: "not sent: it could not start in time".to_owned(),
+                    source: None,
+                });
+            }
+            let result = send().await.map_err(|e| classify(operation, e));
+            match &result {
+                Err(e) if e.kind == MturkErrorKind::Throttled => {
+                    self.limiter.throttled(&permit);
+                    let next = self.limiter.next_slot();
+                    if attempt < MAX_THROTTLED_ATTEMPTS && next < deadline {
+                        debug!(
+                            operation,
+                            attempt,
+                            rate = self.limiter.snapshot().rate,
+                            "throttled; retrying in the next slot"
+                        );
+                        continue;
+                    }
+                }
+                // Timeouts and faults say nothing about MTurk's rate.
+                Err(e) if e.kind == MturkErrorKind::Transient => {}
+                // Answered, even if with a refusal: MTurk took the call.
+                _ => self.limiter.succeeded(&permit),
+            }
+            return result;
+        }
+    }
+
+    /// THE way to read a paginated list: every page through [`Mturk::call`].
+    /// `fetch` sends one page's request for a `NextToken`.
+    fn pages<'a, P, E, R, F, Fut>(
+        &'a self,
+        operation: &'static str,
+        fetch: F,
+        next_token: fn(&P) -> Option<&str>,
+    ) -> impl Stream<Item = Result<P, MturkError>> + 'a
+    where
+        P: 'a,
+        F: Fn(Option<String>) -> Fut + Clone + 'a,
+        Fut: Future<Output = Result<P, SdkError<E, R>>> + 'a,
+        E: ProvideErrorMetadata + TurkCoded + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        // State: the token of the next page to fetch (`None` for the
+        // first), or no next page at all.
+        futures::stream::try_unfold(Some(None::<String>), move |state| {
+            let fetch = fetch.clone();
+            async move {
+                let Some(token) = state else {
+                    return Ok(None);
+                };
+                let page = self.call(operation, || fetch(token.clone())).await?;
+                // A repeated token would loop forever; MTurk's paginators stop too.
+                let next = next_token(&page)
+                    .filter(|t| !t.is_empty() && Some(*t) != token.as_deref())
+                    .map(|t| Some(t.to_owned()));
+                Ok(Some((page, next)))
+            }
+        })
+    }
+
     /// Who did an assignment. MTurk only answers for Submitted, Approved or
     /// Rejected assignments.
     pub async fn assignment(&self, id: &AssignmentId) -> Result<Assignment, MturkError> {
         const OP: &str = "GetAssignment";
-        self.limiter.acquire().await;
         let out = self
-            .client
-            .get_assignment()
-            .assignment_id(id.as_str())
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
-        let missing = |what: &str| MturkError {
-            operation: OP,
-            kind: MturkErrorKind::Unusable,
-            message: format!("answer for assignment {id} has no {what}"),
-            source: None,
-        };
-        let a = out.assignment.ok_or_else(|| missing("Assignment"))?;
-        let worker = a.worker_id.as_deref().ok_or_else(|| missing("WorkerId"))?;
-        let hit = a.hit_id.as_deref().ok_or_else(|| missing("HITId"))?;
+            .call(OP, || {
+                self.client
+                    .get_assignment()
+                    .assignment_id(id.as_str())
+                    .send()
+            })
+            .await?;
         let hit_type_id = out
             .hit
             .and_then(|h| h.hit_type_id)
             .map(|t| HitTypeId::parse(&t))
             .transpose()
             .map_err(|e| MturkError::unusable(OP, e))?;
-        Ok(Assignment {
-            assignment_id: id.clone(),
-            worker_id: WorkerId::parse(worker).map_err(|e| MturkError::unusable(OP, e))?,
-            hit_id: HitId::parse(hit).map_err(|e| MturkError::unusable(OP, e))?,
-            hit_type_id,
-            status: a
-                .assignment_status
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-            submit_time: a.submit_time.and_then(|t| {
-                OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos()),
-                )
-                .ok()
-            }),
-        })
+        let mut a = out.assignment.ok_or_else(|| MturkError {
+            operation: OP,
+            kind: MturkErrorKind::Unusable,
+            message: format!("answer for assignment {id} has no Assignment"),
+            source: None,
+        })?;
+        // The assignment asked about, whatever the answer repeats of its id.
+        a.assignment_id = Some(id.as_str().to_owned());
+        assignment_from(OP, a, hit_type_id.as_ref())
     }
 
     /// Grants the exclusion qualification, silently.
@@ -348,16 +528,28 @@ impl Mturk {
         worker: &WorkerId,
         qualification: &QualificationTypeId,
     ) -> Result<(), MturkError> {
-        self.limiter.acquire().await;
-        self.client
-            .associate_qualification_with_worker()
-            .qualification_type_id(qualification.as_str())
-            .worker_id(worker.as_str())
-            .integer_value(1)
-            .send_notification(false)
-            .send()
-            .await
-            .map_err(|e| classify("AssociateQualificationWithWorker", e))?;
+        self.exclude_starting_by(worker, qualification, None).await
+    }
+
+    /// [`Mturk::exclude`], sent (every attempt of it, throttle retries
+    /// included) only while `start_by` has not passed: the exclusion path's
+    /// grant window, which a release waits out before revoking.
+    pub async fn exclude_starting_by(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        start_by: Option<Instant>,
+    ) -> Result<(), MturkError> {
+        self.call_starting_by("AssociateQualificationWithWorker", start_by, || {
+            self.client
+                .associate_qualification_with_worker()
+                .qualification_type_id(qualification.as_str())
+                .worker_id(worker.as_str())
+                .integer_value(1)
+                .send_notification(false)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
@@ -369,16 +561,16 @@ impl Mturk {
         qualification: &QualificationTypeId,
         reason: Option<&str>,
     ) -> Result<Revoked, MturkError> {
-        self.limiter.acquire().await;
         let result = self
-            .client
-            .disassociate_qualification_from_worker()
-            .qualification_type_id(qualification.as_str())
-            .worker_id(worker.as_str())
-            .set_reason(reason.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| classify("DisassociateQualificationFromWorker", e));
+            .call("DisassociateQualificationFromWorker", || {
+                self.client
+                    .disassociate_qualification_from_worker()
+                    .qualification_type_id(qualification.as_str())
+                    .worker_id(worker.as_str())
+                    .set_reason(reason.map(str::to_owned))
+                    .send()
+            })
+            .await;
         match result {
             Ok(_) => Ok(Revoked::Now),
             Err(e)
@@ -394,14 +586,9 @@ impl Mturk {
     /// with `AWS.MechanicalTurk.HITDoesNotExist`.
     pub async fn hit(&self, id: &HitId) -> Result<Hit, MturkError> {
         const OP: &str = "GetHIT";
-        self.limiter.acquire().await;
         let out = self
-            .client
-            .get_hit()
-            .hit_id(id.as_str())
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
+            .call(OP, || self.client.get_hit().hit_id(id.as_str()).send())
+            .await?;
         let hit = out.hit.ok_or_else(|| MturkError {
             operation: OP,
             kind: MturkErrorKind::Unusable,
@@ -419,23 +606,24 @@ impl Mturk {
         mut on_page: impl FnMut(usize),
     ) -> Result<Vec<Assignment>, MturkError> {
         const OP: &str = "ListAssignmentsForHIT";
-        let mut pages = self
-            .client
-            .list_assignments_for_hit()
-            .hit_id(hit.hit_id.as_str())
-            .assignment_statuses(AssignmentStatus::Submitted)
-            .assignment_statuses(AssignmentStatus::Approved)
-            .assignment_statuses(AssignmentStatus::Rejected)
-            .max_results(100)
-            .into_paginator()
-            .send();
+        let pages = self.pages(
+            OP,
+            |token| {
+                self.client
+                    .list_assignments_for_hit()
+                    .hit_id(hit.hit_id.as_str())
+                    .assignment_statuses(AssignmentStatus::Submitted)
+                    .assignment_statuses(AssignmentStatus::Approved)
+                    .assignment_statuses(AssignmentStatus::Rejected)
+                    .max_results(100)
+                    .set_next_token(token)
+                    .send()
+            },
+            |p| p.next_token(),
+        );
+        let mut pages = std::pin::pin!(pages);
         let mut all = Vec::new();
-        loop {
-            self.limiter.acquire().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            let page = page.map_err(|e| classify(OP, e))?;
+        while let Some(page) = pages.try_next().await? {
             for a in page.assignments.unwrap_or_default() {
                 all.push(assignment_from(OP, a, Some(&hit.hit_type_id))?);
             }
@@ -447,19 +635,21 @@ impl Mturk {
     /// Every HIT the account still has (MTurk disposes of them 120 days after creation).
     pub async fn hits(&self) -> Result<Vec<Hit>, MturkError> {
         const OP: &str = "ListHITs";
-        let mut pages = self
-            .client
-            .list_hits()
-            .max_results(100)
-            .into_paginator()
-            .send();
+        let pages = self.pages(
+            OP,
+            |token| {
+                self.client
+                    .list_hits()
+                    .max_results(100)
+                    .set_next_token(token)
+                    .send()
+            },
+            |p| p.next_token(),
+        );
+        let mut pages = std::pin::pin!(pages);
         let mut all = Vec::new();
-        loop {
-            self.limiter.acquire().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            for h in page.map_err(|e| classify(OP, e))?.hits.unwrap_or_default() {
+        while let Some(page) = pages.try_next().await? {
+            for h in page.hits.unwrap_or_default() {
                 all.push(hit_from(OP, h)?);
             }
         }
@@ -472,26 +662,23 @@ impl Mturk {
         &self,
         qualification: &QualificationTypeId,
     ) -> Result<(Vec<WorkerId>, Vec<String>), MturkError> {
-        const OP: &str = "ListWorkersWithQualificationType";
-        let mut pages = self
-            .client
-            .list_workers_with_qualification_type()
-            .qualification_type_id(qualification.as_str())
-            .status(QualificationStatus::Granted)
-            .max_results(100)
-            .into_paginator()
-            .send();
+        let pages = self.pages(
+            "ListWorkersWithQualificationType",
+            |token| {
+                self.client
+                    .list_workers_with_qualification_type()
+                    .qualification_type_id(qualification.as_str())
+                    .status(QualificationStatus::Granted)
+                    .max_results(100)
+                    .set_next_token(token)
+                    .send()
+            },
+            |p| p.next_token(),
+        );
+        let mut pages = std::pin::pin!(pages);
         let (mut workers, mut odd) = (Vec::new(), Vec::new());
-        loop {
-            self.limiter.acquire().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            for q in page
-                .map_err(|e| classify(OP, e))?
-                .qualifications
-                .unwrap_or_default()
-            {
+        while let Some(page) = pages.try_next().await? {
+            for q in page.qualifications.unwrap_or_default() {
                 let raw = q.worker_id.unwrap_or_default();
                 match WorkerId::parse(&raw) {
                     Ok(w) => workers.push(w),
@@ -507,15 +694,15 @@ impl Mturk {
         &self,
         id: &QualificationTypeId,
     ) -> Result<bool, MturkError> {
-        self.limiter.acquire().await;
-        match self
-            .client
-            .get_qualification_type()
-            .qualification_type_id(id.as_str())
-            .send()
-            .await
-            .map_err(|e| classify("GetQualificationType", e))
-        {
+        let result = self
+            .call("GetQualificationType", || {
+                self.client
+                    .get_qualification_type()
+                    .qualification_type_id(id.as_str())
+                    .send()
+            })
+            .await;
+        match result {
             Ok(_) => Ok(true),
             Err(e)
                 if e.turk_error_code()
@@ -533,25 +720,23 @@ impl Mturk {
         name: &str,
     ) -> Result<Option<QualificationTypeId>, MturkError> {
         const OP: &str = "ListQualificationTypes";
-        let mut pages = self
-            .client
-            .list_qualification_types()
-            .query(name)
-            .must_be_requestable(false)
-            .must_be_owned_by_caller(true)
-            .max_results(100)
-            .into_paginator()
-            .send();
-        loop {
-            self.limiter.acquire().await;
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            for q in page
-                .map_err(|e| classify(OP, e))?
-                .qualification_types
-                .unwrap_or_default()
-            {
+        let pages = self.pages(
+            OP,
+            |token| {
+                self.client
+                    .list_qualification_types()
+                    .query(name)
+                    .must_be_requestable(false)
+                    .must_be_owned_by_caller(true)
+                    .max_results(100)
+                    .set_next_token(token)
+                    .send()
+            },
+            |p| p.next_token(),
+        );
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
+            for q in page.qualification_types.unwrap_or_default() {
                 if q.name.as_deref() == Some(name) {
                     let id = q.qualification_type_id.unwrap_or_default();
                     return QualificationTypeId::parse(&id)
@@ -571,17 +756,17 @@ impl Mturk {
         description: &str,
     ) -> Result<QualificationTypeId, MturkError> {
         const OP: &str = "CreateQualificationType";
-        self.limiter.acquire().await;
         let out = self
-            .client
-            .create_qualification_type()
-            .name(name)
-            .description(description)
-            .qualification_type_status(QualificationTypeStatus::Active)
-            .auto_granted(false)
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
+            .call(OP, || {
+                self.client
+                    .create_qualification_type()
+                    .name(name)
+                    .description(description)
+                    .qualification_type_status(QualificationTypeStatus::Active)
+                    .auto_granted(false)
+                    .send()
+            })
+            .await?;
         let id = out
             .qualification_type
             .and_then(|q| q.qualification_type_id)
@@ -593,69 +778,69 @@ impl Mturk {
     /// with AssignmentReturned and AssignmentAbandoned (they end the
     /// accept-time check's claims), replacing any earlier setting.
     pub async fn subscribe(&self, hit_type: &HitTypeId, queue_url: &str) -> Result<(), MturkError> {
-        self.limiter.acquire().await;
-        self.client
-            .update_notification_settings()
-            .hit_type_id(hit_type.as_str())
-            .notification(specification(
-                queue_url,
-                &[
-                    EventType::AssignmentSubmitted,
-                    EventType::AssignmentReturned,
-                    EventType::AssignmentAbandoned,
-                ],
-            )?)
-            .active(true)
-            .send()
-            .await
-            .map_err(|e| classify("UpdateNotificationSettings", e))?;
+        let notification = specification(
+            queue_url,
+            &[
+                EventType::AssignmentSubmitted,
+                EventType::AssignmentReturned,
+                EventType::AssignmentAbandoned,
+            ],
+        )?;
+        self.call("UpdateNotificationSettings", || {
+            self.client
+                .update_notification_settings()
+                .hit_type_id(hit_type.as_str())
+                .notification(notification.clone())
+                .active(true)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Turns a HIT type's notifications off.
     pub async fn unsubscribe(&self, hit_type: &HitTypeId) -> Result<(), MturkError> {
-        self.limiter.acquire().await;
-        self.client
-            .update_notification_settings()
-            .hit_type_id(hit_type.as_str())
-            .active(false)
-            .send()
-            .await
-            .map_err(|e| classify("UpdateNotificationSettings", e))?;
+        self.call("UpdateNotificationSettings", || {
+            self.client
+                .update_notification_settings()
+                .hit_type_id(hit_type.as_str())
+                .active(false)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Asks MTurk to send one Ping test event to a queue. It tests the
     /// destination, not a HIT type: the event carries placeholder ids.
     pub async fn send_test_event(&self, queue_url: &str) -> Result<(), MturkError> {
-        self.limiter.acquire().await;
-        self.client
-            .send_test_event_notification()
-            .notification(specification(
-                queue_url,
-                &[
-                    EventType::AssignmentSubmitted,
-                    EventType::AssignmentReturned,
-                    EventType::AssignmentAbandoned,
-                ],
-            )?)
-            .test_event_type(EventType::Ping)
-            .send()
-            .await
-            .map_err(|e| classify("SendTestEventNotification", e))?;
+        let notification = specification(
+            queue_url,
+            &[
+                EventType::AssignmentSubmitted,
+                EventType::AssignmentReturned,
+                EventType::AssignmentAbandoned,
+            ],
+        )?;
+        self.call("SendTestEventNotification", || {
+            self.client
+                .send_test_event_notification()
+                .notification(notification.clone())
+                .test_event_type(EventType::Ping)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// The account's balance: the cheapest call that proves the credentials
     /// reach this MTurk environment.
     pub async fn balance(&self) -> Result<String, MturkError> {
-        self.limiter.acquire().await;
         let out = self
-            .client
-            .get_account_balance()
-            .send()
-            .await
-            .map_err(|e| classify("GetAccountBalance", e))?;
+            .call("GetAccountBalance", || {
+                self.client.get_account_balance().send()
+            })
+            .await?;
         Ok(out.available_balance.unwrap_or_default())
     }
 }

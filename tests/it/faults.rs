@@ -11,7 +11,14 @@
 //! - a participation counts once however often it was delivered.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use mturk_exclusion::handler::Handler;
+use testkit::event_source::Invocation;
+use tokio::time::Instant;
 
 use mturk_exclusion::aws::Limits;
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
@@ -85,7 +92,11 @@ async fn drain_and_check(
 ) -> (usize, testkit::event_source::Totals) {
     let (totals, drained) = p.event_source().drain(&p.stack, p.function(), limit).await;
     assert!(drained, "did not drain within {limit:?}: {totals:?}");
+    (check(p, submitted).await, totals)
+}
 
+/// Every invariant, after a drain. Returns how many notifications ended in the DLQ.
+async fn check(p: &Pipeline, submitted: &[(String, String)]) -> usize {
     // Which assignments wait in the DLQ.
     let mut dead = BTreeSet::new();
     for body in p.dead_letters().await {
@@ -159,7 +170,7 @@ async fn drain_and_check(
             call.operation
         );
     }
-    (dead.len(), totals)
+    dead.len()
 }
 
 /// How many MTurk calls were answered by an injected fault of this kind.
@@ -200,6 +211,69 @@ async fn a_throttling_storm_loses_nothing() {
         faulted(&p, "Throttle") > 0,
         "the storm never throttled: the test proves nothing"
     );
+}
+
+/// MaximumConcurrency instances, each a handler of its own (its own rate
+/// limiter), as Lambda runs them: each invocation takes an idle one.
+fn instances(p: &Pipeline, count: usize) -> impl Fn(SqsEvent) -> Invocation + Send + Sync + Clone {
+    let pool: Arc<Vec<(AtomicBool, Arc<Handler>)>> = Arc::new(
+        (0..count)
+            .map(|_| (AtomicBool::new(false), p.handler_with(|_| {})))
+            .collect(),
+    );
+    move |event: SqsEvent| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            // At most `count` pollers invoke at once, so one is always idle.
+            let i = (0..pool.len())
+                .find(|i| !pool[*i].0.swap(true, Ordering::AcqRel))
+                .expect("an idle instance");
+            let handler = pool[i].1.clone();
+            let result = handler
+                .process(event.records, Instant::now() + Duration::from_secs(60))
+                .await;
+            pool[i].0.store(false, Ordering::Release);
+            result.map(|r| r.response()).map_err(|e| e.to_string())
+        }) as Invocation
+    }
+}
+
+/// The handler is not told MTurk's rate (MTURK_MAX_RPS keeps its default
+/// ceiling); MTurk allows R calls/s for the whole account, shared by
+/// independent instances. Every burst drains with nothing in the DLQ, and
+/// only a small share of the calls is throttled.
+#[tokio::test]
+async fn instances_not_told_the_rate_find_it_together() {
+    for (rate, concurrency) in [(5.0, 2), (5.0, 5)] {
+        let mut options = faulty_options();
+        options.mturk_rps = mturk_exclusion::rate::DEFAULT_CEILING;
+        // As deployed: each instance starts low and finds the rate.
+        options.configure = |c| c.mturk_start_rps = mturk_exclusion::rate::INITIAL_RATE;
+        let p = Pipeline::with(options).await;
+        p.double.throttle_above(Some(rate));
+        let submitted = burst(&p, size(120)).await;
+        let mut source = p.event_source();
+        source.max_concurrency = concurrency;
+        let (totals, drained) = source
+            .drain(&p.stack, instances(&p, concurrency), limit())
+            .await;
+        assert!(drained, "did not drain: {totals:?}");
+        assert_eq!(
+            check(&p, &submitted).await,
+            0,
+            "throttling alone must never reach the DLQ"
+        );
+        let calls = p.double.calls().len();
+        let throttled = faulted(&p, "Throttle");
+        println!(
+            "R = {rate}, {concurrency} instances: {throttled} of {calls} calls throttled, {} of {} records failed",
+            totals.failed_records, totals.records
+        );
+        assert!(
+            (throttled as f64) < 0.1 * calls as f64,
+            "{throttled} of {calls} calls throttled"
+        );
+    }
 }
 
 #[tokio::test]

@@ -10,3 +10,4 @@ mod ops;
 mod parser_properties;
 mod pipeline;
 mod races;
+mod rate;

@@ -123,7 +123,15 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let concurrency: usize = args.required("concurrency")?;
     let rps: f64 = args.required("rps")?;
     let time_limit = Duration::from_secs(args.number("time-limit", 3600u64)?);
-    let handler_rps: f64 = args.number("handler-rps", rps / concurrency.max(1) as f64)?;
+    // `--handler-rps default` leaves MTURK_MAX_RPS unset: the handler is not
+    // told R and adapts below its default ceiling. Without the flag the
+    // handler gets R / C, what a lab had to set before the limit adapted.
+    let handler_rps: Option<f64> = match args.get("handler-rps") {
+        Some("default") => None,
+        Some(_) => Some(args.number("handler-rps", 0.0)?),
+        None => Some(rps / concurrency.max(1) as f64),
+    };
+    let label = args.get("label").unwrap_or("").to_owned();
     let skew: f64 = args.number("skew", 0.7)?;
     let submit_concurrency: usize = args.number("submit-concurrency", 8)?;
     let seed: u64 = args.number("seed", 1)?;
@@ -138,8 +146,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if !(1..=1000).contains(&concurrency)
         || !rps.is_finite()
         || rps <= 0.0
-        || !handler_rps.is_finite()
-        || handler_rps <= 0.0
+        || handler_rps.is_some_and(|r| !r.is_finite() || r <= 0.0)
     {
         bail!("need 1 <= --concurrency <= 1000 and positive rates");
     }
@@ -177,7 +184,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let floor = Duration::from_secs_f64((submissions + workers) as f64 / rps);
     println!(
         "burst: {submissions} submissions by {workers} workers (top workers {top:?}, {singles} submit once; skew {skew}), \
-         MaximumConcurrency {concurrency}, double throttles above {rps}/s, handler MTURK_MAX_RPS {handler_rps}"
+         MaximumConcurrency {concurrency}, double throttles above {rps}/s, handler MTURK_MAX_RPS {}",
+        handler_rps.map_or("unset (the default ceiling)".to_owned(), |r| r.to_string())
     );
     println!(
         "floor: ({submissions} GetAssignment + {workers} grants) / {rps}/s = {:.0} s; time limit {} s",
@@ -350,10 +358,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!(
         "  MTurk calls: {} total = {:.3} per submission (GetAssignment {gets}, AssociateQualificationWithWorker {grants}, \
-         throttled {} of them)",
+         throttled {} of them = {:.1} %)",
         calls.len(),
         calls.len() as f64 / submissions as f64,
-        throttled(None)
+        throttled(None),
+        100.0 * throttled(None) as f64 / calls.len().max(1) as f64
     );
     let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} s", v / 1000.0));
     println!(
@@ -389,6 +398,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     print_result(
         "burst",
         json!({
+            "label": label,
             "binary": binary.display().to_string(),
             "submissions": submissions,
             "workers": workers,
@@ -414,6 +424,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             "get_assignment_calls": gets,
             "grant_calls": grants,
             "throttled_calls": throttled(None),
+            "throttled_share": throttled(None) as f64 / calls.len().max(1) as f64,
             "throttled_get_assignment": throttled(Some("GetAssignment")),
             "throttled_grants": throttled(Some("AssociateQualificationWithWorker")),
             "latency_ms": {"p50": lat(50.0), "p95": lat(95.0), "p99": lat(99.0), "max": latencies.last().map(|d| ms(*d))},

@@ -109,7 +109,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         table: &table,
         qualification: &qualification,
         mturk_endpoint: &double.endpoint(),
-        mturk_max_rps: 2.0,
+        mturk_max_rps: Some(2.0),
         queue_url: None,
         extra: Vec::new(),
     }

@@ -111,7 +111,8 @@ pub struct HandlerEnv<'a> {
     pub table: &'a str,
     pub qualification: &'a str,
     pub mturk_endpoint: &'a str,
-    pub mturk_max_rps: f64,
+    /// `MTURK_MAX_RPS`; `None` leaves it unset, as the template's default does.
+    pub mturk_max_rps: Option<f64>,
     pub queue_url: Option<&'a str>,
     pub extra: Vec<(String, String)>,
 }
@@ -138,11 +139,13 @@ impl HandlerEnv<'_> {
                 "AWS_ENDPOINT_URL_SQS".into(),
                 local("AWS_ENDPOINT_URL_SQS")?,
             ),
-            ("MTURK_MAX_RPS".into(), self.mturk_max_rps.to_string()),
             // template.yaml: LoggingConfig JSON, ApplicationLogLevel INFO.
             ("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()),
             ("AWS_LAMBDA_LOG_LEVEL".into(), "INFO".into()),
         ];
+        if let Some(rps) = self.mturk_max_rps {
+            env.push(("MTURK_MAX_RPS".into(), rps.to_string()));
+        }
         if let Some(q) = self.queue_url {
             env.push(("QUEUE_URL".into(), q.into()));
         }

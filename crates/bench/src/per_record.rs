@@ -35,9 +35,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         table: &table,
         qualification: &qualification,
         mturk_endpoint: &double.endpoint(),
-        mturk_max_rps: 1000.0,
+        mturk_max_rps: Some(1000.0),
         queue_url: None,
-        extra: Vec::new(),
+        // CPU per record, not the limiter: start at the ceiling.
+        extra: vec![("MTURK_START_RPS".into(), "1000".into())],
     }
     .build()?;
     let queue_arn = "arn:aws:sqs:us-east-1:123456789012:bench-per-record";

@@ -63,12 +63,13 @@ pub struct Global {
         value_name = "URL"
     )]
     pub dlq_url: Option<String>,
-    /// MTurk calls per second from this CLI; MTurk throttles above a few per second.
+    /// The most MTurk calls per second from this CLI; below it the CLI slows
+    /// down by itself when MTurk throttles, and speeds up again after.
     #[arg(
         long,
         global = true,
         env = "MTURK_MAX_RPS",
-        default_value_t = 2.0,
+        default_value_t = mturk_exclusion::rate::DEFAULT_CEILING,
         value_name = "N"
     )]
     pub max_rps: f64,

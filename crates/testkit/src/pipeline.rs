@@ -94,6 +94,9 @@ impl Pipeline {
             mturk_environment: MturkEnvironment::Sandbox,
             mturk_endpoint: Some(double.endpoint()),
             mturk_max_rps: options.mturk_rps,
+            // The tests' MTurk allows everything unless a test says otherwise:
+            // start at the ceiling, so the tests' short visibility timeouts hold.
+            mturk_start_rps: options.mturk_rps,
             queue_url: Some(queues.url.clone()),
             reject_unknown_senders: false,
             record_concurrency: 4,
