@@ -424,6 +424,9 @@ impl Excluder {
             Releases::Respect => AgainIf::SubmittedAfterRelease(submitted),
             Releases::Override => AgainIf::Always,
         };
+        // Set when another writer recorded this participation first but left
+        // it unfinished (pending): then it is that item this path settles.
+        let mut taken: Option<Participation> = None;
         for _ in 0..MAX_DECISIONS {
             let begun = self
                 .ledger
@@ -490,20 +493,25 @@ impl Excluder {
                     released_at,
                 ),
             };
-            let record = match &record {
-                Record::New {
-                    participation,
-                    lease_owner,
-                } => Record::New {
+            let this = match (&taken, &record) {
+                (Some(p), _) => Record::Existing(p),
+                (
+                    None,
+                    Record::New {
+                        participation,
+                        lease_owner,
+                    },
+                ) => Record::New {
                     participation,
                     lease_owner: *lease_owner,
                 },
-                Record::Existing(p) => Record::Existing(p),
+                (None, Record::Existing(p)) => Record::Existing(p),
             };
+            let granted = settled == Settled::Excluded { granted: true };
             match self
                 .ledger
                 .finish_exclusion(
-                    record,
+                    this,
                     &self.qualification,
                     version,
                     settled,
@@ -513,7 +521,29 @@ impl Excluder {
                 .await?
             {
                 Finished::Done => return Ok(outcome),
-                Finished::ParticipationTaken => return Ok(Outcome::Duplicate),
+                Finished::ParticipationTaken => {
+                    // Nothing was written: close the window this attempt
+                    // opened, then look at what the other writer left.
+                    if granted {
+                        self.ledger
+                            .close_grant_window(&worker, &self.qualification, version, now())
+                            .await?;
+                    }
+                    let Record::New { participation, .. } = &record else {
+                        return Ok(Outcome::Duplicate);
+                    };
+                    match self
+                        .ledger
+                        .participation(&participation.assignment_id)
+                        .await?
+                    {
+                        Some(p) if p.excluded_at.is_none() && p.released_at.is_none() => {
+                            taken = Some(p);
+                            continue;
+                        }
+                        _ => return Ok(Outcome::Duplicate),
+                    }
+                }
                 // A release (or another exclusion) came in between: decide again.
                 Finished::WorkerChanged => continue,
             }

@@ -1047,12 +1047,13 @@ impl Ledger {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(exclusion_key(worker, qualification)))
-            .update_expression(format!("SET {GRANTING_UNTIL} = :now"))
+            // Long past, so that the next attempt's "ran out" test holds at once.
+            .update_expression(format!("SET {GRANTING_UNTIL} = :closed"))
             .condition_expression(format!(
                 "{VERSION} = :v AND attribute_exists({GRANTING_UNTIL})"
             ))
             .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":now", s(stamp(now)))
+            .expression_attribute_values(":closed", s(stamp(now - Duration::days(1))))
             .send()
             .await;
         match result.map_err(|e| sdk_error(OP, e)) {

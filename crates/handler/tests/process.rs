@@ -37,6 +37,7 @@ fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
         ),
         ("AWS_ENDPOINT_URL_SQS", endpoint("AWS_ENDPOINT_URL_SQS")),
         ("MTURK_MAX_RPS", "100".to_owned()),
+        ("MTURK_START_RPS", "100".to_owned()),
         ("QUEUE_URL", p.queues.url.clone()),
         ("RETRY_BACKOFF_BASE_SECS", "1".to_owned()),
         ("RETRY_BACKOFF_MAX_SECS", "2".to_owned()),
