@@ -450,28 +450,30 @@ impl Handler {
                 Err(e) => warn!(error = %e, "could not build a visibility change"),
             }
         }
-        if entries.is_empty() {
-            return;
-        }
-        let result = redelivery
-            .sqs
-            .change_message_visibility_batch()
-            .queue_url(&redelivery.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        // Not fatal: the records still fail and come back after the queue's
-        // own visibility timeout.
-        match result {
-            Ok(out) if !out.failed.is_empty() => {
-                warn!(
-                    failed = out.failed.len(),
-                    "some visibility changes were refused"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not space out redeliveries")
+        // SQS takes at most 10 entries a request and refuses a larger batch
+        // whole, which would silently switch the backoff off for a BatchSize
+        // over 10.
+        for chunk in entries.chunks(10) {
+            let result = redelivery
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&redelivery.queue_url)
+                .set_entries(Some(chunk.to_vec()))
+                .send()
+                .await;
+            // Not fatal: the records still fail and come back after the
+            // queue's own visibility timeout.
+            match result {
+                Ok(out) if !out.failed.is_empty() => {
+                    warn!(
+                        failed = out.failed.len(),
+                        "some visibility changes were refused"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not space out redeliveries")
+                }
             }
         }
     }
