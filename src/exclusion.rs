@@ -276,18 +276,6 @@ impl Excluder {
         self
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
-    pub fn mturk(&self) -> &Mturk {
-        &self.mturk
-    }
-
-    pub fn qualification(&self) -> &QualificationTypeId {
-        &self.qualification
-    }
-
     /// Excludes the worker of a submitted assignment, learned from a
     /// notification (`event_at`: the event's time, used when MTurk gives no
     /// SubmitTime). A known assignment costs one ledger request and no MTurk

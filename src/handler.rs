@@ -169,14 +169,22 @@ impl Clients {
 #[derive(Clone)]
 pub struct Handler {
     excluder: Excluder,
+    /// For what is not an exclusion: heartbeats and ended claims.
+    ledger: Ledger,
     redelivery: Option<Redelivery>,
     config: Arc<Config>,
 }
 
 impl Handler {
-    pub fn new(excluder: Excluder, redelivery: Option<Redelivery>, config: Arc<Config>) -> Self {
+    pub fn new(
+        excluder: Excluder,
+        ledger: Ledger,
+        redelivery: Option<Redelivery>,
+        config: Arc<Config>,
+    ) -> Self {
         Handler {
             excluder,
+            ledger,
             redelivery,
             config,
         }
@@ -205,12 +213,13 @@ impl Handler {
             queue_url: url.clone(),
         });
         Handler::new(
-            Excluder::new(mturk, ledger, config.qualification_type_id.clone()).with_timing(
+            Excluder::new(mturk, ledger.clone(), config.qualification_type_id.clone()).with_timing(
                 crate::exclusion::Timing {
                     lease: config.assignment_lease,
                     grant_window: config.grant_window,
                 },
             ),
+            ledger,
             redelivery,
             Arc::new(config.clone()),
         )
@@ -361,8 +370,7 @@ impl Handler {
                     at,
                     placeholder_hit_type_id,
                 } => {
-                    self.excluder
-                        .ledger()
+                    self.ledger
                         .record_heartbeat(
                             &notification.doc_id,
                             at.unwrap_or_else(OffsetDateTime::now_utc),
@@ -383,8 +391,7 @@ impl Handler {
                         Event::AssignmentReturned { .. } => ClaimEnd::Returned,
                         _ => ClaimEnd::Abandoned,
                     };
-                    self.excluder
-                        .ledger()
+                    self.ledger
                         .end_claim(assignment_id, end, OffsetDateTime::now_utc())
                         .await
                         .map_err(|e| {
