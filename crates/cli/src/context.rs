@@ -1,6 +1,7 @@
 //! What every command shares: global options, the clients built once, and
 //! errors that say what was wrong, what to do, and which exit code follows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -236,35 +237,8 @@ impl Context {
 
     /// Fills what the flags left open from the stack's outputs.
     async fn fill_from_stack(&mut self, stack: &str) -> Result<(), CliError> {
-        let cfn = aws_sdk_cloudformation::Client::new(&self.sdk);
-        let out = cfn
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(|e| CliError::Environment {
-                message: format!(
-                    "could not read stack {stack}: {}",
-                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
-                ),
-                hint: Some(
-                    "check --stack, the region the stack was deployed to, and the profile".into(),
-                ),
-                source: None,
-            })?;
-        let outputs = out
-            .stacks
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .and_then(|s| s.outputs)
-            .unwrap_or_default();
-        let get = |key: &str| {
-            outputs
-                .iter()
-                .find(|o| o.output_key.as_deref() == Some(key))
-                .and_then(|o| o.output_value.clone())
-        };
+        let outputs = stack_outputs(&self.sdk, stack).await?;
+        let get = |key: &str| outputs.get(key).cloned();
         self.table = self.table.take().or_else(|| get("TableName"));
         self.queue_url = self.queue_url.take().or_else(|| get("QueueUrl"));
         self.dlq_url = self.dlq_url.take().or_else(|| get("DeadLetterQueueUrl"));
@@ -347,6 +321,38 @@ impl Context {
 }
 
 /// Fails early, with a hint, when no credentials can be found at all.
+/// A deployed stack's outputs by key: one stack is one exclusion pool, and
+/// its outputs name the pool's table, queues, qualification and check URL.
+pub async fn stack_outputs(
+    sdk: &SdkConfig,
+    stack: &str,
+) -> Result<HashMap<String, String>, CliError> {
+    let out = aws_sdk_cloudformation::Client::new(sdk)
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| {
+            CliError::environment(
+                format!(
+                    "could not read stack {stack}: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                ),
+                "check --stack, the region the stack was deployed to, and the profile",
+            )
+        })?;
+    Ok(out
+        .stacks
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .and_then(|s| s.outputs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|o| Some((o.output_key?, o.output_value?)))
+        .collect())
+}
+
 async fn check_credentials(sdk: &SdkConfig, profile: Option<&str>) -> Result<(), CliError> {
     use aws_sdk_sqs::config::ProvideCredentials;
     let Some(provider) = sdk.credentials_provider() else {

@@ -75,9 +75,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    // `requirement` needs no AWS at all.
+    // `requirement` needs no AWS, or only the stack's outputs.
     if let Command::Requirement(args) = cli.command {
-        return commands::requirement::run(&cli.global, args);
+        return commands::requirement::run(&cli.global, args).await;
     }
     // `guard` reads at most the stack's CheckUrl output.
     if let Command::Guard(args) = cli.command {

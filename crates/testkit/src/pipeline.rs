@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event_source::{EventSource, Invocation, Totals};
-use crate::{Queues, Stack};
+use crate::{unique_name, Queues, Stack};
 use aws_lambda_events::event::sqs::SqsEvent;
 use mturk_double::MturkDouble;
 use mturk_exclusion::aws::{self, Limits};
@@ -76,15 +76,42 @@ impl Pipeline {
         let double = MturkDouble::start(Some(stack.sqs.clone()))
             .await
             .expect("start the MTurk double");
+        Self::pool(stack, double, options, "Took part in our lab's studies").await
+    }
+
+    /// A second exclusion pool of the same lab: what deploying the template
+    /// a second time gives (its own table, queues, qualification and
+    /// handler, and a HIT type notifying its queue), on the same requester
+    /// account (this pipeline's MTurk double) and the same local services.
+    pub async fn another_pool(&self) -> Pipeline {
+        // MTurk refuses a second qualification type of the same name.
+        let name = format!(
+            "Took part in another pool's studies ({})",
+            unique_name("pool")
+        );
+        Self::pool(
+            self.stack.clone(),
+            self.double.clone(),
+            Options::default(),
+            &name,
+        )
+        .await
+    }
+
+    async fn pool(
+        stack: Stack,
+        double: MturkDouble,
+        options: Options,
+        qualification_name: &str,
+    ) -> Pipeline {
         let table = stack.ledger_table().await.expect("ledger table");
         let queues = stack
             .queues(options.visibility_secs, options.max_receive_count)
             .await
             .expect("queues");
-        let qualification = QualificationTypeId::parse(
-            &double.create_qualification_type("Took part in our lab's studies"),
-        )
-        .expect("double makes valid ids");
+        let qualification =
+            QualificationTypeId::parse(&double.create_qualification_type(qualification_name))
+                .expect("double makes valid ids");
         // The handler as the Lambda's main builds it (Handler::from_config),
         // configured for this machine; only a test's own DynamoDB replaces
         // the SDK's client.

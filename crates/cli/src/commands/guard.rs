@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use mturk_exclusion::aws::{self, Limits};
 
-use crate::context::{CliError, Global};
+use crate::context::{stack_outputs, CliError, Global};
 use crate::output;
 
 /// The recipes, with `{{CHECK_URL}}` where the stack's check URL goes.
@@ -81,29 +81,9 @@ async fn stack_check_url(global: &Global) -> Result<String, CliError> {
         ));
     };
     let sdk = aws::load(global.profile.as_deref(), Limits::default()).await;
-    let out = aws_sdk_cloudformation::Client::new(&sdk)
-        .describe_stacks()
-        .stack_name(stack)
-        .send()
-        .await
-        .map_err(|e| {
-            CliError::environment(
-                format!(
-                    "could not read stack {stack}: {}",
-                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
-                ),
-                "check --stack, the region the stack was deployed to, and the profile; or pass --check-url",
-            )
-        })?;
-    out.stacks
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .and_then(|s| s.outputs)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|o| o.output_key.as_deref() == Some("CheckUrl"))
-        .and_then(|o| o.output_value)
+    stack_outputs(&sdk, stack)
+        .await?
+        .remove("CheckUrl")
         .ok_or_else(|| {
             CliError::environment(
                 format!("stack {stack} has no CheckUrl output"),

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
+use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::ids::QualificationTypeId;
 
-use crate::context::{CliError, Global};
+use crate::context::{stack_outputs, CliError, Global};
 use crate::output;
 
 /// Print the QualificationRequirement that keeps excluded workers out of a HIT.
@@ -15,6 +16,12 @@ use crate::output;
 /// which would shut out everyone new. `DiscoverPreviewAndAccept` hides the
 /// HIT from excluded workers entirely, so they never start it and are never
 /// rejected. Released workers (revoked) pass `DoesNotExist` again.
+///
+/// The qualification is --qualification's, else the --stack's. With several
+/// exclusion pools (one stack each), a HIT may require several of them:
+/// add one DoesNotExist requirement per pool it must respect, e.g.
+///   mturk-exclusion requirement --stack deception --format json
+///   mturk-exclusion requirement --stack pilots --format json
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// The format to print: every form, or just one.
@@ -30,13 +37,29 @@ pub enum Format {
     Psiturk,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<ExitCode, CliError> {
-    let raw = global.qualification.as_deref().ok_or_else(|| {
-        CliError::Usage(
-            "pass --qualification ID (or set MTURK_EXCLUSION_QUALIFICATION); `mturk-exclusion init` prints it".into(),
-        )
-    })?;
-    let q = QualificationTypeId::parse(raw)
+pub async fn run(global: &Global, args: Args) -> Result<ExitCode, CliError> {
+    let raw = match (&global.qualification, &global.stack) {
+        (Some(q), _) => q.clone(),
+        // One stack is one pool: its qualification is what its HITs require.
+        (None, Some(stack)) => {
+            let sdk = aws::load(global.profile.as_deref(), Limits::default()).await;
+            stack_outputs(&sdk, stack)
+                .await?
+                .remove("QualificationTypeId")
+                .ok_or_else(|| {
+                    CliError::environment(
+                        format!("stack {stack} has no QualificationTypeId output"),
+                        "check --stack names a stack deployed from template.yaml",
+                    )
+                })?
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "pass --stack NAME or --qualification ID (or set MTURK_EXCLUSION_QUALIFICATION); `mturk-exclusion init` prints it".into(),
+            ))
+        }
+    };
+    let q = QualificationTypeId::parse(&raw)
         .map_err(|e| CliError::Usage(format!("--qualification: {e}")))?;
     let json = serde_json::json!({
         "QualificationTypeId": q.as_str(),
