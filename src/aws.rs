@@ -105,3 +105,18 @@ pub fn mturk_client(
         .build();
     aws_sdk_mturk::Client::from_conf(config)
 }
+
+/// An SDK error as one line for a person: the service's code and message
+/// when it sent them, else the whole context (connection refused, timeout).
+pub fn describe_sdk_error<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => aws_sdk_sqs::error::DisplayErrorContext(err).to_string(),
+    }
+}

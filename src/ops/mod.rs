@@ -7,6 +7,8 @@
 //! - [`reconcile`]: the ledger against MTurk: classify each difference, fix it.
 //! - [`backfill`]: `exclude`'s gathering (HITs, HIT types, CSV rows, workers
 //!   by hand) and its real and dry runs, both through `exclusion::decide`.
+//! - [`redrive`]: peek at the dead-letter queue, and move its messages back
+//!   to the queue, deleting each only after its copy was accepted.
 //! - [`export`]: the rows of an export, each worker's standing, CSV cells
 //!   made safe for spreadsheets.
 //!
@@ -15,6 +17,7 @@
 pub mod backfill;
 pub mod export;
 pub mod reconcile;
+pub mod redrive;
 pub mod release;
 
 use crate::exclusion::Excluder;

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Args as ClapArgs;
 use mturk_exclusion::ledger::{self, Participation};
@@ -78,18 +78,7 @@ where
     )
 }
 
-/// One line for an SQS failure: the code and message, or the transport problem.
-pub fn describe_sqs<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(err).to_string(),
-    }
-}
+pub use mturk_exclusion::aws::describe_sdk_error as describe_sqs;
 
 /// The hint that goes with "queue not found".
 pub fn queue_not_found_hint() -> String {
