@@ -9,6 +9,8 @@
 //!   by hand) and its real and dry runs, both through `exclusion::decide`.
 //! - [`export`]: the rows of an export, each worker's standing, CSV cells
 //!   made safe for spreadsheets.
+//! - [`report`]: the ledger in one self-contained HTML page (charts in
+//!   inline SVG), with no worker id unless asked for.
 //!
 //! Every operation works on a [`Lab`], built once by the caller.
 
@@ -16,6 +18,7 @@ pub mod backfill;
 pub mod export;
 pub mod reconcile;
 pub mod release;
+pub mod report;
 
 use crate::exclusion::Excluder;
 use crate::ids::QualificationTypeId;
