@@ -336,7 +336,7 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             r
         })
         .collect();
-    release_list.sort_by(|a, b| b.at.cmp(&a.at));
+    release_list.sort_by_key(|r| std::cmp::Reverse(r.at));
 
     let claims: Vec<&crate::ledger::StoredClaim> = snapshot
         .claims

@@ -183,8 +183,8 @@ fn bar_chart(
             );
         }
     }
-    // X labels: at most about 12.
-    let every = labels.len().div_ceil(12).max(1);
+    // X labels: at most 14 (the histogram's 13 all show).
+    let every = labels.len().div_ceil(14).max(1);
     for (i, label) in labels.iter().enumerate() {
         if i % every != 0 {
             continue;
