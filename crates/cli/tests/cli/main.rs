@@ -7,6 +7,7 @@ mod export;
 mod reconcile;
 mod redrive;
 mod release;
+mod report;
 mod setup;
 mod status;
 mod subscribe;
