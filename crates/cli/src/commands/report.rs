@@ -43,7 +43,9 @@ use crate::output;
 ///   - releases over time, and each release with its date and note.
 ///
 /// The header names the stack, the table, the qualification, when the page
-/// was made and the time it covers. All times are UTC.
+/// was made and the time it covers. All times are UTC. The ledger and the
+/// qualification come from --stack (or --table and --qualification), as
+/// for every command.
 ///
 /// Worker ids are personal data: the page has none unless you pass
 /// --with-worker-ids (then releases and repeat workers are listed by id).
