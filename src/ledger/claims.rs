@@ -29,7 +29,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::{Duration, OffsetDateTime};
 
-use super::{get_s, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK, STATE};
+use super::{
+    corrupt, get_s, get_time, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK,
+    STATE,
+};
 use super::{RELEASED_AT, SUBSCRIPTION_PK};
 use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
 
@@ -69,6 +72,60 @@ pub struct Standing {
     /// do not count).
     pub released_at: Option<String>,
     pub claim: Option<Claim>,
+}
+
+/// A claim as a report reads it: no worker id (the claim item's key holds
+/// it; a report counts claims, one per worker, and needs no more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClaim {
+    pub hit_id: String,
+    pub claimed_at: OffsetDateTime,
+    /// Epoch seconds.
+    pub expires_at: i64,
+}
+
+/// An assignment's end marker: returned or abandoned, and when the handler
+/// learned of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimEnded {
+    /// `returned` or `abandoned`.
+    pub ended_by: String,
+    pub ended_at: Option<OffsetDateTime>,
+}
+
+/// A claim item read for a report (`None`: an item left without a claim).
+pub(super) fn stored_claim(
+    op: &'static str,
+    item: &Item,
+) -> Result<Option<StoredClaim>, LedgerError> {
+    if !item.contains_key(CLAIM_ASSIGNMENT) {
+        return Ok(None);
+    }
+    let Some(claimed_at) = get_time(op, item, CLAIMED_AT)? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredClaim {
+        hit_id: get_s(item, CLAIM_HIT).unwrap_or_default(),
+        claimed_at,
+        expires_at: get_n(item, EXPIRES_AT).unwrap_or(0),
+    }))
+}
+
+/// An end marker, if `pk` is one's.
+pub(super) fn claim_ended_from(
+    op: &'static str,
+    pk: &str,
+    item: &Item,
+) -> Result<Option<ClaimEnded>, LedgerError> {
+    if !pk.starts_with("CLAIMEND#") {
+        return Ok(None);
+    }
+    let ended_by =
+        get_s(item, ENDED_BY).ok_or_else(|| corrupt(op, "claim end without ended_by".into()))?;
+    Ok(Some(ClaimEnded {
+        ended_by,
+        ended_at: get_time(op, item, ENDED_AT)?,
+    }))
 }
 
 /// Why a claim ended before its time.

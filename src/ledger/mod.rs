@@ -27,7 +27,7 @@ use time::{Duration, OffsetDateTime};
 use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
 
 pub mod claims;
-pub use claims::{Claim, ClaimEnd, Replaceable, Standing};
+pub use claims::{Claim, ClaimEnd, ClaimEnded, Replaceable, Standing, StoredClaim};
 
 // Attribute names.
 const PK: &str = "pk";
@@ -68,6 +68,11 @@ const GRANTING_UNTIL: &str = "granting_until";
 const LEASE_OWNER: &str = "lease_owner";
 const LEASE_UNTIL: &str = "lease_until";
 const HEARTBEAT_TTL: Duration = Duration::days(30);
+
+/// The release reason the ledger writes on a participation that arrived
+/// after its worker's release and was submitted before it (kept released):
+/// no release of its own, only the rule applied.
+pub const KEPT_RELEASED_REASON: &str = "submitted before the worker was released: kept released";
 
 /// How the ledger learned of a participation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +206,38 @@ pub struct Heartbeat {
     pub event_at: String,
     pub received_at: String,
     pub placeholder_hit_type_id: Option<String>,
+}
+
+/// A worker's standing as its item records the last release (the item
+/// keeps `released_at` after the worker is excluded again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastRelease {
+    pub worker_id: WorkerId,
+    /// The standing now: `Excluded` when excluded again since.
+    pub state: ExclusionState,
+    pub released_at: OffsetDateTime,
+    /// The note of a release that had one (a later release without a note
+    /// leaves an earlier note in place).
+    pub reason: Option<String>,
+}
+
+/// Everything the ledger holds under one qualification that a report reads,
+/// from one paged scan of the table ([`Ledger::snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every recorded participation (leases of assignments still being
+    /// handled are left out), oldest recorded first.
+    pub participations: Vec<Participation>,
+    /// How many workers the ledger holds excluded now.
+    pub excluded_now: usize,
+    /// Every worker item with a release on it.
+    pub releases: Vec<LastRelease>,
+    /// The accept-time check's claims still stored (one per worker, the
+    /// last; DynamoDB's TTL removes expired ones some time after expiry).
+    pub claims: Vec<StoredClaim>,
+    /// Assignments returned or abandoned in the last
+    /// [`claims::END_MARKER_TTL`] (their markers expire after that).
+    pub claim_ends: Vec<ClaimEnded>,
 }
 
 /// What went wrong with the ledger, in the terms a caller acts on.
@@ -1150,10 +1187,7 @@ impl Ledger {
                     }
                     Settled::KeptReleased => {
                         item.insert(RELEASED_AT.into(), s(released_at.unwrap_or(&stamp_now)));
-                        item.insert(
-                            RELEASE_REASON.into(),
-                            s("submitted before the worker was released: kept released"),
-                        );
+                        item.insert(RELEASE_REASON.into(), s(KEPT_RELEASED_REASON));
                     }
                 }
                 let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
@@ -1376,6 +1410,57 @@ impl Ledger {
             )
             .await?;
         items.iter().map(|i| exclusion_from(OP, i)).collect()
+    }
+
+    /// Reads the whole table once, in pages, and keeps what a report needs
+    /// about `qualification`: participations, exclusions and releases, the
+    /// check's claims and their end markers. A full scan (every item is
+    /// read once): for reports, never for the per-event path.
+    pub async fn snapshot(
+        &self,
+        qualification: &QualificationTypeId,
+    ) -> Result<Snapshot, LedgerError> {
+        const OP: &str = "Scan(snapshot)";
+        let exclusion_sk = format!("X#{qualification}");
+        let claim_sk = format!("C#{qualification}");
+        let mut snapshot = Snapshot::default();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.try_next().await.map_err(|e| sdk_error(OP, e))? {
+            let (Some(pk), Some(sk)) = (get_s(&item, PK), get_s(&item, SK)) else {
+                continue;
+            };
+            if sk == PARTICIPATION_SK {
+                // Without a worker: a lease, its assignment still being handled.
+                if item.contains_key(WORKER_ID) {
+                    snapshot.participations.push(participation_from(OP, &item)?);
+                }
+            } else if pk.starts_with("W#") && sk == exclusion_sk {
+                let x = exclusion_from(OP, &item)?;
+                if x.state == ExclusionState::Excluded {
+                    snapshot.excluded_now += 1;
+                }
+                if let Some(released_at) = x.released_at {
+                    snapshot.releases.push(LastRelease {
+                        worker_id: x.worker_id,
+                        state: x.state,
+                        released_at,
+                        reason: get_s(&item, RELEASE_REASON),
+                    });
+                }
+            } else if pk.starts_with("W#") && sk == claim_sk {
+                snapshot.claims.extend(claims::stored_claim(OP, &item)?);
+            } else if let Some(ended) = claims::claim_ended_from(OP, &pk, &item)? {
+                snapshot.claim_ends.push(ended);
+            }
+        }
+        snapshot.participations.sort_by_key(|p| p.recorded_at);
+        Ok(snapshot)
     }
 
     /// Every participation, optionally only those recorded at or after `since`.

@@ -11,6 +11,8 @@
 //!   to the queue, deleting each only after its copy was accepted.
 //! - [`export`]: the rows of an export, each worker's standing, CSV cells
 //!   made safe for spreadsheets.
+//! - [`report`]: the ledger in one self-contained HTML page (charts in
+//!   inline SVG), with no worker id unless asked for.
 //!
 //! Every operation works on a [`Lab`], built once by the caller.
 
@@ -19,6 +21,7 @@ pub mod export;
 pub mod reconcile;
 pub mod redrive;
 pub mod release;
+pub mod report;
 
 use crate::exclusion::Excluder;
 use crate::ids::QualificationTypeId;

@@ -379,3 +379,107 @@ async fn an_external_revoke_keeps_the_ledger_excluded_until_reconcile_grants_aga
     assert!(p.granted("A1REVOKEDONSITE"));
     p.assert_every_grant_silent();
 }
+
+/// `Ledger::snapshot`, `report`'s one scan, against DynamoDB Local: each
+/// kind of item lands where it belongs, and the rest (leases, heartbeats,
+/// subscriptions, another qualification's items) is left out.
+#[tokio::test]
+async fn report_snapshot_sorts_every_item_kind_and_skips_the_rest() {
+    use mturk_exclusion::ids::{AssignmentId, QualificationTypeId};
+    use mturk_exclusion::ledger::{ClaimEnd, Replaceable};
+    use mturk_exclusion::ops::report::{self, html, Options, Source};
+    use time::{Duration, OffsetDateTime};
+
+    let p = Pipeline::start().await;
+    submits(&p, "A1SNAPALPHA").await;
+    submits(&p, "A1SNAPBRAVO").await;
+    let now = OffsetDateTime::now_utc();
+    p.ledger
+        .record_release(
+            &worker("A1SNAPBRAVO"),
+            &p.qualification,
+            Some("<i>pilot</i> A1SNAPBRAVO"),
+            now,
+        )
+        .await
+        .unwrap();
+    let claimed = AssignmentId::parse("3SNAPCLAIMED").unwrap();
+    p.ledger
+        .try_claim(
+            &worker("A1SNAPCLAIM"),
+            &p.qualification,
+            &claimed,
+            &hit("3SNAPHIT"),
+            now,
+            Duration::hours(1),
+            Replaceable::default(),
+        )
+        .await
+        .unwrap();
+    p.ledger
+        .end_claim(&claimed, ClaimEnd::Returned, now)
+        .await
+        .unwrap();
+    // Not a report's: a lease in flight, a heartbeat, a subscription, and
+    // a worker under another qualification.
+    p.ledger
+        .lease_assignment(
+            &AssignmentId::parse("3SNAPLEASE").unwrap(),
+            "owner",
+            now,
+            Duration::seconds(15),
+        )
+        .await
+        .unwrap();
+    p.ledger
+        .record_heartbeat("doc-snap", now, None, now)
+        .await
+        .unwrap();
+    let other = QualificationTypeId::parse("3OTHERQUALIFICATION").unwrap();
+    p.ledger
+        .record_exclusion(&worker("A1SNAPOTHER"), &other, "manual", now)
+        .await
+        .unwrap();
+
+    let s = p.ledger.snapshot(&p.qualification).await.unwrap();
+    let mut who: Vec<&str> = s
+        .participations
+        .iter()
+        .map(|x| x.worker_id.as_str())
+        .collect();
+    who.sort();
+    assert_eq!(who, ["A1SNAPALPHA", "A1SNAPBRAVO"]);
+    assert_eq!(s.excluded_now, 1);
+    assert_eq!(s.releases.len(), 1);
+    assert_eq!(s.releases[0].worker_id.as_str(), "A1SNAPBRAVO");
+    assert_eq!(s.releases[0].state, ExclusionState::Released);
+    assert_eq!(s.claims.len(), 1);
+    assert_eq!(s.claims[0].hit_id, "3SNAPHIT");
+    assert_eq!(s.claim_ends.len(), 1);
+    assert_eq!(s.claim_ends[0].ended_by, "returned");
+
+    let source = Source {
+        stack: None,
+        table: p.ledger.table().to_owned(),
+        qualification: p.qualification.to_string(),
+        environment: "sandbox".into(),
+    };
+    let options = Options {
+        since: None,
+        with_worker_ids: false,
+        now,
+    };
+    let r = report::gather(&p.ledger, &p.qualification, source, &options)
+        .await
+        .unwrap();
+    assert_eq!((r.participations, r.releases.list.len()), (2, 1));
+    assert_eq!(
+        r.releases.list[0].reason.as_deref(),
+        Some("<i>pilot</i> [worker id]")
+    );
+    let page = html::render(&r);
+    assert!(page.contains("&lt;i&gt;pilot&lt;/i&gt; [worker id]"));
+    for w in ["A1SNAPALPHA", "A1SNAPBRAVO", "A1SNAPCLAIM", "A1SNAPOTHER"] {
+        assert!(!page.contains(w), "{w} on the page");
+    }
+}

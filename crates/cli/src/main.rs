@@ -48,6 +48,7 @@ enum Command {
     Release(commands::release::Args),
     Status(commands::status::Args),
     Export(commands::export::Args),
+    Report(commands::report::Args),
     Reconcile(commands::reconcile::Args),
     Redrive(commands::redrive::Args),
     Guard(commands::guard::Args),
@@ -93,6 +94,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Release(args) => commands::release::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,
         Command::Export(args) => commands::export::run(&ctx, args).await,
+        Command::Report(args) => commands::report::run(&ctx, args).await,
         Command::Reconcile(args) => commands::reconcile::run(&ctx, args).await,
         Command::Redrive(args) => commands::redrive::run(&ctx, args).await,
     }

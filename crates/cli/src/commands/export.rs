@@ -92,7 +92,7 @@ pub enum Format {
     Json,
 }
 
-fn parse_since(raw: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_since(raw: &str) -> Result<OffsetDateTime, String> {
     let trimmed = raw.trim();
     if let Ok(day) = Date::parse(trimmed, format_description!("[year]-[month]-[day]")) {
         return Ok(day.midnight().assume_utc());

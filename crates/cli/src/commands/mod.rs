@@ -8,6 +8,7 @@ pub mod init;
 pub mod reconcile;
 pub mod redrive;
 pub mod release;
+pub mod report;
 pub mod requirement;
 pub mod status;
 pub mod subscribe;

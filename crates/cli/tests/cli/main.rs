@@ -8,6 +8,7 @@ mod pools;
 mod reconcile;
 mod redrive;
 mod release;
+mod report;
 mod setup;
 mod status;
 mod subscribe;
