@@ -194,6 +194,8 @@ pub struct Context {
     pub qualification: Option<String>,
     pub queue_url: Option<String>,
     pub dlq_url: Option<String>,
+    /// The stack's `RequireSourceAccount` parameter, when --stack was read.
+    pub require_source_account: Option<bool>,
 }
 
 impl Context {
@@ -223,6 +225,7 @@ impl Context {
             qualification: global.qualification.clone(),
             queue_url: global.queue_url.clone(),
             dlq_url: global.dlq_url.clone(),
+            require_source_account: None,
             global,
             sdk,
             environment,
@@ -252,13 +255,17 @@ impl Context {
                 ),
                 source: None,
             })?;
-        let outputs = out
-            .stacks
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .and_then(|s| s.outputs)
-            .unwrap_or_default();
+        let stack = out.stacks.unwrap_or_default().into_iter().next();
+        self.require_source_account = stack
+            .as_ref()
+            .and_then(|s| s.parameters.as_ref())
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.parameter_key.as_deref() == Some("RequireSourceAccount"))
+            })
+            .and_then(|p| p.parameter_value.as_deref())
+            .map(|v| v.eq_ignore_ascii_case("true"));
+        let outputs = stack.and_then(|s| s.outputs).unwrap_or_default();
         let get = |key: &str| {
             outputs
                 .iter()
@@ -273,6 +280,12 @@ impl Context {
             .take()
             .or_else(|| get("QualificationTypeId"));
         Ok(())
+    }
+
+    /// Whether the stack's queue policy requires aws:SourceAccount (None:
+    /// no stack was read, or it has no such parameter).
+    pub fn require_source_account(&self) -> Option<bool> {
+        self.require_source_account
     }
 
     pub fn environment_name(&self) -> &'static str {
