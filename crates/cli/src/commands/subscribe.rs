@@ -33,8 +33,16 @@ use crate::output;
 /// not a HIT type (MTurk has no way to read a HIT type's settings back), so
 /// the HIT types are trusted to be set because MTurk accepted each setting.
 ///
+/// Only this run's own test event counts: its EventTimestamp must fall
+/// after the call, and its sender must be the lab (the CustomerId learned
+/// before, or, the first time, a SourceAccount equal to the AWS account in
+/// the queue URL). Another requester's Ping never passes. The first run
+/// that passes keeps the lab's CustomerId in the ledger; from then on the
+/// function acknowledges other requesters' documents without calling MTurk.
+///
 /// If no heartbeat comes before --timeout, the queues are inspected and the
-/// command says where the event got stuck and what to do.
+/// command says where the event got stuck and what to do (with --stack, also
+/// when the stack's RequireSourceAccount=true is the likely cause).
 ///
 /// Exit codes: 0 subscribed and verified (or --no-verify); 1 some HIT types
 /// were refused by MTurk (each is named), the others were subscribed;
