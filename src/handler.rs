@@ -210,7 +210,7 @@ impl OwnCustomerCache {
             return false;
         }
         let now = Instant::now();
-        if state.next_read.map_or(true, |at| now >= at) {
+        if state.next_read.is_none_or(|at| now >= at) {
             match self.ledger.own_customer().await {
                 Ok(own) => {
                     state.known = own.map(|o| o.customer_id);

@@ -197,12 +197,16 @@ async fn check_with_releases(
         .filter(|(_, g)| g.status == GrantStatus::Granted)
         .map(|(w, _)| w)
         .collect();
-    for w in in_ledger.difference(&on_mturk) {
-        panic!("{w} is excluded in the ledger but does not hold the qualification on MTurk");
-    }
-    for w in on_mturk.difference(&in_ledger) {
-        panic!("{w} holds the qualification on MTurk but the ledger does not say excluded");
-    }
+    let not_on_mturk: Vec<_> = in_ledger.difference(&on_mturk).collect();
+    assert!(
+        not_on_mturk.is_empty(),
+        "excluded in the ledger but not holding the qualification on MTurk: {not_on_mturk:?}"
+    );
+    let not_in_ledger: Vec<_> = on_mturk.difference(&in_ledger).collect();
+    assert!(
+        not_in_ledger.is_empty(),
+        "holding the qualification on MTurk but not excluded in the ledger: {not_in_ledger:?}"
+    );
 
     // A release stands against everything older than it.
     for (worker, at) in released {

@@ -790,3 +790,52 @@ async fn more_than_ten_failed_records_all_have_their_redelivery_spaced_out() {
         "a failed record came back before its spaced-out redelivery"
     );
 }
+
+/// The learned CustomerId is read once per instance, not once per record:
+/// an instance that read "nothing learned" keeps that answer until the
+/// re-read interval has passed, then picks the learned id up by itself.
+#[tokio::test]
+async fn an_instance_reads_the_labs_customer_once_and_again_only_after_the_interval() {
+    use mturk_exclusion::handler::OWN_CUSTOMER_REREAD;
+    use testkit::pipeline::foreign_document;
+    let p = Pipeline::start().await;
+    let foreign = |n: usize| {
+        foreign_document(
+            &format!("doc-foreign-{n}"),
+            &[submitted(
+                "3FOREIGNHITTYPE",
+                "3FOREIGNHIT",
+                &format!("3FOREIGNASSIGNMENT{n}"),
+            )],
+        )
+    };
+    let run = |body: String| {
+        let handler = p.handler.clone();
+        async move {
+            handler
+                .process(
+                    vec![record("m", &body)],
+                    Instant::now() + Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
+                .records
+                .remove(0)
+                .1
+        }
+    };
+    // Cold start: nothing learned yet; handled as before (looked up, refused).
+    assert!(run(foreign(1)).await.is_err());
+    // subscribe learns the lab's CustomerId meanwhile.
+    learn_the_labs_customer(&p).await;
+    // The instance does not read again per record: still handled as before.
+    p.double.clear_calls();
+    assert!(run(foreign(2)).await.is_err());
+    assert_eq!(p.double.call_count("GetAssignment"), 1);
+    // After the interval, the next foreign document reads again and is skipped.
+    tokio::time::sleep(OWN_CUSTOMER_REREAD + Duration::from_secs(1)).await;
+    p.double.clear_calls();
+    let summary = run(foreign(3)).await.expect("acknowledged");
+    assert_eq!(summary.foreign_documents, 1);
+    assert_eq!(p.double.total_calls(), 0);
+}
