@@ -1,4 +1,5 @@
-"""moto's server, with three speed fixes to its SQS that keep its behaviour.
+"""moto's server, with three speed fixes to its SQS that keep its behaviour,
+and one rule of SQS's that moto lacks.
 
 Run as `python scripts/moto-server.py -H 127.0.0.1 -p PORT` (same arguments
 as `moto_server`); scripts/local-stack.sh starts it this way. Set
@@ -24,13 +25,21 @@ The fixes, each equivalent to what it replaces:
 3. `Queue.delete_message` stops at the one message holding the receipt
    handle instead of scanning the queue twice and copying it.
 
+The rule: SQS refuses a ChangeMessageVisibilityBatch or DeleteMessageBatch
+of more than 10 entries as a whole (HTTP 400,
+AWS.SimpleQueueService.TooManyEntriesInBatchRequest); moto 5.2.5 enforces
+this for SendMessageBatch only and carries out larger batches, so code that
+forgets to chunk would pass every local test. Enforced here as SQS does.
+
 At start it checks that the code the fixes wrap still looks as expected, so a
 moto upgrade that moves things fails loudly instead of running half-fixed.
 `python scripts/moto-server.py --self-check` (run by scripts/test.sh) plays one
 queue's life (sends, a delayed message, receives, deletes twice and with bad
 handles, visibility changes, redrive to the DLQ, the counts at each step) on
-stock moto and on fixed moto, in process, and fails if any answer differs;
-tests/ then run against the fixed server.
+stock moto and on fixed moto, in process, and fails if any answer differs,
+except the batches of 11 entries: those stock moto carries out and the fixed
+one must refuse with SQS's error (and change nothing); batches of 10 must
+pass on both. tests/ then run against the fixed server.
 """
 
 import os
@@ -104,6 +113,34 @@ def _patch_delete(models):
     models.Queue.delete_message = delete_message
 
 
+# What SQS answers for a batch of more than 10 entries (AWS JSON protocol:
+# the query-compatible code is what the SDKs report).
+TOO_MANY_ENTRIES = "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
+_BATCH_LIMITED = ("change_message_visibility_batch", "delete_message_batch")
+
+
+def _patch_batch_limits(models):
+    class TooManyEntriesInBatchRequest(models.SQSException if hasattr(models, "SQSException") else Exception):
+        code = TOO_MANY_ENTRIES
+
+        def __init__(self, number):
+            super().__init__(
+                TOO_MANY_ENTRIES,
+                f"Maximum number of entries per request are 10. You have sent {number}.",
+            )
+
+    def limited(original):
+        def call(self, queue_name, entries, *args, **kwargs):
+            if len(entries) > 10:
+                raise TooManyEntriesInBatchRequest(len(entries))
+            return original(self, queue_name, entries, *args, **kwargs)
+
+        return call
+
+    for name in _BATCH_LIMITED:
+        setattr(models.SQSBackend, name, limited(getattr(models.SQSBackend, name)))
+
+
 def _check(models):
     """Fail at start if moto no longer has what the fixes rely on."""
     import inspect
@@ -116,8 +153,9 @@ def _check(models):
     }
     for name in _COUNTS:
         needed["Queue." + name] = isinstance(getattr(models.Queue, name, None), property)
-    for name in _COUNT_FREE:
+    for name in _COUNT_FREE + _BATCH_LIMITED:
         needed["SQSBackend." + name] = callable(getattr(models.SQSBackend, name, None))
+    needed["SQSException"] = hasattr(models, "SQSException")
     source = inspect.getsource(models.Queue.delete_message)
     needed["delete_message scans _messages"] = "self._messages" in source and "deleted_messages" in source
     missing = [name for name, ok in needed.items() if not ok]
@@ -134,6 +172,7 @@ def _patch(models):
     _patch_clock(models)
     _patch_counts(models)
     _patch_delete(models)
+    _patch_batch_limits(models)
 
 
 def _scenario():
@@ -194,6 +233,38 @@ def _scenario():
         receive()  # past maxReceiveCount: moved to the DLQ instead
         seen.append(("queue", attributes(url, counts)))
         seen.append(("dlq", attributes(dlq, counts)))
+
+        # Batches at and over SQS's limit of 10 entries.
+        limit = sqs.create_queue(QueueName="limit", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+        for i in range(11):
+            sqs.send_message(QueueUrl=limit, MessageBody=f"l{i}")
+        got = []
+        for _ in range(3):
+            got += sqs.receive_message(QueueUrl=limit, MaxNumberOfMessages=10).get("Messages", [])
+        handles = [m["ReceiptHandle"] for m in got]
+        seen.append(("limit received", len(handles)))
+
+        def batch(call, entries):
+            try:
+                result = call(QueueUrl=limit, Entries=entries)
+                return ("ok", len(result.get("Successful", [])), len(result.get("Failed", [])))
+            except sqs.exceptions.ClientError as e:
+                return ("error", e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+
+        visibility = [{"Id": f"v{i}", "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles)]
+        seen.append(("visibility batch of 10", batch(sqs.change_message_visibility_batch, visibility[:10])))
+        seen.append(("over the limit: visibility batch of 11", batch(sqs.change_message_visibility_batch, visibility)))
+        seen.append(("limit after visibility", attributes(limit, counts)))
+        got = []
+        for _ in range(3):
+            got += sqs.receive_message(QueueUrl=limit, MaxNumberOfMessages=10).get("Messages", [])
+        # Whatever came back, topped up to 11 with handles of the first receive.
+        again = [m["ReceiptHandle"] for m in got]
+        again += handles[len(again):11]
+        deletes = [{"Id": f"d{i}", "ReceiptHandle": h} for i, h in enumerate(again)]
+        seen.append(("over the limit: delete batch of 11", batch(sqs.delete_message_batch, deletes)))
+        seen.append(("delete batch of 10", batch(sqs.delete_message_batch, deletes[:10])))
+        seen.append(("limit at the end", attributes(limit, counts)))
     return seen
 
 
@@ -204,12 +275,30 @@ def self_check():
     stock = _scenario()
     _patch(models)
     fixed = _scenario()
-    if stock != fixed:
+    # Where the fixed moto must differ: SQS's limit on batch entries.
+    # Stock moto carries out 11; SQS refuses them whole with a 400, and the
+    # queue's counts after that differ only by what the stock batch did.
+    refused = ("error", TOO_MANY_ENTRIES, 400)
+    differ = {"over the limit: visibility batch of 11", "over the limit: delete batch of 11",
+              "limit after visibility", "limit at the end"}
+    same = [(a, b) for a, b in zip(stock, fixed) if a[0] not in differ]
+    limit_ok = [b[1] for b in fixed if b[0].startswith("over the limit")] == [refused, refused]
+    # Refused whole: the 10 made visible again are received again, the 11th
+    # stays in flight; after the refused delete and the delete of 10, one
+    # message is left (in flight).
+    counts_ok = {b[0]: b[1] for b in fixed}.get("limit at the end") == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesDelayed": "0",
+        "ApproximateNumberOfMessagesNotVisible": "1",
+    }
+    if len(stock) != len(fixed) or any(a != b for a, b in same) or not limit_ok or not counts_ok:
         for a, b in zip(stock, fixed):
             marker = "  " if a == b else "!="
             print(f"{marker} stock {a}\n{marker} fixed {b}", file=sys.stderr)
-        sys.exit("moto-server.py --self-check: the fixed moto answers differently from stock moto")
-    print(f"moto-server.py --self-check: stock and fixed moto agree on all {len(stock)} observations")
+        sys.exit("moto-server.py --self-check: the fixed moto answers differently from stock moto, "
+                 "or does not refuse batches of more than 10 entries as SQS does")
+    print(f"moto-server.py --self-check: stock and fixed moto agree on all {len(same)} observations; "
+          f"batches of 11 entries are refused with {TOO_MANY_ENTRIES} (HTTP 400)")
 
 
 def main():

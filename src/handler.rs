@@ -22,7 +22,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 use crate::config::Config;
 use crate::exclusion::{Excluder, Outcome};
 use crate::ids::shown;
-use crate::ledger::{ClaimEnd, Ledger};
+use crate::ledger::{ClaimEnd, Ledger, Sender};
 use crate::mturk::{retrying_throttles_until, Mturk};
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
@@ -65,6 +65,9 @@ pub struct Summary {
     /// Claims of the accept-time check ended by AssignmentReturned or AssignmentAbandoned.
     pub claims_ended: usize,
     pub ignored: usize,
+    /// Documents from another requester's CustomerId, acknowledged unread:
+    /// no MTurk call, no ledger write (the metric `ForeignDocuments`).
+    pub foreign_documents: usize,
 }
 
 impl Summary {
@@ -85,6 +88,7 @@ impl Summary {
         self.heartbeats += other.heartbeats;
         self.claims_ended += other.claims_ended;
         self.ignored += other.ignored;
+        self.foreign_documents += other.foreign_documents;
     }
 }
 
@@ -166,11 +170,68 @@ impl Clients {
     }
 }
 
+/// How long a read of the lab's CustomerId is trusted before a document
+/// that it does not settle (one from a CustomerId other than the one known,
+/// or any while none is known) reads it again. Bounds the extra reads to one
+/// per interval per instance, whatever arrives.
+pub const OWN_CUSTOMER_REREAD: Duration = Duration::from_secs(30);
+/// After a failed read: try again this soon (meanwhile documents are
+/// treated as the lab's own, as before anything was learned).
+const OWN_CUSTOMER_RETRY: Duration = Duration::from_secs(5);
+
+/// The lab's own CustomerId as this instance last read it from the ledger.
+struct OwnCustomerCache {
+    ledger: Ledger,
+    state: tokio::sync::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    known: Option<String>,
+    /// No read before this (None: never read).
+    next_read: Option<Instant>,
+}
+
+impl OwnCustomerCache {
+    /// Whether a document from `customer_id` comes from another requester.
+    /// Reads the ledger on the first document with a CustomerId, then only
+    /// when the answer would be "unknown" or "foreign" and the last read is
+    /// older than [`OWN_CUSTOMER_REREAD`]: the lab's own documents never
+    /// cost a read once the id is known.
+    async fn is_foreign(&self, customer_id: Option<&str>) -> bool {
+        // A document without a CustomerId was not written by MTurk; it is
+        // treated as before (a forged event can only name the lab's own
+        // assignments, which GetAssignment checks).
+        let Some(customer_id) = customer_id else {
+            return false;
+        };
+        let mut state = self.state.lock().await;
+        if state.known.as_deref() == Some(customer_id) {
+            return false;
+        }
+        let now = Instant::now();
+        if state.next_read.is_none_or(|at| now >= at) {
+            match self.ledger.own_customer().await {
+                Ok(own) => {
+                    state.known = own.map(|o| o.customer_id);
+                    state.next_read = Some(now + OWN_CUSTOMER_REREAD);
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not read the lab's CustomerId; treating documents as the lab's own for now");
+                    state.next_read = Some(now + OWN_CUSTOMER_RETRY);
+                }
+            }
+        }
+        matches!(&state.known, Some(own) if own != customer_id)
+    }
+}
+
 #[derive(Clone)]
 pub struct Handler {
     excluder: Excluder,
     /// For what is not an exclusion: heartbeats and ended claims.
     ledger: Ledger,
+    own_customer: Arc<OwnCustomerCache>,
     redelivery: Option<Redelivery>,
     config: Arc<Config>,
 }
@@ -184,6 +245,10 @@ impl Handler {
     ) -> Self {
         Handler {
             excluder,
+            own_customer: Arc::new(OwnCustomerCache {
+                ledger: ledger.clone(),
+                state: Default::default(),
+            }),
             ledger,
             redelivery,
             config,
@@ -313,6 +378,7 @@ impl Handler {
                 heartbeats = s.heartbeats,
                 claims_ended = s.claims_ended,
                 ignored = s.ignored,
+                foreign_documents = s.foreign_documents,
                 "record done"
             ),
             // The id is repeated here, not only on the span, so the line still
@@ -340,6 +406,22 @@ impl Handler {
         tracing::Span::current().record("event_doc_id", notification.doc_id.as_str());
 
         let mut summary = Summary::default();
+        if self
+            .own_customer
+            .is_foreign(notification.customer_id.as_deref())
+            .await
+        {
+            // Another requester's document: its assignments are not the
+            // lab's, so looking them up would only spend the lab's MTurk
+            // rate and end in the dead-letter queue; its Ping proves nothing.
+            warn!(
+                customer_id = %short(notification.customer_id.as_deref().unwrap_or_default()),
+                events = notification.events.len() + notification.unreadable.len(),
+                "document from another requester's CustomerId; acknowledged without calling MTurk"
+            );
+            summary.foreign_documents += 1;
+            return Ok(summary);
+        }
         let mut seen = HashSet::new();
         for event in &notification.events {
             match event {
@@ -375,6 +457,10 @@ impl Handler {
                             &notification.doc_id,
                             at.unwrap_or_else(OffsetDateTime::now_utc),
                             placeholder_hit_type_id.as_deref(),
+                            Sender {
+                                customer_id: notification.customer_id.as_deref(),
+                                source_account: notification.source_account.as_deref(),
+                            },
                             OffsetDateTime::now_utc(),
                         )
                         .await
@@ -484,6 +570,13 @@ impl Handler {
             }
         }
     }
+}
+
+/// A foreign CustomerId for the log: its first four characters only, enough
+/// to tell two senders apart, too little to name one.
+fn short(raw: &str) -> String {
+    let head: String = raw.chars().take(4).flat_map(char::escape_debug).collect();
+    format!("{head}\u{2026}")
 }
 
 /// Redelivery delay after `receives` receives: doubling from `base`, at most `max`,

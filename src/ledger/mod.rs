@@ -9,6 +9,9 @@
 //!   `Excluded` index list exactly the excluded workers.
 //! - `HEARTBEAT` / `<received_at>#<event doc id>`: a test event that made it
 //!   through the queue and the handler; expires after 30 days.
+//! - `CONFIG` / `OWN_CUSTOMER`: the lab's own MTurk `CustomerId`, learned by
+//!   `subscribe` from a test event it proved to be its own; documents from
+//!   any other CustomerId are foreign.
 //!
 //! Indexes (declared in template.yaml): `ByWorker` (worker_id, pk), `ByHit`
 //! (hit_id, pk), `ByHitType` (hit_type_id, recorded_at), `Excluded`
@@ -68,6 +71,11 @@ const GRANTING_UNTIL: &str = "granting_until";
 const LEASE_OWNER: &str = "lease_owner";
 const LEASE_UNTIL: &str = "lease_until";
 const HEARTBEAT_TTL: Duration = Duration::days(30);
+const CUSTOMER_ID: &str = "customer_id";
+const SOURCE_ACCOUNT: &str = "source_account";
+const LEARNED_AT: &str = "learned_at";
+const CONFIG_PK: &str = "CONFIG";
+const OWN_CUSTOMER_SK: &str = "OWN_CUSTOMER";
 
 /// The release reason the ledger writes on a participation that arrived
 /// after its worker's release and was submitted before it (kept released):
@@ -206,6 +214,27 @@ pub struct Heartbeat {
     pub event_at: String,
     pub received_at: String,
     pub placeholder_hit_type_id: Option<String>,
+    /// The document's `CustomerId` and `SourceAccount`, when it had them:
+    /// what tells the lab's own test event from another requester's.
+    pub customer_id: Option<String>,
+    pub source_account: Option<String>,
+}
+
+/// Who sent a document: its `CustomerId` and `SourceAccount`, as given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sender<'a> {
+    pub customer_id: Option<&'a str>,
+    pub source_account: Option<&'a str>,
+}
+
+/// The lab's own requester, as learned from a proven test event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCustomer {
+    pub customer_id: String,
+    pub source_account: Option<String>,
+    /// The test event it was learned from.
+    pub event_doc_id: String,
+    pub learned_at: String,
 }
 
 /// A worker's standing as its item records the last release (the item
@@ -1285,6 +1314,7 @@ impl Ledger {
         event_doc_id: &str,
         event_at: OffsetDateTime,
         placeholder_hit_type_id: Option<&str>,
+        sender: Sender<'_>,
         now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
         const OP: &str = "PutItem(heartbeat)";
@@ -1302,6 +1332,12 @@ impl Ledger {
         ]);
         if let Some(t) = placeholder_hit_type_id {
             item.insert(PLACEHOLDER_HIT_TYPE_ID.to_owned(), s(t));
+        }
+        if let Some(c) = sender.customer_id {
+            item.insert(CUSTOMER_ID.to_owned(), s(c));
+        }
+        if let Some(a) = sender.source_account {
+            item.insert(SOURCE_ACCOUNT.to_owned(), s(a));
         }
         self.client
             .put_item()
@@ -1344,9 +1380,92 @@ impl Ledger {
                     event_at: need(EVENT_AT)?,
                     received_at: need(RECEIVED_AT)?,
                     placeholder_hit_type_id: get_s(i, PLACEHOLDER_HIT_TYPE_ID),
+                    customer_id: get_s(i, CUSTOMER_ID),
+                    source_account: get_s(i, SOURCE_ACCOUNT),
                 })
             })
             .collect()
+    }
+
+    /// The lab's own CustomerId, if `subscribe` has learned it. One strongly
+    /// consistent GetItem: the handler reads it once per cold start and
+    /// caches it.
+    pub async fn own_customer(&self) -> Result<Option<OwnCustomer>, LedgerError> {
+        const OP: &str = "GetItem(own customer)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(OWN_CUSTOMER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let need = |n: &str| {
+            get_s(&item, n).ok_or_else(|| corrupt(OP, format!("own customer without {n}")))
+        };
+        Ok(Some(OwnCustomer {
+            customer_id: need(CUSTOMER_ID)?,
+            source_account: get_s(&item, SOURCE_ACCOUNT),
+            event_doc_id: need(EVENT_DOC_ID)?,
+            learned_at: need(LEARNED_AT)?,
+        }))
+    }
+
+    /// Keeps the lab's own CustomerId, learned from the test event `beat`.
+    /// The first one learned stays: a requester's CustomerId never changes,
+    /// so a different one is refused and the one kept is returned (the
+    /// caller says so).
+    pub async fn learn_own_customer(
+        &self,
+        beat: &Heartbeat,
+        now: OffsetDateTime,
+    ) -> Result<OwnCustomer, LedgerError> {
+        const OP: &str = "PutItem(own customer)";
+        let customer_id = beat
+            .customer_id
+            .clone()
+            .ok_or_else(|| corrupt(OP, "the heartbeat has no CustomerId".into()))?;
+        let learned = OwnCustomer {
+            customer_id,
+            source_account: beat.source_account.clone(),
+            event_doc_id: beat.event_doc_id.clone(),
+            learned_at: stamp(now),
+        };
+        let mut item: Item = HashMap::from([
+            (PK.to_owned(), s(CONFIG_PK)),
+            (SK.to_owned(), s(OWN_CUSTOMER_SK)),
+            (CUSTOMER_ID.to_owned(), s(&learned.customer_id)),
+            (EVENT_DOC_ID.to_owned(), s(&learned.event_doc_id)),
+            (LEARNED_AT.to_owned(), s(&learned.learned_at)),
+        ]);
+        if let Some(a) = &learned.source_account {
+            item.insert(SOURCE_ACCOUNT.to_owned(), s(a));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(learned),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind != LedgerErrorKind::ConditionFailed {
+                    return Err(e);
+                }
+                self.own_customer()
+                    .await?
+                    .ok_or_else(|| corrupt(OP, "own customer vanished".into()))
+            }
+        }
     }
 
     /// Records (or re-affirms) a participation for a worker named without an

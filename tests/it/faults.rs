@@ -8,7 +8,13 @@
 //! - no worker is excluded who did not submit;
 //! - every grant carried `SendNotification=false`;
 //! - the handler never revoked, rejected, blocked or approved;
-//! - a participation counts once however often it was delivered.
+//! - a participation counts once however often it was delivered;
+//! - MTurk and the ledger agree, both ways: every worker the ledger holds
+//!   excluded holds the qualification on MTurk, and every holder on MTurk
+//!   is excluded in the ledger;
+//! - no worker the lab released is excluded again by an event older than
+//!   the release (a fault run releases a worker, then redelivers all of
+//!   their notifications under the same faults).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +103,18 @@ async fn drain_and_check(
 
 /// Every invariant, after a drain. Returns how many notifications ended in the DLQ.
 async fn check(p: &Pipeline, submitted: &[(String, String)]) -> usize {
+    check_with_releases(p, submitted, &[]).await
+}
+
+/// [`check`] after the lab released `released` workers (each with the
+/// ledger's release time): their participations from before the release
+/// must not exclude them again.
+async fn check_with_releases(
+    p: &Pipeline,
+    submitted: &[(String, String)],
+    released: &[(String, time::OffsetDateTime)],
+) -> usize {
+    let is_released = |w: &str| released.iter().any(|(r, _)| r == w);
     // Which assignments wait in the DLQ.
     let mut dead = BTreeSet::new();
     for body in p.dead_letters().await {
@@ -124,6 +142,9 @@ async fn check(p: &Pipeline, submitted: &[(String, String)]) -> usize {
                 panic!("assignment {assignment} neither in the ledger nor in the DLQ")
             });
         assert_eq!(p_.worker_id.as_str(), worker);
+        if is_released(worker) {
+            continue;
+        }
         assert!(
             p_.excluded_at.is_some(),
             "assignment {assignment} recorded but not excluded"
@@ -155,17 +176,89 @@ async fn check(p: &Pipeline, submitted: &[(String, String)]) -> usize {
             submitters.contains(worker.as_str()),
             "{worker} excluded without submitting"
         );
-        assert_eq!(grant.status, GrantStatus::Granted);
+        if !is_released(&worker) {
+            assert_eq!(grant.status, GrantStatus::Granted, "{worker}");
+        }
     }
+
+    // MTurk and the ledger agree, in both directions.
+    let in_ledger: BTreeSet<String> = p
+        .ledger
+        .excluded_workers(&p.qualification)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.worker_id.to_string())
+        .collect();
+    let on_mturk: BTreeSet<String> = p
+        .double
+        .workers_with(p.qualification.as_str())
+        .into_iter()
+        .filter(|(_, g)| g.status == GrantStatus::Granted)
+        .map(|(w, _)| w)
+        .collect();
+    let not_on_mturk: Vec<_> = in_ledger.difference(&on_mturk).collect();
+    assert!(
+        not_on_mturk.is_empty(),
+        "excluded in the ledger but not holding the qualification on MTurk: {not_on_mturk:?}"
+    );
+    let not_in_ledger: Vec<_> = on_mturk.difference(&in_ledger).collect();
+    assert!(
+        not_in_ledger.is_empty(),
+        "holding the qualification on MTurk but not excluded in the ledger: {not_in_ledger:?}"
+    );
+
+    // A release stands against everything older than it.
+    for (worker, at) in released {
+        let w = WorkerId::parse(worker).unwrap();
+        let participations = p.ledger.participations_of(&w).await.unwrap();
+        let later = participations
+            .iter()
+            .any(|x| mturk_exclusion::exclusion::submitted_after_release(x.submit_time, Some(*at)));
+        if later {
+            continue; // a submission after the release may exclude again
+        }
+        let x = p
+            .ledger
+            .exclusion(&w, &p.qualification)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            x.state,
+            ExclusionState::Released,
+            "{worker} was excluded again by an event older than the release"
+        );
+        assert!(
+            !p.granted(worker),
+            "{worker} holds the qualification again after the release"
+        );
+        for x in &participations {
+            assert!(
+                x.released_at.is_some(),
+                "{worker}: participation {} from before the release is not recorded as released: {x:?}",
+                x.cause()
+            );
+        }
+    }
+
     p.assert_every_grant_silent();
     let allowed = [
         "UpdateNotificationSettings",
         "GetAssignment",
         "AssociateQualificationWithWorker",
     ];
+    let revokes = p.double.call_count("DisassociateQualificationFromWorker");
+    assert!(
+        revokes <= released.len(),
+        "{revokes} revokes for {} releases: the handler revoked",
+        released.len()
+    );
     for call in p.double.calls() {
         assert!(
-            allowed.contains(&call.operation.as_str()),
+            allowed.contains(&call.operation.as_str())
+                || (call.operation == "DisassociateQualificationFromWorker"
+                    && !released.is_empty()),
             "unexpected MTurk call {}",
             call.operation
         );
@@ -290,6 +383,51 @@ async fn service_faults_and_5xx_bursts_lose_nothing() {
     let submitted = burst(&p, size(40)).await;
     assert_eq!(drain_and_check(&p, &submitted, limit()).await.0, 0);
     assert!(faulted(&p, "ServiceFault") > 0 && faulted(&p, "Http500") > 0);
+
+    // The lab releases the busiest worker; then every one of their
+    // notifications is delivered again (a redrive, a late duplicate),
+    // under the same faults.
+    let w = "A0HEAVY0";
+    let lab = mturk_exclusion::exclusion::Excluder::new(
+        mturk_exclusion::mturk::Mturk::new(
+            p.clients.mturk.clone(),
+            Arc::new(mturk_exclusion::rate::RateLimiter::per_second(100.0)),
+        ),
+        p.ledger.clone(),
+        p.qualification.clone(),
+    );
+    lab.release_worker(&WorkerId::parse(w).unwrap(), None, None)
+        .await
+        .expect("the release");
+    let at = p
+        .ledger
+        .exclusion(&WorkerId::parse(w).unwrap(), &p.qualification)
+        .await
+        .unwrap()
+        .and_then(|x| x.released_at)
+        .expect("the ledger records the release");
+    let theirs: Vec<_> = submitted.iter().filter(|(_, x)| x == w).collect();
+    assert!(!theirs.is_empty());
+    for (i, (assignment, _)) in theirs.iter().enumerate() {
+        p.send(&testkit::pipeline::document(
+            &format!("doc-again-{i}"),
+            &[testkit::pipeline::submitted(
+                &p.hit_type,
+                "3HITOFTHEBURST",
+                assignment,
+            )],
+        ))
+        .await;
+    }
+    let (totals, drained) = p
+        .event_source()
+        .drain(&p.stack, p.function(), limit())
+        .await;
+    assert!(drained, "did not drain: {totals:?}");
+    assert_eq!(
+        check_with_releases(&p, &submitted, &[(w.to_owned(), at)]).await,
+        0
+    );
 }
 
 #[tokio::test]

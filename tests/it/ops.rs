@@ -432,7 +432,7 @@ async fn report_snapshot_sorts_every_item_kind_and_skips_the_rest() {
         .await
         .unwrap();
     p.ledger
-        .record_heartbeat("doc-snap", now, None, now)
+        .record_heartbeat("doc-snap", now, None, Default::default(), now)
         .await
         .unwrap();
     let other = QualificationTypeId::parse("3OTHERQUALIFICATION").unwrap();

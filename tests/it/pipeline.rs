@@ -585,3 +585,257 @@ async fn a_release_between_ledger_write_and_grant_is_honoured_on_redelivery() {
     assert_eq!(again.records[0].1.as_ref().unwrap().released, 1);
     assert!(!p.granted(worker.as_str()));
 }
+
+/// The lab's own requester, as `subscribe` learns it from its test event.
+async fn learn_the_labs_customer(p: &Pipeline) {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = mturk_exclusion::ledger::stamp(now);
+    p.ledger
+        .learn_own_customer(
+            &mturk_exclusion::ledger::Heartbeat {
+                event_doc_id: "doc-own-test".into(),
+                event_at: stamp.clone(),
+                received_at: stamp,
+                placeholder_hit_type_id: None,
+                customer_id: Some(testkit::mturk_double::CUSTOMER_ID.into()),
+                source_account: Some(testkit::mturk_double::SOURCE_ACCOUNT.into()),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn another_requesters_documents_cost_no_mturk_call_once_the_lab_is_known() {
+    use testkit::pipeline::{foreign_document, ping_now};
+    let p = Pipeline::start().await;
+    learn_the_labs_customer(&p).await;
+    let hit = p.double.create_hit(&p.hit_type);
+    let own = p
+        .double
+        .submit_assignment(&hit, "A1OWNWORKER")
+        .await
+        .unwrap()
+        .notification
+        .unwrap();
+    let foreign_submission = foreign_document(
+        "doc-foreign-submitted",
+        &[submitted(
+            "3FOREIGNHITTYPE",
+            "3FOREIGNHIT",
+            "3FOREIGNASSIGNMENT",
+        )],
+    );
+    let foreign_ping = foreign_document("doc-foreign-ping", &[ping_now()]);
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    p.double.clear_calls();
+
+    let report = p
+        .handler
+        .process(
+            vec![
+                record("m-own", &own),
+                record("m-foreign-submitted", &foreign_submission),
+                record("m-foreign-ping", &foreign_ping),
+            ],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    let summaries: Vec<_> = report
+        .records
+        .iter()
+        .map(|(id, r)| (id.as_str(), r.clone().expect("every record succeeds")))
+        .collect();
+    assert_eq!(summaries[0].1.excluded, 1);
+    assert_eq!(summaries[0].1.foreign_documents, 0);
+    for (id, s) in &summaries[1..] {
+        assert_eq!(s.foreign_documents, 1, "{id}: {s:?}");
+        assert_eq!((s.excluded, s.heartbeats, s.duplicates), (0, 0, 0), "{id}");
+    }
+    // Only the lab's own submission reached MTurk.
+    assert_eq!(p.double.call_count("GetAssignment"), 1);
+    assert!(p.granted("A1OWNWORKER"));
+    // The foreign Ping left no heartbeat that `subscribe` could mistake.
+    assert!(p.ledger.heartbeats_since(before).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn before_the_lab_is_known_every_document_is_handled_as_before() {
+    use testkit::pipeline::{foreign_document, ping_now};
+    let p = Pipeline::start().await;
+    let foreign_ping = foreign_document("doc-foreign-ping", &[ping_now()]);
+    let foreign_submission = foreign_document(
+        "doc-foreign-submitted",
+        &[submitted(
+            "3FOREIGNHITTYPE",
+            "3FOREIGNHIT",
+            "3FOREIGNASSIGNMENT",
+        )],
+    );
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    p.double.clear_calls();
+
+    let report = p
+        .handler
+        .process(
+            vec![
+                record("m-foreign-ping", &foreign_ping),
+                record("m-foreign-submitted", &foreign_submission),
+            ],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(report.records[0].1.as_ref().unwrap().heartbeats, 1);
+    // Looked up (and refused: the assignment is not the lab's), as today.
+    assert!(report.records[1].1.is_err(), "{:?}", report.records[1]);
+    assert!(p.double.call_count("GetAssignment") >= 1);
+    // The heartbeat keeps who sent it, for `subscribe` to judge.
+    let beats = p.ledger.heartbeats_since(before).await.unwrap();
+    assert_eq!(beats.len(), 1);
+    assert_eq!(
+        beats[0].customer_id.as_deref(),
+        Some(testkit::pipeline::FOREIGN_CUSTOMER_ID)
+    );
+    assert_eq!(
+        beats[0].source_account.as_deref(),
+        Some(testkit::pipeline::FOREIGN_ACCOUNT)
+    );
+}
+
+#[tokio::test]
+async fn more_than_ten_failed_records_all_have_their_redelivery_spaced_out() {
+    // SQS takes at most 10 visibility changes a request and refuses more
+    // whole (scripts/moto-server.py enforces it as SQS does).
+    let p = Pipeline::with(Options {
+        visibility_secs: 1,
+        configure: |c| {
+            c.backoff_base = Duration::from_secs(60);
+            c.backoff_max = Duration::from_secs(120);
+            c.record_concurrency = 10;
+        },
+        ..Options::default()
+    })
+    .await;
+    const N: usize = 13;
+    let hit = p.double.create_hit(&p.hit_type);
+    for i in 0..N {
+        p.double
+            .submit_assignment(&hit, &format!("A1SPACED{i:02}"))
+            .await
+            .unwrap();
+    }
+    // Everything MTurk is asked fails for a while: a transient fault.
+    p.double
+        .fail_next(Some("GetAssignment"), 10_000, Fault::ServiceFault);
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        if records.len() >= N {
+            break;
+        }
+        let got = p
+            .stack
+            .sqs
+            .receive_message()
+            .queue_url(&p.queues.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(20)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let mut r = record(m.message_id().unwrap(), m.body().unwrap());
+            r.receipt_handle = m.receipt_handle.clone();
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            records.push(r);
+        }
+    }
+    assert_eq!(records.len(), N, "all submissions received in one batch");
+
+    let report = p
+        .handler
+        .process(records, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.records.iter().filter(|(_, r)| r.is_err()).count(),
+        N,
+        "every record failed"
+    );
+    // The receive gave 20 s; the handler's backoff gives at least 60. Had
+    // any chunk been refused, its records would be visible after 20 s.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let visible = p
+        .stack
+        .sqs
+        .receive_message()
+        .queue_url(&p.queues.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+        .len();
+    assert_eq!(
+        visible, 0,
+        "a failed record came back before its spaced-out redelivery"
+    );
+}
+
+/// The learned CustomerId is read once per instance, not once per record:
+/// an instance that read "nothing learned" keeps that answer until the
+/// re-read interval has passed, then picks the learned id up by itself.
+#[tokio::test]
+async fn an_instance_reads_the_labs_customer_once_and_again_only_after_the_interval() {
+    use mturk_exclusion::handler::OWN_CUSTOMER_REREAD;
+    use testkit::pipeline::foreign_document;
+    let p = Pipeline::start().await;
+    let foreign = |n: usize| {
+        foreign_document(
+            &format!("doc-foreign-{n}"),
+            &[submitted(
+                "3FOREIGNHITTYPE",
+                "3FOREIGNHIT",
+                &format!("3FOREIGNASSIGNMENT{n}"),
+            )],
+        )
+    };
+    let run = |body: String| {
+        let handler = p.handler.clone();
+        async move {
+            handler
+                .process(
+                    vec![record("m", &body)],
+                    Instant::now() + Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
+                .records
+                .remove(0)
+                .1
+        }
+    };
+    // Cold start: nothing learned yet; handled as before (looked up, refused).
+    assert!(run(foreign(1)).await.is_err());
+    // subscribe learns the lab's CustomerId meanwhile.
+    learn_the_labs_customer(&p).await;
+    // The instance does not read again per record: still handled as before.
+    p.double.clear_calls();
+    assert!(run(foreign(2)).await.is_err());
+    assert_eq!(p.double.call_count("GetAssignment"), 1);
+    // After the interval, the next foreign document reads again and is skipped.
+    tokio::time::sleep(OWN_CUSTOMER_REREAD + Duration::from_secs(1)).await;
+    p.double.clear_calls();
+    let summary = run(foreign(3)).await.expect("acknowledged");
+    assert_eq!(summary.foreign_documents, 1);
+    assert_eq!(p.double.total_calls(), 0);
+}

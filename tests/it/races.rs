@@ -358,3 +358,89 @@ async fn copies_on_two_instances_cost_one_lookup_and_one_grant() {
     assert_eq!(p.double.call_count(GRANT), 1);
     assert!(p.granted("A1TWOCOPIES"));
 }
+
+/// A slow copy's last write finds the participation another copy recorded
+/// as pending (its lease ran out while the slow copy's grant was held; the
+/// other copy found the grant in flight and gave up, leaving the worker it
+/// looked up as pending). The slow copy must settle that participation, not
+/// call it a duplicate and let its message be deleted with the
+/// participation unfinished (fixed in 64ab697).
+#[tokio::test]
+async fn a_participation_another_copy_left_pending_is_settled_not_called_a_duplicate() {
+    let p = Pipeline::with(testkit::pipeline::Options {
+        // Attempts outlast the held grant, so the SDK does not retry it.
+        limits: mturk_exclusion::aws::Limits {
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(20),
+            ..testkit::pipeline::Options::default().limits
+        },
+        ..testkit::pipeline::Options::default()
+    })
+    .await;
+    let w = "A1PENDINGTAKEN";
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double.lose_deliveries_to(&p.queues.url);
+    let s = p.double.submit_assignment(&hit, w).await.unwrap();
+    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
+    let body = document(
+        "doc-pending",
+        &[submitted(&p.hit_type, &hit, &s.assignment_id)],
+    );
+    // The slow copy holds its lease only briefly, then stalls at its grant.
+    let slow = p.handler_with(|c| c.assignment_lease = Duration::from_millis(400));
+    let other = p.handler_with(|_| {});
+    let gate = p.double.hold_next(GRANT, 1);
+    let handling = tokio::spawn({
+        let body = body.clone();
+        async move {
+            slow.process(
+                vec![record("m1", &body)],
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), gate.arrived())
+        .await
+        .expect("the slow copy reached its grant");
+    // Its lease runs out; the message comes back to another instance, which
+    // takes the lease over, looks the worker up, finds the grant in flight,
+    // and leaves the participation pending.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let copy = other
+        .process(
+            vec![record("m2", &body)],
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&copy.records[0].1, Err(Failure::Transient(reason)) if reason.contains("in flight")),
+        "{:?}",
+        copy.records[0].1
+    );
+    let pending = p.ledger.participation(&assignment).await.unwrap();
+    assert!(
+        matches!(&pending, Some(x) if x.excluded_at.is_none() && x.released_at.is_none()),
+        "the other copy left the participation pending: {pending:?}"
+    );
+    // The slow copy's grant lands; its last write finds the pending item.
+    gate.open();
+    let done = handling.await.unwrap();
+    match &done.records[0].1 {
+        Ok(summary) => assert_eq!(
+            (summary.excluded, summary.duplicates),
+            (1, 0),
+            "{summary:?}"
+        ),
+        Err(f) => panic!("the slow copy failed: {f}"),
+    }
+    let settled = p.ledger.participation(&assignment).await.unwrap().unwrap();
+    assert!(
+        settled.excluded_at.is_some(),
+        "the message was acknowledged with the participation still pending: {settled:?}"
+    );
+    assert!(p.granted(w));
+    assert_eq!(standing(&p, w).await, ExclusionState::Excluded);
+}

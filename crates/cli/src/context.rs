@@ -195,6 +195,8 @@ pub struct Context {
     pub qualification: Option<String>,
     pub queue_url: Option<String>,
     pub dlq_url: Option<String>,
+    /// The stack's `RequireSourceAccount` parameter, when --stack was read.
+    pub require_source_account: Option<bool>,
 }
 
 impl Context {
@@ -224,6 +226,7 @@ impl Context {
             qualification: global.qualification.clone(),
             queue_url: global.queue_url.clone(),
             dlq_url: global.dlq_url.clone(),
+            require_source_account: None,
             global,
             sdk,
             environment,
@@ -237,7 +240,12 @@ impl Context {
 
     /// Fills what the flags left open from the stack's outputs.
     async fn fill_from_stack(&mut self, stack: &str) -> Result<(), CliError> {
-        let outputs = stack_outputs(&self.sdk, stack).await?;
+        let deployed = read_stack(&self.sdk, stack).await?;
+        self.require_source_account = deployed
+            .parameters
+            .get("RequireSourceAccount")
+            .map(|v| v.eq_ignore_ascii_case("true"));
+        let outputs = deployed.outputs;
         let get = |key: &str| outputs.get(key).cloned();
         self.table = self.table.take().or_else(|| get("TableName"));
         self.queue_url = self.queue_url.take().or_else(|| get("QueueUrl"));
@@ -247,6 +255,12 @@ impl Context {
             .take()
             .or_else(|| get("QualificationTypeId"));
         Ok(())
+    }
+
+    /// Whether the stack's queue policy requires aws:SourceAccount (None:
+    /// no stack was read, or it has no such parameter).
+    pub fn require_source_account(&self) -> Option<bool> {
+        self.require_source_account
     }
 
     pub fn environment_name(&self) -> &'static str {
@@ -321,12 +335,14 @@ impl Context {
 }
 
 /// Fails early, with a hint, when no credentials can be found at all.
-/// A deployed stack's outputs by key: one stack is one exclusion pool, and
+/// What the CLI reads of a deployed stack. One stack is one exclusion pool:
 /// its outputs name the pool's table, queues, qualification and check URL.
-pub async fn stack_outputs(
-    sdk: &SdkConfig,
-    stack: &str,
-) -> Result<HashMap<String, String>, CliError> {
+pub struct DeployedStack {
+    pub outputs: HashMap<String, String>,
+    pub parameters: HashMap<String, String>,
+}
+
+pub async fn read_stack(sdk: &SdkConfig, stack: &str) -> Result<DeployedStack, CliError> {
     let out = aws_sdk_cloudformation::Client::new(sdk)
         .describe_stacks()
         .stack_name(stack)
@@ -341,16 +357,33 @@ pub async fn stack_outputs(
                 "check --stack, the region the stack was deployed to, and the profile",
             )
         })?;
-    Ok(out
-        .stacks
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .and_then(|s| s.outputs)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|o| Some((o.output_key?, o.output_value?)))
-        .collect())
+    let found = out.stacks.unwrap_or_default().into_iter().next();
+    let (outputs, parameters) = found
+        .map(|s| {
+            (
+                s.outputs.unwrap_or_default(),
+                s.parameters.unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    Ok(DeployedStack {
+        outputs: outputs
+            .into_iter()
+            .filter_map(|o| Some((o.output_key?, o.output_value?)))
+            .collect(),
+        parameters: parameters
+            .into_iter()
+            .filter_map(|p| Some((p.parameter_key?, p.parameter_value?)))
+            .collect(),
+    })
+}
+
+/// A deployed stack's outputs by key.
+pub async fn stack_outputs(
+    sdk: &SdkConfig,
+    stack: &str,
+) -> Result<HashMap<String, String>, CliError> {
+    Ok(read_stack(sdk, stack).await?.outputs)
 }
 
 async fn check_credentials(sdk: &SdkConfig, profile: Option<&str>) -> Result<(), CliError> {

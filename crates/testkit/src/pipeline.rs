@@ -255,16 +255,55 @@ impl Pipeline {
     }
 }
 
-/// A notification document as MTurk writes it.
+/// A notification document as MTurk writes it for the lab's own requester
+/// (the double's account, whose CustomerId `subscribe` learns).
 pub fn document(doc_id: &str, events: &[serde_json::Value]) -> String {
+    document_from(
+        mturk_double::CUSTOMER_ID,
+        mturk_double::SOURCE_ACCOUNT,
+        doc_id,
+        events,
+    )
+}
+
+/// Another requester's requester id and AWS account, for foreign documents.
+pub const FOREIGN_CUSTOMER_ID: &str = "A3FOREIGNREQ9";
+pub const FOREIGN_ACCOUNT: &str = "999988887777";
+
+/// A notification document as MTurk writes it for another requester, who
+/// pointed a HIT type at the lab's queue.
+pub fn foreign_document(doc_id: &str, events: &[serde_json::Value]) -> String {
+    document_from(FOREIGN_CUSTOMER_ID, FOREIGN_ACCOUNT, doc_id, events)
+}
+
+fn document_from(
+    customer_id: &str,
+    account: &str,
+    doc_id: &str,
+    events: &[serde_json::Value],
+) -> String {
     serde_json::json!({
         "EventDocVersion": "2014-08-15",
         "EventDocId": doc_id,
-        "CustomerId": "A1LABREQUESTER",
-        "SourceAccount": "123456789012",
+        "CustomerId": customer_id,
+        "SourceAccount": account,
         "Events": events,
     })
     .to_string()
+}
+
+/// A Ping event stamped now, as in a test document.
+pub fn ping_now() -> serde_json::Value {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    serde_json::json!({
+        "EventType": "Ping",
+        "EventTimestamp": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "HITTypeId": "PLACEHOLDERHITTYPE",
+        "HITId": "PLACEHOLDERHIT",
+        "AssignmentId": "PLACEHOLDERASSIGNMENT",
+    })
 }
 
 pub fn submitted(hit_type: &str, hit: &str, assignment: &str) -> serde_json::Value {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
+use mturk_exclusion::ids::shown;
 use mturk_exclusion::ids::HitTypeId;
-use mturk_exclusion::ledger::{Heartbeat, Ledger};
+use mturk_exclusion::ledger::{parse_stamp, Heartbeat, Ledger, OwnCustomer};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -32,8 +33,16 @@ use crate::output;
 /// not a HIT type (MTurk has no way to read a HIT type's settings back), so
 /// the HIT types are trusted to be set because MTurk accepted each setting.
 ///
+/// Only this run's own test event counts: its EventTimestamp must fall
+/// after the call, and its sender must be the lab (the CustomerId learned
+/// before, or, the first time, a SourceAccount equal to the AWS account in
+/// the queue URL). Another requester's Ping never passes. The first run
+/// that passes keeps the lab's CustomerId in the ledger; from then on the
+/// function acknowledges other requesters' documents without calling MTurk.
+///
 /// If no heartbeat comes before --timeout, the queues are inspected and the
-/// command says where the event got stuck and what to do.
+/// command says where the event got stuck and what to do (with --stack, also
+/// when the stack's RequireSourceAccount=true is the likely cause).
 ///
 /// Exit codes: 0 subscribed and verified (or --no-verify); 1 some HIT types
 /// were refused by MTurk (each is named), the others were subscribed;
@@ -120,6 +129,12 @@ enum Cause {
     HandlerFailing,
     /// Nowhere to be seen: MTurk could not deliver (or the function writes elsewhere).
     NotDelivered,
+    /// Nowhere to be seen, and the stack's queue policy requires
+    /// aws:SourceAccount (RequireSourceAccount=true).
+    SourceAccountCondition,
+    /// Test events came through, but none was this run's: they came from
+    /// another requester (another CustomerId or AWS account).
+    OnlyForeignTestEvents,
 }
 
 #[derive(Serialize)]
@@ -143,6 +158,12 @@ struct Report {
     /// True with --no-verify.
     verification_skipped: bool,
     heartbeat_at: Option<String>,
+    /// The lab's own MTurk CustomerId, learned from this run's (or an
+    /// earlier run's) test event; documents from any other are foreign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<String>,
+    /// Test events seen in the window that were not this run's.
+    foreign_test_events: usize,
     /// Why the round trip failed, when it did.
     diagnosis: Option<Diagnosis>,
 }
@@ -243,6 +264,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         verified: false,
         verification_skipped: false,
         heartbeat_at: None,
+        customer_id: None,
+        foreign_test_events: 0,
         diagnosis: None,
     };
 
@@ -260,15 +283,24 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             subscribed.first().map(ToString::to_string).unwrap_or_default()
         );
     } else {
-        match round_trip(ctx, &ledger, &sqs, &queue_url, args.timeout).await? {
-            Ok(hb) => {
+        let trip = round_trip(ctx, &ledger, &sqs, &queue_url, args.timeout).await?;
+        report.foreign_test_events = trip.foreign;
+        match trip.outcome {
+            Ok((hb, own)) => {
                 for t in &subscribed {
                     ledger.record_verified(t, &hb.received_at).await?;
                 }
                 report.verified = true;
                 report.heartbeat_at = Some(hb.received_at);
+                report.customer_id = Some(own.customer_id);
             }
             Err(diagnosis) => report.diagnosis = Some(diagnosis),
+        }
+        if trip.foreign > 0 && !ctx.global.json {
+            eprintln!(
+                "warning: {} test event(s) from another requester reached the queue meanwhile and were not taken for this one: the queue URL is known outside the lab, or another requester's setting points at it",
+                trip.foreign
+            );
         }
     }
 
@@ -313,6 +345,9 @@ fn finish(
             report.heartbeat_at.as_deref().unwrap_or("?")
         );
         println!("Submissions of these HIT types now exclude their workers: {list}.");
+        if let Some(c) = &report.customer_id {
+            println!("The lab's MTurk CustomerId is {c}: documents from any other requester are acknowledged without calling MTurk.");
+        }
         println!("(A test event proves the queue and the function; each HIT type's setting was accepted by MTurk just now.)");
     } else if report.verification_skipped {
         println!("Subscribed, not verified: {list}.");
@@ -335,6 +370,51 @@ fn finish(
     Ok(())
 }
 
+/// What the round trip came to.
+struct Trip {
+    /// This run's heartbeat and the lab's requester it proves, or why not.
+    outcome: Result<(Heartbeat, OwnCustomer), Diagnosis>,
+    /// Heartbeats in the window that were not this run's test event.
+    foreign: usize,
+}
+
+/// The AWS account that owns a queue, from its URL
+/// (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
+fn queue_account(queue_url: &str) -> Option<&str> {
+    let path = queue_url.split_once("://")?.1.split_once('/')?.1;
+    let account = path.split('/').next()?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
+}
+
+/// Whether `hb` can be this run's own test event, sent at `sent_at`.
+///
+/// MTurk's test document holds nothing the caller chose except the event
+/// type (its ids are placeholders, its EventDocId is MTurk's), so it is
+/// recognised by who sent it and when: its `EventTimestamp` must fall
+/// between the call and now (give or take the clocks' skew), and its sender
+/// must be the lab itself: the CustomerId learned before, or, until one is
+/// learned, a `SourceAccount` equal to the AWS account that owns the queue
+/// (the stack runs in the account linked to the lab's requester). Another
+/// requester's Ping carries their own CustomerId and account, so it passes
+/// neither, whenever it arrives.
+fn is_own(
+    hb: &Heartbeat,
+    own: Option<&OwnCustomer>,
+    account: Option<&str>,
+    sent_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> bool {
+    let in_window = parse_stamp(&hb.event_at)
+        .is_some_and(|at| at >= sent_at - CLOCK_SKEW && at <= now + CLOCK_SKEW);
+    let from_lab = match own {
+        Some(own) => hb.customer_id.as_deref() == Some(own.customer_id.as_str()),
+        None => {
+            hb.customer_id.is_some() && account.is_some() && hb.source_account.as_deref() == account
+        }
+    };
+    in_window && from_lab
+}
+
 /// Sends one test event and waits for its heartbeat. The outer error is the
 /// environment failing (ledger unreadable); the inner one is the diagnosis.
 async fn round_trip(
@@ -343,7 +423,7 @@ async fn round_trip(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     timeout: Duration,
-) -> Result<Result<Heartbeat, Diagnosis>, CliError> {
+) -> Result<Trip, CliError> {
     let dlq_url = status::resolve_dlq(ctx, sqs).await;
     let dlq_before = match &dlq_url {
         Some(url) => match status::probe(sqs, url).await {
@@ -352,6 +432,8 @@ async fn round_trip(
         },
         None => None,
     };
+    let own = ledger.own_customer().await?;
+    let account = queue_account(queue_url);
     let sent_at = OffsetDateTime::now_utc();
     let since = sent_at - CLOCK_SKEW;
     let key = |h: &Heartbeat| (h.received_at.clone(), h.event_doc_id.clone());
@@ -363,13 +445,16 @@ async fn round_trip(
         .collect();
 
     if let Err(e) = ctx.mturk.send_test_event(queue_url).await {
-        return Ok(Err(Diagnosis {
-            cause: Cause::TestEventRefused,
-            message: format!("MTurk did not send the test event: {e}"),
-            what_to_do: "check that --queue-url is a full SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), then run subscribe again".into(),
-            queue: None,
-            dead_letter_queue: None,
-        }));
+        return Ok(Trip {
+            outcome: Err(Diagnosis {
+                cause: Cause::TestEventRefused,
+                message: format!("MTurk did not send the test event: {e}"),
+                what_to_do: "check that --queue-url is a full SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), then run subscribe again".into(),
+                queue: None,
+                dead_letter_queue: None,
+            }),
+            foreign: 0,
+        });
     }
     if !ctx.global.json {
         eprintln!(
@@ -378,28 +463,93 @@ async fn round_trip(
         );
     }
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut foreign: Vec<Heartbeat>;
     loop {
-        if let Some(hb) = ledger
+        let now = OffsetDateTime::now_utc();
+        let new: Vec<Heartbeat> = ledger
             .heartbeats_since(since)
             .await?
             .into_iter()
-            .find(|h| !earlier.contains(&key(h)))
-        {
-            return Ok(Ok(hb));
+            .filter(|h| !earlier.contains(&key(h)))
+            .collect();
+        let (mine, others): (Vec<_>, Vec<_>) = new
+            .into_iter()
+            .partition(|h| is_own(h, own.as_ref(), account, sent_at, now));
+        foreign = others;
+        if let Some(hb) = mine.into_iter().next() {
+            let learned = match &own {
+                Some(own) => own.clone(),
+                None => {
+                    let learned = ledger.learn_own_customer(&hb, now).await?;
+                    if hb.customer_id.as_deref() != Some(learned.customer_id.as_str()) {
+                        eprintln!(
+                            "warning: the ledger already names CustomerId {} as the lab's, learned from test event {} at {}; this test event came from {}. Documents from any other CustomerId are acknowledged without calling MTurk",
+                            shown(&learned.customer_id),
+                            shown(&learned.event_doc_id),
+                            learned.learned_at,
+                            hb.customer_id.as_deref().map(shown).unwrap_or_default()
+                        );
+                    }
+                    learned
+                }
+            };
+            return Ok(Trip {
+                outcome: Ok((hb, learned)),
+                foreign: foreign.len(),
+            });
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
             break;
         }
-        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
+        tokio::time::sleep(POLL_EVERY.min(left)).await;
     }
-    Ok(Err(diagnose(
-        sqs,
-        queue_url,
-        dlq_url.as_deref(),
-        dlq_before,
-    )
-    .await))
+    let mut diagnosis = if foreign.is_empty() {
+        diagnose(sqs, queue_url, dlq_url.as_deref(), dlq_before).await
+    } else {
+        let senders: HashSet<String> = foreign
+            .iter()
+            .map(|h| {
+                format!(
+                    "CustomerId {} / account {}",
+                    h.customer_id
+                        .as_deref()
+                        .map(shown)
+                        .unwrap_or_else(|| "(none)".into()),
+                    h.source_account
+                        .as_deref()
+                        .map(shown)
+                        .unwrap_or_else(|| "(none)".into())
+                )
+            })
+            .collect();
+        let mut senders: Vec<_> = senders.into_iter().collect();
+        senders.sort();
+        Diagnosis {
+            cause: Cause::OnlyForeignTestEvents,
+            message: format!(
+                "{} test event(s) came through, none of them this run's: they were sent by {} ({})",
+                foreign.len(),
+                match &own {
+                    Some(o) => format!("another requester than the lab's CustomerId {}", shown(&o.customer_id)),
+                    None => format!("another AWS account than the queue's ({})", account.unwrap_or("unknown")),
+                },
+                senders.join("; ")
+            ),
+            what_to_do: "run subscribe with the lab's own credentials (--profile) for the account that owns the queue; if another requester's HIT types point at this queue, they will be ignored once the lab's CustomerId is learned".into(),
+            queue: None,
+            dead_letter_queue: None,
+        }
+    };
+    if diagnosis.cause == Cause::NotDelivered && ctx.require_source_account() == Some(true) {
+        diagnosis.cause = Cause::SourceAccountCondition;
+        diagnosis.message = "MTurk's test event did not arrive, and the stack's queue policy accepts MTurk's messages only with aws:SourceAccount (RequireSourceAccount=true). MTurk documents that condition for SNS, not for SQS: it most likely does not send it to queues, so the queue refuses every notification".into();
+        diagnosis.what_to_do = "deploy the stack again with RequireSourceAccount=false (sam deploy --parameter-overrides RequireSourceAccount=false ...), then run subscribe again; until then no submission reaches the function".into();
+    }
+    Ok(Trip {
+        outcome: Err(diagnosis),
+        foreign: foreign.len(),
+    })
 }
 
 async fn diagnose(
@@ -530,6 +680,20 @@ pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_account_comes_from_its_url() {
+        assert_eq!(
+            queue_account("https://sqs.us-east-1.amazonaws.com/123456789012/q"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            queue_account("http://127.0.0.1:5000/123456789012/q"),
+            Some("123456789012")
+        );
+        assert_eq!(queue_account("https://example.com/q"), None);
+        assert_eq!(queue_account("q"), None);
+    }
 
     #[test]
     fn timeouts_read_as_seconds_or_minutes() {

@@ -39,7 +39,7 @@ async fn status_reports_exclusions_failures_subscriptions_and_queues() {
         .await
         .unwrap();
     p.ledger
-        .record_heartbeat("heartbeat-doc", now, None, now)
+        .record_heartbeat("heartbeat-doc", now, None, Default::default(), now)
         .await
         .unwrap();
     p.ledger

@@ -126,6 +126,7 @@ async fn an_old_heartbeat_does_not_pass_for_a_new_round_trip() {
             "earlier-doc",
             time::OffsetDateTime::now_utc(),
             None,
+            Default::default(),
             time::OffsetDateTime::now_utc(),
         )
         .await
@@ -450,4 +451,170 @@ async fn stack_outputs_name_the_table_queues_and_qualification() {
     assert!(missing.stderr.contains("NoSuchStack"), "{}", missing.stderr);
 
     let _ = cfn.delete_stack().stack_name(&stack).send().await;
+}
+
+/// Runs `subscribe` while the queue is consumed, and puts another
+/// requester's Ping into the queue after subscribe has looked at the
+/// heartbeats already there and before MTurk sends its own test event: the
+/// foreign Ping arrives first, inside the round trip's time window.
+async fn subscribe_with_a_foreign_ping_first(p: &Pipeline, hit_type: &str) -> CliRun {
+    use testkit::pipeline::{foreign_document, ping_now};
+    let gate = p.double.hold_next("SendTestEventNotification", 1);
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let args = ["subscribe", hit_type, "--json", "--timeout", "5s"];
+    let (run, ()) = tokio::join!(while_consuming(p, p.cli(&args), p.function()), async {
+        gate.arrived().await;
+        p.send(&foreign_document("doc-foreign-ping", &[ping_now()]))
+            .await;
+        // Until the function has written the foreign heartbeat (bounded:
+        // the held call must go on before the CLI's attempt timeout).
+        for _ in 0..30 {
+            if !p.ledger.heartbeats_since(before).await.unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        gate.open();
+    });
+    run
+}
+
+#[tokio::test]
+async fn a_foreign_ping_arriving_first_does_not_satisfy_subscribe() {
+    let p = Pipeline::start().await;
+    // The lab's own test event never arrives.
+    p.double.lose_deliveries_to(&p.queues.url);
+    let hit_type = p.double.new_hit_type_id();
+
+    let run = subscribe_with_a_foreign_ping_first(&p, &hit_type).await;
+
+    assert_eq!(run.code, 4, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verified"], false, "{report}");
+    assert_eq!(report["foreign_test_events"], 1, "{report}");
+    assert_eq!(
+        report["diagnosis"]["cause"], "only_foreign_test_events",
+        "{report}"
+    );
+    let message = report["diagnosis"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(testkit::pipeline::FOREIGN_ACCOUNT),
+        "{message}"
+    );
+    // Nothing was learned from it, and the HIT type is not marked verified.
+    assert!(p.ledger.own_customer().await.unwrap().is_none());
+    let subs = p.ledger.subscriptions().await.unwrap();
+    assert!(subs
+        .iter()
+        .all(|s| s.hit_type_id.as_str() != hit_type || s.verified_at.is_none()));
+}
+
+#[tokio::test]
+async fn subscribe_learns_the_labs_customer_id_from_its_own_test_event_only() {
+    let p = Pipeline::start().await;
+    let hit_type = p.double.new_hit_type_id();
+
+    let run = subscribe_with_a_foreign_ping_first(&p, &hit_type).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(
+        report["customer_id"],
+        testkit::mturk_double::CUSTOMER_ID,
+        "{report}"
+    );
+    assert_eq!(report["foreign_test_events"], 1, "{report}");
+    let own = p.ledger.own_customer().await.unwrap().expect("learned");
+    assert_eq!(own.customer_id, testkit::mturk_double::CUSTOMER_ID);
+    assert_eq!(
+        own.source_account.as_deref(),
+        Some(testkit::mturk_double::SOURCE_ACCOUNT)
+    );
+
+    // A second run checks against what was learned.
+    let again = while_consuming(
+        &p,
+        p.cli(&["subscribe", &hit_type, "--json", "--timeout", "20s"]),
+        p.function(),
+    )
+    .await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        again.json()["customer_id"],
+        testkit::mturk_double::CUSTOMER_ID
+    );
+}
+
+#[tokio::test]
+async fn with_require_source_account_on_a_missing_test_event_is_named_plainly() {
+    let p = Pipeline::start().await;
+    // As when the queue policy's aws:SourceAccount condition refuses MTurk.
+    p.double.lose_deliveries_to(&p.queues.url);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
+    let cfn = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
+            .endpoint_url(&endpoint)
+            .build(),
+    );
+    let stack = testkit::unique_name("sourceaccount-stack").replace('-', "");
+    let template = serde_json::json!({
+        "Parameters": {
+            "RequireSourceAccount": { "Type": "String", "Default": "false" }
+        },
+        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
+        "Outputs": {
+            "TableName": { "Value": p.ledger.table() },
+            "QueueUrl": { "Value": p.queues.url },
+            "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
+            "QualificationTypeId": { "Value": p.qualification.as_str() },
+        }
+    });
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(template.to_string())
+        .parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key("RequireSourceAccount")
+                .parameter_value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("moto creates the stack");
+    let unset = [
+        ("MTURK_EXCLUSION_TABLE", None),
+        ("MTURK_EXCLUSION_QUEUE_URL", None),
+        ("MTURK_EXCLUSION_DLQ_URL", None),
+        ("MTURK_EXCLUSION_QUALIFICATION", None),
+        ("AWS_ENDPOINT_URL_CLOUDFORMATION", Some(endpoint.as_str())),
+    ];
+    let hit_type = p.double.new_hit_type_id();
+    let run = while_consuming(
+        &p,
+        p.cli_with_env(
+            &["subscribe", &hit_type, "--stack", &stack, "--timeout", "3s"],
+            &unset,
+        ),
+        p.function(),
+    )
+    .await;
+    let _ = cfn.delete_stack().stack_name(&stack).send().await;
+
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stdout.contains("RequireSourceAccount=true"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("RequireSourceAccount=false"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("MTurk could not deliver"),
+        "{}",
+        run.stdout
+    );
 }
