@@ -101,6 +101,14 @@ impl MturkError {
         }
     }
 
+    /// The same error with the worker's id taken out of MTurk's text.
+    /// MTurk echoes the ids it was sent (`"A1… is not a valid worker ID."`),
+    /// and worker ids are personal data that must not reach the logs.
+    fn without_worker(mut self, worker: &WorkerId) -> Self {
+        self.message = redact_worker(&self.message, worker);
+        self
+    }
+
     fn unusable(operation: &'static str, err: InvalidId) -> Self {
         MturkError {
             operation,
@@ -269,7 +277,7 @@ where
                 MturkErrorKind::Rejected { turk_error_code }
             };
             let shown_code = e.turk_error_code().unwrap_or(code);
-            (kind, format!("{shown_code}: {message}"))
+            (kind, format!("{shown_code}: {}", bounded(&message)))
         }
         SdkError::TimeoutError(_) => (MturkErrorKind::Transient, "timed out".to_owned()),
         SdkError::DispatchFailure(d) => (
@@ -290,6 +298,22 @@ where
         message,
         source: Some(Box::new(err)),
     }
+}
+
+/// How much of MTurk's own error text is kept: enough to read, bounded
+/// whatever the service answers.
+const MESSAGE_LIMIT: usize = 300;
+
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_LIMIT) {
+        Some((cut, _)) => format!("{}\u{2026}", &message[..cut]),
+        None => message.to_owned(),
+    }
+}
+
+/// `text` with every occurrence of the worker's id replaced by `<worker>`.
+pub fn redact_worker(text: &str, worker: &WorkerId) -> String {
+    text.replace(worker.as_str(), "<worker>")
 }
 
 tokio::task_local! {
@@ -432,6 +456,7 @@ impl Mturk {
                     source: None,
                 });
             }
+            self.limiter.sending();
             let result = send().await.map_err(|e| classify(operation, e));
             match &result {
                 Err(e) if e.kind == MturkErrorKind::Throttled => {
@@ -549,7 +574,8 @@ impl Mturk {
                 .send_notification(false)
                 .send()
         })
-        .await?;
+        .await
+        .map_err(|e| e.without_worker(worker))?;
         Ok(())
     }
 
@@ -570,7 +596,8 @@ impl Mturk {
                     .set_reason(reason.map(str::to_owned))
                     .send()
             })
-            .await;
+            .await
+            .map_err(|e| e.without_worker(worker));
         match result {
             Ok(_) => Ok(Revoked::Now),
             Err(e)
