@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::exclusion::{Excluder, Outcome, Settlement};
 use crate::ids::shown;
 use crate::ledger::{ClaimEnd, Ledger};
-use crate::mturk::{retrying_throttles_until, Mturk};
+use crate::mturk::{counting_calls, retrying_throttles_until, Mturk};
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
 
@@ -105,8 +105,9 @@ impl Summary {
 /// [`crate::metrics`]). `settled` counts every event settled, also in
 /// records that failed afterwards: an exclusion granted before its record
 /// failed is counted here, and its redelivery then finds it done (a
-/// duplicate). The MTurk numbers are this handler's limiter's, read before
-/// and after the batch: exact while one batch runs at a time, as in Lambda.
+/// duplicate). The MTurk calls are this batch's own, also when batches
+/// share the handler at once; the rate is the instance's limiter's after
+/// the batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchMetrics {
     pub settled: Summary,
@@ -306,15 +307,13 @@ impl Handler {
         records: Vec<SqsMessage>,
         deadline: Instant,
     ) -> (Result<BatchReport, BatchError>, BatchMetrics) {
-        let before = self.limiter.snapshot();
         let mut settled = Summary::default();
-        let result = self.run_batch(records, deadline, &mut settled).await;
-        let after = self.limiter.snapshot();
+        let (result, calls) = counting_calls(self.run_batch(records, deadline, &mut settled)).await;
         let metrics = BatchMetrics {
             settled,
-            mturk_calls: after.calls.saturating_sub(before.calls),
-            mturk_throttled: after.throttles.saturating_sub(before.throttles),
-            mturk_rate: after.rate,
+            mturk_calls: calls.sent,
+            mturk_throttled: calls.throttled,
+            mturk_rate: self.limiter.snapshot().rate,
         };
         (result, metrics)
     }

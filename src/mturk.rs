@@ -10,6 +10,7 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -321,6 +322,39 @@ tokio::task_local! {
     static THROTTLE_DEADLINE: Instant;
 }
 
+tokio::task_local! {
+    /// Where the calls of one piece of work are counted, if anywhere.
+    static CALLS: Arc<CallCounter>;
+}
+
+#[derive(Default)]
+struct CallCounter {
+    sent: AtomicU64,
+    throttled: AtomicU64,
+}
+
+/// MTurk calls made by one piece of work (see [`counting_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCount {
+    /// Calls sent: each attempt, throttled ones included.
+    pub sent: u64,
+    /// Of those, how many MTurk throttled.
+    pub throttled: u64,
+}
+
+/// Runs `work`, counting the MTurk calls it makes (in its own task, as the
+/// handler's records are): the handler's metrics per invocation, exact even
+/// when several batches share one [`Mturk`] at once.
+pub async fn counting_calls<F: Future>(work: F) -> (F::Output, CallCount) {
+    let counter = Arc::new(CallCounter::default());
+    let output = CALLS.scope(counter.clone(), work).await;
+    let count = CallCount {
+        sent: counter.sent.load(Ordering::Relaxed),
+        throttled: counter.throttled.load(Ordering::Relaxed),
+    };
+    (output, count)
+}
+
 /// How long a throttled call keeps retrying when no deadline was set (the CLI).
 pub const THROTTLE_BUDGET: Duration = Duration::from_secs(120);
 
@@ -456,10 +490,11 @@ impl Mturk {
                     source: None,
                 });
             }
-            self.limiter.sending();
+            let _ = CALLS.try_with(|c| c.sent.fetch_add(1, Ordering::Relaxed));
             let result = send().await.map_err(|e| classify(operation, e));
             match &result {
                 Err(e) if e.kind == MturkErrorKind::Throttled => {
+                    let _ = CALLS.try_with(|c| c.throttled.fetch_add(1, Ordering::Relaxed));
                     self.limiter.throttled(&permit);
                     let next = self.limiter.next_slot();
                     if attempt < MAX_THROTTLED_ATTEMPTS && next < deadline {

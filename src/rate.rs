@@ -76,8 +76,6 @@ struct State {
     last_limit: f64,
     /// Calls sent before this do not cut again.
     last_cut: Option<Instant>,
-    /// Calls sent to MTurk (attempts, retries included).
-    calls: u64,
     throttles: u64,
     cuts: u64,
 }
@@ -97,8 +95,6 @@ pub struct Snapshot {
     pub rate: f64,
     pub ceiling: f64,
     pub slow_start: bool,
-    /// Calls sent so far (each attempt counts, throttled ones included).
-    pub calls: u64,
     pub throttles: u64,
     pub cuts: u64,
 }
@@ -138,7 +134,6 @@ impl RateLimiter {
                 slow_start: true,
                 last_limit: rate,
                 last_cut: None,
-                calls: 0,
                 throttles: 0,
                 cuts: 0,
             }),
@@ -166,12 +161,6 @@ impl RateLimiter {
             sent_at: slot,
             waited,
         }
-    }
-
-    /// A call is going out now (after its slot, and only if it is really
-    /// sent): counted for the metrics.
-    pub fn sending(&self) {
-        self.state().calls += 1;
     }
 
     /// When a call asking now would get its slot.
@@ -222,7 +211,6 @@ impl RateLimiter {
             rate: s.rate,
             ceiling: self.ceiling,
             slow_start: s.slow_start,
-            calls: s.calls,
             throttles: s.throttles,
             cuts: s.cuts,
         }

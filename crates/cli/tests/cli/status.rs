@@ -66,7 +66,10 @@ async fn status_reports_exclusions_failures_subscriptions_and_queues() {
     // The worker excluded through the pipeline, seconds after submitting.
     let x = &s["exposure_last_24h"];
     assert_eq!(x["participations"], 1, "{x}");
-    assert!((0.0..60.0).contains(&x["max_seconds"].as_f64().unwrap()), "{x}");
+    assert!(
+        (0.0..60.0).contains(&x["max_seconds"].as_f64().unwrap()),
+        "{x}"
+    );
     assert_eq!(s["recent_failures"][0]["assignment_id"], "3STUCKASSIGNMENT");
     assert_eq!(s["recent_failures"][0]["worker_id"], "A2STUCKWORKER");
     assert_eq!(s["recent_failures"].as_array().unwrap().len(), 1);
