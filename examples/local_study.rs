@@ -39,6 +39,9 @@ const METRICS_POOL: &str = "local-demo";
 #[derive(Clone, Default)]
 struct EmfSink(Option<Arc<Mutex<std::fs::File>>>);
 
+/// The one sink of the run, for the check's part too.
+static EMF: std::sync::OnceLock<EmfSink> = std::sync::OnceLock::new();
+
 impl EmfSink {
     fn from_env() -> anyhow::Result<Self> {
         match std::env::var_os("EMF_LOG") {
@@ -132,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let ledger = Ledger::new(clients.dynamodb, &table);
     // Each invocation writes its metrics line, as the Lambda's main does.
     let emf = EmfSink::from_env()?;
+    let _ = EMF.set(emf.clone());
     let function = {
         let handler = handler.clone();
         let emf = emf.clone();
@@ -300,7 +304,6 @@ async fn main() -> anyhow::Result<()> {
         &worker(0),
         &source,
         function,
-        &emf,
     )
     .await?;
 
@@ -332,7 +335,6 @@ async fn accept_time_check<F, Fut>(
     repeat_worker: &str,
     source: &EventSource,
     function: F,
-    emf: &EmfSink,
 ) -> anyhow::Result<bool>
 where
     F: Fn(SqsEvent) -> Fut + Send + Sync + Clone + 'static,
@@ -350,7 +352,7 @@ where
     ));
     // What Lambda hands the function for a Function URL request (payload
     // 2.0) goes to the library's rules; CORS comes from template.yaml.
-    let emf = emf.clone();
+    let emf = EMF.get().cloned().unwrap_or_default();
     let invoke: testkit::function_url::Invoke = Arc::new(move |event: serde_json::Value| {
         let checker = checker.clone();
         let emf = emf.clone();

@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn each_rule_is_enforced() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Break = fn(&mut Value);
+        let cases: Vec<(Break, &str)> = vec![
             (|d| d["_aws"]["Timestamp"] = json!(1.5), "Timestamp"),
             (
                 |d| d["_aws"]["Timestamp"] = json!(now_ms() / 1000),
