@@ -6,7 +6,8 @@
 //! `scripts/demo.sh`, which starts the local services first.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,6 +29,43 @@ const FIRST_STUDY_WORKERS: usize = 24;
 const SECOND_STUDY_WORKERS: usize = 18;
 const REPEAT_WORKERS: usize = 6;
 const DUPLICATE_DELIVERIES: usize = 5;
+
+/// The `Pool` dimension of the demo's metrics (a stack's name in AWS).
+const METRICS_POOL: &str = "local-demo";
+
+/// Where the functions' CloudWatch EMF lines go: the file named by
+/// `EMF_LOG` (scripts/demo.sh sets it and sums them up afterwards), as the
+/// deployed functions write them into their logs. Without it, nowhere.
+#[derive(Clone, Default)]
+struct EmfSink(Option<Arc<Mutex<std::fs::File>>>);
+
+/// The one sink of the run, for the check's part too.
+static EMF: std::sync::OnceLock<EmfSink> = std::sync::OnceLock::new();
+
+impl EmfSink {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var_os("EMF_LOG") {
+            None => Ok(EmfSink(None)),
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening EMF_LOG {path:?}"))?;
+                Ok(EmfSink(Some(Arc::new(Mutex::new(file)))))
+            }
+        }
+    }
+
+    fn write(&self, lines: impl IntoIterator<Item = String>) {
+        if let Some(file) = &self.0 {
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            for line in lines {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    }
+}
 
 fn worker(n: usize) -> String {
     format!("A{:013}", 3_700_000_000_000u64 + n as u64 * 7919)
@@ -95,16 +133,21 @@ async fn main() -> anyhow::Result<()> {
     let clients = Clients::from_sdk(&config, &sdk);
     let mturk = clients.mturk;
     let ledger = Ledger::new(clients.dynamodb, &table);
+    // Each invocation writes its metrics line, as the Lambda's main does.
+    let emf = EmfSink::from_env()?;
+    let _ = EMF.set(emf.clone());
     let function = {
         let handler = handler.clone();
+        let emf = emf.clone();
         move |event: SqsEvent| {
             let handler = handler.clone();
+            let emf = emf.clone();
             async move {
-                handler
-                    .process(event.records, Instant::now() + Duration::from_secs(60))
-                    .await
-                    .map(|r| r.response())
-                    .map_err(|e| e.to_string())
+                let (result, measured) = handler
+                    .process_measured(event.records, Instant::now() + Duration::from_secs(60))
+                    .await;
+                emf.write(measured.emf_lines(METRICS_POOL, mturk_exclusion::metrics::now_ms()));
+                result.map(|r| r.response()).map_err(|e| e.to_string())
             }
         }
     };
@@ -309,9 +352,12 @@ where
     ));
     // What Lambda hands the function for a Function URL request (payload
     // 2.0) goes to the library's rules; CORS comes from template.yaml.
+    let emf = EMF.get().cloned().unwrap_or_default();
     let invoke: testkit::function_url::Invoke = Arc::new(move |event: serde_json::Value| {
         let checker = checker.clone();
+        let emf = emf.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let method = event["requestContext"]["http"]["method"]
                 .as_str()
                 .unwrap_or("")
@@ -326,6 +372,13 @@ where
                 time::OffsetDateTime::now_utc(),
             )
             .await;
+            // The check's metrics line, as its main writes it per request.
+            emf.write([mturk_exclusion::check::emf_line(
+                METRICS_POOL,
+                r.metric_reason,
+                started.elapsed(),
+                mturk_exclusion::metrics::now_ms(),
+            )]);
             Ok(serde_json::json!({
                 "statusCode": r.status,
                 "headers": {"content-type": "application/json"},

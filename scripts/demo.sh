@@ -12,6 +12,8 @@ Usage: scripts/demo.sh [arguments for the local_study example...]
 Installs what is missing (scripts/setup.sh), starts the local stack
 (scripts/local-stack.sh; stopped again on exit if this script started it),
 then runs:  cargo run --quiet --example local_study -- ARGS...
+and sums up the CloudWatch metrics (EMF lines) the handler and the check
+wrote during the run (scripts/emf-summary.py).
 To see the example's own options:  scripts/demo.sh --help-example
 EOF
   exit 0
@@ -23,9 +25,21 @@ bash "$REPO_ROOT/scripts/setup.sh"
 
 use_local_stack
 
+# The functions' EMF lines (what the deployed functions write into their
+# logs for CloudWatch) go to this file; summed up after the run.
+# (No trap of its own: use_local_stack owns the EXIT trap.)
+EMF_LOG=$(mktemp "${TMPDIR:-/tmp}/mturk-exclusion-emf.XXXXXX")
+export EMF_LOG
+
 set +e
 cargo run --quiet "${LOCKED[@]}" --example local_study -- "${ARGS[@]}"
 rc=$?
 set -e
 ((rc == 0)) || warn "the local_study example exited with $rc"
+if [[ -s "$EMF_LOG" ]]; then
+  echo
+  python3 "$REPO_ROOT/scripts/emf-summary.py" "$EMF_LOG" ||
+    warn "could not sum up the metrics in $EMF_LOG"
+fi
+rm -f "$EMF_LOG"
 exit "$rc"

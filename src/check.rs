@@ -133,7 +133,7 @@ impl CheckConfig {
             table_name,
             qualification_type_id,
             claim,
-            pool: get("METRICS_POOL").unwrap_or_else(|| "default".into()),
+            pool: crate::metrics::pool(get),
         })
     }
 }
@@ -463,28 +463,17 @@ pub async fn respond(
 /// One CloudWatch Embedded Metric Format document for one request: `Checks`
 /// (Count) by [Pool, Reason] and `CheckLatency` (Milliseconds) by [Pool].
 pub fn emf_line(pool: &str, reason: &str, latency: StdDuration, timestamp_ms: u64) -> String {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": "MturkExclusion",
-                    "Dimensions": [["Pool", "Reason"]],
-                    "Metrics": [{"Name": "Checks", "Unit": "Count"}]
-                },
-                {
-                    "Namespace": "MturkExclusion",
-                    "Dimensions": [["Pool"]],
-                    "Metrics": [{"Name": "CheckLatency", "Unit": "Milliseconds"}]
-                }
-            ]
-        },
-        "Pool": pool,
-        "Reason": reason,
-        "Checks": 1,
-        "CheckLatency": (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-    })
-    .to_string()
+    use crate::metrics::{Document, Unit};
+    let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    Document::new(timestamp_ms)
+        .dimension("Pool", pool)
+        .dimension("Reason", reason)
+        .group(&["Pool", "Reason"])
+        .value("Checks", Unit::Count, 1.0)
+        .group(&["Pool"])
+        .value("CheckLatency", Unit::Milliseconds, latency_ms)
+        .lines()
+        .concat()
 }
 
 #[cfg(test)]

@@ -56,6 +56,25 @@ pub enum Outcome {
     KeptReleased,
 }
 
+/// What excluding a notified assignment came to, with how long its worker
+/// stayed exposed: from the submission (MTurk's `SubmitTime`, else the
+/// event's time) to the grant, when this call granted and the submission
+/// time is known. The handler's `ExposureWindow` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    pub outcome: Outcome,
+    pub exposure: Option<StdDuration>,
+}
+
+impl Settlement {
+    fn only(outcome: Outcome) -> Self {
+        Settlement {
+            outcome,
+            exposure: None,
+        }
+    }
+}
+
 /// Whether a participation submitted at or before the worker's release may
 /// exclude them again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +304,7 @@ impl Excluder {
         assignment: &AssignmentId,
         event_doc_id: &str,
         event_at: Option<OffsetDateTime>,
-    ) -> Result<Outcome, ExclusionError> {
+    ) -> Result<Settlement, ExclusionError> {
         let _one_at_a_time = self.locks.lock(format!("A#{assignment}")).await;
         let owner = format!(
             "{}-{}",
@@ -363,9 +382,10 @@ impl Excluder {
             if known.released_at.is_some() && releases == Releases::Override {
                 return self
                     .settle(Record::Existing(&known), known.submit_time, releases)
-                    .await;
+                    .await
+                    .map(|s| s.outcome);
             }
-            return self.settle_known(known).await;
+            return self.settle_known(known).await.map(|s| s.outcome);
         }
         self.settle(
             Record::New {
@@ -376,16 +396,17 @@ impl Excluder {
             releases,
         )
         .await
+        .map(|s| s.outcome)
     }
 
     /// A participation the ledger already has: finished, or (recorded by
     /// an older version that crashed before the grant) finished now.
-    async fn settle_known(&self, known: Participation) -> Result<Outcome, ExclusionError> {
+    async fn settle_known(&self, known: Participation) -> Result<Settlement, ExclusionError> {
         if known.released_at.is_some() {
-            return Ok(Outcome::KeptReleased);
+            return Ok(Settlement::only(Outcome::KeptReleased));
         }
         if known.excluded_at.is_some() {
-            return Ok(Outcome::Duplicate);
+            return Ok(Settlement::only(Outcome::Duplicate));
         }
         let submitted = known.submit_time;
         self.settle(Record::Existing(&known), submitted, Releases::Respect)
@@ -399,7 +420,7 @@ impl Excluder {
         record: Record<'_>,
         submitted: Option<OffsetDateTime>,
         releases: Releases,
-    ) -> Result<Outcome, ExclusionError> {
+    ) -> Result<Settlement, ExclusionError> {
         let (worker, cause) = match &record {
             Record::New { participation, .. } => (
                 participation.worker_id.clone(),
@@ -416,6 +437,8 @@ impl Excluder {
         // it unfinished (pending): then it is that item this path settles.
         let mut taken: Option<Participation> = None;
         for _ in 0..MAX_DECISIONS {
+            // When MTurk answered this attempt's grant.
+            let mut granted_at = None;
             let begun = self
                 .ledger
                 .begin_exclusion(
@@ -453,6 +476,7 @@ impl Excluder {
                             .await;
                         return Err(e.into());
                     }
+                    granted_at = Some(now());
                     (
                         version,
                         Settled::Excluded { granted: true },
@@ -508,7 +532,13 @@ impl Excluder {
                 )
                 .await?
             {
-                Finished::Done => return Ok(outcome),
+                Finished::Done => {
+                    // Clocks apart (MTurk's and this one) never make it negative.
+                    let exposure = granted_at.zip(submitted).map(|(granted, submitted)| {
+                        StdDuration::try_from(granted - submitted).unwrap_or_default()
+                    });
+                    return Ok(Settlement { outcome, exposure });
+                }
                 Finished::ParticipationTaken => {
                     // Nothing was written: close the window this attempt
                     // opened, then look at what the other writer left.
@@ -518,7 +548,7 @@ impl Excluder {
                             .await?;
                     }
                     let Record::New { participation, .. } = &record else {
-                        return Ok(Outcome::Duplicate);
+                        return Ok(Settlement::only(Outcome::Duplicate));
                     };
                     match self
                         .ledger
@@ -529,7 +559,7 @@ impl Excluder {
                             taken = Some(p);
                             continue;
                         }
-                        _ => return Ok(Outcome::Duplicate),
+                        _ => return Ok(Settlement::only(Outcome::Duplicate)),
                     }
                 }
                 // A release (or another exclusion) came in between: decide again.
@@ -553,6 +583,7 @@ impl Excluder {
             .await?;
         self.settle(Record::Existing(&stored), None, Releases::Override)
             .await
+            .map(|s| s.outcome)
     }
 
     /// Records as excluded a worker MTurk already shows holding the

@@ -20,10 +20,10 @@ use tokio::time::Instant;
 use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::config::Config;
-use crate::exclusion::{Excluder, Outcome};
+use crate::exclusion::{Excluder, Outcome, Settlement};
 use crate::ids::shown;
 use crate::ledger::{ClaimEnd, Ledger, Sender};
-use crate::mturk::{retrying_throttles_until, Mturk};
+use crate::mturk::{counting_calls, retrying_throttles_until, Mturk};
 use crate::notification::{Event, Notification};
 use crate::rate::RateLimiter;
 
@@ -68,16 +68,25 @@ pub struct Summary {
     /// Documents from another requester's CustomerId, acknowledged unread:
     /// no MTurk call, no ledger write (the metric `ForeignDocuments`).
     pub foreign_documents: usize,
+    /// For each exclusion granted here whose submission time is known: how
+    /// long the worker stayed exposed (submission to grant).
+    pub exposure: Vec<Duration>,
 }
 
 impl Summary {
-    fn add(&mut self, outcome: Outcome) {
-        match outcome {
+    fn add(&mut self, settled: Settlement) {
+        match settled.outcome {
             Outcome::Excluded => self.excluded += 1,
             Outcome::AlreadyExcluded => self.already_excluded += 1,
             Outcome::Duplicate => self.duplicates += 1,
             Outcome::KeptReleased => self.released += 1,
         }
+        self.exposure.extend(settled.exposure);
+    }
+
+    /// AssignmentSubmitted events settled, whatever they came to.
+    pub fn submissions(&self) -> usize {
+        self.excluded + self.already_excluded + self.duplicates + self.released
     }
 
     pub fn merge(&mut self, other: &Summary) {
@@ -89,6 +98,56 @@ impl Summary {
         self.claims_ended += other.claims_ended;
         self.ignored += other.ignored;
         self.foreign_documents += other.foreign_documents;
+        self.exposure.extend_from_slice(&other.exposure);
+    }
+}
+
+/// What one invocation did, for its metrics line (one EMF document, see
+/// [`crate::metrics`]). `settled` counts every event settled, also in
+/// records that failed afterwards: an exclusion granted before its record
+/// failed is counted here, and its redelivery then finds it done (a
+/// duplicate). The MTurk calls are this batch's own, also when batches
+/// share the handler at once; the rate is the instance's limiter's after
+/// the batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchMetrics {
+    pub settled: Summary,
+    /// Calls sent to MTurk (each attempt, throttled ones included).
+    pub mturk_calls: u64,
+    /// Calls MTurk throttled.
+    pub mturk_throttled: u64,
+    /// The adaptive rate after the batch, calls per second.
+    pub mturk_rate: f64,
+}
+
+impl BatchMetrics {
+    /// The invocation's EMF line(s), by the dimension `Pool` (template.yaml's
+    /// alarms and dashboard read these names): one line, unless more than
+    /// 100 exposure values need another. No ids of any kind.
+    pub fn emf_lines(&self, pool: &str, timestamp_ms: u64) -> Vec<String> {
+        use crate::metrics::{Document, Unit};
+        let s = &self.settled;
+        let count = |n: usize| n as f64;
+        Document::new(timestamp_ms)
+            .dimension("Pool", pool)
+            .group(&["Pool"])
+            .value("SubmissionsSeen", Unit::Count, count(s.submissions()))
+            .value("WorkersExcluded", Unit::Count, count(s.excluded))
+            .value("Duplicates", Unit::Count, count(s.duplicates))
+            .value("KeptReleased", Unit::Count, count(s.released))
+            .value("ForeignDocuments", Unit::Count, count(s.foreign_documents))
+            .value("MturkCalls", Unit::Count, self.mturk_calls as f64)
+            .value("MturkThrottled", Unit::Count, self.mturk_throttled as f64)
+            .value("MturkRate", Unit::CountPerSecond, self.mturk_rate)
+            .values(
+                "ExposureWindow",
+                Unit::Seconds,
+                s.exposure
+                    .iter()
+                    .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
+                    .collect(),
+            )
+            .lines()
     }
 }
 
@@ -229,6 +288,8 @@ impl OwnCustomerCache {
 #[derive(Clone)]
 pub struct Handler {
     excluder: Excluder,
+    /// The excluder's MTurk limiter, read for the metrics.
+    limiter: Arc<RateLimiter>,
     /// For what is not an exclusion: heartbeats and ended claims.
     ledger: Ledger,
     own_customer: Arc<OwnCustomerCache>,
@@ -239,6 +300,7 @@ pub struct Handler {
 impl Handler {
     pub fn new(
         excluder: Excluder,
+        limiter: Arc<RateLimiter>,
         ledger: Ledger,
         redelivery: Option<Redelivery>,
         config: Arc<Config>,
@@ -249,6 +311,7 @@ impl Handler {
                 ledger: ledger.clone(),
                 state: Default::default(),
             }),
+            limiter,
             ledger,
             redelivery,
             config,
@@ -265,13 +328,11 @@ impl Handler {
     /// can point one of them elsewhere and still assemble the rest as the
     /// Lambda does.
     pub fn with_clients(config: &Config, clients: Clients) -> Self {
-        let mturk = Mturk::new(
-            clients.mturk,
-            Arc::new(RateLimiter::starting_at(
-                config.mturk_max_rps,
-                config.mturk_start_rps,
-            )),
-        );
+        let limiter = Arc::new(RateLimiter::starting_at(
+            config.mturk_max_rps,
+            config.mturk_start_rps,
+        ));
+        let mturk = Mturk::new(clients.mturk, limiter.clone());
         let ledger = Ledger::new(clients.dynamodb, &config.table_name);
         let redelivery = config.queue_url.as_ref().map(|url| Redelivery {
             sqs: clients.sqs,
@@ -284,6 +345,7 @@ impl Handler {
                     grant_window: config.grant_window,
                 },
             ),
+            limiter,
             ledger,
             redelivery,
             Arc::new(config.clone()),
@@ -295,6 +357,34 @@ impl Handler {
         &self,
         records: Vec<SqsMessage>,
         deadline: Instant,
+    ) -> Result<BatchReport, BatchError> {
+        self.process_measured(records, deadline).await.0
+    }
+
+    /// [`Handler::process`], with what the batch did for the metrics, also
+    /// when the whole batch failed (all throttled: the line that says so
+    /// matters most).
+    pub async fn process_measured(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: Instant,
+    ) -> (Result<BatchReport, BatchError>, BatchMetrics) {
+        let mut settled = Summary::default();
+        let (result, calls) = counting_calls(self.run_batch(records, deadline, &mut settled)).await;
+        let metrics = BatchMetrics {
+            settled,
+            mturk_calls: calls.sent,
+            mturk_throttled: calls.throttled,
+            mturk_rate: self.limiter.snapshot().rate,
+        };
+        (result, metrics)
+    }
+
+    async fn run_batch(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: Instant,
+        settled: &mut Summary,
     ) -> Result<BatchReport, BatchError> {
         let mut ids = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
@@ -321,15 +411,19 @@ impl Handler {
             .enumerate()
             .map(|(i, (record, id))| self.run_record(i, record, id, deadline, hard_stop))
             .collect();
-        let mut results: Vec<(usize, Result<Summary, Failure>)> = futures::stream::iter(pending)
-            .buffer_unordered(self.config.record_concurrency)
-            .collect()
-            .await;
-        results.sort_by_key(|(i, _)| *i);
+        let mut results: Vec<(usize, Result<Summary, Failure>, Summary)> =
+            futures::stream::iter(pending)
+                .buffer_unordered(self.config.record_concurrency)
+                .collect()
+                .await;
+        results.sort_by_key(|(i, _, _)| *i);
+        for (_, _, done) in &results {
+            settled.merge(done);
+        }
         let report = BatchReport {
             records: ids
                 .into_iter()
-                .zip(results.into_iter().map(|(_, r)| r))
+                .zip(results.into_iter().map(|(_, r, _)| r))
                 .collect(),
         };
         self.space_out_redeliveries(&records, &report).await;
@@ -347,6 +441,7 @@ impl Handler {
     }
 
     /// One record under the deadline, with its span and its one log line.
+    /// Also returns what was settled, even if the record then failed.
     async fn run_record(
         &self,
         index: usize,
@@ -354,21 +449,23 @@ impl Handler {
         id: &str,
         deadline: Instant,
         hard_stop: Instant,
-    ) -> (usize, Result<Summary, Failure>) {
+    ) -> (usize, Result<Summary, Failure>, Summary) {
         if Instant::now() + self.config.deadline_margin >= deadline {
             warn!(message_id = %id, reason = %Failure::Deadline, "record not started");
-            return (index, Err(Failure::Deadline));
+            return (index, Err(Failure::Deadline), Summary::default());
         }
         let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
+        let mut done = Summary::default();
         // Throttled MTurk calls wait in here for their next slot, until the margin.
         let work = retrying_throttles_until(
             deadline - self.config.deadline_margin,
-            self.process_record(record),
+            self.process_record(record, &mut done),
         );
         let result = tokio::time::timeout_at(hard_stop, work)
             .instrument(span.clone())
             .await
-            .unwrap_or(Err(Failure::Deadline));
+            .unwrap_or(Err(Failure::Deadline))
+            .map(|()| done.clone());
         span.in_scope(|| match &result {
             Ok(s) => info!(
                 excluded = s.excluded,
@@ -385,10 +482,15 @@ impl Handler {
             // names its message when the log level filters INFO spans out.
             Err(f) => warn!(message_id = %id, reason = %f, "record failed"),
         });
-        (index, result)
+        (index, result, done)
     }
 
-    async fn process_record(&self, record: &SqsMessage) -> Result<Summary, Failure> {
+    /// Settles the record's events into `summary` as they are done.
+    async fn process_record(
+        &self,
+        record: &SqsMessage,
+        summary: &mut Summary,
+    ) -> Result<(), Failure> {
         let sender = record.attributes.get("SenderId").map(String::as_str);
         if sender != Some(MTURK_SENDER_ID) {
             let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
@@ -405,7 +507,6 @@ impl Handler {
             Notification::parse(body).map_err(|e| Failure::Malformed(e.to_string()))?;
         tracing::Span::current().record("event_doc_id", notification.doc_id.as_str());
 
-        let mut summary = Summary::default();
         if self
             .own_customer
             .is_foreign(notification.customer_id.as_deref())
@@ -420,7 +521,7 @@ impl Handler {
                 "document from another requester's CustomerId; acknowledged without calling MTurk"
             );
             summary.foreign_documents += 1;
-            return Ok(summary);
+            return Ok(());
         }
         let mut seen = HashSet::new();
         for event in &notification.events {
@@ -432,7 +533,7 @@ impl Handler {
                         summary.duplicates += 1;
                         continue;
                     }
-                    let outcome = self
+                    let settled = self
                         .excluder
                         .exclude_assignment(assignment_id, &notification.doc_id, *at)
                         .await
@@ -446,7 +547,7 @@ impl Handler {
                                 Failure::Transient(text)
                             }
                         })?;
-                    summary.add(outcome);
+                    summary.add(settled);
                 }
                 Event::Ping {
                     at,
@@ -504,7 +605,7 @@ impl Handler {
         if let Some(u) = notification.blocking_problem() {
             return Err(Failure::Malformed(u.problem.to_string()));
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Delays the redelivery of records that failed for throttling or a

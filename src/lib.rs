@@ -25,6 +25,7 @@
 //!     and its real and dry runs, both through [`exclusion::decide`];
 //!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines, for both functions.
 
 pub mod aws;
 pub mod check;
@@ -35,6 +36,7 @@ pub mod ids;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod ledger;
+pub mod metrics;
 pub mod mturk;
 pub mod notification;
 pub mod ops;

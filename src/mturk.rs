@@ -10,6 +10,7 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +100,14 @@ impl MturkError {
             MturkErrorKind::Rejected { turk_error_code } => turk_error_code.as_deref(),
             _ => None,
         }
+    }
+
+    /// The same error with the worker's id taken out of MTurk's text.
+    /// MTurk echoes the ids it was sent (`"A1… is not a valid worker ID."`),
+    /// and worker ids are personal data that must not reach the logs.
+    fn without_worker(mut self, worker: &WorkerId) -> Self {
+        self.message = redact_worker(&self.message, worker);
+        self
     }
 
     fn unusable(operation: &'static str, err: InvalidId) -> Self {
@@ -269,7 +278,7 @@ where
                 MturkErrorKind::Rejected { turk_error_code }
             };
             let shown_code = e.turk_error_code().unwrap_or(code);
-            (kind, format!("{shown_code}: {message}"))
+            (kind, format!("{shown_code}: {}", bounded(&message)))
         }
         SdkError::TimeoutError(_) => (MturkErrorKind::Transient, "timed out".to_owned()),
         SdkError::DispatchFailure(d) => (
@@ -292,9 +301,58 @@ where
     }
 }
 
+/// How much of MTurk's own error text is kept: enough to read, bounded
+/// whatever the service answers.
+const MESSAGE_LIMIT: usize = 300;
+
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_LIMIT) {
+        Some((cut, _)) => format!("{}\u{2026}", &message[..cut]),
+        None => message.to_owned(),
+    }
+}
+
+/// `text` with every occurrence of the worker's id replaced by `<worker>`.
+pub fn redact_worker(text: &str, worker: &WorkerId) -> String {
+    text.replace(worker.as_str(), "<worker>")
+}
+
 tokio::task_local! {
     /// Until when a throttled call may wait for its next slot and try again.
     static THROTTLE_DEADLINE: Instant;
+}
+
+tokio::task_local! {
+    /// Where the calls of one piece of work are counted, if anywhere.
+    static CALLS: Arc<CallCounter>;
+}
+
+#[derive(Default)]
+struct CallCounter {
+    sent: AtomicU64,
+    throttled: AtomicU64,
+}
+
+/// MTurk calls made by one piece of work (see [`counting_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCount {
+    /// Calls sent: each attempt, throttled ones included.
+    pub sent: u64,
+    /// Of those, how many MTurk throttled.
+    pub throttled: u64,
+}
+
+/// Runs `work`, counting the MTurk calls it makes (in its own task, as the
+/// handler's records are): the handler's metrics per invocation, exact even
+/// when several batches share one [`Mturk`] at once.
+pub async fn counting_calls<F: Future>(work: F) -> (F::Output, CallCount) {
+    let counter = Arc::new(CallCounter::default());
+    let output = CALLS.scope(counter.clone(), work).await;
+    let count = CallCount {
+        sent: counter.sent.load(Ordering::Relaxed),
+        throttled: counter.throttled.load(Ordering::Relaxed),
+    };
+    (output, count)
 }
 
 /// How long a throttled call keeps retrying when no deadline was set (the CLI).
@@ -432,9 +490,11 @@ impl Mturk {
                     source: None,
                 });
             }
+            let _ = CALLS.try_with(|c| c.sent.fetch_add(1, Ordering::Relaxed));
             let result = send().await.map_err(|e| classify(operation, e));
             match &result {
                 Err(e) if e.kind == MturkErrorKind::Throttled => {
+                    let _ = CALLS.try_with(|c| c.throttled.fetch_add(1, Ordering::Relaxed));
                     self.limiter.throttled(&permit);
                     let next = self.limiter.next_slot();
                     if attempt < MAX_THROTTLED_ATTEMPTS && next < deadline {
@@ -549,7 +609,8 @@ impl Mturk {
                 .send_notification(false)
                 .send()
         })
-        .await?;
+        .await
+        .map_err(|e| e.without_worker(worker))?;
         Ok(())
     }
 
@@ -570,7 +631,8 @@ impl Mturk {
                     .set_reason(reason.map(str::to_owned))
                     .send()
             })
-            .await;
+            .await
+            .map_err(|e| e.without_worker(worker));
         match result {
             Ok(_) => Ok(Revoked::Now),
             Err(e)

@@ -1,6 +1,9 @@
 //! The SQS-triggered Lambda: builds its clients once per cold start, then
-//! hands each batch to the library's [`Handler`].
+//! hands each batch to the library's [`Handler`]. One CloudWatch EMF line
+//! per invocation (`MturkExclusion` metrics by `Pool`, no ids), written to
+//! stdout whatever the batch came to.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -9,6 +12,7 @@ use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
 use mturk_exclusion::handler::{deadline_from_epoch_ms, Handler};
 use mturk_exclusion::lambda::report_init_error;
+use mturk_exclusion::metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -23,19 +27,32 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let sdk = aws::load(None, Limits::default()).await;
     let handler = Arc::new(Handler::from_config(&config, &sdk));
+    let pool: Arc<str> = metrics::pool_from_env().into();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let handler = Arc::clone(&handler);
-        async move { handle(&handler, event).await }
+        let pool = Arc::clone(&pool);
+        async move { handle(&handler, &pool, event).await }
     }))
     .await
 }
 
 async fn handle(
     handler: &Handler,
+    pool: &str,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Diagnostic> {
     let deadline = deadline_from_epoch_ms(event.context.deadline);
-    match handler.process(event.payload.records, deadline).await {
+    let (result, measured) = handler
+        .process_measured(event.payload.records, deadline)
+        .await;
+    {
+        // Straight to stdout, one JSON line each (CloudWatch reads EMF from the log).
+        let mut out = std::io::stdout().lock();
+        for line in measured.emf_lines(pool, metrics::now_ms()) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    match result {
         Ok(report) => Ok(report.response()),
         Err(e) => Err(Diagnostic {
             error_type: e.error_type().to_owned(),

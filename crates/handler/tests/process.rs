@@ -45,6 +45,8 @@ fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
         // grant window must run out on that scale too.
         ("ASSIGNMENT_LEASE_SECS", "2".to_owned()),
         ("GRANT_WINDOW_SECS", "6".to_owned()),
+        // The metrics' Pool dimension (the template gives the stack's name).
+        ("METRICS_POOL", "emf-test-pool".to_owned()),
         // As template.yaml's LoggingConfig sets them.
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
         ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),
@@ -55,9 +57,30 @@ fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
 }
 
 fn pool(p: &Pipeline, size: usize) -> FunctionPool {
+    FunctionPool::new(pool_config(p, size))
+}
+
+fn pool_config(p: &Pipeline, size: usize) -> PoolConfig {
     let mut config = PoolConfig::new(binary(), handler_env(p), size);
     config.timeout = Duration::from_secs(30);
-    FunctionPool::new(config)
+    config
+}
+
+/// A fresh directory for the logs of a pool's processes, kept after they end.
+fn log_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(testkit::unique_name("handler-logs"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every line every process wrote there.
+fn logs_in(dir: &Path) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+        all.push('\n');
+    }
+    all
 }
 
 /// Submits assignments through the double (which notifies the queue);
@@ -154,7 +177,12 @@ async fn the_binary_excludes_the_workers_of_submissions_from_the_queue() {
     )
     .await;
     assert_eq!(submitted.len(), 8);
-    let pool = pool(&p, 2);
+    let logs = log_dir();
+    let mut config = pool_config(&p, 2);
+    config.log_dir = Some(logs.clone());
+    let pool = FunctionPool::new(config);
+    // Only the function's calls from here on (set-up made its own).
+    p.double.clear_calls();
 
     let (totals, drained) = p
         .event_source()
@@ -181,6 +209,27 @@ async fn the_binary_excludes_the_workers_of_submissions_from_the_queue() {
     assert_eq!((report.lost_invocations, report.function_errors), (0, 0));
     assert!(report.peak_rss_kib.is_some_and(|kib| kib > 0));
     pool.shutdown();
+
+    // What the invocations' EMF lines add up to: the run as MTurk saw it.
+    let log = logs_in(&logs);
+    let docs = handler_emf(&log);
+    assert_eq!(
+        docs.len() as u64,
+        report.invocations,
+        "one line per invocation"
+    );
+    assert_eq!(sum(&docs, "WorkersExcluded"), 5.0, "the distinct workers");
+    assert_eq!(sum(&docs, "SubmissionsSeen"), 8.0);
+    assert_eq!(sum(&docs, "Duplicates"), 0.0);
+    assert_eq!(sum(&docs, "MturkCalls"), p.double.total_calls() as f64);
+    assert_eq!(sum(&docs, "MturkThrottled"), 0.0);
+    let waits = exposures(&docs);
+    assert_eq!(waits.len(), 5, "one exposure per worker excluded");
+    assert!(waits.iter().all(|w| (0.0..60.0).contains(w)), "{waits:?}");
+    for w in submitted.values() {
+        assert!(!log.contains(w.as_str()), "{w} in the log:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
 }
 
 #[tokio::test]
@@ -379,4 +428,194 @@ async fn a_process_killed_mid_batch_loses_nothing() {
     assert!(report.cold_starts >= 2, "{report:?}");
     assert_everyone_excluded_exactly(&p, &submitted).await;
     pool.shutdown();
+}
+
+/// A record as Lambda hands it over from SQS.
+fn sqs_record(p: &Pipeline, id: &str, body: &str) -> serde_json::Value {
+    json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": body,
+        "attributes": {"SenderId": mturk_exclusion::handler::MTURK_SENDER_ID, "ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": p.queues.arn,
+        "awsRegion": "us-east-1",
+    })
+}
+
+/// The EMF documents in a log, each checked against CloudWatch's rules and
+/// for what template.yaml's alarms and dashboard read.
+fn handler_emf(log: &str) -> Vec<serde_json::Value> {
+    const METRICS: [(&str, &str); 9] = [
+        ("SubmissionsSeen", "Count"),
+        ("WorkersExcluded", "Count"),
+        ("Duplicates", "Count"),
+        ("KeptReleased", "Count"),
+        ("ForeignDocuments", "Count"),
+        ("MturkCalls", "Count"),
+        ("MturkThrottled", "Count"),
+        ("MturkRate", "Count/Second"),
+        ("ExposureWindow", "Seconds"),
+    ];
+    testkit::emf::documents(log)
+        .into_iter()
+        .map(|(line, doc)| {
+            testkit::emf::assert_valid(&line);
+            let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+            assert_eq!(directives.len(), 1, "{line}");
+            assert_eq!(directives[0]["Namespace"], "MturkExclusion");
+            assert_eq!(directives[0]["Dimensions"], json!([["Pool"]]));
+            assert_eq!(doc["Pool"], "emf-test-pool");
+            for m in directives[0]["Metrics"].as_array().unwrap() {
+                let name = m["Name"].as_str().unwrap();
+                let unit = METRICS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .unwrap_or_else(|| panic!("{name} is not a metric the template reads"))
+                    .1;
+                assert_eq!(m["Unit"], unit, "{name}");
+            }
+            doc
+        })
+        .collect()
+}
+
+fn sum(docs: &[serde_json::Value], metric: &str) -> f64 {
+    docs.iter().filter_map(|d| d[metric].as_f64()).sum()
+}
+
+fn exposures(docs: &[serde_json::Value]) -> Vec<f64> {
+    docs.iter()
+        .filter_map(|d| d["ExposureWindow"].as_array())
+        .flatten()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_valid_emf_line_per_invocation_and_no_worker_id_in_the_log() {
+    let p = Pipeline::start().await;
+    let api = RuntimeApi::start().await.unwrap();
+    let mut env = handler_env(&p);
+    // Records one after another, so which grant MTurk refuses is known.
+    env.push(("RECORD_CONCURRENCY".into(), "1".into()));
+    // Throttled calls retry for 2 s of a 20 s invocation, not 8.
+    env.push(("DEADLINE_MARGIN_MS".into(), "18000".into()));
+    let process = FunctionProcess::spawn(binary(), &api, &env).unwrap();
+    let (hit1, hit2) = (
+        p.double.create_hit(&p.hit_type),
+        p.double.create_hit(&p.hit_type),
+    );
+    let status = testkit::mturk_double::AssignmentStatus::Submitted;
+    let (one, two, foreign) = ("A1EMFWORKERONE", "A2EMFWORKERTWO", "A3EMFFOREIGNER");
+    let one_a = p.double.add_assignment(&hit1, one, status);
+    let two_a = p.double.add_assignment(&hit1, two, status);
+    let one_b = p.double.add_assignment(&hit2, one, status);
+    let foreign_a = p.double.add_assignment(&hit1, foreign, status);
+    // MTurk refuses the grant, echoing the worker's id in its message.
+    p.double.treat_as_foreign_worker(foreign);
+    let both = document(
+        "doc-emf-both",
+        &[
+            submitted_event(&p, &hit1, &one_a),
+            submitted_event(&p, &hit1, &two_a),
+        ],
+    );
+    let event = json!({"Records": [
+        sqs_record(&p, "m-both", &both),
+        sqs_record(&p, "m-second-study", &document("doc-emf-second", &[submitted_event(&p, &hit2, &one_b)])),
+        // The same document again: two duplicates.
+        sqs_record(&p, "m-again", &both),
+        sqs_record(&p, "m-foreign", &document("doc-emf-foreign", &[submitted_event(&p, &hit1, &foreign_a)])),
+        sqs_record(&p, "m-poison", "{not json"),
+    ]});
+    p.double.clear_calls();
+
+    let answer = api.invoke(event, Duration::from_secs(60)).await.unwrap();
+
+    assert_eq!(
+        answer,
+        Invocation::Response(json!({"batchItemFailures": [
+            {"itemIdentifier": "m-foreign"}, {"itemIdentifier": "m-poison"}
+        ]})),
+        "log:\n{}",
+        process.log_text()
+    );
+    let calls = p.double.total_calls();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = process.log_text();
+    let docs = handler_emf(&log);
+    assert_eq!(docs.len(), 1, "one line per invocation:\n{log}");
+    let d = &docs[0];
+    // Two workers granted; one already excluded; two duplicates; the
+    // refused grant settled nothing.
+    assert_eq!(d["WorkersExcluded"], 2, "{d}");
+    assert_eq!(d["SubmissionsSeen"], 5, "{d}");
+    assert_eq!(d["Duplicates"], 2, "{d}");
+    assert_eq!(d["KeptReleased"], 0, "{d}");
+    assert_eq!(d["ForeignDocuments"], 0, "{d}");
+    // 4 GetAssignment, 2 grants and the refused one: everything MTurk saw.
+    assert_eq!(d["MturkCalls"].as_u64(), Some(calls as u64), "{d}");
+    assert_eq!(calls, 7);
+    assert_eq!(d["MturkThrottled"], 0, "{d}");
+    assert_eq!(d["MturkRate"].as_f64(), Some(100.0), "{d}");
+    // One exposure per worker granted: from MTurk's SubmitTime (set when
+    // the assignment was added, just before) to the grant.
+    let waits = exposures(&docs);
+    assert_eq!(waits.len(), 2, "{d}");
+    assert!(waits.iter().all(|w| (0.0..30.0).contains(w)), "{waits:?}");
+
+    // A batch MTurk throttles throughout: failed as a whole, and its line
+    // says so.
+    let (hit3, three) = (p.double.create_hit(&p.hit_type), "A4EMFTHROTTLED");
+    let three_a = p.double.add_assignment(&hit3, three, status);
+    p.double.fail_next(
+        Some("GetAssignment"),
+        10_000,
+        testkit::mturk_double::Fault::Throttle,
+    );
+    p.double.clear_calls();
+    let throttled = document("doc-emf-throttled", &[submitted_event(&p, &hit3, &three_a)]);
+    let answer = api
+        .invoke(
+            json!({"Records": [sqs_record(&p, "m-throttled", &throttled)]}),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&answer, Invocation::Error { error_type, .. } if error_type == "AllThrottled"),
+        "{answer:?}"
+    );
+    p.double.clear_faults();
+    let calls = p.double.total_calls();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = process.log_text();
+    let docs = handler_emf(&log);
+    assert_eq!(docs.len(), 2, "one line per invocation:\n{log}");
+    let d = &docs[1];
+    assert!(d["MturkThrottled"].as_u64().unwrap() >= 1, "{d}");
+    assert_eq!(d["MturkThrottled"].as_u64(), Some(calls as u64), "{d}");
+    assert_eq!(d["MturkCalls"].as_u64(), Some(calls as u64), "{d}");
+    assert!(
+        d["MturkRate"].as_f64().unwrap() < 100.0,
+        "the rate came down: {d}"
+    );
+    assert_eq!(
+        (d["WorkersExcluded"].as_u64(), d["SubmissionsSeen"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(d.get("ExposureWindow").is_none(), "{d}");
+
+    // No worker id anywhere in the log (INFO and above), though MTurk's
+    // refusal named one; the refusal itself is there.
+    for w in [one, two, foreign, three] {
+        assert!(!log.contains(w), "{w} in the log:\n{log}");
+    }
+    assert!(log.contains("<worker> is not a valid worker ID"), "{log}");
+}
+
+fn submitted_event(p: &Pipeline, hit: &str, assignment: &str) -> serde_json::Value {
+    submitted(&p.hit_type, hit, assignment)
 }

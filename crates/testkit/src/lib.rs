@@ -10,10 +10,12 @@
 //! - [`runtime_api`]: a Lambda Runtime API server, to drive the real binaries.
 //! - [`function_url`]: a Lambda Function URL on 127.0.0.1 (payload 2.0, the template's CORS).
 //! - [`dynamodb_local`]: a DynamoDB Local of a test's own, to kill and restart.
+//! - [`emf`]: CloudWatch's rules for Embedded Metric Format lines, to hold the functions' logs to.
 //!
 //! The MTurk double is re-exported as [`mturk_double`].
 
 pub mod dynamodb_local;
+pub mod emf;
 pub mod event_source;
 pub mod function_url;
 pub mod pipeline;

@@ -411,40 +411,6 @@ async fn an_expired_claim_frees_the_worker() {
     );
 }
 
-/// CloudWatch's rules for an Embedded Metric Format document.
-fn assert_valid_emf(doc: &Value) {
-    let aws = doc["_aws"].as_object().expect("_aws");
-    assert!(aws["Timestamp"].is_u64(), "_aws.Timestamp is epoch ms");
-    let directives = aws["CloudWatchMetrics"]
-        .as_array()
-        .expect("CloudWatchMetrics");
-    assert!(!directives.is_empty());
-    for d in directives {
-        let ns = d["Namespace"].as_str().expect("Namespace");
-        assert!(!ns.is_empty() && ns.len() <= 1024);
-        let dims = d["Dimensions"].as_array().expect("Dimensions");
-        for set in dims {
-            let set = set.as_array().expect("a dimension set");
-            assert!(set.len() <= 30);
-            for name in set {
-                let name = name.as_str().expect("dimension name");
-                assert!(
-                    doc[name].is_string(),
-                    "dimension {name} is a top-level string"
-                );
-            }
-        }
-        let metrics = d["Metrics"].as_array().expect("Metrics");
-        assert!(!metrics.is_empty() && metrics.len() <= 100);
-        for m in metrics {
-            let name = m["Name"].as_str().expect("metric Name");
-            assert!(doc[name].is_number(), "metric {name} is a top-level number");
-            let unit = m["Unit"].as_str().unwrap_or("None");
-            assert!(["Count", "Milliseconds", "None"].contains(&unit), "{unit}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn one_valid_emf_line_per_request_and_no_worker_id_in_the_logs() {
     let (_p, d) = deployed(1).await;
@@ -463,10 +429,12 @@ async fn one_valid_emf_line_per_request_and_no_worker_id_in_the_logs() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = d.logs();
     assert!(!logs.contains(&worker), "a worker id in the logs:\n{logs}");
-    let emf: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
+    let emf: Vec<Value> = testkit::emf::documents(&logs)
+        .into_iter()
+        .map(|(line, doc)| {
+            testkit::emf::assert_valid(&line);
+            doc
+        })
         .collect();
     let reasons: Vec<&str> = emf.iter().map(|v| v["Reason"].as_str().unwrap()).collect();
     assert_eq!(
@@ -475,7 +443,6 @@ async fn one_valid_emf_line_per_request_and_no_worker_id_in_the_logs() {
         "{logs}"
     );
     for doc in &emf {
-        assert_valid_emf(doc);
         assert_eq!(doc["Pool"], "test-pool");
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
@@ -502,8 +469,12 @@ async fn one_valid_emf_line_per_request_and_no_worker_id_in_the_logs() {
         "invalid",
         "unavailable",
     ] {
-        let doc: Value =
-            serde_json::from_str(&emf_line("p", reason, Duration::from_millis(3), 1)).unwrap();
-        assert_valid_emf(&doc);
+        let line = emf_line(
+            "p",
+            reason,
+            Duration::from_millis(3),
+            mturk_exclusion::metrics::now_ms(),
+        );
+        testkit::emf::assert_valid(&line);
     }
 }

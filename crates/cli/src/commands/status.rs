@@ -23,8 +23,13 @@ use crate::output;
 /// retry or sits in the dead-letter queue); each HIT type `subscribe`
 /// recorded, when it was subscribed and verified, and when the ledger last
 /// recorded a participation in it; the last heartbeat (the last test event
-/// that came through MTurk, the queue and the function); and how many
-/// messages wait in the queue and the dead-letter queue.
+/// that came through MTurk, the queue and the function); how many
+/// messages wait in the queue and the dead-letter queue; and the exposure
+/// window over the last 24 hours: for each participation learned from a
+/// notification and excluded in that time, how long from the worker's
+/// submission to the ledger's "excluded" (p50, p99, max). It comes from the
+/// same scan of the ledger's participations as the counts above (a full
+/// scan: fine for a lab's ledger, and status reads nothing per worker).
 ///
 /// The queues come from --stack or --queue-url / --dlq-url. Without a
 /// dead-letter queue URL, the queue's redrive policy is used to find it.
@@ -222,6 +227,44 @@ struct Participations {
     stuck: usize,
 }
 
+/// Submission to exclusion, for participations learned from notifications
+/// and excluded in the last 24 hours (`null` percentiles without any).
+#[derive(Serialize, Debug, PartialEq)]
+struct Exposure {
+    participations: usize,
+    p50_seconds: Option<f64>,
+    p99_seconds: Option<f64>,
+    max_seconds: Option<f64>,
+}
+
+/// The value below which `q` of the sorted `values` lie (nearest rank).
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn exposure(all: &[Participation], now: time::OffsetDateTime) -> Exposure {
+    let since = now - time::Duration::hours(24);
+    let mut waits: Vec<f64> = all
+        .iter()
+        .filter(|p| matches!(p.learned, ledger::Learned::Notification { .. }))
+        .filter_map(|p| Some((p.submit_time?, p.excluded_at?)))
+        .filter(|(_, excluded)| *excluded >= since)
+        .map(|(submitted, excluded)| (excluded - submitted).as_seconds_f64().max(0.0))
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let round = |v: Option<f64>| v.map(|s| (s * 1000.0).round() / 1000.0);
+    Exposure {
+        participations: waits.len(),
+        p50_seconds: round(percentile(&waits, 0.50)),
+        p99_seconds: round(percentile(&waits, 0.99)),
+        max_seconds: round(waits.last().copied()),
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
     environment: &'static str,
@@ -231,6 +274,8 @@ struct Report {
     excluded_workers: Option<usize>,
     participations: Participations,
     last_heartbeat_at: Option<String>,
+    /// The exposure window over the last 24 hours, from the ledger.
+    exposure_last_24h: Exposure,
     /// `null` when no queue URL is known.
     queue: Option<QueueReport>,
     dead_letter_queue: Option<QueueReport>,
@@ -356,6 +401,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             stuck: stuck.len(),
         },
         last_heartbeat_at,
+        exposure_last_24h: exposure(&all, time::OffsetDateTime::now_utc()),
         queue,
         dead_letter_queue: dlq,
         hit_types,
@@ -410,6 +456,14 @@ fn print_text(r: &Report) {
             .as_deref()
             .unwrap_or("never (run `mturk-exclusion subscribe` to send a test event)")
     );
+    let x = &r.exposure_last_24h;
+    match (x.p50_seconds, x.p99_seconds, x.max_seconds) {
+        (Some(p50), Some(p99), Some(max)) => println!(
+            "Exposure window, last 24 h (submission to excluded, {} participation(s) from notifications): p50 {p50:.1} s, p99 {p99:.1} s, max {max:.1} s",
+            x.participations
+        ),
+        _ => println!("Exposure window, last 24 h: no participation from a notification was excluded"),
+    }
     print_queue(
         "Queue",
         &r.queue,

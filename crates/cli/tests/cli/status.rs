@@ -63,6 +63,13 @@ async fn status_reports_exclusions_failures_subscriptions_and_queues() {
     assert_eq!(s["excluded_workers"], 1);
     assert_eq!(s["participations"]["total"], 2);
     assert_eq!(s["participations"]["stuck"], 1);
+    // The worker excluded through the pipeline, seconds after submitting.
+    let x = &s["exposure_last_24h"];
+    assert_eq!(x["participations"], 1, "{x}");
+    assert!(
+        (0.0..60.0).contains(&x["max_seconds"].as_f64().unwrap()),
+        "{x}"
+    );
     assert_eq!(s["recent_failures"][0]["assignment_id"], "3STUCKASSIGNMENT");
     assert_eq!(s["recent_failures"][0]["worker_id"], "A2STUCKWORKER");
     assert_eq!(s["recent_failures"].as_array().unwrap().len(), 1);
@@ -192,4 +199,86 @@ async fn status_marks_a_missing_queue() {
         .unwrap()
         .iter()
         .any(|m| m.as_str().unwrap().contains(&missing)));
+}
+
+#[tokio::test]
+async fn status_shows_the_exposure_window_of_the_last_day() {
+    let p = Pipeline::start().await;
+    let hit = HitId::parse(&p.double.create_hit(&p.hit_type)).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let seconds = time::Duration::seconds;
+    // (learned from a notification, submitted, excluded)
+    let cases = [
+        (true, now - seconds(70), Some(now - seconds(60))), // 10 s
+        (true, now - seconds(620), Some(now - seconds(600))), // 20 s
+        (true, now - seconds(3_630), Some(now - seconds(3_600))), // 30 s
+        (true, now - seconds(80_000), Some(now - seconds(79_960))), // 40 s
+        // Excluded two days ago: outside the window.
+        (true, now - seconds(172_900), Some(now - seconds(172_800))),
+        // Not excluded (stuck).
+        (true, now - seconds(50), None),
+        // A backfill of an old study: not the pipeline's exposure.
+        (false, now - seconds(9_000_000), Some(now - seconds(30))),
+    ];
+    for (i, (notified, submitted, excluded)) in cases.iter().enumerate() {
+        let stored = p
+            .ledger
+            .record_participation(
+                &NewParticipation {
+                    worker_id: WorkerId::parse(&format!("A{i}EXPOSUREWORKER")).unwrap(),
+                    assignment_id: AssignmentId::parse(&format!("3EXPOSUREASSIGNMENT{i}")).unwrap(),
+                    hit_id: hit.clone(),
+                    hit_type_id: None,
+                    submit_time: Some(*submitted),
+                    learned: if *notified {
+                        Learned::Notification {
+                            event_doc_id: format!("doc-{i}"),
+                        }
+                    } else {
+                        Learned::Backfill
+                    },
+                },
+                *submitted,
+            )
+            .await
+            .unwrap();
+        if let Some(at) = excluded {
+            p.ledger.mark_excluded(&stored, *at).await.unwrap();
+        }
+    }
+
+    let run = p.cli(&["status", "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let x = &run.json()["exposure_last_24h"];
+    assert_eq!(
+        *x,
+        serde_json::json!({
+            "participations": 4,
+            "p50_seconds": 20.0,
+            "p99_seconds": 40.0,
+            "max_seconds": 40.0,
+        }),
+        "{x}"
+    );
+    let text = p.cli(&["status"]).await;
+    assert!(
+        text.stdout.contains(
+            "Exposure window, last 24 h (submission to excluded, 4 participation(s) from notifications): p50 20.0 s, p99 40.0 s, max 40.0 s"
+        ),
+        "{}",
+        text.stdout
+    );
+
+    let empty = Pipeline::start().await;
+    let run = empty.cli(&["status", "--json"]).await;
+    assert_eq!(run.json()["exposure_last_24h"]["participations"], 0);
+    assert!(run.json()["exposure_last_24h"]["p99_seconds"].is_null());
+    let text = empty.cli(&["status"]).await;
+    assert!(
+        text.stdout.contains(
+            "Exposure window, last 24 h: no participation from a notification was excluded"
+        ),
+        "{}",
+        text.stdout
+    );
 }
