@@ -3,12 +3,20 @@
 //! that knows its attribute names.
 //!
 //! Items (pk / sk):
-//! - `A#<assignment>` / `P`: a participation learned from an assignment.
+//! - `A#<assignment>` / `P`: a participation learned from an assignment
+//!   (a notification, a backfill or a CSV row). While a handler works on it,
+//!   it also carries a lease (`lease_owner`, `lease_until`).
+//! - `M#<worker>` / `P`: a participation the lab entered by hand, with no
+//!   assignment (`exclude --worker`).
 //! - `W#<worker>` / `X#<qualification>`: the worker's exclusion under one
 //!   qualification; carries `excluded_q` only while excluded, which makes the
 //!   `Excluded` index list exactly the excluded workers.
 //! - `HEARTBEAT` / `<received_at>#<event doc id>`: a test event that made it
 //!   through the queue and the handler; expires after 30 days.
+//! - `SUBSCRIPTION` / `<HIT type>`: a HIT type `subscribe` pointed at the
+//!   queue, and when its path was last proven; `status` lists them.
+//! - `W#<worker>` / `C#<qualification>` and `CLAIMEND#<assignment>` / `E`:
+//!   the accept-time check's claims and their ends (see [`claims`]).
 //! - `CONFIG` / `OWN_CUSTOMER`: the lab's own MTurk `CustomerId`, learned by
 //!   `subscribe` from a test event it proved to be its own; documents from
 //!   any other CustomerId are foreign.
