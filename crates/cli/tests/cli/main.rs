@@ -36,39 +36,75 @@ impl CliExt for Pipeline {
     }
 }
 
-/// Publishes a pipeline's table, queues and qualification as the outputs of
-/// a CloudFormation stack, as `sam deploy` would (moto serves CloudFormation
-/// on the SQS port), and returns the stack's name for `--stack`, with the
-/// environment that makes the CLI find everything through it.
-pub(crate) async fn deploy_outputs(p: &Pipeline) -> (String, Vec<(&'static str, Option<String>)>) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").expect("AWS_ENDPOINT_URL_SQS is set");
-    let cfn = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
-            .endpoint_url(&endpoint)
-            .build(),
-    );
-    let stack = testkit::unique_name("exclusion-stack").replace('-', "");
-    let template = serde_json::json!({
-        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
-        "Outputs": {
-            "TableName": { "Value": p.ledger.table() },
-            "QueueUrl": { "Value": p.queues.url },
-            "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
-            "QualificationTypeId": { "Value": p.qualification.as_str() },
+/// A stack "deployed" for a pipeline: its table, queues and qualification
+/// published as a CloudFormation stack's outputs, as `sam deploy` would
+/// (moto serves CloudFormation on the SQS port), so `--stack` finds them.
+pub(crate) struct Deployed {
+    pub name: String,
+    endpoint: String,
+    cfn: aws_sdk_cloudformation::Client,
+}
+
+impl Deployed {
+    /// `parameters` are the stack's parameter values (e.g. RequireSourceAccount).
+    pub async fn new(p: &Pipeline, parameters: &[(&str, &str)]) -> Deployed {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").expect("AWS_ENDPOINT_URL_SQS is set");
+        let cfn = aws_sdk_cloudformation::Client::from_conf(
+            aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
+                .endpoint_url(&endpoint)
+                .build(),
+        );
+        let name = testkit::unique_name("exclusion-stack").replace('-', "");
+        let declared: serde_json::Map<String, serde_json::Value> = parameters
+            .iter()
+            .map(|(k, _)| ((*k).to_owned(), serde_json::json!({ "Type": "String" })))
+            .collect();
+        let template = serde_json::json!({
+            "Parameters": declared,
+            "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
+            "Outputs": {
+                "TableName": { "Value": p.ledger.table() },
+                "QueueUrl": { "Value": p.queues.url },
+                "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
+                "QualificationTypeId": { "Value": p.qualification.as_str() },
+            }
+        });
+        let values = parameters.iter().map(|(k, v)| {
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(*v)
+                .build()
+        });
+        cfn.create_stack()
+            .stack_name(&name)
+            .template_body(template.to_string())
+            .set_parameters(Some(values.collect()))
+            .send()
+            .await
+            .expect("moto creates the stack");
+        Deployed {
+            name,
+            endpoint,
+            cfn,
         }
-    });
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(template.to_string())
-        .send()
-        .await
-        .expect("moto creates the stack");
-    let env = vec![
-        ("MTURK_EXCLUSION_TABLE", None),
-        ("MTURK_EXCLUSION_QUEUE_URL", None),
-        ("MTURK_EXCLUSION_DLQ_URL", None),
-        ("MTURK_EXCLUSION_QUALIFICATION", None),
-        ("AWS_ENDPOINT_URL_CLOUDFORMATION", Some(endpoint)),
-    ];
-    (stack, env)
+    }
+
+    /// The CLI's environment without the pipeline's names, so that
+    /// everything must come from the stack.
+    pub fn env(&self) -> Vec<(&str, Option<&str>)> {
+        vec![
+            ("MTURK_EXCLUSION_TABLE", None),
+            ("MTURK_EXCLUSION_QUEUE_URL", None),
+            ("MTURK_EXCLUSION_DLQ_URL", None),
+            ("MTURK_EXCLUSION_QUALIFICATION", None),
+            (
+                "AWS_ENDPOINT_URL_CLOUDFORMATION",
+                Some(self.endpoint.as_str()),
+            ),
+        ]
+    }
+
+    pub async fn delete(&self) {
+        let _ = self.cfn.delete_stack().stack_name(&self.name).send().await;
+    }
 }

@@ -2,7 +2,7 @@
 //! one requester account. `--stack` picks the pool, and a submission to one
 //! pool's study never excludes anyone from the other.
 
-use crate::{deploy_outputs, CliExt};
+use crate::{CliExt, Deployed};
 use mturk_exclusion::ids::WorkerId;
 use testkit::pipeline::Pipeline;
 
@@ -24,9 +24,9 @@ async fn each_stack_is_a_pool_of_its_own() {
     let deception = Pipeline::start().await;
     let pilots = deception.another_pool().await;
     assert_ne!(deception.qualification, pilots.qualification);
-    let (deception_stack, env) = deploy_outputs(&deception).await;
-    let (pilots_stack, _) = deploy_outputs(&pilots).await;
-    let env: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    let deception_stack = Deployed::new(&deception, &[]).await;
+    let pilots_stack = Deployed::new(&pilots, &[]).await;
+    let env = deception_stack.env();
 
     took_part(&deception, "A1DECEIVED").await;
     took_part(&pilots, "A2PILOTED").await;
@@ -46,8 +46,8 @@ async fn each_stack_is_a_pool_of_its_own() {
 
     // --stack picks the pool: its ledger and its qualification.
     for (stack, pool, ours, theirs) in [
-        (&deception_stack, &deception, "A1DECEIVED", "A2PILOTED"),
-        (&pilots_stack, &pilots, "A2PILOTED", "A1DECEIVED"),
+        (&deception_stack.name, &deception, "A1DECEIVED", "A2PILOTED"),
+        (&pilots_stack.name, &pilots, "A2PILOTED", "A1DECEIVED"),
     ] {
         let export = pool
             .cli_with_env(&["export", "--stack", stack, "--format", "json"], &env)
@@ -73,7 +73,7 @@ async fn each_stack_is_a_pool_of_its_own() {
             &[
                 "release",
                 "--stack",
-                &deception_stack,
+                &deception_stack.name,
                 "--worker",
                 "A3BOTHPOOLS",
                 "--yes",
@@ -85,4 +85,6 @@ async fn each_stack_is_a_pool_of_its_own() {
     assert_eq!(release.code, 0, "{release:?}");
     assert!(!deception.granted("A3BOTHPOOLS"));
     assert!(pilots.granted("A3BOTHPOOLS"));
+    deception_stack.delete().await;
+    pilots_stack.delete().await;
 }

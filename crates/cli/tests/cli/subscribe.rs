@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::CliExt;
+use crate::{CliExt, Deployed};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use testkit::pipeline::{CliRun, Options, Pipeline};
 
@@ -378,38 +378,10 @@ async fn unsubscribe_turns_notifications_off_and_keeps_the_record() {
 #[tokio::test]
 async fn stack_outputs_name_the_table_queues_and_qualification() {
     let p = Pipeline::start().await;
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
-    // moto serves CloudFormation on the same port as SQS.
-    let cfn = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
-            .endpoint_url(&endpoint)
-            .build(),
-    );
-    let stack = testkit::unique_name("exclusion-stack").replace('-', "");
-    let template = serde_json::json!({
-        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
-        "Outputs": {
-            "TableName": { "Value": p.ledger.table() },
-            "QueueUrl": { "Value": p.queues.url },
-            "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
-            "QualificationTypeId": { "Value": p.qualification.as_str() },
-        }
-    });
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(template.to_string())
-        .send()
-        .await
-        .expect("moto creates the stack");
-
+    let deployed = Deployed::new(&p, &[]).await;
+    let stack = deployed.name.clone();
+    let unset = deployed.env();
     let hit_type = p.double.new_hit_type_id();
-    let unset = [
-        ("MTURK_EXCLUSION_TABLE", None),
-        ("MTURK_EXCLUSION_QUEUE_URL", None),
-        ("MTURK_EXCLUSION_DLQ_URL", None),
-        ("MTURK_EXCLUSION_QUALIFICATION", None),
-        ("AWS_ENDPOINT_URL_CLOUDFORMATION", Some(endpoint.as_str())),
-    ];
     let run = while_consuming(
         &p,
         p.cli_with_env(
@@ -450,7 +422,7 @@ async fn stack_outputs_name_the_table_queues_and_qualification() {
     assert_eq!(missing.code, 3, "{missing:?}");
     assert!(missing.stderr.contains("NoSuchStack"), "{}", missing.stderr);
 
-    let _ = cfn.delete_stack().stack_name(&stack).send().await;
+    deployed.delete().await;
 }
 
 /// Runs `subscribe` while the queue is consumed, and puts another
@@ -551,44 +523,9 @@ async fn with_require_source_account_on_a_missing_test_event_is_named_plainly() 
     let p = Pipeline::start().await;
     // As when the queue policy's aws:SourceAccount condition refuses MTurk.
     p.double.lose_deliveries_to(&p.queues.url);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS").unwrap();
-    let cfn = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&p.stack.sdk)
-            .endpoint_url(&endpoint)
-            .build(),
-    );
-    let stack = testkit::unique_name("sourceaccount-stack").replace('-', "");
-    let template = serde_json::json!({
-        "Parameters": {
-            "RequireSourceAccount": { "Type": "String", "Default": "false" }
-        },
-        "Resources": { "Placeholder": { "Type": "AWS::SQS::Queue" } },
-        "Outputs": {
-            "TableName": { "Value": p.ledger.table() },
-            "QueueUrl": { "Value": p.queues.url },
-            "DeadLetterQueueUrl": { "Value": p.queues.dlq_url },
-            "QualificationTypeId": { "Value": p.qualification.as_str() },
-        }
-    });
-    cfn.create_stack()
-        .stack_name(&stack)
-        .template_body(template.to_string())
-        .parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key("RequireSourceAccount")
-                .parameter_value("true")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("moto creates the stack");
-    let unset = [
-        ("MTURK_EXCLUSION_TABLE", None),
-        ("MTURK_EXCLUSION_QUEUE_URL", None),
-        ("MTURK_EXCLUSION_DLQ_URL", None),
-        ("MTURK_EXCLUSION_QUALIFICATION", None),
-        ("AWS_ENDPOINT_URL_CLOUDFORMATION", Some(endpoint.as_str())),
-    ];
+    let deployed = Deployed::new(&p, &[("RequireSourceAccount", "true")]).await;
+    let stack = deployed.name.clone();
+    let unset = deployed.env();
     let hit_type = p.double.new_hit_type_id();
     let run = while_consuming(
         &p,
@@ -599,7 +536,7 @@ async fn with_require_source_account_on_a_missing_test_event_is_named_plainly() 
         p.function(),
     )
     .await;
-    let _ = cfn.delete_stack().stack_name(&stack).send().await;
+    deployed.delete().await;
 
     assert_eq!(run.code, 4, "{run:?}");
     assert!(
