@@ -34,15 +34,12 @@
 import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { launch, REPO_ROOT } from './chromium.mjs';
+
 const WEB_DIR = path.join(REPO_ROOT, 'web');
-const CHROMIUM = '/usr/bin/chromium';
 const PAGE = 'hit-page.html';
 const PREVIEW = 'ASSIGNMENT_ID_NOT_AVAILABLE';
 const PAGE_TIMEOUT_MS = 4000; // data-timeout-ms in web/hit-page.html
@@ -181,27 +178,11 @@ const webServer = http.createServer((req, res) => {
 });
 
 // --- the browser -------------------------------------------------------------------
-function loadPlaywright() {
-  const require = createRequire(path.join(REPO_ROOT, '.local', 'npm', 'package.json'));
-  try {
-    return require('playwright-core');
-  } catch {
-    console.error('playwright-core not found in .local/npm: run scripts/setup.sh');
-    process.exit(2);
-  }
-}
-
 const randomId = (prefix, n) =>
   (prefix + crypto.randomBytes(n).toString('hex').toUpperCase()).slice(0, n + prefix.length);
 
 // --- scenarios ----------------------------------------------------------------------
 async function main() {
-  if (!fs.existsSync(CHROMIUM)) {
-    console.error(`${CHROMIUM} not found: run scripts/setup.sh`);
-    process.exit(2);
-  }
-  const { chromium } = loadPlaywright();
-
   const webPort = await listen(webServer);
   cleanups.push(() => closeServer(webServer));
   const badPort = await listen(badEndpoints);
@@ -214,27 +195,9 @@ async function main() {
   endpoints.hang = `http://127.0.0.1:${badPort}/hang/`;
   endpoints.garbage = `http://127.0.0.1:${badPort}/garbage/`;
 
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'guard-chromium-'));
-  cleanups.push(() => fs.promises.rm(userDataDir, { recursive: true, force: true }));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30000,
-    viewport: { width: 1000, height: 700 },
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-quic',
-      // Belt and braces: no host name resolves, only 127.0.0.1 is reached.
-      '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-    ],
-  });
-  cleanups.push(() => context.close());
+  const browser = await launch('guard-chromium-', { viewport: { width: 1000, height: 700 } });
+  cleanups.push(() => browser.close());
+  const { context } = browser;
   if (opts.screenshotDir) fs.mkdirSync(opts.screenshotDir, { recursive: true });
 
   const consoleTexts = [];

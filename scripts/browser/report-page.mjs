@@ -23,13 +23,11 @@
 // chromium); never downloads a browser.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CHROMIUM = '/usr/bin/chromium';
+import { launch } from './chromium.mjs';
+
 const VIEWPORT = { width: 1000, height: 1500 };
 
 function usage(code) {
@@ -71,46 +69,13 @@ function check(name, ok, detail) {
   console.log(JSON.stringify(results.at(-1)));
 }
 
-function loadPlaywright() {
-  const require = createRequire(path.join(REPO_ROOT, '.local', 'npm', 'package.json'));
-  try {
-    return require('playwright-core');
-  } catch {
-    console.error('playwright-core not found in .local/npm: run scripts/setup.sh');
-    process.exit(2);
-  }
-}
-
 async function main() {
-  if (!fs.existsSync(CHROMIUM)) {
-    console.error(`${CHROMIUM} not found: run scripts/setup.sh`);
-    process.exit(2);
-  }
   const file = path.resolve(opts.file);
   const url = pathToFileURL(file).href;
-  const { chromium } = loadPlaywright();
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'report-chromium-'));
-  let context;
+  let browser;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 30000,
-      viewport: VIEWPORT,
-      deviceScaleFactor: 1,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--disable-quic',
-        // Belt and braces: no host name resolves, only 127.0.0.1 is reached.
-        '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-      ],
-    });
+    browser = await launch('report-chromium-', { viewport: VIEWPORT, deviceScaleFactor: 1 });
+    const { context } = browser;
     // Every request of every page, recorded; only the page itself may load.
     const requests = [];
     context.on('request', (r) => requests.push(r.url()));
@@ -181,8 +146,7 @@ async function main() {
         { path: opts.screenshot, bytes: fs.statSync(opts.screenshot).size });
     }
   } finally {
-    if (context) await Promise.race([context.close(), new Promise((r) => setTimeout(r, 5000))]);
-    await fs.promises.rm(userDataDir, { recursive: true, force: true });
+    if (browser) await Promise.race([browser.close(), new Promise((r) => setTimeout(r, 5000))]);
   }
 }
 
