@@ -3,9 +3,9 @@
 //! One fresh process per batch size. After its init (its first poll of the
 //! Runtime API) the process's CPU time is read, then again after one idle
 //! second; both are subtracted. Then `--batches` batches, each record a new
-//! submission by a new worker (the full path: GetItem, GetAssignment,
-//! UpdateItem, GetItem, AssociateQualificationWithWorker, UpdateItem,
-//! UpdateItem), with the MTurk double answering at once and the handler's
+//! submission by a new worker (the full path: today 3 DynamoDB requests,
+//! GetAssignment and the grant; `--binary` may name an older handler that
+//! makes more), with the MTurk double answering at once and the handler's
 //! rate limit raised out of the way (MTURK_MAX_RPS=1000).
 
 use std::time::Duration;
