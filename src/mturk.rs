@@ -139,21 +139,30 @@ macro_rules! turk_coded {
     )*};
 }
 
-turk_coded!(
-    GetAssignmentError,
-    AssociateQualificationWithWorkerError,
-    CreateQualificationTypeError,
-    DisassociateQualificationFromWorkerError,
-    GetAccountBalanceError,
-    GetHITError,
-    GetQualificationTypeError,
-    ListAssignmentsForHITError,
-    ListHITsError,
-    ListQualificationTypesError,
-    ListWorkersWithQualificationTypeError,
-    SendTestEventNotificationError,
-    UpdateNotificationSettingsError,
-);
+/// Calls `$apply!` with the error type of every MTurk operation this crate
+/// uses: the one list that both `turk_coded!` and the retry classifier's
+/// `throttled!` must cover, so a new operation cannot be missed by one.
+macro_rules! each_operation_error {
+    ($apply:ident) => {
+        $apply!(
+            GetAssignmentError,
+            AssociateQualificationWithWorkerError,
+            CreateQualificationTypeError,
+            DisassociateQualificationFromWorkerError,
+            GetAccountBalanceError,
+            GetHITError,
+            GetQualificationTypeError,
+            ListAssignmentsForHITError,
+            ListHITsError,
+            ListQualificationTypesError,
+            ListWorkersWithQualificationTypeError,
+            SendTestEventNotificationError,
+            UpdateNotificationSettingsError,
+        );
+    };
+}
+
+each_operation_error!(turk_coded);
 
 /// MTurk's version of the notification document, the only one it sends.
 pub const NOTIFICATION_VERSION: &str = "2014-08-15";
@@ -408,21 +417,7 @@ impl ClassifyRetry for ThrottlesGoToTheLimiter {
                 })*
             };
         }
-        throttled!(
-            GetAssignmentError,
-            AssociateQualificationWithWorkerError,
-            CreateQualificationTypeError,
-            DisassociateQualificationFromWorkerError,
-            GetAccountBalanceError,
-            GetHITError,
-            GetQualificationTypeError,
-            ListAssignmentsForHITError,
-            ListHITsError,
-            ListQualificationTypesError,
-            ListWorkersWithQualificationTypeError,
-            SendTestEventNotificationError,
-            UpdateNotificationSettingsError,
-        );
+        each_operation_error!(throttled);
         RetryAction::NoActionIndicated
     }
 
