@@ -491,6 +491,19 @@ impl Participation {
             None => self.learned.as_str().to_owned(),
         }
     }
+
+    /// How long the worker could still take the lab's other studies: from
+    /// MTurk's submit time to the ledger recording them excluded. Only for
+    /// participations learned from a notification, whose exclusion followed
+    /// their submission (a backfill's or a hand entry's did not).
+    pub fn exposure(&self) -> Option<Duration> {
+        match (&self.learned, self.submit_time, self.excluded_at) {
+            (Learned::Notification { .. }, Some(submitted), Some(excluded)) => {
+                Some((excluded - submitted).max(Duration::ZERO))
+            }
+            _ => None,
+        }
+    }
 }
 
 fn exclusion_key(worker: &WorkerId, qualification: &QualificationTypeId) -> Item {

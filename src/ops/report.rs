@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::ids::QualificationTypeId;
-use crate::ledger::{ExclusionState, Learned, Ledger, LedgerError, Snapshot, KEPT_RELEASED_REASON};
+use crate::ledger::{ExclusionState, Ledger, LedgerError, Snapshot, KEPT_RELEASED_REASON};
 
 /// What a release note shows in place of a worker id.
 pub const REDACTED: &str = "[worker id]";
@@ -193,8 +193,8 @@ pub async fn gather(
     Ok(aggregate(&snapshot, source, options))
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+/// The nearest-rank `p`th percentile (0–100) of sorted values.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -455,11 +455,9 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
     let mut windows = Vec::new();
     let mut not_measured = 0;
     for (_, p) in &studied {
-        match (&p.learned, p.submit_time, p.excluded_at) {
-            (Learned::Notification { .. }, Some(s), Some(x)) => {
-                windows.push((x - s).max(Duration::ZERO))
-            }
-            _ => not_measured += 1,
+        match p.exposure() {
+            Some(w) => windows.push(w),
+            None => not_measured += 1,
         }
     }
     let exposure = exposure_of(windows, not_measured);
@@ -555,7 +553,7 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
 mod tests {
     use super::*;
     use crate::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
-    use crate::ledger::{ClaimEnded, LastRelease, Participation, StoredClaim};
+    use crate::ledger::{ClaimEnded, LastRelease, Learned, Participation, StoredClaim};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);
@@ -915,7 +913,7 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), Some(Duration::seconds(50)));
         assert_eq!(percentile(&v, 99.0), Some(Duration::seconds(99)));
         assert_eq!(percentile(&v[..1], 99.0), Some(Duration::seconds(1)));
-        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile::<Duration>(&[], 50.0), None);
         assert_eq!(html::span(Duration::milliseconds(850)), "850 ms");
         assert_eq!(html::span(Duration::seconds(190)), "3 min 10 s");
     }

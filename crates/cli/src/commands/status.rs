@@ -8,6 +8,7 @@ use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Args as ClapArgs;
 use mturk_exclusion::ledger::{self, Participation};
+use mturk_exclusion::ops::report::percentile;
 use serde::Serialize;
 
 use crate::context::{CliError, Context};
@@ -237,31 +238,21 @@ struct Exposure {
     max_seconds: Option<f64>,
 }
 
-/// The value below which `q` of the sorted `values` lie (nearest rank).
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 fn exposure(all: &[Participation], now: time::OffsetDateTime) -> Exposure {
     let since = now - time::Duration::hours(24);
-    let mut waits: Vec<f64> = all
+    let mut waits: Vec<time::Duration> = all
         .iter()
-        .filter(|p| matches!(p.learned, ledger::Learned::Notification { .. }))
-        .filter_map(|p| Some((p.submit_time?, p.excluded_at?)))
-        .filter(|(_, excluded)| *excluded >= since)
-        .map(|(submitted, excluded)| (excluded - submitted).as_seconds_f64().max(0.0))
+        .filter(|p| p.excluded_at.is_some_and(|excluded| excluded >= since))
+        .filter_map(Participation::exposure)
         .collect();
-    waits.sort_by(f64::total_cmp);
-    let round = |v: Option<f64>| v.map(|s| (s * 1000.0).round() / 1000.0);
+    waits.sort();
+    let seconds =
+        |v: Option<time::Duration>| v.map(|d| (d.as_seconds_f64() * 1000.0).round() / 1000.0);
     Exposure {
         participations: waits.len(),
-        p50_seconds: round(percentile(&waits, 0.50)),
-        p99_seconds: round(percentile(&waits, 0.99)),
-        max_seconds: round(waits.last().copied()),
+        p50_seconds: seconds(percentile(&waits, 50.0)),
+        p99_seconds: seconds(percentile(&waits, 99.0)),
+        max_seconds: seconds(waits.last().copied()),
     }
 }
 
