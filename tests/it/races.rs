@@ -7,7 +7,8 @@
 //!   revokes, and the handler settles the participation as released;
 //! - a release between the handler's decision and its last write: the
 //!   handler's write fails on the worker's version and it decides again;
-//! - copies of one notification on two instances cost one look-up and one grant.
+//! - copies of one notification on two instances cost one look-up and one grant;
+//! - learners of the lab's CustomerId at once all keep the first one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -443,4 +444,42 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
     );
     assert!(p.granted(w));
     assert_eq!(standing(&p, w).await, ExclusionState::Excluded);
+}
+
+/// Two `subscribe` runs (or two labs' test events) learning the lab's
+/// CustomerId at the same moment: one conditional write wins, and every
+/// learner, the losers included, is told the one the ledger kept.
+#[tokio::test]
+async fn learners_of_the_labs_customer_at_once_all_keep_the_first() {
+    use mturk_exclusion::ledger::Heartbeat;
+    let p = Pipeline::start().await;
+    let now = time::OffsetDateTime::now_utc();
+    let beat = |customer: &str| Heartbeat {
+        event_doc_id: format!("doc-{customer}"),
+        event_at: mturk_exclusion::ledger::stamp(now),
+        received_at: mturk_exclusion::ledger::stamp(now),
+        placeholder_hit_type_id: None,
+        customer_id: Some(customer.to_owned()),
+        source_account: None,
+    };
+    let beats: Vec<Heartbeat> = (0..8).map(|i| beat(&format!("A{i}CUSTOMER"))).collect();
+    let learned =
+        futures::future::join_all(beats.iter().map(|b| p.ledger.learn_own_customer(b, now))).await;
+
+    let kept = p
+        .ledger
+        .own_customer()
+        .await
+        .unwrap()
+        .expect("one was kept");
+    for l in learned {
+        assert_eq!(l.unwrap(), kept);
+    }
+    // Later, another CustomerId is refused the same way.
+    let later = p
+        .ledger
+        .learn_own_customer(&beat("A9LATECOMER"), now)
+        .await
+        .unwrap();
+    assert_eq!(later, kept);
 }
