@@ -1,6 +1,7 @@
 //! Printing: text for people, JSON for scripts, progress on stderr.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -107,6 +108,58 @@ pub fn confirm(question: &str) -> bool {
         return false;
     }
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+pub fn exists(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} already exists; nothing was written (pass --force to overwrite it)",
+        path.display()
+    ))
+}
+
+/// Writes a new file readable by its owner only. With `force`, the new file
+/// is written beside `path` and renamed over it: the old file's mode, and
+/// whatever a symlink at `path` points to, are left alone.
+pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
+    let failed = |e: std::io::Error| CliError::Environment {
+        message: format!("could not write {}: {e}", path.display()),
+        hint: Some("check that the directory exists and is writable".into()),
+        source: Some(Box::new(e)),
+    };
+    if !force {
+        return match create_private(path) {
+            Ok(file) => fill(file, bytes).map_err(failed),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(path)),
+            Err(e) => Err(failed(e)),
+        };
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = create_private(&temp)
+        .and_then(|file| fill(file, bytes))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(failed(e));
+    }
+    Ok(())
+}
+
+/// A new file (never an existing one, never through a symlink), mode 0600
+/// whatever the umask: exports and reports may hold personal data.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn fill(mut file: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(bytes).and_then(|()| file.sync_all())
 }
 
 #[cfg(test)]

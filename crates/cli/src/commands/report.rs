@@ -121,7 +121,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
                 source: Some(Box::new(e)),
             });
     }
-    write_replacing(&args.output, page.as_bytes())?;
+    // A report is made again and again: it replaces the old one.
+    output::write_private(&args.output, page.as_bytes(), true)?;
     if ctx.global.json {
         output::print_json(&Written {
             output: &args.output,
@@ -159,32 +160,4 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes a new file beside `path` (mode 0600, never through a symlink)
-/// and renames it over `path`.
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let failed = |e: std::io::Error| CliError::Environment {
-        message: format!("could not write {}: {e}", path.display()),
-        hint: Some("check that the directory exists and is writable".into()),
-        source: Some(Box::new(e)),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report.html".into());
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&temp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(failed(e));
-    }
-    Ok(())
 }
