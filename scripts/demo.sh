@@ -11,7 +11,8 @@ Usage: scripts/demo.sh [arguments for the local_study example...]
 
 Installs what is missing (scripts/setup.sh), starts the local stack
 (scripts/local-stack.sh; stopped again on exit if this script started it),
-then runs:  cargo run --quiet --example local_study -- ARGS...
+builds the example (cargo's progress shows), then runs:
+  cargo run --quiet --example local_study -- ARGS...
 and sums up the CloudWatch metrics (EMF lines) the handler and the check
 wrote during the run (scripts/emf-summary.py).
 To see the example's own options:  scripts/demo.sh --help-example
@@ -30,6 +31,13 @@ use_local_stack
 # (No trap of its own: use_local_stack owns the EXIT trap.)
 EMF_LOG=$(mktemp "${TMPDIR:-/tmp}/mturk-exclusion-emf.XXXXXX")
 export EMF_LOG
+
+# Built first, with cargo's progress showing: on a fresh machine this is
+# the long part (several minutes on 2 cores); the run itself takes seconds.
+say "building the demo (the first time takes a few minutes; later runs start at once)"
+t="$(now)"
+cargo build "${LOCKED[@]}" --example local_study
+say "built in $(elapsed "$t")"
 
 set +e
 cargo run --quiet "${LOCKED[@]}" --example local_study -- "${ARGS[@]}"
