@@ -8,7 +8,8 @@
 //! - a release between the handler's decision and its last write: the
 //!   handler's write fails on the worker's version and it decides again;
 //! - copies of one notification on two instances cost one look-up and one grant;
-//! - learners of the lab's CustomerId at once all keep the first one.
+//! - learners of the lab's CustomerId at once all keep the first one;
+//! - two batches on one instance at once each count only their own MTurk calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -482,4 +483,62 @@ async fn learners_of_the_labs_customer_at_once_all_keep_the_first() {
         .await
         .unwrap();
     assert_eq!(later, kept);
+}
+
+/// Two batches on one instance at once (Lambda never does this, but the
+/// handler allows it and the benchmarks and the demo do it): each batch's
+/// metrics count its own MTurk calls only. Batch A is held at its look-up
+/// while batch B runs from start to end, so B's calls land inside A's run.
+#[tokio::test]
+async fn two_batches_at_once_each_count_their_own_mturk_calls() {
+    let p = Pipeline::start().await;
+    p.double.lose_deliveries_to(&p.queues.url);
+    let hit = p.double.create_hit(&p.hit_type);
+    let mut bodies = Vec::new();
+    for (i, worker) in ["A1BATCHA", "A2BATCHB", "A3BATCHB", "A4BATCHB"]
+        .iter()
+        .enumerate()
+    {
+        let s = p.double.submit_assignment(&hit, worker).await.unwrap();
+        bodies.push(document(
+            &format!("doc-batch-{i}"),
+            &[submitted(&p.hit_type, &hit, &s.assignment_id)],
+        ));
+    }
+    let deadline = || Instant::now() + Duration::from_secs(60);
+    let gate = p.double.hold_next(LOOKUP, 1);
+    let batch_a = tokio::spawn({
+        let handler = p.handler.clone();
+        let body = bodies[0].clone();
+        async move {
+            handler
+                .process_measured(vec![record("a1", &body)], deadline())
+                .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), gate.arrived())
+        .await
+        .expect("batch A reached its look-up");
+    let b_records = bodies[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, body)| record(&format!("b{i}"), body))
+        .collect();
+    let (b_result, b_metrics) = p.handler.process_measured(b_records, deadline()).await;
+    gate.open();
+    let (a_result, a_metrics) = batch_a.await.unwrap();
+
+    assert!(a_result.unwrap().records.iter().all(|(_, r)| r.is_ok()));
+    assert!(b_result.unwrap().records.iter().all(|(_, r)| r.is_ok()));
+    // A look-up and a grant per new worker, counted where they were made.
+    assert_eq!(a_metrics.mturk_calls, 2, "{a_metrics:?}");
+    assert_eq!(b_metrics.mturk_calls, 6, "{b_metrics:?}");
+    assert_eq!(
+        a_metrics.mturk_calls + b_metrics.mturk_calls,
+        (p.double.call_count(LOOKUP) + p.double.call_count(GRANT)) as u64
+    );
+    assert_eq!(
+        (a_metrics.settled.excluded, b_metrics.settled.excluded),
+        (1, 3)
+    );
 }
