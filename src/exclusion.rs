@@ -559,7 +559,16 @@ impl Excluder {
                             taken = Some(p);
                             continue;
                         }
-                        _ => return Ok(Settlement::only(Outcome::Duplicate)),
+                        Some(_) => return Ok(Settlement::only(Outcome::Duplicate)),
+                        // Nothing is recorded: another copy took the lease
+                        // over (this one's ran out) and holds it, or gave it
+                        // back. Acknowledging now would end this notification
+                        // with no participation, so it is retried instead.
+                        None => {
+                            return Err(ExclusionError::InProgress(
+                                "another copy of this notification took the assignment over; nothing is recorded yet".into(),
+                            ))
+                        }
                     }
                 }
                 // A release (or another exclusion) came in between: decide again.

@@ -709,7 +709,8 @@ impl Ledger {
             .map_err(|e| sdk_error(operation, e))
     }
 
-    /// The participation for an assignment, if the ledger has it.
+    /// The participation for an assignment, if the ledger has it. A lease
+    /// alone (a copy of the notification still at work) is not one: `None`.
     pub async fn participation(
         &self,
         assignment: &AssignmentId,
@@ -724,8 +725,12 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| sdk_error(OP, e))?;
+        // An item without a worker is only a lease: a copy of the
+        // notification is still looking the assignment up, nothing is
+        // recorded yet.
         out.item
             .as_ref()
+            .filter(|i| i.contains_key(WORKER_ID))
             .map(|i| participation_from(OP, i))
             .transpose()
     }
@@ -1619,7 +1624,7 @@ impl Ledger {
             Some(t) => scan
                 .filter_expression(format!("{SK} = :p AND {RECORDED_AT} >= :since"))
                 .expression_attribute_values(":since", s(stamp(t))),
-            None => scan.filter_expression(format!("{SK} = :p")),
+            None => scan.filter_expression(format!("{SK} = :p AND attribute_exists({WORKER_ID})")),
         };
         let items = scan
             .into_paginator()

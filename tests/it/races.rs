@@ -8,6 +8,8 @@
 //! - a release between the handler's decision and its last write: the
 //!   handler's write fails on the worker's version and it decides again;
 //! - copies of one notification on two instances cost one look-up and one grant;
+//! - a copy whose lease another copy took over is retried, never acknowledged
+//!   with nothing recorded;
 //! - learners of the lab's CustomerId at once all keep the first one;
 //! - two batches on one instance at once each count only their own MTurk calls.
 
@@ -445,6 +447,111 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
     );
     assert!(p.granted(w));
     assert_eq!(standing(&p, w).await, ExclusionState::Excluded);
+}
+
+/// A slow copy's last write finds the assignment leased to another copy
+/// that has not recorded anything yet (the slow copy's lease ran out while
+/// its grant was held). Nothing is recorded, so the slow copy must fail and
+/// be retried: acknowledging it would end the notification with no
+/// participation if the other copy then failed too. A lease alone is not a
+/// participation for the ledger's readers either (an export during a burst
+/// must not stop at it).
+#[tokio::test]
+async fn a_copy_whose_lease_was_taken_over_is_retried_not_acknowledged() {
+    let p = Pipeline::with(testkit::pipeline::Options {
+        // Attempts outlast the held calls, so the SDK does not retry them.
+        limits: mturk_exclusion::aws::Limits {
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(20),
+            ..testkit::pipeline::Options::default().limits
+        },
+        ..testkit::pipeline::Options::default()
+    })
+    .await;
+    let w = "A1LEASETAKEN";
+    let hit = p.double.create_hit(&p.hit_type);
+    p.double.lose_deliveries_to(&p.queues.url);
+    let s = p.double.submit_assignment(&hit, w).await.unwrap();
+    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
+    let body = document(
+        "doc-lease-taken",
+        &[submitted(&p.hit_type, &hit, &s.assignment_id)],
+    );
+    let slow = p.handler_with(|c| c.assignment_lease = Duration::from_millis(400));
+    let other = p.handler_with(|_| {});
+    let grant = p.double.hold_next(GRANT, 1);
+    let slow_handling = tokio::spawn({
+        let body = body.clone();
+        async move {
+            slow.process(
+                vec![record("m1", &body)],
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), grant.arrived())
+        .await
+        .expect("the slow copy reached its grant");
+    // Its lease runs out; another copy takes the lease over and is held at
+    // its look-up, so the item holds that copy's lease and nothing else.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let lookup = p.double.hold_next(LOOKUP, 1);
+    let other_handling = tokio::spawn({
+        let body = body.clone();
+        async move {
+            other
+                .process(
+                    vec![record("m2", &body)],
+                    Instant::now() + Duration::from_secs(60),
+                )
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), lookup.arrived())
+        .await
+        .expect("the other copy took the lease and reached its look-up");
+    assert!(p.ledger.participation(&assignment).await.unwrap().is_none());
+    assert!(
+        p.ledger
+            .all_participations(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.assignment_id.as_ref() != Some(&assignment)),
+        "a lease listed as a participation"
+    );
+
+    grant.open();
+    let slow_done = slow_handling.await.unwrap();
+    assert!(
+        matches!(&slow_done.records[0].1, Err(Failure::Transient(reason)) if reason.contains("took the assignment over")),
+        "the slow copy must be retried: {:?}",
+        slow_done.records[0].1
+    );
+    lookup.open();
+    let other_done = other_handling.await.unwrap();
+    assert!(
+        other_done.records[0].1.is_ok(),
+        "{:?}",
+        other_done.records[0].1
+    );
+    let settled = p.ledger.participation(&assignment).await.unwrap().unwrap();
+    assert!(settled.excluded_at.is_some(), "{settled:?}");
+    assert!(p.granted(w));
+    assert_eq!(standing(&p, w).await, ExclusionState::Excluded);
+    // The slow copy's retry is a duplicate.
+    let again = p
+        .handler
+        .process(
+            vec![record("m1", &body)],
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.records[0].1.as_ref().unwrap().duplicates, 1);
 }
 
 /// Two `subscribe` runs (or two labs' test events) learning the lab's
