@@ -133,14 +133,21 @@ async fn check_with_releases(
             continue;
         }
         let id = AssignmentId::parse(assignment).unwrap();
-        let p_ = p
-            .ledger
-            .participation(&id)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| {
-                panic!("assignment {assignment} neither in the ledger nor in the DLQ")
-            });
+        let Some(p_) = p.ledger.participation(&id).await.unwrap() else {
+            // Say enough to tell a lost acknowledged write from a message
+            // acknowledged too early, should this ever fail again.
+            let depth = p.stack.queue_depth(&p.queues.url).await;
+            panic!(
+                "assignment {assignment} neither in the ledger (no item, or only a lease) nor in \
+                 the DLQ; its worker {worker} {} the qualification on MTurk; the queue now holds \
+                 {depth:?} message(s)",
+                if p.granted(worker) {
+                    "holds"
+                } else {
+                    "does not hold"
+                },
+            );
+        };
         assert_eq!(p_.worker_id.as_str(), worker);
         if is_released(worker) {
             continue;
