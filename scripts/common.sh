@@ -25,8 +25,11 @@ LOCAL_DIR="$REPO_ROOT/.local"
 VENV_DIR="$LOCAL_DIR/venv"
 NPM_DIR="$LOCAL_DIR/npm"
 SHIM_DIR="$LOCAL_DIR/ddb-loopback"
-RUN_DIR="$LOCAL_DIR/run"
-LOG_DIR="$LOCAL_DIR/log"
+# STACK_NAME keeps a second local stack's pid files and logs apart, for
+# one beside the usual (e.g. a long benchmark while the tests run):
+#   STACK_NAME=bench DDB_PORT=19200 SQS_PORT=19201 scripts/local-stack.sh start
+RUN_DIR="$LOCAL_DIR/run${STACK_NAME:+-$STACK_NAME}"
+LOG_DIR="$LOCAL_DIR/log${STACK_NAME:+-$STACK_NAME}"
 
 # Pinned versions (PyPI / npm). Change them here only.
 MOTO_VERSION="5.2.5"

@@ -19,6 +19,9 @@ Usage: scripts/local-stack.sh start|stop|status|env|--help
   status  say what runs; exit 0 if both run, 3 otherwise
   env     print export lines for the AWS SDKs, for
             eval "\$(scripts/local-stack.sh env)"
+A second stack beside the usual one: set STACK_NAME (its pid files and logs
+go to .local/run-NAME/ and .local/log-NAME/) and other ports, e.g.
+  STACK_NAME=bench DDB_PORT=19200 SQS_PORT=19201 scripts/local-stack.sh start
 
 Both servers keep everything in memory: a restart starts empty.
 Logs: .local/log/dynamodb-local.log, .local/log/moto.log
