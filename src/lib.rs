@@ -23,9 +23,17 @@
 //!   - [`ops::reconcile`]: the ledger against MTurk, each difference classified and fixed;
 //!   - [`ops::backfill`]: `exclude`'s gathering (HITs, HIT types, files, workers by hand)
 //!     and its real and dry runs, both through [`exclusion::decide`];
-//!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells.
+//!   - [`ops::redrive`]: the dead-letter queue, peeked at and moved back without losing a message;
+//!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells;
+//!   - [`ops::report`]: the ledger as one self-contained HTML page.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, for both functions.
+//! - `lambda` (feature `lambda`): what only the Lambda binaries need, such as
+//!   reporting an init error to the Runtime API; the CLI never links it.
+//!
+//! The deployables are thin crates around this one: `crates/handler`
+//! (the SQS Lambda), `crates/check` (the Function URL Lambda) and
+//! `crates/cli` (the admin CLI, whose commands call [`ops`]).
 
 pub mod aws;
 pub mod check;
