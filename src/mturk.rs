@@ -20,7 +20,7 @@ use futures::{Stream, TryStreamExt};
 use tokio::time::Instant;
 use tracing::debug;
 
-use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_mturk::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
 use aws_sdk_mturk::operation::create_qualification_type::CreateQualificationTypeError;
 use aws_sdk_mturk::operation::disassociate_qualification_from_worker::DisassociateQualificationFromWorkerError;
@@ -79,6 +79,11 @@ pub enum MturkErrorKind {
     /// MTurk refused the request (RequestError, ParameterValidationError):
     /// retrying the same request will not help.
     Rejected { turk_error_code: Option<String> },
+    /// AWS refused the caller, not the request: no credentials, credentials
+    /// it does not know or that expired, or an identity not allowed to call
+    /// MTurk. Fixed by the lab's setup (profile, role, requester account
+    /// link), after which the same request works.
+    Denied,
     /// MTurk answered with something we cannot use (for example an id that
     /// is not a plausible MTurk id).
     Unusable,
@@ -279,6 +284,8 @@ where
             let turk_error_code = e.turk_error_code().map(str::to_owned);
             let kind = if is_throttling(Some(code), Some(&message)) {
                 MturkErrorKind::Throttled
+            } else if DENIED_CODES.contains(&code) {
+                MturkErrorKind::Denied
             } else if code == "ServiceFault" || code == "InternalFailure" || code.is_empty() {
                 // An empty code means a body we could not read as an MTurk
                 // error, such as a bare 5xx from a load balancer.
@@ -295,6 +302,11 @@ where
             format!("could not reach MTurk ({d:?})"),
         ),
         SdkError::ResponseError(_) => (MturkErrorKind::Transient, "unreadable response".to_owned()),
+        // The request was never sent because no credentials could be found.
+        SdkError::ConstructionFailure(_) if caused_by_credentials(&err) => (
+            MturkErrorKind::Denied,
+            DisplayErrorContext(&err).to_string(),
+        ),
         _ => (
             MturkErrorKind::Rejected {
                 turk_error_code: None,
@@ -308,6 +320,33 @@ where
         message,
         source: Some(Box::new(err)),
     }
+}
+
+/// The error codes AWS answers when it refuses the caller rather than the
+/// request (signature, token, identity, IAM).
+const DENIED_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "AccessDeniedException",
+    "AccessDenied",
+];
+
+/// Whether a request could not be built for want of credentials.
+fn caused_by_credentials(err: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// How much of MTurk's own error text is kept: enough to read, bounded
@@ -899,5 +938,30 @@ impl Mturk {
             })
             .await?;
         Ok(out.available_balance.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_mturk::config::http::HttpResponse;
+
+    /// "No credentials" never reaches MTurk: the SDK fails to build the
+    /// request. It is a setup problem like a refused signature, told by its
+    /// type whatever the SDK's wording.
+    #[test]
+    fn missing_credentials_are_denied() {
+        let err = SdkError::<GetAssignmentError, HttpResponse>::construction_failure(
+            CredentialsError::not_loaded("no profile, no environment variables"),
+        );
+        assert_eq!(classify("GetAssignment", err).kind, MturkErrorKind::Denied);
+        let other = SdkError::<GetAssignmentError, HttpResponse>::construction_failure(
+            std::io::Error::other("something else"),
+        );
+        assert!(matches!(
+            classify("GetAssignment", other).kind,
+            MturkErrorKind::Rejected { .. }
+        ));
     }
 }

@@ -66,6 +66,17 @@ async fn throttles_past_the_deadline_fail_as_throttled() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// AWS refusing the caller (here its credentials) is told apart where the
+/// error is read, so the CLI can point at the setup; it is not retried.
+#[tokio::test]
+async fn a_refused_caller_is_denied_and_not_retried() {
+    let (double, mturk, id) = setup(RateLimiter::per_second(50.0)).await;
+    double.fail_next(Some("GetAssignment"), 5, Fault::Unrecognized);
+    let err = mturk.assignment(&id).await.expect_err("refused");
+    assert_eq!(err.kind, MturkErrorKind::Denied, "{err}");
+    assert_eq!(double.call_count("GetAssignment"), 1);
+}
+
 #[tokio::test]
 async fn pages_wait_for_the_limiter_and_survive_throttling() {
     let (double, mturk, _) = setup(RateLimiter::per_second(50.0)).await;

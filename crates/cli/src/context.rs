@@ -171,7 +171,7 @@ impl From<MturkError> for CliError {
         let hint = match &e.kind {
             MturkErrorKind::Throttled => "MTurk is throttling this account: lower --max-rps and run again (it resumes where it stopped)",
             MturkErrorKind::Transient => "MTurk did not answer in time: run again later (it resumes where it stopped)",
-            MturkErrorKind::Rejected { .. } if e.message.contains("credentials") || e.message.contains("Unrecognized") || e.message.contains("signature") => {
+            MturkErrorKind::Denied => {
                 "check the AWS credentials (--profile) and that the account is linked to an MTurk requester account"
             }
             _ => "check the ids, and --sandbox / --production: the two environments have separate HITs and qualification types",

@@ -21,6 +21,9 @@ pub(crate) enum ApiError {
     ServiceFault(String),
     /// HTTP 400 `ThrottlingException`.
     Throttling,
+    /// HTTP 400 `UnrecognizedClientException`: the request's credentials
+    /// are not an AWS account's (a common AWS error, not MTurk's own).
+    UnrecognizedClient,
 }
 
 /// MTurk appends the server's clock in milliseconds to its messages; clients
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::UnknownOperation(_) => "UnknownOperationException",
             ApiError::ServiceFault(_) => "ServiceFault",
             ApiError::Throttling => "ThrottlingException",
+            ApiError::UnrecognizedClient => "UnrecognizedClientException",
         }
     }
 
@@ -96,6 +100,10 @@ impl ApiError {
             ApiError::Throttling => json!({
                 "__type": "ThrottlingException",
                 "Message": "Rate exceeded",
+            }),
+            ApiError::UnrecognizedClient => json!({
+                "__type": "UnrecognizedClientException",
+                "message": "The security token included in the request is invalid.",
             }),
             ApiError::ParameterValidation(message)
             | ApiError::Serialization(message)

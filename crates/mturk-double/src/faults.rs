@@ -21,6 +21,9 @@ pub enum Fault {
     RequestError { code: String, message: String },
     /// HTTP 400 `{"__type":"ParameterValidationError",...}`.
     ParameterValidation,
+    /// HTTP 400 `{"__type":"UnrecognizedClientException",...}`: what AWS
+    /// answers a request signed with credentials it does not know.
+    Unrecognized,
     /// The connection is closed without any response bytes. The request has
     /// no effect.
     Drop,
@@ -38,6 +41,7 @@ impl Fault {
             Fault::Http500 => "Http500",
             Fault::RequestError { .. } => "RequestError",
             Fault::ParameterValidation => "ParameterValidation",
+            Fault::Unrecognized => "Unrecognized",
             Fault::Drop => "Drop",
             Fault::Delay(_) => "Delay",
         }

@@ -257,6 +257,9 @@ impl Shared {
             Some(fault) => {
                 let reply = match &fault {
                     Fault::Throttle => error_response(&ApiError::Throttling, &request_id),
+                    Fault::Unrecognized => {
+                        error_response(&ApiError::UnrecognizedClient, &request_id)
+                    }
                     Fault::ServiceFault => error_response(&ApiError::service_fault(), &request_id),
                     Fault::RequestError { code, message } => error_response(
                         &ApiError::Request {

@@ -30,6 +30,25 @@ async fn init_creates_the_qualification_once_then_finds_it() {
     assert_eq!(call["AutoGranted"], false);
 }
 
+/// Credentials AWS does not know: exit 3 (the environment) with a hint at
+/// the profile and the requester account, decided by the error's kind.
+#[tokio::test]
+async fn refused_credentials_point_at_the_profile() {
+    let p = Pipeline::start().await;
+    p.double.fail_next(
+        Some("CreateQualificationType"),
+        5,
+        testkit::mturk_double::Fault::Unrecognized,
+    );
+    let run = p.cli(&["init", "--name", "Smith Lab participant"]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("check the AWS credentials (--profile)"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// `requirement` is pure: run the binary with no local stack, no AWS
 /// endpoints and no credentials at all.
 fn requirement(args: &[&str]) -> CliRun {
