@@ -33,7 +33,7 @@ use super::{
     corrupt, get_s, get_time, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK,
     STATE,
 };
-use super::{RELEASED_AT, SUBSCRIPTION_PK};
+use super::{ExclusionState, RELEASED_AT, SUBSCRIPTION_PK};
 use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
 
 const CLAIM_ASSIGNMENT: &str = "claim_assignment";
@@ -202,7 +202,8 @@ impl Ledger {
         for item in &items {
             let sk = get_s(item, SK).unwrap_or_default();
             if sk == exclusion_sk {
-                standing.took_part = get_s(item, STATE).as_deref() == Some("excluded");
+                standing.took_part =
+                    get_s(item, STATE).as_deref() == Some(ExclusionState::Excluded.as_str());
                 standing.released_at = get_s(item, RELEASED_AT);
             } else if sk == claim_sk {
                 if let (Some(assignment_id), Some(claimed_at)) =

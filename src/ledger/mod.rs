@@ -857,7 +857,7 @@ impl Ledger {
             .expression_attribute_names("#state", STATE)
             .expression_attribute_values(":worker", s(worker.as_str()))
             .expression_attribute_values(":q", s(qualification.as_str()))
-            .expression_attribute_values(":excluded", s("excluded"))
+            .expression_attribute_values(":excluded", s(ExclusionState::Excluded.as_str()))
             .expression_attribute_values(":now", s(stamp(now)))
             .expression_attribute_values(":because", s(because))
             .send()
@@ -889,7 +889,7 @@ impl Ledger {
             .expression_attribute_names("#state", STATE)
             .expression_attribute_values(":worker", s(worker.as_str()))
             .expression_attribute_values(":q", s(qualification.as_str()))
-            .expression_attribute_values(":released", s("released"))
+            .expression_attribute_values(":released", s(ExclusionState::Released.as_str()))
             .expression_attribute_values(":now", s(stamp(now)))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -1070,7 +1070,7 @@ impl Ledger {
             .expression_attribute_names("#state", STATE)
             .expression_attribute_values(":worker", s(worker.as_str()))
             .expression_attribute_values(":q", s(qualification.as_str()))
-            .expression_attribute_values(":excluded", s("excluded"))
+            .expression_attribute_values(":excluded", s(ExclusionState::Excluded.as_str()))
             .expression_attribute_values(":now", s(stamp(now)))
             .expression_attribute_values(":until", s(stamp(until)))
             .expression_attribute_values(":because", s(because))
@@ -1083,14 +1083,15 @@ impl Ledger {
         match again {
             AgainIf::Always => {
                 condition.push_str(" OR #state = :released");
-                update = update.expression_attribute_values(":released", s("released"));
+                update = update
+                    .expression_attribute_values(":released", s(ExclusionState::Released.as_str()));
             }
             AgainIf::SubmittedAfterRelease(Some(submitted)) => {
                 condition.push_str(&format!(
                     " OR (#state = :released AND {RELEASED_AT} < :submitted)"
                 ));
                 update = update
-                    .expression_attribute_values(":released", s("released"))
+                    .expression_attribute_values(":released", s(ExclusionState::Released.as_str()))
                     .expression_attribute_values(":submitted", s(stamp(submitted)));
             }
             // Submitted at an unknown time: a release stands.
