@@ -1,6 +1,14 @@
-//! A DynamoDB Local of a test's own, on disk, that the test can kill and
-//! start again on the same port: the shared in-memory one would lose every
-//! table on a restart.
+//! A DynamoDB Local of a test's own, that the test can make unreachable
+//! (freeze and thaw) without stalling every other test on the shared one.
+//!
+//! Why freeze rather than kill and restart: DynamoDB Local acknowledges a
+//! TransactWriteItems and can still lose it when its process dies within
+//! ~0.1 s after (SIGKILL, and SIGTERM alike; measured in BENCHMARKS.md,
+//! "Findings"). Real DynamoDB acknowledges only durable writes, so a test
+//! that restarts the stand-in can "lose" what the handler rightly
+//! considered written. A frozen process is the outage a client really
+//! sees: connections accepted but unanswered, then every request it had
+//! taken carried out late, after the client gave up on it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,6 +60,30 @@ impl DynamoDbLocal {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Freezes the process (SIGSTOP): requests hang until [`Self::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT): it answers what it had taken.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(which)
+                .arg(child.id().to_string())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "kill {which} {} failed",
+                child.id()
+            );
+        }
     }
 
     /// Kills the process (SIGKILL: no chance to flush anything).
