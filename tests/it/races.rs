@@ -363,16 +363,21 @@ async fn copies_on_two_instances_cost_one_lookup_and_one_grant() {
     assert!(p.granted("A1TWOCOPIES"));
 }
 
-/// A slow copy's last write finds the participation another copy recorded
-/// as pending (its lease ran out while the slow copy's grant was held; the
-/// other copy found the grant in flight and gave up, leaving the worker it
-/// looked up as pending). The slow copy must settle that participation, not
-/// call it a duplicate and let its message be deleted with the
-/// participation unfinished (fixed in 64ab697).
-#[tokio::test]
-async fn a_participation_another_copy_left_pending_is_settled_not_called_a_duplicate() {
+/// A copy of a new submission's notification on an instance whose lease
+/// lasts only 400 ms, held at its grant; the test then plays the other copy.
+struct SlowCopy {
+    p: Pipeline,
+    assignment: AssignmentId,
+    body: String,
+    /// The instance the other copy of the notification lands on.
+    other: Arc<mturk_exclusion::handler::Handler>,
+    grant: testkit::mturk_double::Gate,
+    handling: tokio::task::JoinHandle<mturk_exclusion::handler::BatchReport>,
+}
+
+async fn slow_copy_held_at_its_grant(worker: &str, doc_id: &str) -> SlowCopy {
     let p = Pipeline::with(testkit::pipeline::Options {
-        // Attempts outlast the held grant, so the SDK does not retry it.
+        // Attempts outlast the held calls, so the SDK does not retry them.
         limits: mturk_exclusion::aws::Limits {
             attempt: Duration::from_secs(10),
             operation: Duration::from_secs(20),
@@ -381,19 +386,14 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
         ..testkit::pipeline::Options::default()
     })
     .await;
-    let w = "A1PENDINGTAKEN";
     let hit = p.double.create_hit(&p.hit_type);
     p.double.lose_deliveries_to(&p.queues.url);
-    let s = p.double.submit_assignment(&hit, w).await.unwrap();
+    let s = p.double.submit_assignment(&hit, worker).await.unwrap();
     let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
-    let body = document(
-        "doc-pending",
-        &[submitted(&p.hit_type, &hit, &s.assignment_id)],
-    );
-    // The slow copy holds its lease only briefly, then stalls at its grant.
+    let body = document(doc_id, &[submitted(&p.hit_type, &hit, &s.assignment_id)]);
     let slow = p.handler_with(|c| c.assignment_lease = Duration::from_millis(400));
     let other = p.handler_with(|_| {});
-    let gate = p.double.hold_next(GRANT, 1);
+    let grant = p.double.hold_next(GRANT, 1);
     let handling = tokio::spawn({
         let body = body.clone();
         async move {
@@ -405,13 +405,41 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
             .unwrap()
         }
     });
-    tokio::time::timeout(Duration::from_secs(20), gate.arrived())
+    tokio::time::timeout(Duration::from_secs(20), grant.arrived())
         .await
         .expect("the slow copy reached its grant");
-    // Its lease runs out; the message comes back to another instance, which
-    // takes the lease over, looks the worker up, finds the grant in flight,
-    // and leaves the participation pending.
+    // Its lease runs out.
     tokio::time::sleep(Duration::from_millis(600)).await;
+    SlowCopy {
+        p,
+        assignment,
+        body,
+        other,
+        grant,
+        handling,
+    }
+}
+
+/// A slow copy's last write finds the participation another copy recorded
+/// as pending (its lease ran out while the slow copy's grant was held; the
+/// other copy found the grant in flight and gave up, leaving the worker it
+/// looked up as pending). The slow copy must settle that participation, not
+/// call it a duplicate and let its message be deleted with the
+/// participation unfinished (fixed in 64ab697).
+#[tokio::test]
+async fn a_participation_another_copy_left_pending_is_settled_not_called_a_duplicate() {
+    let w = "A1PENDINGTAKEN";
+    let SlowCopy {
+        p,
+        assignment,
+        body,
+        other,
+        grant: gate,
+        handling,
+    } = slow_copy_held_at_its_grant(w, "doc-pending").await;
+    // The message comes back to another instance, which takes the lease
+    // over, looks the worker up, finds the grant in flight, and leaves the
+    // participation pending.
     let copy = other
         .process(
             vec![record("m2", &body)],
@@ -458,45 +486,17 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
 /// must not stop at it).
 #[tokio::test]
 async fn a_copy_whose_lease_was_taken_over_is_retried_not_acknowledged() {
-    let p = Pipeline::with(testkit::pipeline::Options {
-        // Attempts outlast the held calls, so the SDK does not retry them.
-        limits: mturk_exclusion::aws::Limits {
-            attempt: Duration::from_secs(10),
-            operation: Duration::from_secs(20),
-            ..testkit::pipeline::Options::default().limits
-        },
-        ..testkit::pipeline::Options::default()
-    })
-    .await;
     let w = "A1LEASETAKEN";
-    let hit = p.double.create_hit(&p.hit_type);
-    p.double.lose_deliveries_to(&p.queues.url);
-    let s = p.double.submit_assignment(&hit, w).await.unwrap();
-    let assignment = AssignmentId::parse(&s.assignment_id).unwrap();
-    let body = document(
-        "doc-lease-taken",
-        &[submitted(&p.hit_type, &hit, &s.assignment_id)],
-    );
-    let slow = p.handler_with(|c| c.assignment_lease = Duration::from_millis(400));
-    let other = p.handler_with(|_| {});
-    let grant = p.double.hold_next(GRANT, 1);
-    let slow_handling = tokio::spawn({
-        let body = body.clone();
-        async move {
-            slow.process(
-                vec![record("m1", &body)],
-                Instant::now() + Duration::from_secs(60),
-            )
-            .await
-            .unwrap()
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(20), grant.arrived())
-        .await
-        .expect("the slow copy reached its grant");
-    // Its lease runs out; another copy takes the lease over and is held at
-    // its look-up, so the item holds that copy's lease and nothing else.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let SlowCopy {
+        p,
+        assignment,
+        body,
+        other,
+        grant,
+        handling: slow_handling,
+    } = slow_copy_held_at_its_grant(w, "doc-lease-taken").await;
+    // Another copy takes the lease over and is held at its look-up, so the
+    // item holds that copy's lease and nothing else.
     let lookup = p.double.hold_next(LOOKUP, 1);
     let other_handling = tokio::spawn({
         let body = body.clone();
