@@ -1615,11 +1615,15 @@ impl Ledger {
             .scan()
             .table_name(&self.table)
             .expression_attribute_values(":p", s(PARTICIPATION_SK));
+        // A lease (an assignment still being looked up) has the same key
+        // shape but no worker yet: not a participation.
         scan = match since {
             Some(t) => scan
-                .filter_expression(format!("{SK} = :p AND {RECORDED_AT} >= :since"))
+                .filter_expression(format!(
+                    "{SK} = :p AND attribute_exists({WORKER_ID}) AND {RECORDED_AT} >= :since"
+                ))
                 .expression_attribute_values(":since", s(stamp(t))),
-            None => scan.filter_expression(format!("{SK} = :p")),
+            None => scan.filter_expression(format!("{SK} = :p AND attribute_exists({WORKER_ID})")),
         };
         let items = scan
             .into_paginator()
