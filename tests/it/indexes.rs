@@ -1,13 +1,18 @@
-//! What the ledger's reads find among the items a deployed table holds:
-//! participations an older version recorded, and leases in flight.
+//! Which items each index holds, and that every query still finds the
+//! participations an older version recorded next to the ones this version
+//! records (a deployed table keeps both).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use mturk_exclusion::ids::AssignmentId;
+use mturk_exclusion::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
 use mturk_exclusion::ledger::stamp;
 use testkit::pipeline::Pipeline;
 use time::{Duration, OffsetDateTime};
+
+fn worker(id: &str) -> WorkerId {
+    WorkerId::parse(id).unwrap()
+}
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
@@ -47,6 +52,114 @@ async fn put_old_participation(
         .send()
         .await
         .unwrap();
+}
+
+/// The `pk`s an index holds under one key value.
+async fn in_index(p: &Pipeline, index: &str, key: &str, value: &str) -> Vec<String> {
+    let out = p
+        .stack
+        .dynamodb
+        .query()
+        .table_name(p.ledger.table())
+        .index_name(index)
+        .key_condition_expression("#k = :v")
+        .expression_attribute_names("#k", key)
+        .expression_attribute_values(":v", s(value))
+        .send()
+        .await
+        .unwrap();
+    let mut pks: Vec<String> = out
+        .items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| i.get("pk").and_then(|v| v.as_s().ok()).cloned())
+        .collect();
+    pks.sort();
+    pks
+}
+
+#[tokio::test]
+async fn old_and_new_participations_are_found_by_every_query() {
+    let p = Pipeline::start().await;
+    let earlier = OffsetDateTime::now_utc() - Duration::days(200);
+    let old_hit = p.double.create_hit(&p.hit_type);
+    put_old_participation(
+        &p,
+        "A1IDXOLD",
+        "3IDXOLDASSIGNMENT",
+        &old_hit,
+        &p.hit_type,
+        earlier,
+    )
+    .await;
+    // A new one, through the real pipeline.
+    let new_hit = p.double.create_hit(&p.hit_type);
+    let submitted = p
+        .double
+        .submit_assignment(&new_hit, "A1IDXNEW")
+        .await
+        .unwrap();
+    p.drain().await;
+    assert!(p.granted("A1IDXNEW"));
+    let hit_type = HitTypeId::parse(&p.hit_type).unwrap();
+
+    // By worker (release, reconcile): each finds its own, with its HIT type.
+    for (w, assignment) in [
+        ("A1IDXOLD", "3IDXOLDASSIGNMENT"),
+        ("A1IDXNEW", submitted.assignment_id.as_str()),
+    ] {
+        let found = p.ledger.participations_of(&worker(w)).await.unwrap();
+        assert_eq!(found.len(), 1, "{w}: {found:?}");
+        assert_eq!(
+            found[0].assignment_id,
+            Some(AssignmentId::parse(assignment).unwrap())
+        );
+        assert_eq!(found[0].hit_type_id.as_ref(), Some(&hit_type), "{w}");
+    }
+    // By HIT (release --hit, exclude --hit on a disposed HIT).
+    for (hit, w) in [(&old_hit, "A1IDXOLD"), (&new_hit, "A1IDXNEW")] {
+        let found = p
+            .ledger
+            .participations_in_hit(&HitId::parse(hit).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{hit}: {found:?}");
+        assert_eq!(found[0].worker_id.as_str(), w);
+    }
+    // Export, status and report read every participation, with its HIT type.
+    let all = p.ledger.all_participations(None).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all
+        .iter()
+        .all(|x| x.hit_type_id.as_ref() == Some(&hit_type)));
+    let snapshot = p.ledger.snapshot(&p.qualification).await.unwrap();
+    assert_eq!(snapshot.participations.len(), 2);
+    assert!(snapshot
+        .participations
+        .iter()
+        .all(|x| x.hit_type_id.as_ref() == Some(&hit_type)));
+    // The excluded listing (export, reconcile, status) has the new worker.
+    let excluded = p.ledger.excluded_workers(&p.qualification).await.unwrap();
+    assert_eq!(excluded.len(), 1);
+    assert_eq!(excluded[0].worker_id.as_str(), "A1IDXNEW");
+
+    // What the table's indexes hold: the new participation is not in
+    // ByHitType (no query reads it), only the old one still is.
+    assert_eq!(
+        in_index(&p, "ByHitType", "hit_type_id", &p.hit_type).await,
+        ["A#3IDXOLDASSIGNMENT"]
+    );
+    let new_pk = format!("A#{}", submitted.assignment_id);
+    assert_eq!(
+        in_index(&p, "ByHit", "hit_id", &new_hit).await,
+        [new_pk.clone()]
+    );
+    // ByWorker: the participation, and the exclusion item (there because
+    // Excluded sorts on worker_id).
+    assert_eq!(
+        in_index(&p, "ByWorker", "worker_id", "A1IDXNEW").await,
+        [new_pk, "W#A1IDXNEW".to_owned()]
+    );
 }
 
 #[tokio::test]
