@@ -152,7 +152,7 @@ async fn old_and_new_participations_are_found_by_every_query() {
     let new_pk = format!("A#{}", submitted.assignment_id);
     assert_eq!(
         in_index(&p, "ByHit", "hit_id", &new_hit).await,
-        [new_pk.clone()]
+        std::slice::from_ref(&new_pk)
     );
     // ByWorker: the participation, and the exclusion item (there because
     // Excluded sorts on worker_id).
