@@ -23,7 +23,20 @@
 //!
 //! Indexes (declared in template.yaml): `ByWorker` (worker_id, pk), `ByHit`
 //! (hit_id, pk), `ByHitType` (hit_type_id, recorded_at), `Excluded`
-//! (excluded_q, worker_id).
+//! (excluded_q, worker_id). An item is in an index only when it carries
+//! both of the index's key attributes, and each write of an indexed item
+//! also writes the index (a billed write unit each), so an item carries an
+//! index's key only where a query needs it there:
+//! - `ByWorker`: participations (`participations_of`: release, reconcile).
+//!   The exclusion item is in it too, unread, because `Excluded` sorts on
+//!   `worker_id` (leaving it needs a new `Excluded` index: README, upgrade notes).
+//! - `ByHit`: participations from an assignment (`participations_in_hit`).
+//! - `Excluded`: exclusion items while excluded (`excluded_workers`).
+//! - `ByHitType`: nothing any more. New participations keep their HIT type
+//!   in `hit_type`, not `hit_type_id`, so they stay out of it; `status`
+//!   finds a HIT type's last participation in the scan it makes anyway.
+//!   Participations recorded before keep `hit_type_id` (and their entry);
+//!   the ledger reads either name.
 //!
 //! Times are stored as RFC 3339 UTC with milliseconds, so that string order
 //! is time order.
@@ -46,7 +59,11 @@ const SK: &str = "sk";
 const WORKER_ID: &str = "worker_id";
 const ASSIGNMENT_ID: &str = "assignment_id";
 const HIT_ID: &str = "hit_id";
+/// Where participations recorded before `hit_type` kept their HIT type: the
+/// `ByHitType` index's key, which nothing queries any more. Read, never written.
 const HIT_TYPE_ID: &str = "hit_type_id";
+/// A participation's HIT type (no index has it as a key).
+const HIT_TYPE: &str = "hit_type";
 const SUBMIT_TIME: &str = "submit_time";
 const LEARNED_BY: &str = "learned_by";
 const EVENT_DOC_ID: &str = "event_doc_id";
@@ -67,7 +84,6 @@ const PARTICIPATION_SK: &str = "P";
 const HEARTBEAT_PK: &str = "HEARTBEAT";
 const BY_WORKER: &str = "ByWorker";
 const BY_HIT: &str = "ByHit";
-const BY_HIT_TYPE: &str = "ByHitType";
 const EXCLUDED: &str = "Excluded";
 const SUBSCRIPTION_PK: &str = "SUBSCRIPTION";
 const QUEUE_URL: &str = "queue_url";
@@ -437,7 +453,7 @@ fn new_participation_item(p: &NewParticipation, now: OffsetDateTime) -> Item {
     item.insert(LEARNED_BY.into(), s(p.learned.as_str()));
     item.insert(RECORDED_AT.into(), s(stamp(now)));
     if let Some(t) = &p.hit_type_id {
-        item.insert(HIT_TYPE_ID.into(), s(t.as_str()));
+        item.insert(HIT_TYPE.into(), s(t.as_str()));
     }
     if let Some(t) = p.submit_time {
         item.insert(SUBMIT_TIME.into(), s(stamp(t)));
@@ -537,7 +553,8 @@ fn participation_from(operation: &'static str, item: &Item) -> Result<Participat
             .map(|h| HitId::parse(&h))
             .transpose()
             .map_err(bad)?,
-        hit_type_id: get_s(item, HIT_TYPE_ID)
+        hit_type_id: get_s(item, HIT_TYPE)
+            .or_else(|| get_s(item, HIT_TYPE_ID))
             .map(|t| HitTypeId::parse(&t))
             .transpose()
             .map_err(bad)?,
@@ -760,9 +777,7 @@ impl Ledger {
         ];
         if let Some(t) = &p.hit_type_id {
             values.insert(":hit_type".into(), s(t.as_str()));
-            sets.push(format!(
-                "{HIT_TYPE_ID} = if_not_exists({HIT_TYPE_ID}, :hit_type)"
-            ));
+            sets.push(format!("{HIT_TYPE} = if_not_exists({HIT_TYPE}, :hit_type)"));
         }
         if let Some(t) = p.submit_time {
             values.insert(":submit".into(), s(stamp(t)));
@@ -1621,9 +1636,13 @@ impl Ledger {
             .scan()
             .table_name(&self.table)
             .expression_attribute_values(":p", s(PARTICIPATION_SK));
+        // A lease (an assignment still being looked up) has the same key
+        // shape but no worker yet: not a participation.
         scan = match since {
             Some(t) => scan
-                .filter_expression(format!("{SK} = :p AND {RECORDED_AT} >= :since"))
+                .filter_expression(format!(
+                    "{SK} = :p AND attribute_exists({WORKER_ID}) AND {RECORDED_AT} >= :since"
+                ))
                 .expression_attribute_values(":since", s(stamp(t))),
             None => scan.filter_expression(format!("{SK} = :p AND attribute_exists({WORKER_ID})")),
         };
@@ -1640,31 +1659,6 @@ impl Ledger {
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by_key(|a| a.recorded_at);
         Ok(all)
-    }
-
-    /// When the last participation of a HIT type was recorded.
-    pub async fn last_recorded_for(
-        &self,
-        hit_type: &HitTypeId,
-    ) -> Result<Option<String>, LedgerError> {
-        const OP: &str = "Query(ByHitType)";
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_HIT_TYPE)
-            .key_condition_expression(format!("{HIT_TYPE_ID} = :t"))
-            .expression_attribute_values(":t", s(hit_type.as_str()))
-            .scan_index_forward(false)
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .first()
-            .and_then(|i| get_s(i, RECORDED_AT)))
     }
 
     /// The most recent heartbeat, if any.

@@ -6,6 +6,7 @@
 mod events;
 mod faults;
 mod hostile_input;
+mod indexes;
 mod ops;
 mod parser_properties;
 mod pipeline;

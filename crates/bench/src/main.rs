@@ -7,9 +7,10 @@
 //! cargo run --release -p bench -- size
 //! cargo run --release -p bench -- burst --submissions 2000 --workers 714 --concurrency 2 --rps 5
 //! cargo run --release -p bench -- backfill --assignments 10000
+//! cargo run -p bench -- wru [--rounds 3] [--baseline OTHER-BENCH]
 //! ```
 //!
-//! Every subcommand drives `target/release/exclusion-handler` (or
+//! Every subcommand but `wru` drives `target/release/exclusion-handler` (or
 //! `--binary PATH`) as a child process through testkit's Runtime API; the
 //! environment must point at the local stack (`eval "$(scripts/local-stack.sh env)"`).
 //! Each prints a readable report and, last, one `RESULT {json}` line.
@@ -20,6 +21,7 @@ mod cold_start;
 mod common;
 mod per_record;
 mod size;
+mod wru;
 
 use std::process::ExitCode;
 
@@ -49,6 +51,11 @@ Commands:
   backfill    [--assignments 10000] [--rps 50] [--concurrency 4] [--cli PATH]
               the release `mturk-exclusion exclude --hit` over one HIT with that many
               assignments on the MTurk double: time and MTurk calls, then a second run
+  wru         [--rounds 3] [--label NAME] [--baseline OTHER-BENCH-BINARY]
+              DynamoDB read/write request units per step of a submission and of the
+              check, per request and per index, as DynamoDB Local reports them (the
+              library's path in this process, not the handler binary); with
+              --baseline, another build's figures side by side
 
 Common options:
   --binary PATH   the handler binary (default: <target>/release/exclusion-handler)
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             "size" => size::run(&args).await,
             "burst" => burst::run(&args).await,
             "backfill" => backfill::run(&args).await,
+            "wru" => wru::run(&args).await,
             other => Err(anyhow::anyhow!("unknown command {other:?}")),
         }
     });

@@ -331,7 +331,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
                 sub.hit_type_id
             ));
         }
-        let last_recorded_at = ledger.last_recorded_for(&sub.hit_type_id).await?;
+        // From the participations read above: no index lists them by HIT
+        // type any more (fewer index writes per submission).
+        let last_recorded_at = all
+            .iter()
+            .filter(|p| p.hit_type_id.as_ref() == Some(&sub.hit_type_id))
+            .map(|p| p.recorded_at)
+            .max()
+            .map(ledger::stamp);
         if sub.active && sub.verified_at.is_none() {
             problems.push(format!(
                 "HIT type {} was never verified: run `mturk-exclusion subscribe {}`",

@@ -282,3 +282,79 @@ async fn status_shows_the_exposure_window_of_the_last_day() {
         text.stdout
     );
 }
+
+/// A participation as commit a6f96a6 wrote it: its HIT type under
+/// `hit_type_id` (the ByHitType index's key), which a deployed table keeps.
+async fn put_old_participation(p: &Pipeline, assignment: &str, hit_type: &str, at: OffsetDateTime) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let at = mturk_exclusion::ledger::stamp(at);
+    let mut put = p.stack.dynamodb.put_item().table_name(p.ledger.table());
+    for (k, v) in [
+        ("pk", format!("A#{assignment}")),
+        ("sk", "P".to_owned()),
+        ("worker_id", "A1STATUSOLD".to_owned()),
+        ("assignment_id", assignment.to_owned()),
+        ("hit_id", "3STATUSOLDHIT".to_owned()),
+        ("hit_type_id", hit_type.to_owned()),
+        ("learned_by", "backfill".to_owned()),
+        ("recorded_at", at.clone()),
+        ("excluded_at", at),
+    ] {
+        put = put.item(k, s(&v));
+    }
+    put.send().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_finds_each_hit_types_last_participation_old_or_new() {
+    let p = Pipeline::start().await;
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let new_type = HitTypeId::parse(&p.hit_type).unwrap();
+    let old_type = HitTypeId::parse("3STATUSOLDTYPE").unwrap();
+    let idle_type = HitTypeId::parse("3STATUSIDLETYPE").unwrap();
+    for t in [&new_type, &old_type, &idle_type] {
+        p.ledger
+            .record_subscription(t, &p.queues.url, now)
+            .await
+            .unwrap();
+    }
+    // The subscribed type: an old participation, then a newer one recorded
+    // by this version. The other type: old participations only.
+    put_old_participation(&p, "3STATUSOLDONE", new_type.as_str(), now - day * 3).await;
+    p.ledger
+        .record_participation(
+            &NewParticipation {
+                worker_id: WorkerId::parse("A2STATUSNEW").unwrap(),
+                assignment_id: AssignmentId::parse("3STATUSNEW").unwrap(),
+                hit_id: HitId::parse("3STATUSNEWHIT").unwrap(),
+                hit_type_id: Some(new_type.clone()),
+                submit_time: None,
+                learned: Learned::Backfill,
+            },
+            now - day,
+        )
+        .await
+        .unwrap();
+    put_old_participation(&p, "3STATUSOLDTWO", old_type.as_str(), now - day * 2).await;
+    put_old_participation(&p, "3STATUSOLDTHREE", old_type.as_str(), now - day * 5).await;
+
+    let run = p.cli(&["status", "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let s = run.json();
+    let last = |t: &HitTypeId| {
+        s["hit_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hit_type_id"] == t.as_str())
+            .unwrap_or_else(|| panic!("{t} not in {s}"))["last_recorded_at"]
+            .clone()
+    };
+    let stamp = |t| serde_json::Value::from(mturk_exclusion::ledger::stamp(t));
+    assert_eq!(last(&new_type), stamp(now - day));
+    assert_eq!(last(&old_type), stamp(now - day * 2));
+    assert!(last(&idle_type).is_null(), "{s}");
+    assert_eq!(s["participations"]["total"], 4);
+}
