@@ -19,6 +19,7 @@ mod backfill;
 mod burst;
 mod cold_start;
 mod common;
+mod delay_proxy;
 mod per_record;
 mod size;
 mod wru;
@@ -34,9 +35,11 @@ Commands:
   cold-start  [--runs 20] [--cargo-lambda PATH|none]
               spawn -> first response of a fresh handler process, with a Ping
               event (events/ping.json); also under `cargo lambda watch` if found
-  per-record  [--batches 200]
+  per-record  [--batches 200] [--mturk-latency-ms 0] [--dynamodb-rtt-ms 0]
               handler CPU time per record at batch sizes 1 and 10 (MTurk double
-              answering at once), idle/start-up CPU subtracted
+              answering at once), idle/start-up CPU subtracted; with latency
+              (the double's, and a loopback delay proxy in front of DynamoDB)
+              the invocation wall times are the point
   size        the release binary's size and the [profile.release] it was built with
   burst       --submissions N --workers W --concurrency C --rps R
               [--time-limit SECS (3600)] [--handler-rps (R/C)] [--skew 0.7]

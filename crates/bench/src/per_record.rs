@@ -7,6 +7,12 @@
 //! GetAssignment and the grant; `--binary` may name an older handler that
 //! makes more), with the MTurk double answering at once and the handler's
 //! rate limit raised out of the way (MTURK_MAX_RPS=1000).
+//!
+//! With `--mturk-latency-ms` the double holds each answer that long, and with
+//! `--dynamodb-rtt-ms` the handler reaches DynamoDB Local through a loopback
+//! delay proxy ([`crate::delay_proxy`]) adding that round trip to every
+//! request: then the invocation wall times, per record and per batch of 10,
+//! are the measurement (issue 11's latency); the CPU figures still print.
 
 use std::time::Duration;
 
@@ -20,15 +26,32 @@ use tokio::time::Instant;
 use crate::common::{
     self, ms, print_result, sqs_record, submitted_document, Args, HandlerEnv, Summary,
 };
+use crate::delay_proxy::{socket_of, DelayProxy};
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let batches: usize = args.number("batches", 200)?;
+    // Latency (0: none, the CPU measurement): MTurk's answers held this long
+    // by the double; DynamoDB reached through a loopback proxy adding this
+    // round trip to every request.
+    let mturk_latency_ms: u64 = args.number("mturk-latency-ms", 0)?;
+    let dynamodb_rtt_ms: u64 = args.number("dynamodb-rtt-ms", 0)?;
     let repo = common::repo(args)?;
     let binary = common::binary(args, &repo)?;
     let stack = Stack::from_env().await?;
     let table = stack.ledger_table().await?;
     let double = MturkDouble::start(None).await?;
     double.set_record_bodies(false);
+    double.set_latency(Duration::from_millis(mturk_latency_ms));
+    let mut extra = vec![("MTURK_START_RPS".to_owned(), "1000".to_owned())];
+    let _proxy = if dynamodb_rtt_ms > 0 {
+        let direct = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_default();
+        let proxy =
+            DelayProxy::start(socket_of(&direct)?, Duration::from_millis(dynamodb_rtt_ms)).await?;
+        extra.push(("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), proxy.endpoint()));
+        Some(proxy)
+    } else {
+        None
+    };
     let qualification = double.create_qualification_type("Per-record benchmark");
     let hit_type = double.new_hit_type_id();
     let env = HandlerEnv {
@@ -38,7 +61,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         mturk_max_rps: Some(1000.0),
         queue_url: None,
         // CPU per record, not the limiter: start at the ceiling.
-        extra: vec![("MTURK_START_RPS".into(), "1000".into())],
+        extra,
     }
     .build()?;
     let queue_arn = "arn:aws:sqs:us-east-1:123456789012:bench-per-record";
@@ -102,6 +125,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         let per_record = work / records;
         let summary = Summary::of(&durations).context("no batches")?;
         println!("batch size {size}: {batches} batches, {records} records");
+        if mturk_latency_ms > 0 || dynamodb_rtt_ms > 0 {
+            println!(
+                "  MTurk latency {mturk_latency_ms} ms, DynamoDB round trip +{dynamodb_rtt_ms} ms; \
+                 wall time per record {:.1} ms (invocation mean / batch size)",
+                summary.mean_ms / size as f64
+            );
+        }
         println!(
             "  start-up CPU {:.0} ms, idle CPU over 1 s {:.0} ms (subtracted)",
             ms(start_up),
@@ -134,7 +164,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     );
     print_result(
         "per-record",
-        json!({"binary": binary.display().to_string(), "results": results}),
+        json!({
+            "binary": binary.display().to_string(),
+            "mturk_latency_ms": mturk_latency_ms,
+            "dynamodb_rtt_ms": dynamodb_rtt_ms,
+            "results": results,
+        }),
     );
     Ok(())
 }

@@ -14,7 +14,12 @@ use mturk_exclusion::handler::{deadline_from_epoch_ms, Handler};
 use mturk_exclusion::lambda::report_init_error;
 use mturk_exclusion::metrics;
 
-#[tokio::main]
+// One thread: a batch's records already share one task (the handler's
+// `buffer_unordered`), so a second worker thread only adds hand-offs between
+// threads (the HTTP connections' tasks waking the handler's, and back) for
+// every request, which cost CPU and add no parallelism. Lambda gives a 128 MB
+// function a fraction of one vCPU anyway.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = match Config::from_env() {
