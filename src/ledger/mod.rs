@@ -1638,13 +1638,12 @@ impl Ledger {
             .expression_attribute_values(":p", s(PARTICIPATION_SK));
         // A lease (an assignment still being looked up) has the same key
         // shape but no worker yet: not a participation.
+        let participations = format!("{SK} = :p AND attribute_exists({WORKER_ID})");
         scan = match since {
             Some(t) => scan
-                .filter_expression(format!(
-                    "{SK} = :p AND attribute_exists({WORKER_ID}) AND {RECORDED_AT} >= :since"
-                ))
+                .filter_expression(format!("{participations} AND {RECORDED_AT} >= :since"))
                 .expression_attribute_values(":since", s(stamp(t))),
-            None => scan.filter_expression(format!("{SK} = :p AND attribute_exists({WORKER_ID})")),
+            None => scan.filter_expression(participations),
         };
         let items = scan
             .into_paginator()

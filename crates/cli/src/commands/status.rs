@@ -2,11 +2,13 @@
 //!
 //! Also home to the queue probing that `subscribe` and `redrive` share.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Args as ClapArgs;
+use mturk_exclusion::ids::HitTypeId;
 use mturk_exclusion::ledger::{self, Participation};
 use mturk_exclusion::ops::report::percentile;
 use serde::Serialize;
@@ -307,6 +309,16 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         ));
     }
     let last_heartbeat_at = ledger.last_heartbeat().await?;
+    // Each HIT type's last participation, from the scan above in one pass:
+    // no index lists participations by HIT type any more (fewer index
+    // writes per submission).
+    let mut last_recorded: HashMap<&HitTypeId, time::OffsetDateTime> = HashMap::new();
+    for p in &all {
+        if let Some(t) = &p.hit_type_id {
+            let last = last_recorded.entry(t).or_insert(p.recorded_at);
+            *last = (*last).max(p.recorded_at);
+        }
+    }
 
     let mut hit_types = Vec::new();
     let events = ledger.subscription_events().await?;
@@ -331,13 +343,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
                 sub.hit_type_id
             ));
         }
-        // From the participations read above: no index lists them by HIT
-        // type any more (fewer index writes per submission).
-        let last_recorded_at = all
-            .iter()
-            .filter(|p| p.hit_type_id.as_ref() == Some(&sub.hit_type_id))
-            .map(|p| p.recorded_at)
-            .max()
+        let last_recorded_at = last_recorded
+            .get(&sub.hit_type_id)
+            .copied()
             .map(ledger::stamp);
         if sub.active && sub.verified_at.is_none() {
             problems.push(format!(
