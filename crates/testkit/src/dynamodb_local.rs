@@ -3,8 +3,8 @@
 //!
 //! Why freeze rather than kill and restart: DynamoDB Local acknowledges a
 //! TransactWriteItems and can still lose it when its process dies within
-//! ~0.1 s after (SIGKILL, and SIGTERM alike; measured in BENCHMARKS.md,
-//! "Findings"). Real DynamoDB acknowledges only durable writes, so a test
+//! ~0.1 s after (SIGKILL; once, in the exploratory runs, during a SIGTERM
+//! shutdown too; measured in BENCHMARKS.md, "Findings"). Real DynamoDB acknowledges only durable writes, so a test
 //! that restarts the stand-in can "lose" what the handler rightly
 //! considered written. A frozen process is the outage a client really
 //! sees: connections accepted but unanswered, then every request it had
@@ -54,7 +54,7 @@ impl DynamoDbLocal {
             dir: dir.to_owned(),
             child: None,
         };
-        db.restart().await?;
+        db.launch().await?;
         Ok(db)
     }
 
@@ -94,8 +94,8 @@ impl DynamoDbLocal {
         }
     }
 
-    /// Starts it (again) on the same port and data, and waits until it answers.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
+    /// Starts it on its port and data, and waits until it answers.
+    async fn launch(&mut self) -> anyhow::Result<()> {
         self.kill();
         let (lib, shim) = installation()?;
         let child = Command::new("java")
