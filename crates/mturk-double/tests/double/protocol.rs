@@ -1,9 +1,7 @@
 //! The AWS JSON 1.1 framing, checked with raw HTTP so that nothing in the SDK
 //! papers over a mistake.
 
-mod common;
-
-use common::{raw, raw_call};
+use crate::common::{raw, raw_call};
 use mturk_double::{Fault, MturkDouble, Outcome};
 use serde_json::json;
 

@@ -1,16 +1,14 @@
 //! Each operation's happy path and documented errors, through the real
 //! aws-sdk-mturk client.
 
-mod common;
-
 use std::time::SystemTime;
 
+use crate::common::{error_code, mturk, turk_code};
 use aws_sdk_mturk::operation::get_assignment::GetAssignmentError;
 use aws_sdk_mturk::types::{
     AssignmentStatus as SdkAssignmentStatus, EventType, NotificationSpecification,
     NotificationTransport, QualificationStatus, QualificationTypeStatus,
 };
-use common::{error_code, mturk, turk_code};
 use mturk_double::{AssignmentStatus, GrantStatus, MturkDouble, Outcome};
 
 async fn double() -> MturkDouble {

@@ -1,8 +1,6 @@
 //! Shared helpers: SDK clients pointed at the double, a raw HTTP client for
 //! protocol tests, and an SQS endpoint (the project's, or a moto we start).
 
-#![allow(dead_code)]
-
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

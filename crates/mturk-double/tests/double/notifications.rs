@@ -1,12 +1,10 @@
 //! Notification delivery to a real SQS endpoint (moto, or the project's local
 //! stack via AWS_ENDPOINT_URL_SQS).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{mturk, Sqs};
 use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
-use common::{mturk, Sqs};
 use mturk_double::{DeliveryOutcome, MturkDouble};
 use serde_json::Value;
 
@@ -204,7 +202,7 @@ async fn test_events_carry_placeholder_ids_and_the_requested_type() {
         .await
         .expect_err("placeholder HIT does not exist");
     assert_eq!(
-        common::turk_code(err).as_deref(),
+        crate::common::turk_code(err).as_deref(),
         Some("AWS.MechanicalTurk.HITDoesNotExist")
     );
 

@@ -1,11 +1,9 @@
 //! Pagination over more than 100 items with the SDK's paginators, and the
 //! limits on MaxResults and NextToken.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{error_code, mturk, turk_code};
+use crate::common::{error_code, mturk, turk_code};
 use mturk_double::{AssignmentStatus, MturkDouble};
 
 async fn double() -> MturkDouble {

@@ -1,15 +1,13 @@
 //! How the real SDK sees each error and fault: variants, codes, retries,
 //! dispatch failures and timeouts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{error_code, mturk, mturk_with, quick_retries};
 use aws_sdk_mturk::config::retry::RetryConfig;
 use aws_sdk_mturk::config::timeout::TimeoutConfig;
 use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
-use common::{error_code, mturk, mturk_with, quick_retries};
 use mturk_double::{Fault, MturkDouble, Outcome};
 
 async fn double() -> MturkDouble {
