@@ -483,3 +483,64 @@ async fn report_snapshot_sorts_every_item_kind_and_skips_the_rest() {
         assert!(!page.contains(w), "{w} on the page");
     }
 }
+
+/// `status`'s summary against the local services: the ledger's counts, the
+/// dead-letter queue found from the queue's redrive policy, and what needs
+/// attention concluded from both.
+#[tokio::test]
+async fn status_finds_the_dead_letter_queue_and_names_what_needs_attention() {
+    use mturk_exclusion::ids::HitTypeId;
+    use mturk_exclusion::mturk::MturkEnvironment;
+    use mturk_exclusion::ops::status::{self, Request};
+    use time::OffsetDateTime;
+
+    let p = Pipeline::start().await;
+    submits(&p, "A1STATUSSEEN").await;
+    let hit_type = HitTypeId::parse(&p.hit_type).unwrap();
+    p.ledger
+        .record_subscription(&hit_type, &p.queues.url, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    p.stack
+        .sqs
+        .send_message()
+        .queue_url(&p.queues.dlq_url)
+        .message_body("a record the function gave up on")
+        .send()
+        .await
+        .unwrap();
+
+    let request = Request {
+        environment: MturkEnvironment::Sandbox,
+        qualification: Some(p.qualification.clone()),
+        queue_url: Some(p.queues.url.clone()),
+        dlq_url: None,
+        failures: 10,
+    };
+    let report = status::summary(&p.ledger, &p.stack.sqs, &request)
+        .await
+        .unwrap();
+
+    assert_eq!(report.excluded_workers, Some(1));
+    assert_eq!(report.participations.total, 1);
+    assert_eq!(report.participations.stuck, 0);
+    assert_eq!(report.exposure_last_24h.participations, 1);
+    let queue = report.queue.as_ref().unwrap();
+    assert_eq!(queue.depth.map(|d| d.total()), Some(0), "{queue:?}");
+    let dlq = report.dead_letter_queue.as_ref().unwrap();
+    assert_eq!(dlq.url, p.queues.dlq_url, "from the redrive policy");
+    assert_eq!(dlq.depth.map(|d| d.visible), Some(1), "{dlq:?}");
+    assert_eq!(report.hit_types.len(), 1);
+    let t = &report.hit_types[0];
+    assert!(t.active && t.verified_at.is_none());
+    assert!(t.last_recorded_at.is_some(), "{t:?}");
+    // Recorded without its event types: as before they were noted.
+    assert_eq!(
+        t.lacks_event_types,
+        ["AssignmentReturned", "AssignmentAbandoned"]
+    );
+    assert_eq!(report.problems.len(), 3, "{:#?}", report.problems);
+    assert!(report.problems[0].contains("is not subscribed to AssignmentReturned"));
+    assert!(report.problems[1].contains("was never verified"));
+    assert!(report.problems[2].starts_with("1 message(s) in the dead-letter queue"));
+}

@@ -12,9 +12,9 @@ use mturk_exclusion::ledger::{parse_stamp, Heartbeat, Ledger, OwnCustomer};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::status::{self, Depth, Probe};
 use crate::context::{CliError, Context};
 use crate::output;
+use mturk_exclusion::ops::status::{self, Depth, Probe};
 
 /// Send each HIT type's AssignmentSubmitted notifications to the stack's
 /// queue (with AssignmentReturned and AssignmentAbandoned, which free the
@@ -181,7 +181,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("queue not found: {queue_url}"),
-                format!("{}; nothing was subscribed", status::queue_not_found_hint()),
+                format!("{}; nothing was subscribed", status::QUEUE_NOT_FOUND_HINT),
             ))
         }
         // The lab's role may not read queue attributes; MTurk does not need it to.
@@ -424,7 +424,7 @@ async fn round_trip(
     queue_url: &str,
     timeout: Duration,
 ) -> Result<Trip, CliError> {
-    let dlq_url = status::resolve_dlq(ctx, sqs).await;
+    let dlq_url = status::resolve_dlq(sqs, ctx.dlq_url.as_deref(), ctx.queue_url.as_deref()).await;
     let dlq_before = match &dlq_url {
         Some(url) => match status::probe(sqs, url).await {
             Probe::Found(d) => Some(d),
@@ -566,7 +566,7 @@ async fn diagnose(
                 message: format!(
                     "queue not found: {queue_url} (it was there when subscribe started)"
                 ),
-                what_to_do: status::queue_not_found_hint(),
+                what_to_do: status::QUEUE_NOT_FOUND_HINT.into(),
                 queue: None,
                 dead_letter_queue: None,
             }
