@@ -544,3 +544,82 @@ async fn status_finds_the_dead_letter_queue_and_names_what_needs_attention() {
     assert!(report.problems[1].contains("was never verified"));
     assert!(report.problems[2].starts_with("1 message(s) in the dead-letter queue"));
 }
+
+/// `subscribe`'s round trip with the real handler consuming the queue: the
+/// test event comes back as this run's heartbeat, and the lab's CustomerId
+/// is learned from it.
+#[tokio::test]
+async fn a_consumed_test_event_proves_the_path_and_names_the_lab() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use mturk_exclusion::ops::subscribe;
+
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let sent = subscribe::send_test_event(&lab.mturk, &p.ledger, &p.stack.sqs, &p.queues.url, None)
+        .await
+        .unwrap()
+        .expect("MTurk sends the test event");
+    let done = AtomicBool::new(false);
+    let source = p.event_source();
+    let (trip, ()) = tokio::join!(
+        async {
+            let trip = sent
+                .wait(&p.ledger, &p.stack.sqs, Duration::from_secs(20), false)
+                .await
+                .unwrap();
+            done.store(true, Ordering::SeqCst);
+            trip
+        },
+        async {
+            // The deployed function would be consuming while the lab waits.
+            while !done.load(Ordering::SeqCst) {
+                source
+                    .drain(&p.stack, p.function(), Duration::from_secs(2))
+                    .await;
+            }
+        }
+    );
+
+    assert_eq!(trip.foreign, 0);
+    assert!(trip.warning.is_none(), "{trip:?}");
+    let (heartbeat, own) = trip.outcome.expect("a heartbeat came back");
+    assert_eq!(own.customer_id, testkit::mturk_double::CUSTOMER_ID);
+    assert_eq!(
+        heartbeat.customer_id.as_deref(),
+        Some(own.customer_id.as_str())
+    );
+    assert_eq!(p.ledger.own_customer().await.unwrap(), Some(own));
+}
+
+/// Nobody consumes the queue: the wait ends in a diagnosis read from the
+/// queues (the dead-letter queue found from the redrive policy).
+#[tokio::test]
+async fn a_test_event_nobody_consumes_is_diagnosed_as_waiting_in_the_queue() {
+    use std::time::Duration;
+
+    use mturk_exclusion::ops::subscribe::{self, Cause};
+
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let sent = subscribe::send_test_event(&lab.mturk, &p.ledger, &p.stack.sqs, &p.queues.url, None)
+        .await
+        .unwrap()
+        .expect("MTurk sends the test event");
+    // RequireSourceAccount=true takes the blame only for a lost event.
+    let trip = sent
+        .wait(&p.ledger, &p.stack.sqs, Duration::from_secs(2), true)
+        .await
+        .unwrap();
+
+    let diagnosis = trip.outcome.expect_err("no heartbeat without a consumer");
+    assert_eq!(diagnosis.cause, Cause::NotConsumed, "{diagnosis:?}");
+    assert_eq!(diagnosis.queue.map(|d| d.visible), Some(1));
+    assert_eq!(diagnosis.dead_letter_queue.map(|d| d.total()), Some(0));
+    assert_eq!(
+        p.ledger.own_customer().await.unwrap(),
+        None,
+        "nothing learned"
+    );
+}
