@@ -25,7 +25,10 @@
 //!     and its real and dry runs, both through [`exclusion::decide`];
 //!   - [`ops::redrive`]: the dead-letter queue, peeked at and moved back without losing a message;
 //!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells;
-//!   - [`ops::report`]: the ledger as one self-contained HTML page.
+//!   - [`ops::report`]: the ledger as one self-contained HTML page;
+//!   - [`ops::status`]: the ledger and the queues summed up, and what needs attention;
+//!   - [`ops::subscribe`]: the round trip that proves the notification path, and
+//!     where a test event got stuck when it did not come back.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, for both functions.
 //! - `lambda` (feature `lambda`): what only the Lambda binaries need, such as

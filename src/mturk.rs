@@ -50,6 +50,14 @@ pub enum MturkEnvironment {
 }
 
 impl MturkEnvironment {
+    /// As the CLI prints it and `status --json` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MturkEnvironment::Sandbox => "sandbox",
+            MturkEnvironment::Production => "production",
+        }
+    }
+
     pub fn endpoint(self) -> &'static str {
         match self {
             MturkEnvironment::Sandbox => "https://mturk-requester-sandbox.us-east-1.amazonaws.com",

@@ -13,6 +13,11 @@
 //!   made safe for spreadsheets.
 //! - [`report`]: the ledger in one self-contained HTML page (charts in
 //!   inline SVG), with no worker id unless asked for.
+//! - [`status`]: what the ledger and the queues say now, and what of it needs
+//!   attention; also the queue probing `subscribe` and `redrive` share.
+//! - [`subscribe`]: which HIT types to point at the queue, the round trip that
+//!   proves the notification path (is a test event the lab's own?), and why
+//!   none came back.
 //!
 //! Every operation works on a [`Lab`], built once by the caller.
 
@@ -22,6 +27,8 @@ pub mod reconcile;
 pub mod redrive;
 pub mod release;
 pub mod report;
+pub mod status;
+pub mod subscribe;
 
 use crate::exclusion::Excluder;
 use crate::ids::QualificationTypeId;

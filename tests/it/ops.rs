@@ -483,3 +483,143 @@ async fn report_snapshot_sorts_every_item_kind_and_skips_the_rest() {
         assert!(!page.contains(w), "{w} on the page");
     }
 }
+
+/// `status`'s summary against the local services: the ledger's counts, the
+/// dead-letter queue found from the queue's redrive policy, and what needs
+/// attention concluded from both.
+#[tokio::test]
+async fn status_finds_the_dead_letter_queue_and_names_what_needs_attention() {
+    use mturk_exclusion::ids::HitTypeId;
+    use mturk_exclusion::mturk::MturkEnvironment;
+    use mturk_exclusion::ops::status::{self, Request};
+    use time::OffsetDateTime;
+
+    let p = Pipeline::start().await;
+    submits(&p, "A1STATUSSEEN").await;
+    let hit_type = HitTypeId::parse(&p.hit_type).unwrap();
+    p.ledger
+        .record_subscription(&hit_type, &p.queues.url, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    p.stack
+        .sqs
+        .send_message()
+        .queue_url(&p.queues.dlq_url)
+        .message_body("a record the function gave up on")
+        .send()
+        .await
+        .unwrap();
+
+    let request = Request {
+        environment: MturkEnvironment::Sandbox,
+        qualification: Some(p.qualification.clone()),
+        queue_url: Some(p.queues.url.clone()),
+        dlq_url: None,
+        failures: 10,
+    };
+    let report = status::summary(&p.ledger, &p.stack.sqs, &request)
+        .await
+        .unwrap();
+
+    assert_eq!(report.excluded_workers, Some(1));
+    assert_eq!(report.participations.total, 1);
+    assert_eq!(report.participations.stuck, 0);
+    assert_eq!(report.exposure_last_24h.participations, 1);
+    let queue = report.queue.as_ref().unwrap();
+    assert_eq!(queue.depth.map(|d| d.total()), Some(0), "{queue:?}");
+    let dlq = report.dead_letter_queue.as_ref().unwrap();
+    assert_eq!(dlq.url, p.queues.dlq_url, "from the redrive policy");
+    assert_eq!(dlq.depth.map(|d| d.visible), Some(1), "{dlq:?}");
+    assert_eq!(report.hit_types.len(), 1);
+    let t = &report.hit_types[0];
+    assert!(t.active && t.verified_at.is_none());
+    assert!(t.last_recorded_at.is_some(), "{t:?}");
+    // Recorded without its event types: as before they were noted.
+    assert_eq!(
+        t.lacks_event_types,
+        ["AssignmentReturned", "AssignmentAbandoned"]
+    );
+    assert_eq!(report.problems.len(), 3, "{:#?}", report.problems);
+    assert!(report.problems[0].contains("is not subscribed to AssignmentReturned"));
+    assert!(report.problems[1].contains("was never verified"));
+    assert!(report.problems[2].starts_with("1 message(s) in the dead-letter queue"));
+}
+
+/// `subscribe`'s round trip with the real handler consuming the queue: the
+/// test event comes back as this run's heartbeat, and the lab's CustomerId
+/// is learned from it.
+#[tokio::test]
+async fn a_consumed_test_event_proves_the_path_and_names_the_lab() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use mturk_exclusion::ops::subscribe;
+
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let sent = subscribe::send_test_event(&lab.mturk, &p.ledger, &p.stack.sqs, &p.queues.url, None)
+        .await
+        .unwrap()
+        .expect("MTurk sends the test event");
+    let done = AtomicBool::new(false);
+    let source = p.event_source();
+    let (trip, ()) = tokio::join!(
+        async {
+            let trip = sent
+                .wait(&p.ledger, &p.stack.sqs, Duration::from_secs(20), false)
+                .await
+                .unwrap();
+            done.store(true, Ordering::SeqCst);
+            trip
+        },
+        async {
+            // The deployed function would be consuming while the lab waits.
+            while !done.load(Ordering::SeqCst) {
+                source
+                    .drain(&p.stack, p.function(), Duration::from_secs(2))
+                    .await;
+            }
+        }
+    );
+
+    assert_eq!(trip.foreign, 0);
+    assert!(trip.warning.is_none(), "{trip:?}");
+    let (heartbeat, own) = trip.outcome.expect("a heartbeat came back");
+    assert_eq!(own.customer_id, testkit::mturk_double::CUSTOMER_ID);
+    assert_eq!(
+        heartbeat.customer_id.as_deref(),
+        Some(own.customer_id.as_str())
+    );
+    assert_eq!(p.ledger.own_customer().await.unwrap(), Some(own));
+}
+
+/// Nobody consumes the queue: the wait ends in a diagnosis read from the
+/// queues (the dead-letter queue found from the redrive policy).
+#[tokio::test]
+async fn a_test_event_nobody_consumes_is_diagnosed_as_waiting_in_the_queue() {
+    use std::time::Duration;
+
+    use mturk_exclusion::ops::subscribe::{self, Cause};
+
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let sent = subscribe::send_test_event(&lab.mturk, &p.ledger, &p.stack.sqs, &p.queues.url, None)
+        .await
+        .unwrap()
+        .expect("MTurk sends the test event");
+    // RequireSourceAccount=true takes the blame only for a lost event.
+    let trip = sent
+        .wait(&p.ledger, &p.stack.sqs, Duration::from_secs(2), true)
+        .await
+        .unwrap();
+
+    let diagnosis = trip.outcome.expect_err("no heartbeat without a consumer");
+    assert_eq!(diagnosis.cause, Cause::NotConsumed, "{diagnosis:?}");
+    assert_eq!(diagnosis.queue.map(|d| d.visible), Some(1));
+    assert_eq!(diagnosis.dead_letter_queue.map(|d| d.total()), Some(0));
+    assert_eq!(
+        p.ledger.own_customer().await.unwrap(),
+        None,
+        "nothing learned"
+    );
+}

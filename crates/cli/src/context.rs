@@ -264,10 +264,7 @@ impl Context {
     }
 
     pub fn environment_name(&self) -> &'static str {
-        match self.environment {
-            MturkEnvironment::Sandbox => "sandbox",
-            MturkEnvironment::Production => "production",
-        }
+        self.environment.name()
     }
 
     pub fn ledger(&self) -> Result<Ledger, CliError> {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use mturk_exclusion::ops::{redrive, Progress};
 
-use super::status::{self, Probe};
 use crate::context::{CliError, Context};
 use crate::output;
+use mturk_exclusion::ops::status::{self, Probe};
 
 /// Move the dead-letter queue's messages back to the queue, so the function
 /// tries them again.
@@ -53,16 +53,17 @@ const CONFIRM_ABOVE: u64 = 100;
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     let sqs = ctx.sqs();
-    let dlq_url = match status::resolve_dlq(ctx, &sqs).await {
-        Some(url) => url,
-        None => ctx.dlq_url()?.to_owned(),
-    };
+    let dlq_url =
+        match status::resolve_dlq(&sqs, ctx.dlq_url.as_deref(), ctx.queue_url.as_deref()).await {
+            Some(url) => url,
+            None => ctx.dlq_url()?.to_owned(),
+        };
     let dlq_depth = match status::probe(&sqs, &dlq_url).await {
         Probe::Found(d) => d,
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("dead-letter queue not found: {dlq_url}"),
-                status::queue_not_found_hint(),
+                status::QUEUE_NOT_FOUND_HINT,
             ))
         }
         Probe::Unreadable(why) => {
@@ -82,7 +83,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("queue not found: {queue_url}"),
-                format!("{}; nothing was moved", status::queue_not_found_hint()),
+                format!("{}; nothing was moved", status::QUEUE_NOT_FOUND_HINT),
             ))
         }
         Probe::Unreadable(why) => {

@@ -1,18 +1,17 @@
 //! `subscribe` / `unsubscribe`: point HIT types' notifications at the
-//! stack's queue, and prove the path works before the study launches.
+//! stack's queue, and prove the path works before the study launches. The
+//! proof and its diagnosis are `ops::subscribe`'s; this says and prints.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use mturk_exclusion::ids::shown;
 use mturk_exclusion::ids::HitTypeId;
-use mturk_exclusion::ledger::{parse_stamp, Heartbeat, Ledger, OwnCustomer};
-use serde::Serialize;
-use time::OffsetDateTime;
+use mturk_exclusion::ledger::Ledger;
+use mturk_exclusion::ops::status::{self, Probe};
+use mturk_exclusion::ops::subscribe::{self, Report, Trip, UnsubscribeReport};
 
-use super::status::{self, Depth, Probe};
 use crate::context::{CliError, Context};
 use crate::output;
 
@@ -81,11 +80,6 @@ pub struct UnsubscribeArgs {
 }
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// How far apart the laptop's clock and the function's may be. Heartbeats
-/// seen before the test event was sent are excluded by id, so a wide window
-/// cannot pass an old heartbeat off as this run's.
-const CLOCK_SKEW: time::Duration = time::Duration::minutes(2);
-const POLL_EVERY: Duration = Duration::from_secs(1);
 
 fn parse_timeout(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
@@ -108,66 +102,6 @@ fn parse_timeout(raw: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-#[derive(Serialize)]
-struct HitTypeOutcome {
-    hit_type_id: String,
-    subscribed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// Where the test event got stuck.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Cause {
-    /// MTurk refused to send the test event.
-    TestEventRefused,
-    QueueNotFound,
-    /// The event waits in the queue: nothing receives from it.
-    NotConsumed,
-    /// Received but not deleted, or moved to the dead-letter queue.
-    HandlerFailing,
-    /// Nowhere to be seen: MTurk could not deliver (or the function writes elsewhere).
-    NotDelivered,
-    /// Nowhere to be seen, and the stack's queue policy requires
-    /// aws:SourceAccount (RequireSourceAccount=true).
-    SourceAccountCondition,
-    /// Test events came through, but none was this run's: they came from
-    /// another requester (another CustomerId or AWS account).
-    OnlyForeignTestEvents,
-}
-
-#[derive(Serialize)]
-struct Diagnosis {
-    cause: Cause,
-    message: String,
-    what_to_do: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue: Option<Depth>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dead_letter_queue: Option<Depth>,
-}
-
-#[derive(Serialize)]
-struct Report {
-    queue_url: String,
-    table: String,
-    hit_types: Vec<HitTypeOutcome>,
-    /// A heartbeat came back after the test event was sent.
-    verified: bool,
-    /// True with --no-verify.
-    verification_skipped: bool,
-    heartbeat_at: Option<String>,
-    /// The lab's own MTurk CustomerId, learned from this run's (or an
-    /// earlier run's) test event; documents from any other are foreign.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    customer_id: Option<String>,
-    /// Test events seen in the window that were not this run's.
-    foreign_test_events: usize,
-    /// Why the round trip failed, when it did.
-    diagnosis: Option<Diagnosis>,
-}
-
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     let queue_url = ctx.queue_url()?.to_owned();
     let ledger = ctx.ledger()?;
@@ -181,7 +115,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("queue not found: {queue_url}"),
-                format!("{}; nothing was subscribed", status::queue_not_found_hint()),
+                format!("{}; nothing was subscribed", status::QUEUE_NOT_FOUND_HINT),
             ))
         }
         // The lab's role may not read queue attributes; MTurk does not need it to.
@@ -190,26 +124,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         }
     }
 
-    let mut hit_types: Vec<HitTypeId> = Vec::new();
-    let mut seen = HashSet::new();
-    for t in &args.hit_types {
-        if seen.insert(t.clone()) {
-            hit_types.push(t.clone());
-        }
-    }
-    if args.all_active {
-        let live = ctx.mturk.hits().await?.into_iter().filter(|h| {
-            matches!(
-                h.status.as_str(),
-                "Assignable" | "Unassignable" | "Reviewable"
-            )
-        });
-        for h in live {
-            if seen.insert(h.hit_type_id.clone()) {
-                hit_types.push(h.hit_type_id);
-            }
-        }
-    }
+    let hit_types = subscribe::hit_types(&ctx.mturk, &args.hit_types, args.all_active).await?;
     if hit_types.is_empty() {
         return Err(CliError::Usage(if args.all_active {
             format!(
@@ -224,36 +139,16 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     let mut outcomes = Vec::new();
     let mut subscribed = Vec::new();
     for t in &hit_types {
-        match ctx.mturk.subscribe(t, &queue_url).await {
-            Ok(()) => {
-                ledger
-                    .record_subscription(t, &queue_url, OffsetDateTime::now_utc())
-                    .await?;
-                // UpdateNotificationSettings replaced the whole setting: note
-                // which event types it now holds, so `status` can name HIT
-                // types subscribed before Returned/Abandoned were asked for.
-                ledger
-                    .record_subscription_events(t, mturk_exclusion::check::NOTIFIED_EVENT_TYPES)
-                    .await?;
-                if !ctx.global.json {
-                    eprintln!("Subscribed HIT type {t} to {queue_url}");
-                }
-                subscribed.push(t.clone());
-                outcomes.push(HitTypeOutcome {
-                    hit_type_id: t.to_string(),
-                    subscribed: true,
-                    error: None,
-                });
-            }
-            Err(e) => {
-                eprintln!("error: HIT type {t} was not subscribed: {e}");
-                outcomes.push(HitTypeOutcome {
-                    hit_type_id: t.to_string(),
-                    subscribed: false,
-                    error: Some(e.to_string()),
-                });
-            }
+        let outcome = subscribe::subscribe(&ctx.mturk, &ledger, t, &queue_url).await?;
+        match &outcome.error {
+            None if ctx.global.json => {}
+            None => eprintln!("Subscribed HIT type {t} to {queue_url}"),
+            Some(e) => eprintln!("error: HIT type {t} was not subscribed: {e}"),
         }
+        if outcome.subscribed {
+            subscribed.push(t.clone());
+        }
+        outcomes.push(outcome);
     }
     let refused = outcomes.len() - subscribed.len();
 
@@ -284,6 +179,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         );
     } else {
         let trip = round_trip(ctx, &ledger, &sqs, &queue_url, args.timeout).await?;
+        if let Some(w) = &trip.warning {
+            eprintln!("warning: {w}");
+        }
         report.foreign_test_events = trip.foreign;
         match trip.outcome {
             Ok((hb, own)) => {
@@ -370,53 +268,7 @@ fn finish(
     Ok(())
 }
 
-/// What the round trip came to.
-struct Trip {
-    /// This run's heartbeat and the lab's requester it proves, or why not.
-    outcome: Result<(Heartbeat, OwnCustomer), Diagnosis>,
-    /// Heartbeats in the window that were not this run's test event.
-    foreign: usize,
-}
-
-/// The AWS account that owns a queue, from its URL
-/// (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
-fn queue_account(queue_url: &str) -> Option<&str> {
-    let path = queue_url.split_once("://")?.1.split_once('/')?.1;
-    let account = path.split('/').next()?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
-}
-
-/// Whether `hb` can be this run's own test event, sent at `sent_at`.
-///
-/// MTurk's test document holds nothing the caller chose except the event
-/// type (its ids are placeholders, its EventDocId is MTurk's), so it is
-/// recognised by who sent it and when: its `EventTimestamp` must fall
-/// between the call and now (give or take the clocks' skew), and its sender
-/// must be the lab itself: the CustomerId learned before, or, until one is
-/// learned, a `SourceAccount` equal to the AWS account that owns the queue
-/// (the stack runs in the account linked to the lab's requester). Another
-/// requester's Ping carries their own CustomerId and account, so it passes
-/// neither, whenever it arrives.
-fn is_own(
-    hb: &Heartbeat,
-    own: Option<&OwnCustomer>,
-    account: Option<&str>,
-    sent_at: OffsetDateTime,
-    now: OffsetDateTime,
-) -> bool {
-    let in_window = parse_stamp(&hb.event_at)
-        .is_some_and(|at| at >= sent_at - CLOCK_SKEW && at <= now + CLOCK_SKEW);
-    let from_lab = match own {
-        Some(own) => hb.customer_id.as_deref() == Some(own.customer_id.as_str()),
-        None => {
-            hb.customer_id.is_some() && account.is_some() && hb.source_account.as_deref() == account
-        }
-    };
-    in_window && from_lab
-}
-
-/// Sends one test event and waits for its heartbeat. The outer error is the
-/// environment failing (ledger unreadable); the inner one is the diagnosis.
+/// Sends one test event and waits for its heartbeat, saying so meanwhile.
 async fn round_trip(
     ctx: &Context,
     ledger: &Ledger,
@@ -424,213 +276,29 @@ async fn round_trip(
     queue_url: &str,
     timeout: Duration,
 ) -> Result<Trip, CliError> {
-    let dlq_url = status::resolve_dlq(ctx, sqs).await;
-    let dlq_before = match &dlq_url {
-        Some(url) => match status::probe(sqs, url).await {
-            Probe::Found(d) => Some(d),
-            _ => None,
-        },
-        None => None,
+    let sent =
+        subscribe::send_test_event(&ctx.mturk, ledger, sqs, queue_url, ctx.dlq_url.as_deref())
+            .await?;
+    let sent = match sent {
+        Ok(sent) => sent,
+        Err(refused) => {
+            return Ok(Trip {
+                outcome: Err(refused),
+                foreign: 0,
+                warning: None,
+            })
+        }
     };
-    let own = ledger.own_customer().await?;
-    let account = queue_account(queue_url);
-    let sent_at = OffsetDateTime::now_utc();
-    let since = sent_at - CLOCK_SKEW;
-    let key = |h: &Heartbeat| (h.received_at.clone(), h.event_doc_id.clone());
-    let earlier: HashSet<(String, String)> = ledger
-        .heartbeats_since(since)
-        .await?
-        .iter()
-        .map(key)
-        .collect();
-
-    if let Err(e) = ctx.mturk.send_test_event(queue_url).await {
-        return Ok(Trip {
-            outcome: Err(Diagnosis {
-                cause: Cause::TestEventRefused,
-                message: format!("MTurk did not send the test event: {e}"),
-                what_to_do: "check that --queue-url is a full SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), then run subscribe again".into(),
-                queue: None,
-                dead_letter_queue: None,
-            }),
-            foreign: 0,
-        });
-    }
     if !ctx.global.json {
         eprintln!(
             "Sent a test event to {queue_url}; waiting up to {}s for the function's heartbeat...",
             timeout.as_secs()
         );
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut foreign: Vec<Heartbeat>;
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let new: Vec<Heartbeat> = ledger
-            .heartbeats_since(since)
-            .await?
-            .into_iter()
-            .filter(|h| !earlier.contains(&key(h)))
-            .collect();
-        let (mine, others): (Vec<_>, Vec<_>) = new
-            .into_iter()
-            .partition(|h| is_own(h, own.as_ref(), account, sent_at, now));
-        foreign = others;
-        if let Some(hb) = mine.into_iter().next() {
-            let learned = match &own {
-                Some(own) => own.clone(),
-                None => {
-                    let learned = ledger.learn_own_customer(&hb, now).await?;
-                    if hb.customer_id.as_deref() != Some(learned.customer_id.as_str()) {
-                        eprintln!(
-                            "warning: the ledger already names CustomerId {} as the lab's, learned from test event {} at {}; this test event came from {}. Documents from any other CustomerId are acknowledged without calling MTurk",
-                            shown(&learned.customer_id),
-                            shown(&learned.event_doc_id),
-                            learned.learned_at,
-                            hb.customer_id.as_deref().map(shown).unwrap_or_default()
-                        );
-                    }
-                    learned
-                }
-            };
-            return Ok(Trip {
-                outcome: Ok((hb, learned)),
-                foreign: foreign.len(),
-            });
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        tokio::time::sleep(POLL_EVERY.min(left)).await;
-    }
-    let mut diagnosis = if foreign.is_empty() {
-        diagnose(sqs, queue_url, dlq_url.as_deref(), dlq_before).await
-    } else {
-        let senders: HashSet<String> = foreign
-            .iter()
-            .map(|h| {
-                format!(
-                    "CustomerId {} / account {}",
-                    h.customer_id
-                        .as_deref()
-                        .map(shown)
-                        .unwrap_or_else(|| "(none)".into()),
-                    h.source_account
-                        .as_deref()
-                        .map(shown)
-                        .unwrap_or_else(|| "(none)".into())
-                )
-            })
-            .collect();
-        let mut senders: Vec<_> = senders.into_iter().collect();
-        senders.sort();
-        Diagnosis {
-            cause: Cause::OnlyForeignTestEvents,
-            message: format!(
-                "{} test event(s) came through, none of them this run's: they were sent by {} ({})",
-                foreign.len(),
-                match &own {
-                    Some(o) => format!("another requester than the lab's CustomerId {}", shown(&o.customer_id)),
-                    None => format!("another AWS account than the queue's ({})", account.unwrap_or("unknown")),
-                },
-                senders.join("; ")
-            ),
-            what_to_do: "run subscribe with the lab's own credentials (--profile) for the account that owns the queue; if another requester's HIT types point at this queue, they will be ignored once the lab's CustomerId is learned".into(),
-            queue: None,
-            dead_letter_queue: None,
-        }
-    };
-    if diagnosis.cause == Cause::NotDelivered && ctx.require_source_account() == Some(true) {
-        diagnosis.cause = Cause::SourceAccountCondition;
-        diagnosis.message = "MTurk's test event did not arrive, and the stack's queue policy accepts MTurk's messages only with aws:SourceAccount (RequireSourceAccount=true). MTurk documents that condition for SNS, not for SQS: it most likely does not send it to queues, so the queue refuses every notification".into();
-        diagnosis.what_to_do = "deploy the stack again with RequireSourceAccount=false (sam deploy --parameter-overrides RequireSourceAccount=false ...), then run subscribe again; until then no submission reaches the function".into();
-    }
-    Ok(Trip {
-        outcome: Err(diagnosis),
-        foreign: foreign.len(),
-    })
-}
-
-async fn diagnose(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    dlq_url: Option<&str>,
-    dlq_before: Option<Depth>,
-) -> Diagnosis {
-    let queue = match status::probe(sqs, queue_url).await {
-        Probe::Found(d) => Some(d),
-        Probe::NotFound => {
-            return Diagnosis {
-                cause: Cause::QueueNotFound,
-                message: format!(
-                    "queue not found: {queue_url} (it was there when subscribe started)"
-                ),
-                what_to_do: status::queue_not_found_hint(),
-                queue: None,
-                dead_letter_queue: None,
-            }
-        }
-        Probe::Unreadable(_) => None,
-    };
-    let dlq = match dlq_url {
-        Some(url) => match status::probe(sqs, url).await {
-            Probe::Found(d) => Some(d),
-            _ => None,
-        },
-        None => None,
-    };
-    let dlq_grew = match (dlq_before, dlq) {
-        (Some(before), Some(after)) => after.total() > before.total(),
-        _ => false,
-    };
-    let diagnosis = |cause, message: String, what_to_do: &str| Diagnosis {
-        cause,
-        message,
-        what_to_do: what_to_do.to_owned(),
-        queue,
-        dead_letter_queue: dlq,
-    };
-    let no_dlq_note = if dlq_url.is_none() {
-        " (no dead-letter queue known: pass --dlq-url or --stack to check it too)"
-    } else {
-        ""
-    };
-    match queue {
-        _ if dlq_grew => diagnosis(
-            Cause::HandlerFailing,
-            "the handler is failing: the test event reached the queue, the function received it, and it ended in the dead-letter queue".into(),
-            "see the function's logs (CloudWatch Logs, /aws/lambda/<function>) for the failing record, fix the cause, then `mturk-exclusion redrive` and subscribe again",
-        ),
-        Some(q) if q.in_flight > 0 => diagnosis(
-            Cause::HandlerFailing,
-            format!("the handler is failing or too slow: {} message(s) were received from the queue and not deleted", q.in_flight),
-            "see the function's logs (CloudWatch Logs, /aws/lambda/<function>): check its permissions on the table (--table must be the table the function writes) and on MTurk; failed messages return after the visibility timeout and go to the dead-letter queue after maxReceiveCount receives",
-        ),
-        Some(q) if q.visible + q.delayed > 0 => diagnosis(
-            Cause::NotConsumed,
-            format!("the test event reached the queue but nothing consumed it: {} message(s) are waiting", q.visible + q.delayed),
-            "is the function deployed and its event source mapping enabled? (`aws lambda list-event-source-mappings --event-source-arn <queue ARN>` should say State: Enabled); also check that --queue-url is the stack's queue",
-        ),
-        _ => diagnosis(
-            Cause::NotDelivered,
-            format!("MTurk could not deliver to the queue: the test event is in neither the queue nor the dead-letter queue{no_dlq_note}"),
-            "check that the queue policy allows the service principal mturk-requester.amazonaws.com to sqs:SendMessage, and that --queue-url is the stack's queue (the QueueUrl output); if the function did consume it, it writes to another table than --table",
-        ),
-    }
-}
-
-#[derive(Serialize)]
-struct UnsubscribeOutcome {
-    hit_type_id: String,
-    unsubscribed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct UnsubscribeReport {
-    hit_types: Vec<UnsubscribeOutcome>,
+    let requires_source_account = ctx.require_source_account() == Some(true);
+    Ok(sent
+        .wait(ledger, sqs, timeout, requires_source_account)
+        .await?)
 }
 
 pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<ExitCode, CliError> {
@@ -639,29 +307,15 @@ pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<Exi
     let mut outcomes = Vec::new();
     let mut seen = HashSet::new();
     for t in args.hit_types.iter().filter(|t| seen.insert(*t)) {
-        match ctx.mturk.unsubscribe(t).await {
-            Ok(()) => {
-                ledger.record_unsubscribed(t).await?;
-                if !ctx.global.json {
-                    println!(
-                        "Unsubscribed HIT type {t}: its submissions no longer exclude workers."
-                    );
-                }
-                outcomes.push(UnsubscribeOutcome {
-                    hit_type_id: t.to_string(),
-                    unsubscribed: true,
-                    error: None,
-                });
+        let outcome = subscribe::unsubscribe(&ctx.mturk, &ledger, t).await?;
+        match &outcome.error {
+            None if ctx.global.json => {}
+            None => {
+                println!("Unsubscribed HIT type {t}: its submissions no longer exclude workers.")
             }
-            Err(e) => {
-                eprintln!("error: HIT type {t} was not unsubscribed: {e}");
-                outcomes.push(UnsubscribeOutcome {
-                    hit_type_id: t.to_string(),
-                    unsubscribed: false,
-                    error: Some(e.to_string()),
-                });
-            }
+            Some(e) => eprintln!("error: HIT type {t} was not unsubscribed: {e}"),
         }
+        outcomes.push(outcome);
     }
     let failed = outcomes.iter().filter(|o| !o.unsubscribed).count();
     if ctx.global.json {
@@ -680,20 +334,6 @@ pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_queue_account_comes_from_its_url() {
-        assert_eq!(
-            queue_account("https://sqs.us-east-1.amazonaws.com/123456789012/q"),
-            Some("123456789012")
-        );
-        assert_eq!(
-            queue_account("http://127.0.0.1:5000/123456789012/q"),
-            Some("123456789012")
-        );
-        assert_eq!(queue_account("https://example.com/q"), None);
-        assert_eq!(queue_account("q"), None);
-    }
 
     #[test]
     fn timeouts_read_as_seconds_or_minutes() {

@@ -1,0 +1,628 @@
+//! `status`'s summary: what the ledger and the queues say right now, and
+//! what of it needs attention, each item with what to do. Read-only.
+//!
+//! Also home to the queue probing that `subscribe` and `redrive` share.
+
+use std::collections::HashMap;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::aws::describe_sdk_error as describe_sqs;
+use crate::check::NOTIFIED_EVENT_TYPES;
+use crate::ids::{HitTypeId, QualificationTypeId};
+use crate::ledger::{self, Ledger, LedgerError, Participation};
+use crate::mturk::MturkEnvironment;
+use crate::ops::report::percentile;
+
+/// Message counts of one queue, as SQS approximates them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Depth {
+    /// Waiting to be received.
+    pub visible: u64,
+    /// Received by a consumer and not yet deleted (being processed, or failed
+    /// and waiting for the visibility timeout).
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl Depth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// What reading a queue's attributes came to.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Found(Depth),
+    NotFound,
+    /// Could not tell (permissions, network): the message says why.
+    Unreadable(String),
+}
+
+/// SQS's "no such queue", whichever protocol (JSON or the older query
+/// protocol's code) the endpoint answered with.
+pub fn is_queue_missing<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    matches!(
+        err.code(),
+        Some("QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue")
+    )
+}
+
+/// What to check when a queue is not found.
+pub const QUEUE_NOT_FOUND_HINT: &str = "check --queue-url / --dlq-url (or --stack) and the region (AWS_REGION or the profile's): a queue URL names its region and account";
+
+pub async fn probe(sqs: &aws_sdk_sqs::Client, url: &str) -> Probe {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await;
+    match out {
+        Ok(out) => {
+            let attrs = out.attributes.unwrap_or_default();
+            let count = |name: &QueueAttributeName| {
+                attrs
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            Probe::Found(Depth {
+                visible: count(&QueueAttributeName::ApproximateNumberOfMessages),
+                in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                delayed: count(&QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            })
+        }
+        Err(e) if is_queue_missing(&e) => Probe::NotFound,
+        Err(e) => Probe::Unreadable(describe_sqs(&e)),
+    }
+}
+
+/// The dead-letter queue named by the queue's redrive policy, if it has one
+/// and SQS tells us its URL. Best effort: `None` on any failure.
+pub async fn dead_letter_queue_of(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Option<String> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .ok()?
+        .attributes?;
+    let policy: serde_json::Value =
+        serde_json::from_str(attrs.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
+    // arn:aws:sqs:<region>:<account>:<name>
+    let arn = policy.get("deadLetterTargetArn")?.as_str()?;
+    let mut parts = arn.splitn(6, ':');
+    let (account, name) = (parts.nth(4)?, parts.next()?);
+    sqs.get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .ok()?
+        .queue_url
+}
+
+/// The dead-letter queue to use: the one the lab named (flag or stack),
+/// else the queue's redrive target. An empty URL counts as none given.
+pub async fn resolve_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    named: Option<&str>,
+    queue_url: Option<&str>,
+) -> Option<String> {
+    if let Some(url) = named.filter(|u| !u.is_empty()) {
+        return Some(url.to_owned());
+    }
+    let queue = queue_url.filter(|u| !u.is_empty())?;
+    dead_letter_queue_of(sqs, queue).await
+}
+
+/// What status looks at besides the ledger.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub environment: MturkEnvironment,
+    /// Without it, the excluded workers are not counted.
+    pub qualification: Option<QualificationTypeId>,
+    pub queue_url: Option<String>,
+    /// Without it, the queue's redrive policy names it.
+    pub dlq_url: Option<String>,
+    /// How many stuck participations to list, newest first.
+    pub failures: usize,
+}
+
+#[derive(Serialize, Debug)]
+pub struct QueueReport {
+    pub url: String,
+    /// False when SQS says there is no such queue.
+    pub found: bool,
+    #[serde(flatten)]
+    pub depth: Option<Depth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+async fn queue_report(sqs: &aws_sdk_sqs::Client, url: &str) -> QueueReport {
+    let (found, depth, error) = match probe(sqs, url).await {
+        Probe::Found(d) => (true, Some(d), None),
+        Probe::NotFound => (false, None, Some("queue not found".to_owned())),
+        Probe::Unreadable(why) => (true, None, Some(why)),
+    };
+    QueueReport {
+        url: url.to_owned(),
+        found,
+        depth,
+        error,
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct HitTypeReport {
+    pub hit_type_id: String,
+    pub queue_url: Option<String>,
+    pub active: bool,
+    pub subscribed_at: Option<String>,
+    pub verified_at: Option<String>,
+    /// When the ledger last recorded a participation of this HIT type
+    /// (from a notification or a backfill).
+    pub last_recorded_at: Option<String>,
+    /// The event types `subscribe` asked MTurk for (None: recorded before
+    /// they were noted, so AssignmentSubmitted only).
+    pub event_types: Option<Vec<String>>,
+    /// What the HIT type still lacks for the accept-time check's claims to
+    /// end on return or abandon (run `subscribe` on it again).
+    pub lacks_event_types: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct StuckReport {
+    pub worker_id: String,
+    pub assignment_id: Option<String>,
+    pub hit_id: Option<String>,
+    pub hit_type_id: Option<String>,
+    pub learned_by: String,
+    pub recorded_at: String,
+}
+
+impl From<&Participation> for StuckReport {
+    fn from(p: &Participation) -> Self {
+        StuckReport {
+            worker_id: p.worker_id.to_string(),
+            assignment_id: p.assignment_id.as_ref().map(ToString::to_string),
+            hit_id: p.hit_id.as_ref().map(ToString::to_string),
+            hit_type_id: p.hit_type_id.as_ref().map(ToString::to_string),
+            learned_by: p.learned.as_str().to_owned(),
+            recorded_at: ledger::stamp(p.recorded_at),
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct Participations {
+    pub total: usize,
+    /// Recorded but neither excluded nor released.
+    pub stuck: usize,
+}
+
+/// Submission to exclusion, for participations learned from notifications
+/// and excluded in the last 24 hours (`null` percentiles without any).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Exposure {
+    pub participations: usize,
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+}
+
+pub fn exposure(all: &[Participation], now: OffsetDateTime) -> Exposure {
+    let since = now - time::Duration::hours(24);
+    let mut waits: Vec<time::Duration> = all
+        .iter()
+        .filter(|p| p.excluded_at.is_some_and(|excluded| excluded >= since))
+        .filter_map(Participation::exposure)
+        .collect();
+    waits.sort();
+    let seconds =
+        |v: Option<time::Duration>| v.map(|d| (d.as_seconds_f64() * 1000.0).round() / 1000.0);
+    Exposure {
+        participations: waits.len(),
+        p50_seconds: seconds(percentile(&waits, 50.0)),
+        p99_seconds: seconds(percentile(&waits, 99.0)),
+        max_seconds: seconds(waits.last().copied()),
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub environment: &'static str,
+    pub table: String,
+    pub qualification_type_id: Option<String>,
+    /// `null` without a qualification id (pass --qualification or --stack).
+    pub excluded_workers: Option<usize>,
+    pub participations: Participations,
+    pub last_heartbeat_at: Option<String>,
+    /// The exposure window over the last 24 hours, from the ledger.
+    pub exposure_last_24h: Exposure,
+    /// `null` when no queue URL is known.
+    pub queue: Option<QueueReport>,
+    pub dead_letter_queue: Option<QueueReport>,
+    pub hit_types: Vec<HitTypeReport>,
+    /// Stuck participations, newest first (at most [`Request::failures`]).
+    pub recent_failures: Vec<StuckReport>,
+    /// What needs attention, each with what to do; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+/// The event types a HIT type's subscription lacks for the accept-time
+/// check's claims to end on return or abandon. A record from before the
+/// event types were noted asked for AssignmentSubmitted only, so that one
+/// is not named as lacking.
+pub fn lacking_event_types(noted: Option<&[String]>) -> Vec<String> {
+    NOTIFIED_EVENT_TYPES
+        .iter()
+        .filter(|e| !noted.is_some_and(|have| have.iter().any(|h| h == *e)))
+        .filter(|e| **e != "AssignmentSubmitted" || noted.is_some())
+        .map(|e| (*e).to_owned())
+        .collect()
+}
+
+/// Each HIT type's last participation, from one scan: no index lists
+/// participations by HIT type any more (fewer index writes per submission).
+fn last_recorded(all: &[Participation]) -> HashMap<&HitTypeId, OffsetDateTime> {
+    let mut last: HashMap<&HitTypeId, OffsetDateTime> = HashMap::new();
+    for p in all {
+        if let Some(t) = &p.hit_type_id {
+            let at = last.entry(t).or_insert(p.recorded_at);
+            *at = (*at).max(p.recorded_at);
+        }
+    }
+    last
+}
+
+/// Reads the ledger (one full scan of its participations: fine for a lab's
+/// ledger, and nothing is read per worker) and the queues, and concludes
+/// what needs attention. A queue that cannot be read is one of the
+/// problems; only the ledger failing is an error.
+pub async fn summary(
+    ledger: &Ledger,
+    sqs: &aws_sdk_sqs::Client,
+    request: &Request,
+) -> Result<Report, LedgerError> {
+    let excluded_workers = match &request.qualification {
+        Some(q) => Some(ledger.excluded_workers(q).await?.len()),
+        None => None,
+    };
+    let all = ledger.all_participations(None).await?;
+    let mut stuck: Vec<&Participation> = all
+        .iter()
+        .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
+        .collect();
+    stuck.sort_by_key(|p| std::cmp::Reverse(p.recorded_at));
+    let last_heartbeat_at = ledger.last_heartbeat().await?;
+    let last_recorded = last_recorded(&all);
+
+    let mut hit_types = Vec::new();
+    let events = ledger.subscription_events().await?;
+    for sub in ledger.subscriptions().await? {
+        let event_types = events.get(sub.hit_type_id.as_str()).cloned().flatten();
+        hit_types.push(HitTypeReport {
+            hit_type_id: sub.hit_type_id.to_string(),
+            queue_url: (!sub.queue_url.is_empty()).then_some(sub.queue_url),
+            active: sub.active,
+            subscribed_at: sub.subscribed_at.map(ledger::stamp),
+            verified_at: sub.verified_at.map(ledger::stamp),
+            last_recorded_at: last_recorded
+                .get(&sub.hit_type_id)
+                .copied()
+                .map(ledger::stamp),
+            lacks_event_types: lacking_event_types(event_types.as_deref()),
+            event_types,
+        });
+    }
+
+    let queue_url = request.queue_url.as_deref().filter(|u| !u.is_empty());
+    let queue = match queue_url {
+        Some(url) => Some(queue_report(sqs, url).await),
+        None => None,
+    };
+    let dlq = match resolve_dlq(sqs, request.dlq_url.as_deref(), queue_url).await {
+        Some(url) => Some(queue_report(sqs, &url).await),
+        None => None,
+    };
+
+    let mut report = Report {
+        environment: request.environment.name(),
+        table: ledger.table().to_owned(),
+        qualification_type_id: request.qualification.as_ref().map(ToString::to_string),
+        excluded_workers,
+        participations: Participations {
+            total: all.len(),
+            stuck: stuck.len(),
+        },
+        last_heartbeat_at,
+        exposure_last_24h: exposure(&all, OffsetDateTime::now_utc()),
+        queue,
+        dead_letter_queue: dlq,
+        hit_types,
+        recent_failures: stuck
+            .iter()
+            .take(request.failures)
+            .map(|p| StuckReport::from(*p))
+            .collect(),
+        problems: Vec::new(),
+    };
+    report.problems = needs_attention(&report);
+    Ok(report)
+}
+
+/// What in a report needs the lab's attention, each with what to do.
+pub fn needs_attention(r: &Report) -> Vec<String> {
+    let mut problems = Vec::new();
+    if r.participations.stuck > 0 {
+        problems.push(format!(
+            "{} participation(s) recorded but neither excluded nor released (a grant failed, or is in progress): a notification's retry or `mturk-exclusion redrive` finishes it; for a backfill or a manual exclusion, run that command again",
+            r.participations.stuck
+        ));
+    }
+    for t in r.hit_types.iter().filter(|t| t.active) {
+        if !t.lacks_event_types.is_empty() {
+            problems.push(format!(
+                "HIT type {} is not subscribed to {}: claims of the accept-time check on it \
+                 only end by time; run `mturk-exclusion subscribe {}`",
+                t.hit_type_id,
+                t.lacks_event_types.join(", "),
+                t.hit_type_id
+            ));
+        }
+        if t.verified_at.is_none() {
+            problems.push(format!(
+                "HIT type {} was never verified: run `mturk-exclusion subscribe {}`",
+                t.hit_type_id, t.hit_type_id
+            ));
+        }
+    }
+    for (what, q, flag) in [
+        ("queue", &r.queue, "--queue-url"),
+        ("dead-letter queue", &r.dead_letter_queue, "--dlq-url"),
+    ] {
+        if let Some(QueueReport {
+            url,
+            error: Some(e),
+            ..
+        }) = q
+        {
+            problems.push(format!(
+                "{what} {url}: {e}; check {flag} (or --stack) and the region"
+            ));
+        }
+    }
+    if let Some(d) = r.dead_letter_queue.as_ref().and_then(|q| q.depth) {
+        if d.total() > 0 {
+            problems.push(format!(
+                "{} message(s) in the dead-letter queue: fix the cause (the function's logs say it), then `mturk-exclusion redrive`",
+                d.total()
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+    use time::Duration;
+
+    use super::*;
+    use crate::ids::{AssignmentId, WorkerId};
+    use crate::ledger::Learned;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);
+    const STUDY: &str = "3TYPEAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    fn took_part(
+        assignment: &str,
+        learned: Learned,
+        submitted: OffsetDateTime,
+        exposure: Duration,
+    ) -> Participation {
+        Participation {
+            worker_id: WorkerId::parse("A1WORKER").unwrap(),
+            assignment_id: Some(AssignmentId::parse(assignment).unwrap()),
+            hit_id: None,
+            hit_type_id: Some(HitTypeId::parse(STUDY).unwrap()),
+            submit_time: Some(submitted),
+            learned,
+            event_doc_id: None,
+            recorded_at: submitted,
+            excluded_at: Some(submitted + exposure),
+            released_at: None,
+            release_reason: None,
+        }
+    }
+
+    fn notified() -> Learned {
+        Learned::Notification {
+            event_doc_id: "doc".into(),
+        }
+    }
+
+    #[test]
+    fn exposure_counts_notified_exclusions_of_the_last_day_only() {
+        let all = [
+            took_part(
+                "3ASSIGN01",
+                notified(),
+                NOW - Duration::hours(1),
+                Duration::milliseconds(1500),
+            ),
+            took_part(
+                "3ASSIGN02",
+                notified(),
+                NOW - Duration::hours(2),
+                Duration::milliseconds(40_004),
+            ),
+            // Excluded two days ago: outside the window.
+            took_part(
+                "3ASSIGN03",
+                notified(),
+                NOW - Duration::hours(48),
+                Duration::seconds(600),
+            ),
+            // A backfill's exclusion did not follow a submission.
+            took_part(
+                "3ASSIGN04",
+                Learned::Backfill,
+                NOW - Duration::hours(1),
+                Duration::seconds(900),
+            ),
+        ];
+        assert_eq!(
+            exposure(&all, NOW),
+            Exposure {
+                participations: 2,
+                p50_seconds: Some(1.5),
+                p99_seconds: Some(40.004),
+                max_seconds: Some(40.004),
+            }
+        );
+        assert_eq!(
+            exposure(&[], NOW),
+            Exposure {
+                participations: 0,
+                p50_seconds: None,
+                p99_seconds: None,
+                max_seconds: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_subscription_lacks_the_event_types_that_end_claims() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // Recorded before event types were noted: AssignmentSubmitted only.
+        assert_eq!(
+            lacking_event_types(None),
+            names(&["AssignmentReturned", "AssignmentAbandoned"])
+        );
+        assert_eq!(
+            lacking_event_types(Some(&names(&["AssignmentSubmitted"]))),
+            names(&["AssignmentReturned", "AssignmentAbandoned"])
+        );
+        assert_eq!(
+            lacking_event_types(Some(&names(&["AssignmentReturned"]))),
+            names(&["AssignmentSubmitted", "AssignmentAbandoned"])
+        );
+        assert!(lacking_event_types(Some(&names(NOTIFIED_EVENT_TYPES))).is_empty());
+    }
+
+    fn healthy() -> Report {
+        Report {
+            environment: "sandbox",
+            table: "ledger".into(),
+            qualification_type_id: None,
+            excluded_workers: None,
+            participations: Participations { total: 3, stuck: 0 },
+            last_heartbeat_at: None,
+            exposure_last_24h: exposure(&[], NOW),
+            queue: None,
+            dead_letter_queue: None,
+            hit_types: Vec::new(),
+            recent_failures: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn subscribed(id: &str, active: bool, verified: bool, lacks: &[&str]) -> HitTypeReport {
+        HitTypeReport {
+            hit_type_id: id.into(),
+            queue_url: None,
+            active,
+            subscribed_at: None,
+            verified_at: verified.then(|| "2026-03-10T11:00:00Z".into()),
+            last_recorded_at: None,
+            event_types: None,
+            lacks_event_types: lacks.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn queue(url: &str, depth: Option<Depth>, error: Option<&str>) -> Option<QueueReport> {
+        Some(QueueReport {
+            url: url.into(),
+            found: true,
+            depth,
+            error: error.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn nothing_needs_attention_when_all_is_well() {
+        let mut r = healthy();
+        r.hit_types = vec![subscribed("3TYPEOK", true, true, &[])];
+        r.queue = queue("q", Some(Depth::default()), None);
+        r.dead_letter_queue = queue("dlq", Some(Depth::default()), None);
+        assert!(needs_attention(&r).is_empty(), "{:?}", needs_attention(&r));
+    }
+
+    #[test]
+    fn attention_goes_to_stuck_work_active_hit_types_and_the_queues_in_that_order() {
+        let mut r = healthy();
+        r.participations.stuck = 2;
+        r.hit_types = vec![
+            subscribed("3TYPEOLD", true, false, &["AssignmentReturned"]),
+            // Unsubscribed on purpose: nothing to do about it.
+            subscribed("3TYPEOFF", false, false, &["AssignmentReturned"]),
+        ];
+        r.queue = queue("q", None, Some("AccessDenied"));
+        r.dead_letter_queue = queue(
+            "dlq",
+            Some(Depth {
+                visible: 2,
+                in_flight: 1,
+                delayed: 0,
+            }),
+            None,
+        );
+        let problems = needs_attention(&r);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].starts_with("2 participation(s) recorded but neither"));
+        assert!(
+            problems[1].starts_with("HIT type 3TYPEOLD is not subscribed to AssignmentReturned")
+        );
+        assert_eq!(
+            problems[2],
+            "HIT type 3TYPEOLD was never verified: run `mturk-exclusion subscribe 3TYPEOLD`"
+        );
+        assert_eq!(
+            problems[3],
+            "queue q: AccessDenied; check --queue-url (or --stack) and the region"
+        );
+        assert!(problems[4].starts_with("3 message(s) in the dead-letter queue"));
+    }
+
+    #[test]
+    fn each_hit_types_last_participation_is_its_newest() {
+        let old = took_part(
+            "3ASSIGN01",
+            notified(),
+            NOW - Duration::days(30),
+            Duration::ZERO,
+        );
+        let new = took_part("3ASSIGN02", notified(), NOW, Duration::ZERO);
+        let mut by_hand = new.clone();
+        by_hand.hit_type_id = None;
+        by_hand.recorded_at = NOW + Duration::hours(1);
+        let all = [new, old, by_hand];
+        let last = last_recorded(&all);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[&HitTypeId::parse(STUDY).unwrap()], NOW);
+    }
+}
