@@ -461,7 +461,7 @@ pub async fn respond(
 }
 
 /// One CloudWatch Embedded Metric Format document for one request: `Checks`
-/// (Count) by [Pool, Reason] and `CheckLatency` (Milliseconds) by [Pool].
+/// (Count) by `[Pool, Reason]` and `CheckLatency` (Milliseconds) by `[Pool]`.
 pub fn emf_line(pool: &str, reason: &str, latency: StdDuration, timestamp_ms: u64) -> String {
     use crate::metrics::{Document, Unit};
     let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
