@@ -30,8 +30,8 @@
 //! Linux only: CPU time and RSS come from `/proc`.
 //!
 //! The parts: this file (the server and what an invocation comes to),
-//! [`process`] (the binary as a child process), [`readings`] (its CPU time
-//! and RSS from `/proc`) and [`pool`] (instances used as an event source
+//! `process` (the binary as a child process), `readings` (its CPU time
+//! and RSS from `/proc`) and `pool` (instances used as an event source
 //! mapping uses them).
 
 mod pool;
