@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -83,6 +84,20 @@ pub async fn load(profile: Option<&str>, limits: Limits) -> SdkConfig {
             .region(Region::new(MTURK_REGION))
             .build()
     }
+}
+
+/// `sdk` without stalled-stream protection, for the handler's clients.
+///
+/// Redundant there: every response the handler reads is a small JSON body
+/// (no streaming operation), read inside the attempt, and the attempt
+/// timeout ([`Limits::attempt`], 5 s, then a retry within
+/// [`Limits::operation`]) ends a stalled one long before the protection's
+/// 20 s grace period could. Turning it off saves its interceptor and body
+/// wrapper on every request. Retries and timeouts stay as [`load`] set them.
+pub fn without_stalled_stream_protection(sdk: SdkConfig) -> SdkConfig {
+    sdk.into_builder()
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .build()
 }
 
 /// The MTurk client: always signed for us-east-1, endpoint by environment
