@@ -555,7 +555,7 @@ impl Excluder {
                         .participation(&participation.assignment_id)
                         .await?
                     {
-                        Some(p) if p.excluded_at.is_none() && p.released_at.is_none() => {
+                        Some(p) if p.is_pending() => {
                             taken = Some(p);
                             continue;
                         }
@@ -610,7 +610,7 @@ impl Excluder {
             .participations_of(worker)
             .await?
             .into_iter()
-            .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
+            .filter(|p| p.is_pending())
             .collect();
         let cause = match pending.first() {
             Some(p) => p.cause(),

@@ -26,7 +26,8 @@
 //!   - [`ops::redrive`]: the dead-letter queue, peeked at and moved back without losing a message;
 //!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells;
 //!   - [`ops::report`]: the ledger as one self-contained HTML page;
-//!   - [`ops::status`]: the ledger and the queues summed up, and what needs attention;
+//!   - [`ops::status`]: the ledger and the queues summed up, and what needs attention
+//!     (the queues read through [`ops::queues`]);
 //!   - [`ops::subscribe`]: the round trip that proves the notification path, and
 //!     where a test event got stuck when it did not come back.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).

@@ -33,8 +33,8 @@ use super::{
     corrupt, get_s, get_time, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK,
     STATE,
 };
-use super::{ExclusionState, RELEASED_AT, SUBSCRIPTION_PK};
-use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
+use super::{ExclusionState, RELEASED_AT};
+use crate::ids::{AssignmentId, HitId, QualificationTypeId, WorkerId};
 
 const CLAIM_ASSIGNMENT: &str = "claim_assignment";
 const CLAIM_HIT: &str = "claim_hit";
@@ -42,7 +42,6 @@ const CLAIMED_AT: &str = "claimed_at";
 const ENDED_BY: &str = "ended_by";
 const ENDED_AT: &str = "ended_at";
 const END_MARKER_SK: &str = "E";
-const EVENT_TYPES: &str = "event_types";
 
 /// The longest claim the check may be configured for (the template's
 /// `ClaimMinutes` maximum, 7 days).
@@ -338,52 +337,5 @@ impl Ledger {
             .await
             .map_err(|e| sdk_error(OP, e))?;
         Ok(())
-    }
-
-    /// Notes on a HIT type's subscription record which event types MTurk
-    /// was told to send (after [`Ledger::record_subscription`]).
-    pub async fn record_subscription_events(
-        &self,
-        hit_type: &HitTypeId,
-        event_types: &[&str],
-    ) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(SUBSCRIPTION_PK))
-            .key(SK, s(hit_type.as_str()))
-            .update_expression(format!("SET {EVENT_TYPES} = :e"))
-            .expression_attribute_values(
-                ":e",
-                AttributeValue::L(event_types.iter().map(|e| s(*e)).collect()),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem(subscription events)", e))?;
-        Ok(())
-    }
-
-    /// The event types each subscription record notes, by HIT type; `None`
-    /// for records written before they were noted (only AssignmentSubmitted).
-    pub async fn subscription_events(
-        &self,
-    ) -> Result<HashMap<String, Option<Vec<String>>>, LedgerError> {
-        const OP: &str = "Query(subscription events)";
-        let items = self
-            .query_all(OP, None, (PK, s(SUBSCRIPTION_PK)), None)
-            .await?;
-        Ok(items
-            .iter()
-            .filter_map(|i| {
-                let hit_type = get_s(i, SK)?;
-                let events = match i.get(EVENT_TYPES) {
-                    Some(AttributeValue::L(list)) => {
-                        Some(list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-                    }
-                    _ => None,
-                };
-                Some((hit_type, events))
-            })
-            .collect())
     }
 }

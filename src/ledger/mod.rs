@@ -87,6 +87,8 @@ const BY_HIT: &str = "ByHit";
 const EXCLUDED: &str = "Excluded";
 const SUBSCRIPTION_PK: &str = "SUBSCRIPTION";
 const QUEUE_URL: &str = "queue_url";
+/// The event types `subscribe` told MTurk to send for a HIT type.
+const EVENT_TYPES: &str = "event_types";
 const SUBSCRIBED_AT: &str = "subscribed_at";
 const VERIFIED_AT: &str = "verified_at";
 const ACTIVE: &str = "active";
@@ -229,6 +231,9 @@ pub struct Subscription {
     /// When a test event was last seen coming through after subscribing.
     pub verified_at: Option<OffsetDateTime>,
     pub active: bool,
+    /// The event types MTurk was told to send; `None` for records written
+    /// before they were noted (AssignmentSubmitted only).
+    pub event_types: Option<Vec<String>>,
 }
 
 /// A test event that made it through the queue and the handler.
@@ -493,6 +498,12 @@ fn manual_key(worker: &WorkerId) -> Item {
 }
 
 impl Participation {
+    /// Recorded, but neither excluded nor released yet: its grant failed or
+    /// is still under way.
+    pub fn is_pending(&self) -> bool {
+        self.excluded_at.is_none() && self.released_at.is_none()
+    }
+
     fn key(&self) -> Item {
         match &self.assignment_id {
             Some(a) => participation_key(a),
@@ -1751,9 +1762,51 @@ impl Ledger {
                     subscribed_at: get_time(OP, i, SUBSCRIBED_AT)?,
                     verified_at: get_time(OP, i, VERIFIED_AT)?,
                     active: !matches!(i.get(ACTIVE), Some(AttributeValue::Bool(false))),
+                    event_types: match i.get(EVENT_TYPES) {
+                        Some(AttributeValue::L(list)) => {
+                            Some(list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+                        }
+                        _ => None,
+                    },
                 })
             })
             .collect()
+    }
+
+    /// Notes on a HIT type's subscription record which event types MTurk
+    /// was told to send (after [`Ledger::record_subscription`]).
+    pub async fn record_subscription_events(
+        &self,
+        hit_type: &HitTypeId,
+        event_types: &[&str],
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {EVENT_TYPES} = :e"))
+            .expression_attribute_values(
+                ":e",
+                AttributeValue::L(event_types.iter().map(|e| s(*e)).collect()),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(subscription events)", e))?;
+        Ok(())
+    }
+
+    /// The event types each subscription notes, by HIT type (see
+    /// [`Subscription::event_types`]).
+    pub async fn subscription_events(
+        &self,
+    ) -> Result<HashMap<String, Option<Vec<String>>>, LedgerError> {
+        Ok(self
+            .subscriptions()
+            .await?
+            .into_iter()
+            .map(|sub| (sub.hit_type_id.to_string(), sub.event_types))
+            .collect())
     }
 }
 

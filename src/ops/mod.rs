@@ -14,15 +14,19 @@
 //! - [`report`]: the ledger in one self-contained HTML page (charts in
 //!   inline SVG), with no worker id unless asked for.
 //! - [`status`]: what the ledger and the queues say now, and what of it needs
-//!   attention; also the queue probing `subscribe` and `redrive` share.
+//!   attention.
+//! - [`queues`]: the lab's SQS queues read: depths, and a queue's dead-letter
+//!   queue (for `status`, `subscribe` and `redrive`).
 //! - [`subscribe`]: which HIT types to point at the queue, the round trip that
 //!   proves the notification path (is a test event the lab's own?), and why
 //!   none came back.
 //!
-//! Every operation works on a [`Lab`], built once by the caller.
+//! The operations that exclude or release work on a [`Lab`], built once by
+//! the caller; the others take just the clients they read.
 
 pub mod backfill;
 pub mod export;
+pub mod queues;
 pub mod reconcile;
 pub mod redrive;
 pub mod release;

@@ -148,10 +148,7 @@ pub async fn classify(
     }
     let participations = lab.ledger.participations_of(worker).await?;
     d.participations = participations.len();
-    d.waiting = participations
-        .iter()
-        .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
-        .count();
+    d.waiting = participations.iter().filter(|p| p.is_pending()).count();
     // A worker released and then seen submitting again is being excluded
     // anew, not waiting for a revoke.
     d.kind = if seen == Some(ExclusionState::Released) && d.waiting == 0 {

@@ -1,131 +1,17 @@
 //! `status`'s summary: what the ledger and the queues say right now, and
 //! what of it needs attention, each item with what to do. Read-only.
-//!
-//! Also home to the queue probing that `subscribe` and `redrive` share.
 
 use std::collections::HashMap;
 
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::aws::describe_sdk_error as describe_sqs;
 use crate::check::NOTIFIED_EVENT_TYPES;
 use crate::ids::{HitTypeId, QualificationTypeId};
 use crate::ledger::{self, Ledger, LedgerError, Participation};
 use crate::mturk::MturkEnvironment;
+use crate::ops::queues::{probe, resolve_dlq, Depth, Probe};
 use crate::ops::report::percentile;
-
-/// Message counts of one queue, as SQS approximates them.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Depth {
-    /// Waiting to be received.
-    pub visible: u64,
-    /// Received by a consumer and not yet deleted (being processed, or failed
-    /// and waiting for the visibility timeout).
-    pub in_flight: u64,
-    pub delayed: u64,
-}
-
-impl Depth {
-    pub fn total(&self) -> u64 {
-        self.visible + self.in_flight + self.delayed
-    }
-}
-
-/// What reading a queue's attributes came to.
-#[derive(Debug, Clone)]
-pub enum Probe {
-    Found(Depth),
-    NotFound,
-    /// Could not tell (permissions, network): the message says why.
-    Unreadable(String),
-}
-
-/// SQS's "no such queue", whichever protocol (JSON or the older query
-/// protocol's code) the endpoint answered with.
-pub fn is_queue_missing<E, R>(err: &SdkError<E, R>) -> bool
-where
-    E: ProvideErrorMetadata,
-{
-    matches!(
-        err.code(),
-        Some("QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue")
-    )
-}
-
-/// What to check when a queue is not found.
-pub const QUEUE_NOT_FOUND_HINT: &str = "check --queue-url / --dlq-url (or --stack) and the region (AWS_REGION or the profile's): a queue URL names its region and account";
-
-pub async fn probe(sqs: &aws_sdk_sqs::Client, url: &str) -> Probe {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await;
-    match out {
-        Ok(out) => {
-            let attrs = out.attributes.unwrap_or_default();
-            let count = |name: &QueueAttributeName| {
-                attrs
-                    .get(name)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            Probe::Found(Depth {
-                visible: count(&QueueAttributeName::ApproximateNumberOfMessages),
-                in_flight: count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-                delayed: count(&QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-            })
-        }
-        Err(e) if is_queue_missing(&e) => Probe::NotFound,
-        Err(e) => Probe::Unreadable(describe_sqs(&e)),
-    }
-}
-
-/// The dead-letter queue named by the queue's redrive policy, if it has one
-/// and SQS tells us its URL. Best effort: `None` on any failure.
-pub async fn dead_letter_queue_of(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Option<String> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-        .ok()?
-        .attributes?;
-    let policy: serde_json::Value =
-        serde_json::from_str(attrs.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
-    // arn:aws:sqs:<region>:<account>:<name>
-    let arn = policy.get("deadLetterTargetArn")?.as_str()?;
-    let mut parts = arn.splitn(6, ':');
-    let (account, name) = (parts.nth(4)?, parts.next()?);
-    sqs.get_queue_url()
-        .queue_name(name)
-        .queue_owner_aws_account_id(account)
-        .send()
-        .await
-        .ok()?
-        .queue_url
-}
-
-/// The dead-letter queue to use: the one the lab named (flag or stack),
-/// else the queue's redrive target. An empty URL counts as none given.
-pub async fn resolve_dlq(
-    sqs: &aws_sdk_sqs::Client,
-    named: Option<&str>,
-    queue_url: Option<&str>,
-) -> Option<String> {
-    if let Some(url) = named.filter(|u| !u.is_empty()) {
-        return Some(url.to_owned());
-    }
-    let queue = queue_url.filter(|u| !u.is_empty())?;
-    dead_letter_queue_of(sqs, queue).await
-}
 
 /// What status looks at besides the ledger.
 #[derive(Debug, Clone)]
@@ -223,7 +109,7 @@ pub struct Exposure {
     pub max_seconds: Option<f64>,
 }
 
-pub fn exposure(all: &[Participation], now: OffsetDateTime) -> Exposure {
+fn exposure(all: &[Participation], now: OffsetDateTime) -> Exposure {
     let since = now - time::Duration::hours(24);
     let mut waits: Vec<time::Duration> = all
         .iter()
@@ -266,7 +152,7 @@ pub struct Report {
 /// check's claims to end on return or abandon. A record from before the
 /// event types were noted asked for AssignmentSubmitted only, so that one
 /// is not named as lacking.
-pub fn lacking_event_types(noted: Option<&[String]>) -> Vec<String> {
+fn lacking_event_types(noted: Option<&[String]>) -> Vec<String> {
     NOTIFIED_EVENT_TYPES
         .iter()
         .filter(|e| !noted.is_some_and(|have| have.iter().any(|h| h == *e)))
@@ -302,18 +188,14 @@ pub async fn summary(
         None => None,
     };
     let all = ledger.all_participations(None).await?;
-    let mut stuck: Vec<&Participation> = all
-        .iter()
-        .filter(|p| p.excluded_at.is_none() && p.released_at.is_none())
-        .collect();
+    let mut stuck: Vec<&Participation> = all.iter().filter(|p| p.is_pending()).collect();
     stuck.sort_by_key(|p| std::cmp::Reverse(p.recorded_at));
     let last_heartbeat_at = ledger.last_heartbeat().await?;
     let last_recorded = last_recorded(&all);
 
     let mut hit_types = Vec::new();
-    let events = ledger.subscription_events().await?;
     for sub in ledger.subscriptions().await? {
-        let event_types = events.get(sub.hit_type_id.as_str()).cloned().flatten();
+        let event_types = sub.event_types;
         hit_types.push(HitTypeReport {
             hit_type_id: sub.hit_type_id.to_string(),
             queue_url: (!sub.queue_url.is_empty()).then_some(sub.queue_url),
@@ -365,7 +247,7 @@ pub async fn summary(
 }
 
 /// What in a report needs the lab's attention, each with what to do.
-pub fn needs_attention(r: &Report) -> Vec<String> {
+fn needs_attention(r: &Report) -> Vec<String> {
     let mut problems = Vec::new();
     if r.participations.stuck > 0 {
         problems.push(format!(

@@ -17,7 +17,7 @@ use crate::check::NOTIFIED_EVENT_TYPES;
 use crate::ids::{shown, HitTypeId};
 use crate::ledger::{parse_stamp, Heartbeat, Ledger, LedgerError, OwnCustomer};
 use crate::mturk::{Hit, Mturk, MturkError};
-use crate::ops::status::{self, Depth, Probe};
+use crate::ops::queues::{self, Depth, Probe};
 
 /// How far apart the laptop's clock and the function's may be. Heartbeats
 /// seen before the test event was sent are excluded by id, so a wide window
@@ -189,13 +189,20 @@ pub struct Trip {
 }
 
 impl Trip {
-    fn failed(diagnosis: Diagnosis, foreign: usize) -> Trip {
+    /// Ended before a heartbeat could come back, for `diagnosis`.
+    pub fn failed(diagnosis: Diagnosis, foreign: usize) -> Trip {
         Trip {
             outcome: Err(diagnosis),
             foreign,
             warning: None,
         }
     }
+}
+
+/// The dead-letter queue's depth, if there is one and it can be read: a
+/// baseline and a comparison, best effort.
+async fn depth_of(sqs: &aws_sdk_sqs::Client, dlq_url: Option<&str>) -> Option<Depth> {
+    queues::probe(sqs, dlq_url?).await.depth()
 }
 
 /// A test event on its way, with what the wait needs to tell it apart.
@@ -224,14 +231,8 @@ pub async fn send_test_event(
     queue_url: &str,
     named_dlq: Option<&str>,
 ) -> Result<Result<Sent, Diagnosis>, LedgerError> {
-    let dlq_url = status::resolve_dlq(sqs, named_dlq, Some(queue_url)).await;
-    let dlq_before = match &dlq_url {
-        Some(url) => match status::probe(sqs, url).await {
-            Probe::Found(d) => Some(d),
-            _ => None,
-        },
-        None => None,
-    };
+    let dlq_url = queues::resolve_dlq(sqs, named_dlq, Some(queue_url)).await;
+    let dlq_before = depth_of(sqs, dlq_url.as_deref()).await;
     let own = ledger.own_customer().await?;
     let sent_at = OffsetDateTime::now_utc();
     let earlier = ledger
@@ -433,7 +434,7 @@ async fn diagnose(
     dlq_url: Option<&str>,
     dlq_before: Option<Depth>,
 ) -> Diagnosis {
-    let queue = match status::probe(sqs, queue_url).await {
+    let queue = match queues::probe(sqs, queue_url).await {
         Probe::Found(d) => Some(d),
         Probe::NotFound => {
             return Diagnosis {
@@ -441,20 +442,14 @@ async fn diagnose(
                 message: format!(
                     "queue not found: {queue_url} (it was there when subscribe started)"
                 ),
-                what_to_do: status::QUEUE_NOT_FOUND_HINT.into(),
+                what_to_do: queues::QUEUE_NOT_FOUND_HINT.into(),
                 queue: None,
                 dead_letter_queue: None,
             }
         }
         Probe::Unreadable(_) => None,
     };
-    let dlq = match dlq_url {
-        Some(url) => match status::probe(sqs, url).await {
-            Probe::Found(d) => Some(d),
-            _ => None,
-        },
-        None => None,
-    };
+    let dlq = depth_of(sqs, dlq_url).await;
     stuck_in_queues(queue, dlq_before, dlq, dlq_url.is_some())
 }
 

@@ -8,7 +8,7 @@ use mturk_exclusion::ops::{redrive, Progress};
 
 use crate::context::{CliError, Context};
 use crate::output;
-use mturk_exclusion::ops::status::{self, Probe};
+use mturk_exclusion::ops::queues::{self, Probe};
 
 /// Move the dead-letter queue's messages back to the queue, so the function
 /// tries them again.
@@ -54,16 +54,16 @@ const CONFIRM_ABOVE: u64 = 100;
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     let sqs = ctx.sqs();
     let dlq_url =
-        match status::resolve_dlq(&sqs, ctx.dlq_url.as_deref(), ctx.queue_url.as_deref()).await {
+        match queues::resolve_dlq(&sqs, ctx.dlq_url.as_deref(), ctx.queue_url.as_deref()).await {
             Some(url) => url,
             None => ctx.dlq_url()?.to_owned(),
         };
-    let dlq_depth = match status::probe(&sqs, &dlq_url).await {
+    let dlq_depth = match queues::probe(&sqs, &dlq_url).await {
         Probe::Found(d) => d,
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("dead-letter queue not found: {dlq_url}"),
-                status::QUEUE_NOT_FOUND_HINT,
+                queues::QUEUE_NOT_FOUND_HINT,
             ))
         }
         Probe::Unreadable(why) => {
@@ -78,12 +78,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     }
 
     let queue_url = ctx.queue_url()?.to_owned();
-    match status::probe(&sqs, &queue_url).await {
+    match queues::probe(&sqs, &queue_url).await {
         Probe::Found(_) => {}
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("queue not found: {queue_url}"),
-                format!("{}; nothing was moved", status::QUEUE_NOT_FOUND_HINT),
+                format!("{}; nothing was moved", queues::QUEUE_NOT_FOUND_HINT),
             ))
         }
         Probe::Unreadable(why) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use mturk_exclusion::ids::HitTypeId;
 use mturk_exclusion::ledger::Ledger;
-use mturk_exclusion::ops::status::{self, Probe};
+use mturk_exclusion::ops::queues::{self, Probe};
 use mturk_exclusion::ops::subscribe::{self, Report, Trip, UnsubscribeReport};
 
 use crate::context::{CliError, Context};
@@ -110,12 +110,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     // Before touching MTurk: a wrong table or queue would leave HIT types
     // pointed somewhere useless, or subscribed without a record.
     ledger.last_heartbeat().await?;
-    match status::probe(&sqs, &queue_url).await {
+    match queues::probe(&sqs, &queue_url).await {
         Probe::Found(_) => {}
         Probe::NotFound => {
             return Err(CliError::environment(
                 format!("queue not found: {queue_url}"),
-                format!("{}; nothing was subscribed", status::QUEUE_NOT_FOUND_HINT),
+                format!("{}; nothing was subscribed", queues::QUEUE_NOT_FOUND_HINT),
             ))
         }
         // The lab's role may not read queue attributes; MTurk does not need it to.
@@ -281,13 +281,7 @@ async fn round_trip(
             .await?;
     let sent = match sent {
         Ok(sent) => sent,
-        Err(refused) => {
-            return Ok(Trip {
-                outcome: Err(refused),
-                foreign: 0,
-                warning: None,
-            })
-        }
+        Err(refused) => return Ok(Trip::failed(refused, 0)),
     };
     if !ctx.global.json {
         eprintln!(
