@@ -28,6 +28,13 @@ pub struct Limits {
     pub max_attempts: u32,
     /// The first retry's backoff ceiling; the SDK doubles it per attempt, with jitter.
     pub initial_backoff: Duration,
+    /// The SDK's stalled-stream protection (on by default). The handler
+    /// turns it off: every response it reads is a small JSON body (no
+    /// streaming operation), read inside the attempt, and the attempt
+    /// timeout ends a stalled one long before the protection's 20 s grace
+    /// period could; without it, its interceptor and body wrapper are saved
+    /// on every request (BENCHMARKS.md, "Cheap knobs").
+    pub stalled_stream_protection: bool,
 }
 
 impl Default for Limits {
@@ -41,6 +48,7 @@ impl Default for Limits {
             operation: Duration::from_secs(10),
             max_attempts: 3,
             initial_backoff: Duration::from_secs(1),
+            stalled_stream_protection: true,
         }
     }
 }
@@ -70,6 +78,9 @@ pub async fn load(profile: Option<&str>, limits: Limits) -> SdkConfig {
                 .with_initial_backoff(limits.initial_backoff)
                 .with_reconnect_mode(ReconnectMode::ReconnectOnTransientError),
         );
+    if !limits.stalled_stream_protection {
+        loader = loader.stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+    }
     if let Some(profile) = profile {
         loader = loader.profile_name(profile);
     }
@@ -84,20 +95,6 @@ pub async fn load(profile: Option<&str>, limits: Limits) -> SdkConfig {
             .region(Region::new(MTURK_REGION))
             .build()
     }
-}
-
-/// `sdk` without stalled-stream protection, for the handler's clients.
-///
-/// Redundant there: every response the handler reads is a small JSON body
-/// (no streaming operation), read inside the attempt, and the attempt
-/// timeout ([`Limits::attempt`], 5 s, then a retry within
-/// [`Limits::operation`]) ends a stalled one long before the protection's
-/// 20 s grace period could. Turning it off saves its interceptor and body
-/// wrapper on every request. Retries and timeouts stay as [`load`] set them.
-pub fn without_stalled_stream_protection(sdk: SdkConfig) -> SdkConfig {
-    sdk.into_builder()
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .build()
 }
 
 /// The MTurk client: always signed for us-east-1, endpoint by environment

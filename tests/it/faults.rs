@@ -50,6 +50,7 @@ fn faulty_options() -> Options {
             operation: Duration::from_secs(4),
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
+            ..defaults.limits
         },
         ..defaults
     }

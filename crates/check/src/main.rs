@@ -33,6 +33,7 @@ async fn main() -> Result<(), Error> {
         operation: std::time::Duration::from_millis(3000),
         max_attempts: 2,
         initial_backoff: std::time::Duration::from_millis(50),
+        ..Limits::default()
     };
     let sdk = aws::load(None, limits).await;
     let checker = Arc::new(Checker::from_config(

@@ -30,7 +30,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             return Err(e.into());
         }
     };
-    let sdk = aws::without_stalled_stream_protection(aws::load(None, Limits::default()).await);
+    let limits = Limits {
+        stalled_stream_protection: false,
+        ..Limits::default()
+    };
+    let sdk = aws::load(None, limits).await;
     let handler = Arc::new(Handler::from_config(&config, &sdk));
     let pool: Arc<str> = metrics::pool_from_env().into();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {

@@ -39,6 +39,8 @@ impl Default for Options {
                 operation: Duration::from_secs(5),
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(50),
+                // As the handler's main sets it.
+                stalled_stream_protection: false,
             },
             configure: |_| {},
             mturk_rps: 100.0,
