@@ -1692,22 +1692,33 @@ impl Ledger {
             .and_then(|i| get_s(i, RECEIVED_AT)))
     }
 
-    /// Records that a HIT type's notifications now go to `queue_url`.
+    /// Records that a HIT type's notifications now go to `queue_url`, for
+    /// `event_types` (UpdateNotificationSettings replaces the whole setting,
+    /// so these are all it now holds). `None` writes a record as they were
+    /// before the event types were noted (AssignmentSubmitted only).
     pub async fn record_subscription(
         &self,
         hit_type: &HitTypeId,
         queue_url: &str,
+        event_types: Option<&[&str]>,
         now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item(PK, s(SUBSCRIPTION_PK))
             .item(SK, s(hit_type.as_str()))
             .item(QUEUE_URL, s(queue_url))
             .item(SUBSCRIBED_AT, s(stamp(now)))
-            .item(ACTIVE, AttributeValue::Bool(true))
-            .send()
+            .item(ACTIVE, AttributeValue::Bool(true));
+        if let Some(types) = event_types {
+            put = put.item(
+                EVENT_TYPES,
+                AttributeValue::L(types.iter().map(|e| s(*e)).collect()),
+            );
+        }
+        put.send()
             .await
             .map_err(|e| sdk_error("PutItem(subscription)", e))?;
         Ok(())
@@ -1771,42 +1782,6 @@ impl Ledger {
                 })
             })
             .collect()
-    }
-
-    /// Notes on a HIT type's subscription record which event types MTurk
-    /// was told to send (after [`Ledger::record_subscription`]).
-    pub async fn record_subscription_events(
-        &self,
-        hit_type: &HitTypeId,
-        event_types: &[&str],
-    ) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(SUBSCRIPTION_PK))
-            .key(SK, s(hit_type.as_str()))
-            .update_expression(format!("SET {EVENT_TYPES} = :e"))
-            .expression_attribute_values(
-                ":e",
-                AttributeValue::L(event_types.iter().map(|e| s(*e)).collect()),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem(subscription events)", e))?;
-        Ok(())
-    }
-
-    /// The event types each subscription notes, by HIT type (see
-    /// [`Subscription::event_types`]).
-    pub async fn subscription_events(
-        &self,
-    ) -> Result<HashMap<String, Option<Vec<String>>>, LedgerError> {
-        Ok(self
-            .subscriptions()
-            .await?
-            .into_iter()
-            .map(|sub| (sub.hit_type_id.to_string(), sub.event_types))
-            .collect())
     }
 }
 

@@ -141,14 +141,15 @@ pub async fn subscribe(
 ) -> Result<HitTypeOutcome, LedgerError> {
     let refused = mturk.subscribe(hit_type, queue_url).await.err();
     if refused.is_none() {
-        ledger
-            .record_subscription(hit_type, queue_url, OffsetDateTime::now_utc())
-            .await?;
-        // UpdateNotificationSettings replaced the whole setting: note which
-        // event types it now holds, so `status` can name HIT types
+        // The event types are noted so that `status` can name HIT types
         // subscribed before Returned/Abandoned were asked for.
         ledger
-            .record_subscription_events(hit_type, NOTIFIED_EVENT_TYPES)
+            .record_subscription(
+                hit_type,
+                queue_url,
+                Some(NOTIFIED_EVENT_TYPES),
+                OffsetDateTime::now_utc(),
+            )
             .await?;
     }
     Ok(HitTypeOutcome {

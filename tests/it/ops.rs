@@ -498,7 +498,7 @@ async fn status_finds_the_dead_letter_queue_and_names_what_needs_attention() {
     submits(&p, "A1STATUSSEEN").await;
     let hit_type = HitTypeId::parse(&p.hit_type).unwrap();
     p.ledger
-        .record_subscription(&hit_type, &p.queues.url, OffsetDateTime::now_utc())
+        .record_subscription(&hit_type, &p.queues.url, None, OffsetDateTime::now_utc())
         .await
         .unwrap();
     p.stack

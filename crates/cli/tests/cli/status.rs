@@ -35,7 +35,7 @@ async fn status_reports_exclusions_failures_subscriptions_and_queues() {
         .await
         .unwrap();
     p.ledger
-        .record_subscription(&hit_type, &p.queues.url, now)
+        .record_subscription(&hit_type, &p.queues.url, None, now)
         .await
         .unwrap();
     p.ledger
@@ -316,7 +316,7 @@ async fn status_finds_each_hit_types_last_participation_old_or_new() {
     let idle_type = HitTypeId::parse("3STATUSIDLETYPE").unwrap();
     for t in [&new_type, &old_type, &idle_type] {
         p.ledger
-            .record_subscription(t, &p.queues.url, now)
+            .record_subscription(t, &p.queues.url, None, now)
             .await
             .unwrap();
     }

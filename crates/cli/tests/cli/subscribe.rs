@@ -76,7 +76,14 @@ async fn subscribe_points_the_hit_type_at_the_queue_and_proves_the_round_trip() 
             "AssignmentAbandoned"
         ]
     );
-    let noted = p.ledger.subscription_events().await.unwrap();
+    let noted: std::collections::HashMap<String, Option<Vec<String>>> = p
+        .ledger
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.hit_type_id.to_string(), s.event_types))
+        .collect();
     assert_eq!(
         noted[hit_type.as_str()].as_deref(),
         Some(
