@@ -20,6 +20,9 @@ Exits with cargo's status. Examples:
   scripts/test.sh
   scripts/test.sh --test it ops::            the library's tests (one binary), one module
   scripts/test.sh --test cli -- --nocapture  the CLI binary's tests
+  scripts/test.sh --test docs                the docs' drift checks: links and anchors, the
+                                             CLI's --help blocks, docs/deploy.md's tables
+                                             (scripts/docs.sh update regenerates help blocks)
   (with plain cargo: cargo test -p mturk-exclusion --test it,
                      cargo test -p mturk-exclusion-cli --test cli)
   DDB_PORT=19000 SQS_PORT=19001 scripts/test.sh
