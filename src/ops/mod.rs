@@ -20,11 +20,16 @@
 //! - [`subscribe`]: which HIT types to point at the queue, the round trip that
 //!   proves the notification path (is a test event the lab's own?), and why
 //!   none came back.
+//! - [`coverage`]: each HIT sorted by its requirements (ours, another list's,
+//!   unguarded), and the fix that adds the pool's requirement to a live HIT.
+//! - [`watch`]: the scheduled run that subscribes and backfills every HIT type
+//!   nobody subscribed, and counts what it cannot fix.
 //!
 //! The operations that exclude or release work on a [`Lab`], built once by
 //! the caller; the others take just the clients they read.
 
 pub mod backfill;
+pub mod coverage;
 pub mod export;
 pub mod queues;
 pub mod reconcile;
@@ -33,6 +38,7 @@ pub mod release;
 pub mod report;
 pub mod status;
 pub mod subscribe;
+pub mod watch;
 
 use crate::exclusion::Excluder;
 use crate::ids::QualificationTypeId;
