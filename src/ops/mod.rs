@@ -56,6 +56,33 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The lab as a function configured by `config` sees it (the watch): its
+    /// own adaptive MTurk limiter, the exclusion path's durations from the
+    /// configuration, as the handler builds its own.
+    pub fn from_config(
+        config: &crate::config::Config,
+        mturk: aws_sdk_mturk::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Lab {
+        let limiter = std::sync::Arc::new(crate::rate::RateLimiter::starting_at(
+            config.mturk_max_rps,
+            config.mturk_start_rps,
+        ));
+        let mturk = Mturk::new(mturk, limiter);
+        let ledger = Ledger::new(dynamodb, &config.table_name);
+        let qualification = config.qualification_type_id.clone();
+        Lab {
+            excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone())
+                .with_timing(crate::exclusion::Timing {
+                    lease: config.assignment_lease,
+                    grant_window: config.grant_window,
+                }),
+            mturk,
+            ledger,
+            qualification,
+        }
+    }
+
     pub fn new(mturk: Mturk, ledger: Ledger, qualification: QualificationTypeId) -> Lab {
         Lab {
             excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone()),
