@@ -517,3 +517,63 @@ async fn the_watch_and_the_handler_settle_one_assignment_at_once_and_a_release_b
     );
     assert!(all[0].released_at.is_some(), "{:?}", all[0]);
 }
+
+/// The figures for the notes (not a check: run by hand, debug or release):
+/// `scripts/test.sh --test it watch::figures -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn figures() {
+    let p = Pipeline::start().await;
+    p.double.set_record_bodies(false);
+    let other = p.double.create_qualification_type("Another list (figures)");
+    // A lab with 1,000 HITs, all another list's or already covered.
+    for _ in 0..1000 {
+        post(&p, "Old study", vec![does_not_exist(&other)]);
+    }
+    let first = run(&p, &settings(&p)).await;
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    p.double.clear_calls();
+    let t = std::time::Instant::now();
+    let idle = run(&p, &settings(&p)).await;
+    let idle_time = t.elapsed();
+    println!(
+        "FIGURE idle run, 1000 HITs none new: {} MTurk calls ({} ListHITs), {:.2} s",
+        idle.mturk_calls,
+        p.double.call_count("ListHITs"),
+        idle_time.as_secs_f64()
+    );
+
+    // One new study of 500 submissions, posted by another tool, never subscribed.
+    let (hit, _) = post(
+        &p,
+        "New study (500)",
+        vec![does_not_exist(p.qualification.as_str())],
+    );
+    for w in workers("FIG", 500) {
+        p.double
+            .add_assignment(&hit, &w, AssignmentStatus::Submitted);
+    }
+    p.double.clear_calls();
+    let t = std::time::Instant::now();
+    let report = run(&p, &settings(&p)).await;
+    let took = t.elapsed();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.submissions_backfilled, 500);
+    let mut ops: Vec<(String, usize)> = p
+        .double
+        .calls()
+        .into_iter()
+        .fold(std::collections::BTreeMap::new(), |mut m, c| {
+            *m.entry(c.operation).or_insert(0) += 1;
+            m
+        })
+        .into_iter()
+        .collect();
+    ops.sort();
+    println!(
+        "FIGURE first run after 500 submissions: {} MTurk calls {:?}, {:.2} s",
+        report.mturk_calls,
+        ops,
+        took.as_secs_f64()
+    );
+}
