@@ -577,3 +577,64 @@ async fn figures() {
         took.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_ledger_outage_mid_backfill_loses_nothing() {
+    let dir = std::env::temp_dir().join(testkit::unique_name("ddb-watch"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = testkit::dynamodb_local::DynamoDbLocal::start(&dir)
+        .await
+        .unwrap();
+    let options = testkit::pipeline::Options {
+        dynamodb_endpoint: Some(db.endpoint()),
+        ..Default::default()
+    };
+    let p = Pipeline::with(options).await;
+    let (hit, t) = post(&p, "Ledger outage", vec![]);
+    let ws = workers("DBOUT", 3);
+    submit_unnotified(&p, &hit, &ws).await;
+    let s = Settings {
+        concurrency: 1,
+        ..settings(&p)
+    };
+    // The first worker's grant is held; DynamoDB freezes before it lands,
+    // so the ledger cannot record what MTurk granted.
+    let gate = p.double.hold_next(GRANT, 1);
+    let running = tokio::spawn({
+        let lab = lab(&p);
+        let s = s.clone();
+        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(120)).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("the backfill reached its first grant");
+    db.freeze();
+    gate.open();
+    let first = running.await.unwrap();
+    db.thaw();
+
+    assert!(
+        !first.errors.is_empty(),
+        "the outage hit nothing: {first:?}"
+    );
+    assert!(first.backfilled_hit_types.is_empty(), "{first:?}");
+    let sub = p.ledger.subscription(&hit_type(&t)).await.unwrap().unwrap();
+    assert!(sub.backfill_due, "recorded as done before it was");
+
+    // A grant window the outage kept open runs out by itself.
+    tokio::time::sleep(p.config.grant_window).await;
+    let second = run(&p, &s).await;
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert_eq!(second.backfilled_hit_types, [t.as_str()]);
+    for w in &ws {
+        assert!(p.granted(w), "{w} lost");
+        let recorded = p
+            .ledger
+            .participations_of(&WorkerId::parse(w).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), 1, "{w}: {recorded:?}");
+    }
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
