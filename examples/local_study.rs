@@ -2,7 +2,9 @@
 //! pipeline on this machine, no AWS account needed.
 //!
 //! MTurk double → SQS (moto) → event-source loop → the real handler →
-//! DynamoDB Local, and the grants back on the double. Run it with
+//! DynamoDB Local, and the grants back on the double; then one run of the
+//! watch (`ops::watch`, the exclusion-watch Lambda's work) covers a study
+//! another tool posted and nobody subscribed. Run it with
 //! `scripts/demo.sh`, which starts the local services first.
 
 use std::collections::BTreeSet;
@@ -307,9 +309,18 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
+    // 6. A third study, posted by another tool (its own HIT type, never
+    //    subscribed by hand), and a HIT posted without any requirement: one
+    //    run of the watch, as the exclusion-watch Lambda runs it on schedule.
+    let covered = watch_run(&double, &config, &sdk, &qualification, &queues.url, &emf).await?;
+
     double.shutdown();
-    let ok =
-        drained && agree == everyone.len() && silent == grants.len() && dead.len() == 1 && checked;
+    let ok = drained
+        && agree == everyone.len()
+        && silent == grants.len()
+        && dead.len() == 1
+        && checked
+        && covered;
     println!(
         "\n{}",
         if ok {
@@ -322,6 +333,79 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Another tool posts a third study requiring the pool's qualification, and a
+/// HIT without any requirement; workers submit with nobody subscribed. One
+/// watch run subscribes the study's HIT type and excludes its workers, and
+/// reports the unguarded HIT. Returns whether it all came out so.
+async fn watch_run(
+    double: &MturkDouble,
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    qualification: &QualificationTypeId,
+    queue_url: &str,
+    emf: &EmfSink,
+) -> anyhow::Result<bool> {
+    use mturk_exclusion::ops::{watch, Lab};
+    use testkit::mturk_double::HitOptions;
+    let requirement = serde_json::json!({
+        "QualificationTypeId": qualification.as_str(),
+        "Comparator": "DoesNotExist",
+        "ActionsGuarded": "DiscoverPreviewAndAccept",
+    });
+    let (third, third_type) = double.post_hit(HitOptions {
+        title: "Memory task (posted by another tool)".into(),
+        qualification_requirements: vec![requirement],
+        ..HitOptions::default()
+    });
+    let (unguarded, _) = double.post_hit(HitOptions {
+        title: "Pilot posted without the requirement".into(),
+        ..HitOptions::default()
+    });
+    let workers: Vec<String> = (0..5).map(|n| format!("A3THIRDSTUDY{n:03}")).collect();
+    for w in &workers {
+        double.submit_assignment(&third, w).await?;
+    }
+    let clients = Clients::from_sdk(config, sdk);
+    let lab = Lab::from_config(config, clients.mturk, clients.dynamodb);
+    let settings = watch::Settings {
+        queue_url: queue_url.to_owned(),
+        cover_unguarded: true,
+        guard_unguarded: false,
+        concurrency: 4,
+    };
+    let report = watch::run(&lab, &settings, Instant::now() + Duration::from_secs(60)).await;
+    emf.write(report.emf_lines(METRICS_POOL, mturk_exclusion::metrics::now_ms()));
+    let excluded = workers
+        .iter()
+        .filter(|w| {
+            double
+                .qualification(qualification.as_str(), w)
+                .is_some_and(|g| g.status == GrantStatus::Granted)
+        })
+        .count();
+    println!("\nThe watch (one run, as exclusion-watch runs every WatchMinutes):");
+    println!(
+        "  a third study posted by another tool, never subscribed by hand: HIT type {} subscribed {}; {excluded} of its {} workers excluded {}",
+        third_type,
+        if report.hit_types_subscribed.contains(&third_type) { "✓" } else { "✗" },
+        workers.len(),
+        if excluded == workers.len() { "✓" } else { "✗" }
+    );
+    let reported = report.live_unguarded.iter().any(|l| l.hit_id == unguarded);
+    println!(
+        "  unguarded live HITs reported: {} (HIT {unguarded}, \"Pilot posted without the requirement\") {}",
+        report.counts.live_unguarded,
+        if reported { "✓" } else { "✗" }
+    );
+    for e in &report.errors {
+        println!("  error: {e}");
+    }
+    Ok(report.errors.is_empty()
+        && excluded == workers.len()
+        && reported
+        && report.hit_types_subscribed.contains(&third_type))
 }
 
 /// A worker accepts two HITs at once (busy on the second), a repeat worker

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment offline: cfn-lint, sam validate (with and without
-# --lint), sam build (the arm64 release builds of exclusion-handler and
-# exclusion-check through cargo-lambda and zig), and that both results are
-# aarch64 ELF executables.
+# --lint), sam build (the arm64 release builds of exclusion-handler,
+# exclusion-check and exclusion-watch through cargo-lambda and zig), and
+# that each result is an aarch64 ELF executable.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -18,7 +18,8 @@ Usage: scripts/check-template.sh [--no-build] [--help]
   2. cfn-lint template.yaml
   3. sam validate, sam validate --lint   (offline; dummy credentials)
   4. sam build  -> .aws-sam/build/ExclusionFunction/bootstrap (exclusion-handler)
-     and .aws-sam/build/ExclusionCheckFunction/bootstrap (exclusion-check),
+     .aws-sam/build/ExclusionCheckFunction/bootstrap (exclusion-check) and
+     .aws-sam/build/ExclusionWatchFunction/bootstrap (exclusion-watch),
      each checked to be an ARM aarch64 ELF executable. A clean release build
      (fat LTO) takes 5+ minutes on 2 cores (the second function reuses the
      first one's dependencies in the workspace's shared target/); bounded by
@@ -67,7 +68,7 @@ if ((BUILD == 0)); then
 fi
 
 # Logical id -> binary, as template.yaml's BuildProperties name them.
-FUNCTIONS=(ExclusionFunction:exclusion-handler ExclusionCheckFunction:exclusion-check)
+FUNCTIONS=(ExclusionFunction:exclusion-handler ExclusionCheckFunction:exclusion-check ExclusionWatchFunction:exclusion-watch)
 
 step "sam build (cargo lambda build --release --arm64, one --bin per function)"
 t="$(now)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: runs a whole study locally (MTurk double, DynamoDB Local, moto's
-# SQS, the handler) through the example `local_study`. No AWS account needed.
+# SQS, the handler, one run of the watch) through the example `local_study`.
+# No AWS account needed.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -13,8 +14,8 @@ Installs what is missing (scripts/setup.sh), starts the local stack
 (scripts/local-stack.sh; stopped again on exit if this script started it),
 builds the example (cargo's progress shows), then runs:
   cargo run --quiet --example local_study -- ARGS...
-and sums up the CloudWatch metrics (EMF lines) the handler and the check
-wrote during the run (scripts/emf-summary.py).
+and sums up the CloudWatch metrics (EMF lines) the handler, the check and
+the watch wrote during the run (scripts/emf-summary.py).
 To see the example's own options:  scripts/demo.sh --help-example
 EOF
   exit 0

@@ -29,15 +29,20 @@
 //!   - [`ops::status`]: the ledger and the queues summed up, and what needs attention
 //!     (the queues read through [`ops::queues`]);
 //!   - [`ops::subscribe`]: the round trip that proves the notification path, and
-//!     where a test event got stuck when it did not come back.
+//!     where a test event got stuck when it did not come back;
+//!   - [`ops::coverage`]: each HIT sorted by its requirements (ours, another
+//!     list's, unguarded), and the fix that guards a live unguarded HIT;
+//!   - [`ops::watch`]: one run of the `exclusion-watch` Lambda: every HIT type
+//!     nobody subscribed is subscribed and backfilled, unguarded HITs counted.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, for both functions.
 //! - `lambda` (feature `lambda`): what only the Lambda binaries need, such as
 //!   reporting an init error to the Runtime API; the CLI never links it.
 //!
 //! The deployables are thin crates around this one: `crates/handler`
-//! (the SQS Lambda), `crates/check` (the Function URL Lambda) and
-//! `crates/cli` (the admin CLI, whose commands call [`ops`]).
+//! (the SQS Lambda), `crates/check` (the Function URL Lambda),
+//! `crates/watch` (the scheduled Lambda, [`ops::watch`]) and `crates/cli`
+//! (the admin CLI, whose commands call [`ops`]).
 
 pub mod aws;
 pub mod check;

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use aws_sdk_mturk::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
+use aws_sdk_mturk::operation::create_hit_type::CreateHITTypeError;
 use aws_sdk_mturk::operation::create_qualification_type::CreateQualificationTypeError;
 use aws_sdk_mturk::operation::disassociate_qualification_from_worker::DisassociateQualificationFromWorkerError;
 use aws_sdk_mturk::operation::get_account_balance::GetAccountBalanceError;
@@ -33,9 +34,11 @@ use aws_sdk_mturk::operation::list_hits::ListHITsError;
 use aws_sdk_mturk::operation::list_qualification_types::ListQualificationTypesError;
 use aws_sdk_mturk::operation::list_workers_with_qualification_type::ListWorkersWithQualificationTypeError;
 use aws_sdk_mturk::operation::send_test_event_notification::SendTestEventNotificationError;
+use aws_sdk_mturk::operation::update_hit_type_of_hit::UpdateHITTypeOfHITError;
 use aws_sdk_mturk::operation::update_notification_settings::UpdateNotificationSettingsError;
 use aws_sdk_mturk::types::{
-    AssignmentStatus, EventType, NotificationSpecification, NotificationTransport,
+    AssignmentStatus, Comparator, EventType, HitAccessActions, Locale as SdkLocale,
+    NotificationSpecification, NotificationTransport, QualificationRequirement,
     QualificationStatus, QualificationTypeStatus,
 };
 use time::OffsetDateTime;
@@ -160,6 +163,7 @@ macro_rules! each_operation_error {
         $apply!(
             GetAssignmentError,
             AssociateQualificationWithWorkerError,
+            CreateHITTypeError,
             CreateQualificationTypeError,
             DisassociateQualificationFromWorkerError,
             GetAccountBalanceError,
@@ -170,6 +174,7 @@ macro_rules! each_operation_error {
             ListQualificationTypesError,
             ListWorkersWithQualificationTypeError,
             SendTestEventNotificationError,
+            UpdateHITTypeOfHITError,
             UpdateNotificationSettingsError,
         );
     };
@@ -188,6 +193,94 @@ pub struct Hit {
     pub title: Option<String>,
     /// Assignable, Unassignable, Reviewable, Reviewing or Disposed.
     pub status: String,
+    /// As MTurk lists them, odd values and all: `ops::coverage` sorts them,
+    /// nothing here refuses them.
+    pub requirements: Vec<Requirement>,
+    /// What its HIT type is made of, when MTurk gave all of it (a HIT type
+    /// like it can then be made, `coverage --fix`).
+    pub properties: Option<HitProperties>,
+}
+
+/// One of a HIT's `QualificationRequirements`, values kept as given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requirement {
+    pub qualification_type_id: String,
+    pub comparator: String,
+    pub integer_values: Vec<i32>,
+    pub locale_values: Vec<Locale>,
+    pub actions_guarded: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locale {
+    pub country: String,
+    pub subdivision: Option<String>,
+}
+
+/// What MTurk derives a HIT type from, besides its requirements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitProperties {
+    pub title: String,
+    pub description: String,
+    pub reward: String,
+    pub assignment_duration_secs: i64,
+    pub auto_approval_delay_secs: Option<i64>,
+    pub keywords: Option<String>,
+}
+
+fn requirement_from(r: &QualificationRequirement) -> Requirement {
+    // MTurk's older RequiredToPreview=true means what ActionsGuarded
+    // PreviewAndAccept says now; read it as that, so a HIT type made like
+    // this one (`coverage --fix`) guards the same actions.
+    #[allow(deprecated)]
+    let preview = r.required_to_preview() == Some(true);
+    let actions_guarded = r
+        .actions_guarded()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| preview.then(|| "PreviewAndAccept".to_owned()));
+    Requirement {
+        qualification_type_id: r.qualification_type_id().to_owned(),
+        comparator: r.comparator().as_str().to_owned(),
+        integer_values: r.integer_values().to_vec(),
+        locale_values: r
+            .locale_values()
+            .iter()
+            .map(|l| Locale {
+                country: l.country().to_owned(),
+                subdivision: l.subdivision().map(str::to_owned),
+            })
+            .collect(),
+        actions_guarded,
+    }
+}
+
+fn requirement_to(r: &Requirement) -> Result<QualificationRequirement, MturkError> {
+    let refused = |e: aws_sdk_mturk::error::BuildError| MturkError {
+        operation: "QualificationRequirement",
+        kind: MturkErrorKind::Rejected {
+            turk_error_code: None,
+        },
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    };
+    let mut locales = Vec::new();
+    for l in &r.locale_values {
+        locales.push(
+            SdkLocale::builder()
+                .country(&l.country)
+                .set_subdivision(l.subdivision.clone())
+                .build()
+                .map_err(refused)?,
+        );
+    }
+    QualificationRequirement::builder()
+        .qualification_type_id(&r.qualification_type_id)
+        .comparator(Comparator::from(r.comparator.as_str()))
+        .set_integer_values((!r.integer_values.is_empty()).then(|| r.integer_values.clone()))
+        .set_locale_values((!locales.is_empty()).then_some(locales))
+        .set_actions_guarded(r.actions_guarded.as_deref().map(HitAccessActions::from))
+        .build()
+        .map_err(refused)
 }
 
 /// What revoking came to.
@@ -205,7 +298,30 @@ fn hit_from(operation: &'static str, h: aws_sdk_mturk::types::Hit) -> Result<Hit
         message: format!("a HIT without {what}"),
         source: None,
     };
+    let requirements = h
+        .qualification_requirements()
+        .iter()
+        .map(requirement_from)
+        .collect();
+    let properties = match (
+        &h.title,
+        &h.description,
+        &h.reward,
+        h.assignment_duration_in_seconds,
+    ) {
+        (Some(title), Some(description), Some(reward), Some(duration)) => Some(HitProperties {
+            title: title.clone(),
+            description: description.clone(),
+            reward: reward.clone(),
+            assignment_duration_secs: duration,
+            auto_approval_delay_secs: h.auto_approval_delay_in_seconds,
+            keywords: h.keywords.clone(),
+        }),
+        _ => None,
+    };
     Ok(Hit {
+        requirements,
+        properties,
         hit_id: HitId::parse(h.hit_id.as_deref().ok_or_else(|| missing("HITId"))?)
             .map_err(|e| MturkError::unusable(operation, e))?,
         hit_type_id: HitTypeId::parse(
@@ -896,6 +1012,54 @@ impl Mturk {
                 .hit_type_id(hit_type.as_str())
                 .notification(notification.clone())
                 .active(true)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The HIT type of these properties and requirements: MTurk answers the
+    /// existing one when it already has it, so asking twice is harmless.
+    pub async fn create_hit_type(
+        &self,
+        properties: &HitProperties,
+        requirements: &[Requirement],
+    ) -> Result<HitTypeId, MturkError> {
+        const OP: &str = "CreateHITType";
+        let requirements = requirements
+            .iter()
+            .map(requirement_to)
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .call(OP, || {
+                self.client
+                    .create_hit_type()
+                    .title(&properties.title)
+                    .description(&properties.description)
+                    .reward(&properties.reward)
+                    .assignment_duration_in_seconds(properties.assignment_duration_secs)
+                    .set_auto_approval_delay_in_seconds(properties.auto_approval_delay_secs)
+                    .set_keywords(properties.keywords.clone())
+                    .set_qualification_requirements(Some(requirements.clone()))
+                    .send()
+            })
+            .await?;
+        HitTypeId::parse(out.hit_type_id.as_deref().unwrap_or_default())
+            .map_err(|e| MturkError::unusable(OP, e))
+    }
+
+    /// Moves a HIT to another HIT type, whose properties (requirements
+    /// included) it takes on; assignments already taken stay.
+    pub async fn update_hit_type_of_hit(
+        &self,
+        hit: &HitId,
+        hit_type: &HitTypeId,
+    ) -> Result<(), MturkError> {
+        self.call("UpdateHITTypeOfHIT", || {
+            self.client
+                .update_hit_type_of_hit()
+                .hit_id(hit.as_str())
+                .hit_type_id(hit_type.as_str())
                 .send()
         })
         .await?;

@@ -13,8 +13,14 @@
 //!   `Excluded` index list exactly the excluded workers.
 //! - `HEARTBEAT` / `<received_at>#<event doc id>`: a test event that made it
 //!   through the queue and the handler; expires after 30 days.
-//! - `SUBSCRIPTION` / `<HIT type>`: a HIT type `subscribe` pointed at the
-//!   queue, and when its path was last proven; `status` lists them.
+//! - `SUBSCRIPTION` / `<HIT type>`: a HIT type `subscribe` (or the watch, or
+//!   `coverage --fix`) pointed at the queue, and when its path was last
+//!   proven; `status` lists them. One made by the watch or a fix carries
+//!   `subscribed_by` and `backfill_due` until its earlier submissions are
+//!   excluded (`backfilled_at`). A record marked inactive is the lab's
+//!   `unsubscribe`, which the watch never undoes.
+//! - `CONFIG` / `WATCH`: the watch's last run (when, what it counted, the
+//!   live HITs it found unguarded), written once per run.
 //! - `W#<worker>` / `C#<qualification>` and `CLAIMEND#<assignment>` / `E`:
 //!   the accept-time check's claims and their ends (see [`claims`]).
 //! - `CONFIG` / `OWN_CUSTOMER`: the lab's own MTurk `CustomerId`, learned by
@@ -102,6 +108,16 @@ const SOURCE_ACCOUNT: &str = "source_account";
 const LEARNED_AT: &str = "learned_at";
 const CONFIG_PK: &str = "CONFIG";
 const OWN_CUSTOMER_SK: &str = "OWN_CUSTOMER";
+const WATCH_SK: &str = "WATCH";
+const SUBSCRIBED_BY: &str = "subscribed_by";
+const BACKFILL_DUE: &str = "backfill_due";
+const BACKFILLED_AT: &str = "backfilled_at";
+const RAN_AT: &str = "ran_at";
+const COUNTS: &str = "counts";
+const UNGUARDED: &str = "unguarded";
+const TITLE: &str = "title";
+/// The watch's record lists at most this many unguarded HITs (the count is whole).
+pub const WATCH_RUN_LISTED: usize = 100;
 
 /// The release reason the ledger writes on a participation that arrived
 /// after its worker's release and was submitted before it (kept released):
@@ -222,7 +238,49 @@ pub struct Exclusion {
     pub granting_until: Option<OffsetDateTime>,
 }
 
-/// A HIT type the lab pointed at the queue with `subscribe`.
+/// Who pointed a HIT type at the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribedBy {
+    /// `mturk-exclusion subscribe` or `coverage --fix`.
+    Lab,
+    /// The watch, finding a HIT type nobody had subscribed.
+    Watch,
+}
+
+impl SubscribedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscribedBy::Lab => "lab",
+            SubscribedBy::Watch => "watch",
+        }
+    }
+}
+
+/// A live HIT without any DoesNotExist requirement, as the watch last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnguardedHit {
+    pub hit_id: String,
+    pub hit_type_id: String,
+    pub title: Option<String>,
+}
+
+/// What the watch's last run found (its one write of a run that found nothing new).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchRun {
+    pub ran_at: Option<OffsetDateTime>,
+    /// Counts by name (`unguarded_hits`, `hit_types_subscribed`, ...).
+    pub counts: Vec<(String, u64)>,
+    /// The live unguarded HITs, at most [`WATCH_RUN_LISTED`] of them.
+    pub unguarded: Vec<UnguardedHit>,
+}
+
+impl WatchRun {
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.counts.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// A HIT type pointed at the queue (by `subscribe`, the watch, or `coverage --fix`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub hit_type_id: HitTypeId,
@@ -234,6 +292,11 @@ pub struct Subscription {
     /// The event types MTurk was told to send; `None` for records written
     /// before they were noted (AssignmentSubmitted only).
     pub event_types: Option<Vec<String>>,
+    pub subscribed_by: SubscribedBy,
+    /// Its submissions from before the subscription still wait to be
+    /// excluded: the watch's next run does it.
+    pub backfill_due: bool,
+    pub backfilled_at: Option<OffsetDateTime>,
 }
 
 /// A test event that made it through the queue and the handler.
@@ -1696,6 +1759,10 @@ impl Ledger {
     /// `event_types` (UpdateNotificationSettings replaces the whole setting,
     /// so these are all it now holds). `None` writes a record as they were
     /// before the event types were noted (AssignmentSubmitted only).
+    ///
+    /// The lab's own subscription: it replaces what the record said (active
+    /// again, not yet verified, the lab's), except a backfill still due,
+    /// which the watch must not lose.
     pub async fn record_subscription(
         &self,
         hit_type: &HitTypeId,
@@ -1703,7 +1770,49 @@ impl Ledger {
         event_types: Option<&[&str]>,
         now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
-        let mut put = self
+        let mut set = format!("SET {QUEUE_URL} = :q, {SUBSCRIBED_AT} = :at, {ACTIVE} = :yes");
+        let mut remove = format!(" REMOVE {VERIFIED_AT}, {SUBSCRIBED_BY}");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .expression_attribute_values(":q", s(queue_url))
+            .expression_attribute_values(":at", s(stamp(now)))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true));
+        match event_types {
+            Some(types) => {
+                set.push_str(&format!(", {EVENT_TYPES} = :events"));
+                update = update.expression_attribute_values(
+                    ":events",
+                    AttributeValue::L(types.iter().map(|e| s(*e)).collect()),
+                );
+            }
+            None => remove.push_str(&format!(", {EVENT_TYPES}")),
+        }
+        update
+            .update_expression(format!("{set}{remove}"))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(subscription)", e))?;
+        Ok(())
+    }
+
+    /// Records a subscription that covers a HIT type nobody had subscribed
+    /// (the watch, `coverage --fix`), with its backfill due. Only where the
+    /// ledger has no record of the HIT type: `false` when it had one (the
+    /// lab subscribed or unsubscribed it meanwhile), and nothing is written.
+    pub async fn record_covering_subscription(
+        &self,
+        hit_type: &HitTypeId,
+        queue_url: &str,
+        event_types: &[&str],
+        by: SubscribedBy,
+        now: OffsetDateTime,
+    ) -> Result<bool, LedgerError> {
+        const OP: &str = "PutItem(covering subscription)";
+        let result = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -1711,17 +1820,155 @@ impl Ledger {
             .item(SK, s(hit_type.as_str()))
             .item(QUEUE_URL, s(queue_url))
             .item(SUBSCRIBED_AT, s(stamp(now)))
-            .item(ACTIVE, AttributeValue::Bool(true));
-        if let Some(types) = event_types {
-            put = put.item(
+            .item(ACTIVE, AttributeValue::Bool(true))
+            .item(
                 EVENT_TYPES,
-                AttributeValue::L(types.iter().map(|e| s(*e)).collect()),
-            );
+                AttributeValue::L(event_types.iter().map(|e| s(*e)).collect()),
+            )
+            .item(SUBSCRIBED_BY, s(by.as_str()))
+            .item(BACKFILL_DUE, AttributeValue::Bool(true))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind == LedgerErrorKind::ConditionFailed {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
         }
-        put.send()
+    }
+
+    /// Notes that a covering subscription's earlier submissions are all
+    /// excluded: written only once they are, so a run stopped halfway leaves
+    /// the backfill due for the next.
+    pub async fn record_backfilled(
+        &self,
+        hit_type: &HitTypeId,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {BACKFILLED_AT} = :at REMOVE {BACKFILL_DUE}"))
+            .condition_expression(format!("attribute_exists({PK})"))
+            .expression_attribute_values(":at", s(stamp(now)))
+            .send()
             .await
-            .map_err(|e| sdk_error("PutItem(subscription)", e))?;
+            .map_err(|e| sdk_error("UpdateItem(subscription backfilled)", e))?;
         Ok(())
+    }
+
+    /// One HIT type's subscription record, read consistently.
+    pub async fn subscription(
+        &self,
+        hit_type: &HitTypeId,
+    ) -> Result<Option<Subscription>, LedgerError> {
+        const OP: &str = "GetItem(subscription)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        out.item.map(|i| subscription_from(OP, &i)).transpose()
+    }
+
+    /// Replaces the record of the watch's last run: its one write when it
+    /// finds nothing new.
+    pub async fn record_watch_run(&self, run: &WatchRun) -> Result<(), LedgerError> {
+        let counts = run
+            .counts
+            .iter()
+            .map(|(name, v)| (name.clone(), n(*v)))
+            .collect();
+        let unguarded = run
+            .unguarded
+            .iter()
+            .take(WATCH_RUN_LISTED)
+            .map(|h| {
+                let mut m = HashMap::from([
+                    (HIT_ID.to_owned(), s(h.hit_id.as_str())),
+                    (HIT_TYPE.to_owned(), s(h.hit_type_id.as_str())),
+                ]);
+                if let Some(t) = &h.title {
+                    m.insert(TITLE.to_owned(), s(t.as_str()));
+                }
+                AttributeValue::M(m)
+            })
+            .collect();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(CONFIG_PK))
+            .item(SK, s(WATCH_SK))
+            .item(
+                RAN_AT,
+                s(stamp(run.ran_at.unwrap_or_else(OffsetDateTime::now_utc))),
+            )
+            .item(COUNTS, AttributeValue::M(counts))
+            .item(UNGUARDED, AttributeValue::L(unguarded))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem(watch run)", e))?;
+        Ok(())
+    }
+
+    /// The watch's last run, if it ever ran.
+    pub async fn last_watch_run(&self) -> Result<Option<WatchRun>, LedgerError> {
+        const OP: &str = "GetItem(watch run)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(WATCH_SK))
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let mut counts: Vec<(String, u64)> = match item.get(COUNTS) {
+            Some(AttributeValue::M(m)) => m
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    AttributeValue::N(x) => x.parse().ok().map(|x| (k.clone(), x)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        counts.sort();
+        let unguarded = match item.get(UNGUARDED) {
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .filter_map(|v| match v {
+                    AttributeValue::M(m) => Some(UnguardedHit {
+                        hit_id: get_s(m, HIT_ID)?,
+                        hit_type_id: get_s(m, HIT_TYPE)?,
+                        title: get_s(m, TITLE),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(WatchRun {
+            ran_at: get_time(OP, &item, RAN_AT)?,
+            counts,
+            unguarded,
+        }))
     }
 
     /// Notes that a test event came through after these HIT types were subscribed.
@@ -1755,34 +2002,38 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every HIT type `subscribe` has recorded.
+    /// Every HIT type subscribed (by the lab or the watch), or unsubscribed.
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, LedgerError> {
         const OP: &str = "Query(subscriptions)";
         let items = self
             .query_all(OP, None, (PK, s(SUBSCRIPTION_PK)), None)
             .await?;
-        items
-            .iter()
-            .map(|i| {
-                let hit_type =
-                    get_s(i, SK).ok_or_else(|| corrupt(OP, "subscription without sk".into()))?;
-                Ok(Subscription {
-                    hit_type_id: HitTypeId::parse(&hit_type)
-                        .map_err(|e| corrupt(OP, format!("subscription: {e}")))?,
-                    queue_url: get_s(i, QUEUE_URL).unwrap_or_default(),
-                    subscribed_at: get_time(OP, i, SUBSCRIBED_AT)?,
-                    verified_at: get_time(OP, i, VERIFIED_AT)?,
-                    active: !matches!(i.get(ACTIVE), Some(AttributeValue::Bool(false))),
-                    event_types: match i.get(EVENT_TYPES) {
-                        Some(AttributeValue::L(list)) => {
-                            Some(list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-                        }
-                        _ => None,
-                    },
-                })
-            })
-            .collect()
+        items.iter().map(|i| subscription_from(OP, i)).collect()
     }
+}
+
+fn subscription_from(op: &'static str, i: &Item) -> Result<Subscription, LedgerError> {
+    let hit_type = get_s(i, SK).ok_or_else(|| corrupt(op, "subscription without sk".into()))?;
+    Ok(Subscription {
+        hit_type_id: HitTypeId::parse(&hit_type)
+            .map_err(|e| corrupt(op, format!("subscription: {e}")))?,
+        queue_url: get_s(i, QUEUE_URL).unwrap_or_default(),
+        subscribed_at: get_time(op, i, SUBSCRIBED_AT)?,
+        verified_at: get_time(op, i, VERIFIED_AT)?,
+        active: !matches!(i.get(ACTIVE), Some(AttributeValue::Bool(false))),
+        event_types: match i.get(EVENT_TYPES) {
+            Some(AttributeValue::L(list)) => {
+                Some(list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            }
+            _ => None,
+        },
+        subscribed_by: match get_s(i, SUBSCRIBED_BY).as_deref() {
+            Some("watch") => SubscribedBy::Watch,
+            _ => SubscribedBy::Lab,
+        },
+        backfill_due: matches!(i.get(BACKFILL_DUE), Some(AttributeValue::Bool(true))),
+        backfilled_at: get_time(op, i, BACKFILLED_AT)?,
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::exclusion::{ExclusionError, Outcome, Releases};
 use crate::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
 use crate::ledger::{Learned, LedgerError, NewParticipation};
-use crate::mturk::{Hit, MturkError};
+use crate::mturk::{Assignment, Hit, MturkError};
 
 use super::{Lab, Progress};
 
@@ -24,7 +24,7 @@ use super::{Lab, Progress};
 /// and a rerun resumes where it stopped.
 pub const FAILURE_STREAK_LIMIT: usize = 25;
 
-const HIT_GONE: &str = "AWS.MechanicalTurk.HITDoesNotExist";
+pub(crate) const HIT_GONE: &str = "AWS.MechanicalTurk.HITDoesNotExist";
 
 fn hit_gone_reason() -> String {
     "MTurk no longer knows this HIT (disposed 120 days after creation, or a typo); its workers \
@@ -246,14 +246,7 @@ pub async fn gather(
                     by_worker
                         .entry(a.worker_id.clone())
                         .or_default()
-                        .push(Item::Participation(NewParticipation {
-                            worker_id: a.worker_id,
-                            assignment_id: a.assignment_id,
-                            hit_id: a.hit_id,
-                            hit_type_id: a.hit_type_id,
-                            submit_time: a.submit_time,
-                            learned: Learned::Backfill,
-                        }));
+                        .push(Item::Participation(participation_of(a)));
                 }
             }
             // Disposed between the look-up and the listing.
@@ -303,6 +296,19 @@ pub async fn gather(
         }
     }
     Ok(by_worker)
+}
+
+/// What a listed assignment is recorded as: a participation learned by
+/// backfilling (the CLI's `exclude`, the watch).
+pub fn participation_of(a: Assignment) -> NewParticipation {
+    NewParticipation {
+        worker_id: a.worker_id,
+        assignment_id: a.assignment_id,
+        hit_id: a.hit_id,
+        hit_type_id: a.hit_type_id,
+        submit_time: a.submit_time,
+        learned: Learned::Backfill,
+    }
 }
 
 /// The file rows that can be recorded: one per assignment, and only when

@@ -20,11 +20,16 @@
 //! - [`subscribe`]: which HIT types to point at the queue, the round trip that
 //!   proves the notification path (is a test event the lab's own?), and why
 //!   none came back.
+//! - [`coverage`]: each HIT sorted by its requirements (ours, another list's,
+//!   unguarded), and the fix that adds the pool's requirement to a live HIT.
+//! - [`watch`]: the scheduled run that subscribes and backfills every HIT type
+//!   nobody subscribed, and counts what it cannot fix.
 //!
 //! The operations that exclude or release work on a [`Lab`], built once by
 //! the caller; the others take just the clients they read.
 
 pub mod backfill;
+pub mod coverage;
 pub mod export;
 pub mod queues;
 pub mod reconcile;
@@ -33,6 +38,7 @@ pub mod release;
 pub mod report;
 pub mod status;
 pub mod subscribe;
+pub mod watch;
 
 use crate::exclusion::Excluder;
 use crate::ids::QualificationTypeId;
@@ -50,6 +56,33 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The lab as a function configured by `config` sees it (the watch): its
+    /// own adaptive MTurk limiter, the exclusion path's durations from the
+    /// configuration, as the handler builds its own.
+    pub fn from_config(
+        config: &crate::config::Config,
+        mturk: aws_sdk_mturk::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Lab {
+        let limiter = std::sync::Arc::new(crate::rate::RateLimiter::starting_at(
+            config.mturk_max_rps,
+            config.mturk_start_rps,
+        ));
+        let mturk = Mturk::new(mturk, limiter);
+        let ledger = Ledger::new(dynamodb, &config.table_name);
+        let qualification = config.qualification_type_id.clone();
+        Lab {
+            excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone())
+                .with_timing(crate::exclusion::Timing {
+                    lease: config.assignment_lease,
+                    grant_window: config.grant_window,
+                }),
+            mturk,
+            ledger,
+            qualification,
+        }
+    }
+
     pub fn new(mturk: Mturk, ledger: Ledger, qualification: QualificationTypeId) -> Lab {
         Lab {
             excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone()),

@@ -180,6 +180,53 @@ pub struct Report {
     pub exposure: Exposure,
     pub check: Check,
     pub releases: Releases,
+    /// What the watch last found, and the HIT types it subscribed; `None`
+    /// when the watch never ran and subscribed nothing.
+    pub coverage: Option<Coverage>,
+}
+
+/// Coverage, from the watch's last run and the subscription records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Coverage {
+    pub last_run_at: Option<OffsetDateTime>,
+    pub live_unguarded: u64,
+    /// (HIT id, HIT type id, title) of the live unguarded HITs listed.
+    pub unguarded: Vec<(String, String, Option<String>)>,
+    /// (HIT type id, when the watch subscribed it, backfill still due).
+    pub subscribed_by_watch: Vec<(String, Option<OffsetDateTime>, bool)>,
+}
+
+/// Reads the subscriptions and the watch's last run (two small reads).
+pub async fn coverage(ledger: &Ledger) -> Result<Option<Coverage>, LedgerError> {
+    let run = ledger.last_watch_run().await?;
+    let mut subscribed_by_watch: Vec<_> = ledger
+        .subscriptions()
+        .await?
+        .into_iter()
+        .filter(|s| s.subscribed_by == crate::ledger::SubscribedBy::Watch)
+        .map(|s| {
+            (
+                s.hit_type_id.to_string(),
+                s.subscribed_at,
+                s.active && s.backfill_due,
+            )
+        })
+        .collect();
+    if run.is_none() && subscribed_by_watch.is_empty() {
+        return Ok(None);
+    }
+    subscribed_by_watch.sort_by_key(|(_, at, _)| std::cmp::Reverse(*at));
+    let run = run.unwrap_or_default();
+    Ok(Some(Coverage {
+        last_run_at: run.ran_at,
+        live_unguarded: run.count("live_unguarded").unwrap_or(0),
+        unguarded: run
+            .unguarded
+            .into_iter()
+            .map(|h| (h.hit_id, h.hit_type_id, h.title))
+            .collect(),
+        subscribed_by_watch,
+    }))
 }
 
 /// Reads the ledger once and aggregates it.
@@ -190,7 +237,9 @@ pub async fn gather(
     options: &Options,
 ) -> Result<Report, LedgerError> {
     let snapshot = ledger.snapshot(qualification).await?;
-    Ok(aggregate(&snapshot, source, options))
+    let mut report = aggregate(&snapshot, source, options);
+    report.coverage = coverage(ledger).await?;
+    Ok(report)
 }
 
 /// The nearest-rank `p`th percentile (0–100) of sorted values.
@@ -546,6 +595,45 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             list: release_list,
             kept_released,
         },
+        coverage: None,
+    }
+}
+
+#[cfg(test)]
+mod coverage_tests {
+    use super::*;
+
+    #[test]
+    fn the_page_shows_unguarded_hits_and_what_the_watch_subscribed_escaped() {
+        let snapshot = Snapshot::default();
+        let source = Source {
+            stack: None,
+            table: "ledger".into(),
+            qualification: "3Q".into(),
+            environment: "sandbox".into(),
+        };
+        let options = Options {
+            since: None,
+            with_worker_ids: false,
+            now: time::macros::datetime!(2026-03-10 12:00 UTC),
+        };
+        let mut r = aggregate(&snapshot, source, &options);
+        r.coverage = Some(Coverage {
+            last_run_at: Some(time::macros::datetime!(2026-03-10 12:00 UTC)),
+            live_unguarded: 1,
+            unguarded: vec![(
+                "3HITOPEN".into(),
+                "3TYPEOPEN".into(),
+                Some("<b>Study</b>".into()),
+            )],
+            subscribed_by_watch: vec![("3TYPEWATCHED".into(), None, true)],
+        });
+        let page = html::render(&r);
+        assert!(page.contains(r#"id="coverage""#));
+        assert!(page.contains("3HITOPEN"));
+        assert!(page.contains("&lt;b&gt;Study&lt;/b&gt;"));
+        assert!(page.contains("3TYPEWATCHED"));
+        assert!(page.contains("backfill due"));
     }
 }
 
@@ -848,6 +936,7 @@ mod tests {
     #[test]
     fn the_page_has_no_worker_id_unless_asked() {
         let page = html::render(&aggregate(&snapshot(), source(), &options(false)));
+        assert!(!page.contains(r#"id="coverage""#), "no watch, no section");
         for w in WORKERS {
             assert!(!page.contains(w), "{w} is on the page");
         }

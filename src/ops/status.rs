@@ -67,6 +67,33 @@ pub struct HitTypeReport {
     /// What the HIT type still lacks for the accept-time check's claims to
     /// end on return or abandon (run `subscribe` on it again).
     pub lacks_event_types: Vec<String>,
+    /// "lab" (`subscribe`, `coverage --fix`) or "watch".
+    pub subscribed_by: &'static str,
+    /// Its submissions from before the subscription are not all excluded yet
+    /// (the watch's next run goes on).
+    pub backfill_due: bool,
+    pub backfilled_at: Option<String>,
+}
+
+/// What the watch's last run found (`null` if it never ran).
+#[derive(Serialize, Debug)]
+pub struct WatchReport {
+    pub last_run_at: Option<String>,
+    /// Live HITs with no DoesNotExist requirement: workers the lab excluded can take them.
+    pub live_unguarded_hits: u64,
+    /// Up to [`ledger::WATCH_RUN_LISTED`] of them.
+    pub unguarded: Vec<UnguardedHitReport>,
+    pub hit_types_subscribed_by_watch: usize,
+    pub backfills_due: usize,
+    /// Errors of the last run (details in the watch's log).
+    pub errors: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct UnguardedHitReport {
+    pub hit_id: String,
+    pub hit_type_id: String,
+    pub title: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -142,6 +169,8 @@ pub struct Report {
     pub queue: Option<QueueReport>,
     pub dead_letter_queue: Option<QueueReport>,
     pub hit_types: Vec<HitTypeReport>,
+    /// Coverage, as the watch last saw it.
+    pub watch: Option<WatchReport>,
     /// Stuck participations, newest first (at most [`Request::failures`]).
     pub recent_failures: Vec<StuckReport>,
     /// What needs attention, each with what to do; empty when all is well.
@@ -196,6 +225,8 @@ pub async fn summary(
     let mut hit_types = Vec::new();
     for sub in ledger.subscriptions().await? {
         let event_types = sub.event_types;
+        let (subscribed_by, backfill_due) = (sub.subscribed_by.as_str(), sub.backfill_due);
+        let backfilled_at = sub.backfilled_at.map(ledger::stamp);
         hit_types.push(HitTypeReport {
             hit_type_id: sub.hit_type_id.to_string(),
             queue_url: (!sub.queue_url.is_empty()).then_some(sub.queue_url),
@@ -208,8 +239,33 @@ pub async fn summary(
                 .map(ledger::stamp),
             lacks_event_types: lacking_event_types(event_types.as_deref()),
             event_types,
+            subscribed_by,
+            backfill_due,
+            backfilled_at,
         });
     }
+    let watch = ledger.last_watch_run().await?.map(|run| WatchReport {
+        last_run_at: run.ran_at.map(ledger::stamp),
+        live_unguarded_hits: run.count("live_unguarded").unwrap_or(0),
+        errors: run.count("errors").unwrap_or(0),
+        unguarded: run
+            .unguarded
+            .into_iter()
+            .map(|h| UnguardedHitReport {
+                hit_id: h.hit_id,
+                hit_type_id: h.hit_type_id,
+                title: h.title,
+            })
+            .collect(),
+        hit_types_subscribed_by_watch: hit_types
+            .iter()
+            .filter(|t| t.subscribed_by == "watch")
+            .count(),
+        backfills_due: hit_types
+            .iter()
+            .filter(|t| t.active && t.backfill_due)
+            .count(),
+    });
 
     let queue_url = request.queue_url.as_deref().filter(|u| !u.is_empty());
     let queue = match queue_url {
@@ -235,6 +291,7 @@ pub async fn summary(
         queue,
         dead_letter_queue: dlq,
         hit_types,
+        watch,
         recent_failures: stuck
             .iter()
             .take(request.failures)
@@ -265,10 +322,26 @@ fn needs_attention(r: &Report) -> Vec<String> {
                 t.hit_type_id
             ));
         }
-        if t.verified_at.is_none() {
+        // The watch's subscriptions share the queue `subscribe` proved;
+        // a test event cannot prove a HIT type (DESIGN.md).
+        if t.verified_at.is_none() && t.subscribed_by == "lab" {
             problems.push(format!(
                 "HIT type {} was never verified: run `mturk-exclusion subscribe {}`",
                 t.hit_type_id, t.hit_type_id
+            ));
+        }
+    }
+    if let Some(w) = &r.watch {
+        if w.live_unguarded_hits > 0 {
+            problems.push(format!(
+                "{} live HIT(s) have no DoesNotExist requirement (the watch's last run): workers this pool excluded can take them; run `mturk-exclusion coverage`, then `coverage --fix` or add the requirement where the HIT was made",
+                w.live_unguarded_hits
+            ));
+        }
+        if w.errors > 0 {
+            problems.push(format!(
+                "the watch's last run had {} error(s): read its log (WatchFunctionLogGroup); the next run retries what is left",
+                w.errors
             ));
         }
     }
@@ -418,6 +491,7 @@ mod tests {
             queue: None,
             dead_letter_queue: None,
             hit_types: Vec::new(),
+            watch: None,
             recent_failures: Vec::new(),
             problems: Vec::new(),
         }
@@ -433,7 +507,31 @@ mod tests {
             last_recorded_at: None,
             event_types: None,
             lacks_event_types: lacks.iter().map(|s| (*s).to_owned()).collect(),
+            subscribed_by: "lab",
+            backfill_due: false,
+            backfilled_at: None,
         }
+    }
+
+    #[test]
+    fn the_watch_s_findings_need_attention_and_its_subscriptions_need_no_test_event() {
+        let mut r = healthy();
+        let mut by_watch = subscribed("3TYPEWATCH", true, false, &[]);
+        by_watch.subscribed_by = "watch";
+        r.hit_types = vec![by_watch];
+        r.watch = Some(WatchReport {
+            last_run_at: None,
+            live_unguarded_hits: 2,
+            unguarded: Vec::new(),
+            hit_types_subscribed_by_watch: 1,
+            backfills_due: 0,
+            errors: 1,
+        });
+        let problems = needs_attention(&r);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("2 live HIT(s) have no DoesNotExist requirement"));
+        assert!(problems[0].contains("mturk-exclusion coverage"));
+        assert!(problems[1].starts_with("the watch's last run had 1 error(s)"));
     }
 
     fn queue(url: &str, depth: Option<Depth>, error: Option<&str>) -> Option<QueueReport> {

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::check::NOTIFIED_EVENT_TYPES;
 use crate::ids::{shown, HitTypeId};
-use crate::ledger::{parse_stamp, Heartbeat, Ledger, LedgerError, OwnCustomer};
+use crate::ledger::{parse_stamp, Heartbeat, Ledger, LedgerError, OwnCustomer, SubscribedBy};
 use crate::mturk::{Hit, Mturk, MturkError};
 use crate::ops::queues::{self, Depth, Probe};
 
@@ -25,7 +25,7 @@ use crate::ops::queues::{self, Depth, Probe};
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(2);
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct HitTypeOutcome {
     pub hit_type_id: String,
     pub subscribed: bool,
@@ -156,6 +156,56 @@ pub async fn subscribe(
         hit_type_id: hit_type.to_string(),
         subscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
+    })
+}
+
+/// [`subscribe`] for a HIT type nobody subscribed (the watch, `coverage
+/// --fix`): the same call and event types, recorded as made `by` them with
+/// its backfill due, and only where the ledger still has no record of the
+/// HIT type. When one appeared meanwhile and it is the lab's `unsubscribe`,
+/// the setting just made is turned off again: the lab's word stands.
+pub async fn subscribe_covering(
+    mturk: &Mturk,
+    ledger: &Ledger,
+    hit_type: &HitTypeId,
+    queue_url: &str,
+    by: SubscribedBy,
+) -> Result<HitTypeOutcome, LedgerError> {
+    if let Err(e) = mturk.subscribe(hit_type, queue_url).await {
+        return Ok(HitTypeOutcome {
+            hit_type_id: hit_type.to_string(),
+            subscribed: false,
+            error: Some(e.to_string()),
+        });
+    }
+    let recorded = ledger
+        .record_covering_subscription(
+            hit_type,
+            queue_url,
+            NOTIFIED_EVENT_TYPES,
+            by,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    if !recorded {
+        if let Some(sub) = ledger.subscription(hit_type).await? {
+            if !sub.active {
+                let undone = mturk.unsubscribe(hit_type).await;
+                return Ok(HitTypeOutcome {
+                    hit_type_id: hit_type.to_string(),
+                    subscribed: false,
+                    error: Some(match undone {
+                        Ok(()) => "the lab unsubscribed this HIT type meanwhile; left unsubscribed".into(),
+                        Err(e) => format!("the lab unsubscribed this HIT type meanwhile, and turning its notifications off again failed ({e}); run `mturk-exclusion unsubscribe {hit_type}`"),
+                    }),
+                });
+            }
+        }
+    }
+    Ok(HitTypeOutcome {
+        hit_type_id: hit_type.to_string(),
+        subscribed: true,
+        error: None,
     })
 }
 
@@ -681,6 +731,8 @@ mod tests {
             hit_type_id: t(hit_type),
             title: None,
             status: status.into(),
+            requirements: Vec::new(),
+            properties: None,
         };
         let hits = [
             hit("3HIT1", "3TYPELIVE", "Assignable"),

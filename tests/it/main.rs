@@ -12,3 +12,4 @@ mod parser_properties;
 mod pipeline;
 mod races;
 mod rate;
+mod watch;

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::ids::{decode_token, encode_token};
 use crate::model::{
     assignment_json, hit_json, qual_type_json, qualification_json, AssignmentStatus, GrantStatus,
-    Model, NotificationSetting, QualType,
+    HitTypeProps, Model, NotificationSetting, QualType,
 };
 use crate::notify::{document, EventIds, PendingDelivery, EVENT_DOC_VERSION, EVENT_TYPES};
 
@@ -33,6 +33,8 @@ pub const OPERATIONS: &[&str] = &[
     "UpdateNotificationSettings",
     "SendTestEventNotification",
     "GetAccountBalance",
+    "CreateHITType",
+    "UpdateHITTypeOfHIT",
 ];
 
 pub(crate) struct Reply {
@@ -72,6 +74,8 @@ pub(crate) fn dispatch(
             return send_test_event_notification(model, parse(input)?, now)
         }
         "GetAccountBalance" => json!({ "AvailableBalance": "10000.00" }),
+        "CreateHITType" => create_hit_type(model, parse(input)?)?,
+        "UpdateHITTypeOfHIT" => update_hit_type_of_hit(model, parse(input)?)?,
         other => {
             return Err(ApiError::UnknownOperation(format!(
                 "Operation {other} is not supported by MTurkRequesterServiceV20170117."
@@ -711,4 +715,249 @@ fn send_test_event_notification(
             body,
         }],
     })
+}
+
+/// MTurk's system qualification types (the double's account holds no
+/// others than its own): Locale, the approval-rate and HITs-approved
+/// counts, Adult, and Masters (production and sandbox).
+pub(crate) const SYSTEM_QUALIFICATION_TYPES: &[&str] = &[
+    "00000000000000000071",
+    "000000000000000000L0",
+    "00000000000000000040",
+    "00000000000000000060",
+    "2F1QJWKUDD8XADTFD2Q0G6UTO95ALH",
+    "2ARFPLSP75KLA8M8DH1HTEQVJT3SY6",
+];
+
+const COMPARATORS: &[&str] = &[
+    "LessThan",
+    "LessThanOrEqualTo",
+    "GreaterThan",
+    "GreaterThanOrEqualTo",
+    "EqualTo",
+    "NotEqualTo",
+    "Exists",
+    "DoesNotExist",
+    "In",
+    "NotIn",
+];
+
+const ACTIONS_GUARDED: &[&str] = &["Accept", "PreviewAndAccept", "DiscoverPreviewAndAccept"];
+
+/// A HIT takes at most this many requirements.
+const MAX_REQUIREMENTS: usize = 10;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LocaleInput {
+    country: Option<String>,
+    subdivision: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequirementInput {
+    qualification_type_id: Option<String>,
+    comparator: Option<String>,
+    integer_values: Option<Vec<i32>>,
+    locale_values: Option<Vec<LocaleInput>>,
+    required_to_preview: Option<bool>,
+    actions_guarded: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateHitTypeInput {
+    auto_approval_delay_in_seconds: Option<i64>,
+    assignment_duration_in_seconds: Option<i64>,
+    reward: Option<String>,
+    title: Option<String>,
+    keywords: Option<String>,
+    description: Option<String>,
+    qualification_requirements: Option<Vec<RequirementInput>>,
+}
+
+/// MTurk's `CurrencyAmount`: dollars, with at most two decimals.
+fn reward_ok(reward: &str) -> bool {
+    let (whole, cents) = reward.split_once('.').unwrap_or((reward, "0"));
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && !cents.is_empty()
+        && cents.len() <= 2
+        && cents.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// One requirement checked as MTurk checks it, as the API will show it.
+fn requirement(model: &Model, r: RequirementInput) -> Result<Value, ApiError> {
+    let qual = required(
+        "QualificationRequirement.QualificationTypeId",
+        &r.qualification_type_id,
+    )?;
+    let comparator = required("QualificationRequirement.Comparator", &r.comparator)?;
+    if !COMPARATORS.contains(&comparator) {
+        return Err(ApiError::invalid(
+            "QualificationRequirement.Comparator",
+            comparator,
+            &format!(
+                "Member must satisfy enum value set: [{}]",
+                COMPARATORS.join(", ")
+            ),
+        ));
+    }
+    if let Some(actions) = &r.actions_guarded {
+        if !ACTIONS_GUARDED.contains(&actions.as_str()) {
+            return Err(ApiError::invalid(
+                "QualificationRequirement.ActionsGuarded",
+                actions,
+                &format!(
+                    "Member must satisfy enum value set: [{}]",
+                    ACTIONS_GUARDED.join(", ")
+                ),
+            ));
+        }
+    }
+    if model.qual_type(qual).is_none() && !SYSTEM_QUALIFICATION_TYPES.contains(&qual) {
+        return Err(qual_type_missing(qual));
+    }
+    let integers = r.integer_values.unwrap_or_default();
+    let locales = r.locale_values.unwrap_or_default();
+    let values = integers.len() + locales.len();
+    if !integers.is_empty() && !locales.is_empty() {
+        return Err(invalid_value(
+            "A QualificationRequirement cannot have both IntegerValues and LocaleValues.",
+        ));
+    }
+    let wanted_ok = match comparator {
+        "Exists" | "DoesNotExist" => values == 0,
+        "In" | "NotIn" => (1..=15).contains(&values),
+        _ => values == 1,
+    };
+    if !wanted_ok {
+        return Err(invalid_value(format!(
+            "The Comparator {comparator} does not take {values} value(s)."
+        )));
+    }
+    let mut out = Map::new();
+    out.insert("QualificationTypeId".into(), json!(qual));
+    out.insert("Comparator".into(), json!(comparator));
+    if !integers.is_empty() {
+        out.insert("IntegerValues".into(), json!(integers));
+    }
+    if !locales.is_empty() {
+        let mut shown = Vec::new();
+        for l in locales {
+            let country = required("Locale.Country", &l.country)?;
+            if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(ApiError::invalid(
+                    "Locale.Country",
+                    country,
+                    "Member must satisfy regular expression pattern: ^[A-Z]{2}$",
+                ));
+            }
+            let mut locale = Map::new();
+            locale.insert("Country".into(), json!(country));
+            if let Some(sub) = l.subdivision {
+                locale.insert("Subdivision".into(), json!(sub));
+            }
+            shown.push(Value::Object(locale));
+        }
+        out.insert("LocaleValues".into(), Value::Array(shown));
+    }
+    if let Some(preview) = r.required_to_preview {
+        out.insert("RequiredToPreview".into(), json!(preview));
+    }
+    if let Some(actions) = r.actions_guarded {
+        out.insert("ActionsGuarded".into(), json!(actions));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `CreateHITType`: the same properties give the same HIT type id (MTurk
+/// answers an existing one rather than making a second).
+fn create_hit_type(model: &mut Model, input: CreateHitTypeInput) -> Result<Value, ApiError> {
+    let duration = input
+        .assignment_duration_in_seconds
+        .ok_or_else(|| ApiError::missing("AssignmentDurationInSeconds"))?;
+    let reward = required("Reward", &input.reward)?;
+    let title = required("Title", &input.title)?;
+    let description = required("Description", &input.description)?;
+    if !(30..=31_536_000).contains(&duration) {
+        return Err(invalid_value(format!(
+            "AssignmentDurationInSeconds must be between 30 and 31536000 (got {duration})."
+        )));
+    }
+    let delay = input.auto_approval_delay_in_seconds.unwrap_or(2_592_000);
+    if !(0..=2_592_000).contains(&delay) {
+        return Err(invalid_value(format!(
+            "AutoApprovalDelayInSeconds must be between 0 and 2592000 (got {delay})."
+        )));
+    }
+    if !reward_ok(reward) {
+        return Err(invalid_value(format!(
+            "{reward} is not a valid Reward: dollars with at most two decimals, such as 0.50."
+        )));
+    }
+    if title.trim().is_empty() || title.chars().count() > 128 {
+        return Err(invalid_value("Title must be 1 to 128 characters."));
+    }
+    if description.trim().is_empty() || description.chars().count() > 2000 {
+        return Err(invalid_value("Description must be 1 to 2000 characters."));
+    }
+    let keywords = input.keywords.unwrap_or_default();
+    if keywords.chars().count() > 1000 {
+        return Err(invalid_value("Keywords must be at most 1000 characters."));
+    }
+    let requirements = input.qualification_requirements.unwrap_or_default();
+    if requirements.len() > MAX_REQUIREMENTS {
+        return Err(invalid_value(format!(
+            "A HIT can have at most {MAX_REQUIREMENTS} QualificationRequirements."
+        )));
+    }
+    let requirements = requirements
+        .into_iter()
+        .map(|r| requirement(model, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let id = model.hit_type_for(HitTypeProps {
+        title: title.to_owned(),
+        description: description.to_owned(),
+        reward: reward.to_owned(),
+        assignment_duration: std::time::Duration::from_secs(duration as u64),
+        auto_approval_delay: std::time::Duration::from_secs(delay as u64),
+        keywords,
+        qualification_requirements: requirements,
+    });
+    Ok(json!({ "HITTypeId": id }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateHitTypeOfHitInput {
+    #[serde(rename = "HITId")]
+    hit_id: Option<String>,
+    #[serde(rename = "HITTypeId")]
+    hit_type_id: Option<String>,
+}
+
+/// `UpdateHITTypeOfHIT`: the HIT takes on the HIT type's properties
+/// (requirements included); assignments already taken stay.
+fn update_hit_type_of_hit(
+    model: &mut Model,
+    input: UpdateHitTypeOfHitInput,
+) -> Result<Value, ApiError> {
+    let hit_id = entity("HITId", &input.hit_id)?;
+    let hit_type_id = entity("HITTypeId", &input.hit_type_id)?;
+    if model.live_hit(hit_id).is_none() {
+        return Err(ApiError::request(
+            "HITDoesNotExist",
+            format!("Hit {hit_id} does not exist."),
+        ));
+    }
+    if !model.hit_types.contains_key(hit_type_id) {
+        return Err(ApiError::request(
+            "HITTypeDoesNotExist",
+            format!("HITType {hit_type_id} does not exist."),
+        ));
+    }
+    model.change_hit_type(hit_id, hit_type_id);
+    Ok(json!({}))
 }

@@ -18,6 +18,11 @@
 //! bare HTTP 500s, arbitrary `RequestError`s, dropped connections, delays and
 //! lost notification deliveries; every request is recorded with its outcome.
 //!
+//! HIT types can be made with `CreateHITType` (the same properties give the
+//! same id, as on MTurk) and a HIT moved to one with `UpdateHITTypeOfHIT`;
+//! [`MturkDouble::post_hit`] posts a HIT as another tool would, its HIT type
+//! derived from its properties and requirements.
+//!
 //! Not covered: SigV4 is not verified (any credentials work); there is no
 //! HIT-creation, approval, bonus or worker-block API (HITs and assignments are
 //! seeded from Rust); time is the wall clock (HITs do not expire on their own,
@@ -291,6 +296,34 @@ impl MturkDouble {
     /// registered if it is new. Returns the HIT id.
     pub fn create_hit(&self, hit_type_id: &str) -> String {
         self.create_hit_with(hit_type_id, HitOptions::default())
+    }
+
+    /// A HIT posted the way another tool posts one (psiTurk, the requester
+    /// website): its HIT type is derived from its properties, as
+    /// `CreateHITType` derives it (same properties, same id). The
+    /// requirements are taken as given, unchecked, so that a test can post
+    /// what MTurk may show. Returns (HIT id, HIT type id).
+    pub fn post_hit(&self, options: HitOptions) -> (String, String) {
+        let mut state = self.lock();
+        let hit_type = state.model.hit_type_for(model::HitTypeProps::of(&options));
+        let hit = state
+            .model
+            .create_hit(&hit_type, options, SystemTime::now());
+        (hit, hit_type)
+    }
+
+    /// The HIT stops taking workers (no longer Assignable), as when its
+    /// lifetime runs out.
+    pub fn expire_hit(&self, hit_id: &str) {
+        self.lock().model.expire_hit(hit_id);
+    }
+
+    /// The HIT's `QualificationRequirements` as the API shows them.
+    pub fn requirements_of(&self, hit_id: &str) -> Option<Vec<Value>> {
+        self.lock()
+            .model
+            .hit(hit_id)
+            .map(|hit| hit.options.qualification_requirements.clone())
     }
 
     pub fn create_hit_with(&self, hit_type_id: &str, options: HitOptions) -> String {

@@ -97,6 +97,11 @@ pub struct HitOptions {
     pub assignment_duration: Duration,
     pub auto_approval_delay: Duration,
     pub requester_annotation: Option<String>,
+    pub keywords: String,
+    /// `QualificationRequirements` exactly as the API shows them. Seeded
+    /// from Rust without validation, so tests can post what other tools
+    /// (or MTurk itself) may hold: unknown comparators, empty lists, locales.
+    pub qualification_requirements: Vec<Value>,
 }
 
 impl Default for HitOptions {
@@ -110,8 +115,69 @@ impl Default for HitOptions {
             assignment_duration: Duration::from_secs(3600),
             auto_approval_delay: Duration::from_secs(3 * 24 * 3600),
             requester_annotation: None,
+            keywords: "survey, study, research".to_owned(),
+            qualification_requirements: Vec::new(),
         }
     }
+}
+
+/// What a HIT type is made of: MTurk derives the HIT type from exactly
+/// these, so equal properties give the same HIT type id.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HitTypeProps {
+    pub title: String,
+    pub description: String,
+    pub reward: String,
+    pub assignment_duration: Duration,
+    pub auto_approval_delay: Duration,
+    pub keywords: String,
+    pub qualification_requirements: Vec<Value>,
+}
+
+impl HitTypeProps {
+    pub(crate) fn of(options: &HitOptions) -> Self {
+        HitTypeProps {
+            title: options.title.clone(),
+            description: options.description.clone(),
+            reward: options.reward.clone(),
+            assignment_duration: options.assignment_duration,
+            auto_approval_delay: options.auto_approval_delay,
+            keywords: options.keywords.clone(),
+            qualification_requirements: options.qualification_requirements.clone(),
+        }
+    }
+
+    /// One string per distinct set of properties (requirements in order).
+    fn key(&self) -> String {
+        json!([
+            self.title,
+            self.description,
+            self.reward,
+            self.assignment_duration.as_secs(),
+            self.auto_approval_delay.as_secs(),
+            self.keywords,
+            self.qualification_requirements,
+        ])
+        .to_string()
+    }
+
+    /// A HIT takes on its (new) HIT type's properties.
+    pub(crate) fn apply_to(&self, options: &mut HitOptions) {
+        options.title = self.title.clone();
+        options.description = self.description.clone();
+        options.reward = self.reward.clone();
+        options.assignment_duration = self.assignment_duration;
+        options.auto_approval_delay = self.auto_approval_delay;
+        options.keywords = self.keywords.clone();
+        options.qualification_requirements = self.qualification_requirements.clone();
+    }
+}
+
+/// FNV-1a: stable across runs and Rust versions, unlike std's hasher.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub(crate) struct Hit {
@@ -168,6 +234,9 @@ pub(crate) struct Model {
     counters: HashMap<&'static str, u64>,
     /// HIT type id → HIT group id.
     pub hit_types: HashMap<String, String>,
+    /// The properties of HIT types made from properties (CreateHITType, or a
+    /// HIT posted with options); HIT types seeded by id have none.
+    pub hit_type_props: HashMap<String, HitTypeProps>,
     pub hits: Vec<Hit>,
     pub hit_index: HashMap<String, usize>,
     pub assignments: HashMap<String, Assignment>,
@@ -217,6 +286,33 @@ impl Model {
         id
     }
 
+    /// The HIT type of these properties: the same id for the same
+    /// properties, as MTurk's CreateHITType answers.
+    pub(crate) fn hit_type_for(&mut self, props: HitTypeProps) -> String {
+        // The top bit keeps these apart from the counter-made ids.
+        let id = entity_id(IdKind::HitType, fnv1a(&props.key()) | 1 << 63);
+        self.register_hit_type(&id);
+        self.hit_type_props.entry(id.clone()).or_insert(props);
+        id
+    }
+
+    /// Moves a HIT to another HIT type, whose properties it takes on.
+    pub(crate) fn change_hit_type(&mut self, hit_id: &str, hit_type_id: &str) {
+        let group = self.hit_types.get(hit_type_id).cloned().unwrap_or_default();
+        let props = self.hit_type_props.get(hit_type_id).cloned();
+        if let Some(hit) = self
+            .hit_index
+            .get(hit_id)
+            .and_then(|&i| self.hits.get_mut(i))
+        {
+            hit.hit_type_id = hit_type_id.to_owned();
+            hit.group_id = group;
+            if let Some(props) = props {
+                props.apply_to(&mut hit.options);
+            }
+        }
+    }
+
     pub(crate) fn create_hit(
         &mut self,
         hit_type_id: &str,
@@ -260,6 +356,18 @@ impl Model {
     /// A HIT the API can still see.
     pub(crate) fn live_hit(&self, hit_id: &str) -> Option<&Hit> {
         self.hit(hit_id).filter(|hit| !hit.disposed)
+    }
+
+    /// The HIT stops taking workers (its lifetime ends now), as
+    /// `UpdateExpirationForHIT` to the past does.
+    pub(crate) fn expire_hit(&mut self, hit_id: &str) {
+        if let Some(hit) = self
+            .hit_index
+            .get(hit_id)
+            .and_then(|&i| self.hits.get_mut(i))
+        {
+            hit.options.lifetime = Duration::ZERO;
+        }
     }
 
     pub(crate) fn dispose_hit(&mut self, hit_id: &str) {
@@ -421,7 +529,7 @@ pub(crate) fn hit_json(hit: &Hit, now: SystemTime) -> Value {
     out.insert("CreationTime".into(), epoch(hit.creation));
     out.insert("Title".into(), json!(hit.options.title));
     out.insert("Description".into(), json!(hit.options.description));
-    out.insert("Keywords".into(), json!("survey, study, research"));
+    out.insert("Keywords".into(), json!(hit.options.keywords));
     out.insert("HITStatus".into(), json!(status));
     out.insert("MaxAssignments".into(), json!(max));
     out.insert("Reward".into(), json!(hit.options.reward));
@@ -437,7 +545,10 @@ pub(crate) fn hit_json(hit: &Hit, now: SystemTime) -> Value {
     if let Some(annotation) = &hit.options.requester_annotation {
         out.insert("RequesterAnnotation".into(), json!(annotation));
     }
-    out.insert("QualificationRequirements".into(), json!([]));
+    out.insert(
+        "QualificationRequirements".into(),
+        Value::Array(hit.options.qualification_requirements.clone()),
+    );
     out.insert("HITReviewStatus".into(), json!("NotReviewed"));
     out.insert("NumberOfAssignmentsPending".into(), json!(pending));
     out.insert("NumberOfAssignmentsAvailable".into(), json!(available));

@@ -644,6 +644,44 @@ pub fn render(r: &Report) -> String {
     }
     page.push_str("</section>\n");
 
+    if let Some(c) = &r.coverage {
+        page.push_str(r#"<section id="coverage"><h2>Coverage</h2>"#);
+        page.push_str(&read(&format!(
+            "the watch lists the lab's HITs every few minutes; its last run{} found {} live HIT(s) \
+             with no DoesNotExist requirement, which workers the lab excluded can take (`mturk-exclusion \
+             coverage --fix` guards them), and it subscribed the HIT types below, which nobody had.",
+            c.last_run_at.map(|t| format!(" ({})", when(t))).unwrap_or_default(),
+            c.live_unguarded
+        )));
+        if !c.unguarded.is_empty() {
+            page.push_str("<table><thead><tr><th>Unguarded live HIT</th><th>HIT type</th><th>Title</th></tr></thead><tbody>");
+            for (hit, hit_type, title) in &c.unguarded {
+                let _ = write!(
+                    page,
+                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+                    escape(hit),
+                    escape(hit_type),
+                    escape(title.as_deref().unwrap_or(""))
+                );
+            }
+            page.push_str("</tbody></table>");
+        }
+        if !c.subscribed_by_watch.is_empty() {
+            page.push_str("<table><thead><tr><th>HIT type subscribed by the watch</th><th>When</th><th>Backfill</th></tr></thead><tbody>");
+            for (hit_type, at, due) in &c.subscribed_by_watch {
+                let _ = write!(
+                    page,
+                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                    escape(hit_type),
+                    at.map(when).unwrap_or_default(),
+                    if *due { "backfill due" } else { "done" }
+                );
+            }
+            page.push_str("</tbody></table>");
+        }
+        page.push_str("</section>\n");
+    }
+
     let _ = write!(
         page,
         r#"<footer>Made by <code>mturk-exclusion report</code> {}. This page loads nothing: its styles and charts are in this file, and it runs no script.</footer>

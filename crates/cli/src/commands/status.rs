@@ -124,18 +124,46 @@ fn print_text(r: &Report) {
         for t in &r.hit_types {
             let or_never = |v: &Option<String>| v.clone().unwrap_or_else(|| "never".into());
             println!(
-                "  {}  {}  subscribed {}  verified {}  last participation {}",
+                "  {}  {}  subscribed {} by the {}  verified {}  last participation {}{}",
                 t.hit_type_id,
                 if t.active { "active" } else { "inactive" },
                 t.subscribed_at.as_deref().unwrap_or("?"),
+                t.subscribed_by,
                 or_never(&t.verified_at),
                 or_never(&t.last_recorded_at),
+                if t.active && t.backfill_due {
+                    "  (backfill due)"
+                } else {
+                    ""
+                },
             );
             if !t.lacks_event_types.is_empty() {
                 println!(
                     "    lacks {} (run `mturk-exclusion subscribe {}` again)",
                     t.lacks_event_types.join(", "),
                     t.hit_type_id
+                );
+            }
+        }
+    }
+    match &r.watch {
+        None => {
+            println!("Coverage: the watch has not run yet (the stack's exclusion-watch function)")
+        }
+        Some(w) => {
+            println!(
+                "Coverage (the watch's last run, {}): {} live HIT(s) unguarded; {} HIT type(s) subscribed by the watch; {} backfill(s) due",
+                w.last_run_at.as_deref().unwrap_or("?"),
+                w.live_unguarded_hits,
+                w.hit_types_subscribed_by_watch,
+                w.backfills_due
+            );
+            for h in &w.unguarded {
+                println!(
+                    "  unguarded: HIT {}  type {}  \"{}\"",
+                    h.hit_id,
+                    h.hit_type_id,
+                    h.title.as_deref().unwrap_or("")
                 );
             }
         }

@@ -6,10 +6,12 @@
 //! - `operations`: each operation's answers and `RequestError`s;
 //! - `pagination`: `NextToken` paging as MTurk does it;
 //! - `faults`: injected errors, throttling, dropped connections, timeouts;
-//! - `notifications`: documents delivered to SQS as MTurk sends them.
+//! - `notifications`: documents delivered to SQS as MTurk sends them;
+//! - `hit_types`: CreateHITType, UpdateHITTypeOfHIT and what ListHITs shows of them.
 
 mod common;
 mod faults;
+mod hit_types;
 mod notifications;
 mod operations;
 mod pagination;

@@ -1,0 +1,589 @@
+//! The watch: every few minutes (the `exclusion-watch` Lambda, on a
+//! schedule), make sure no HIT of the lab slips past the pipeline.
+//!
+//! One run:
+//! 1. lists the lab's HITs, every page, through the one MTurk limiter;
+//! 2. sorts each by its requirements ([`coverage`]): ours, another list's,
+//!    unguarded; with `guard_unguarded` it first adds the pool's requirement
+//!    to live unguarded HITs ([`coverage::fix`]);
+//! 3. subscribes the HIT types of "ours" HITs (and of unguarded ones with
+//!    `cover_unguarded`) that the ledger has no record of, with the same
+//!    call and event types as `subscribe`, recorded as the watch's with
+//!    their backfill due. A HIT type the lab unsubscribed has a record
+//!    (inactive): it is never subscribed again;
+//! 4. backfills each subscription whose backfill is due: every submitted,
+//!    approved or rejected assignment of its HITs goes through the one
+//!    exclusion path (silent grants, a release stands, exclusion wins, a
+//!    duplicate costs no second grant). "Backfill done" is written only once
+//!    all of a HIT type's assignments are settled, so a run stopped by an
+//!    outage or its deadline leaves the rest due for the next run;
+//! 5. writes its one heartbeat (what it counted, the live unguarded HITs).
+//!
+//! A run that finds nothing new makes only the ListHITs calls, one ledger
+//! read (the subscriptions) and the heartbeat write.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::config::ConfigError;
+use crate::exclusion::{Outcome, Releases};
+use crate::ids::HitTypeId;
+use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun};
+use crate::metrics::{Document, Unit};
+use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
+use crate::ops::backfill::{self, Gathered, Item};
+use crate::ops::coverage::{self, Class, Counts, Sorted};
+use crate::ops::{subscribe, Lab};
+
+/// What a run is told (the function's environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `QUEUE_URL`: where subscribed HIT types notify (the stack's queue).
+    pub queue_url: String,
+    /// `COVER_UNGUARDED_HITS` (default true): also subscribe the HIT types
+    /// of HITs with no DoesNotExist requirement.
+    pub cover_unguarded: bool,
+    /// `GUARD_UNGUARDED_HITS` (default false): add the pool's requirement to
+    /// live unguarded HITs (CreateHITType + UpdateHITTypeOfHIT).
+    pub guard_unguarded: bool,
+    /// Workers backfilled at once (MTurk calls stay within the limiter).
+    pub concurrency: usize,
+}
+
+fn flag(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match lookup(variable).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable,
+            problem: format!("{other:?} is neither \"true\" nor \"false\""),
+        }),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let queue_url =
+            lookup("QUEUE_URL")
+                .filter(|q| !q.trim().is_empty())
+                .ok_or(ConfigError {
+                    variable: "QUEUE_URL",
+                    problem: "is not set: the watch subscribes HIT types to this queue".into(),
+                })?;
+        Ok(Settings {
+            queue_url,
+            cover_unguarded: flag(&lookup, "COVER_UNGUARDED_HITS", true)?,
+            guard_unguarded: flag(&lookup, "GUARD_UNGUARDED_HITS", false)?,
+            concurrency: 4,
+        })
+    }
+}
+
+/// A live HIT that admits excluded workers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UnguardedLine {
+    pub hit_id: String,
+    pub title: Option<String>,
+    pub hit_type_id: String,
+}
+
+/// What one run did and found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Every HIT listed, by class (live unguarded after any guarding).
+    pub counts: Counts,
+    pub live_unguarded: Vec<UnguardedLine>,
+    /// HIT types this run pointed at the queue.
+    pub hit_types_subscribed: Vec<String>,
+    /// HIT types left alone because the lab unsubscribed them.
+    pub left_unsubscribed: Vec<String>,
+    /// HIT types of unguarded HITs not subscribed (CoverUnguardedHits=false).
+    pub unguarded_not_covered: Vec<String>,
+    /// HIT types whose backfill this run finished.
+    pub backfilled_hit_types: Vec<String>,
+    /// HIT types whose backfill is still due (stopped, or failed): the next run goes on.
+    pub backfill_left: Vec<String>,
+    /// Submissions newly recorded by backfilling (not ones the ledger had).
+    pub submissions_backfilled: usize,
+    /// Of those, workers granted the qualification just now.
+    pub newly_excluded: usize,
+    /// Of those, kept released (submitted before the worker's release).
+    pub kept_released: usize,
+    /// What guarding unguarded HITs came to (GuardUnguardedHits=true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guarded: Option<coverage::FixReport>,
+    pub errors: Vec<String>,
+    /// The run stopped before its deadline with work left.
+    pub stopped_at_deadline: bool,
+    /// MTurk calls sent, throttled retries included.
+    pub mturk_calls: u64,
+}
+
+impl Report {
+    /// The run's one EMF line: namespace and `Pool` dimension as the other
+    /// functions', counts only (no ids).
+    pub fn emf_lines(&self, pool: &str, timestamp_ms: u64) -> Vec<String> {
+        Document::new(timestamp_ms)
+            .dimension("Pool", pool)
+            .group(&["Pool"])
+            .value(
+                "UnguardedHits",
+                Unit::Count,
+                self.counts.live_unguarded as f64,
+            )
+            .value(
+                "HitTypesSubscribed",
+                Unit::Count,
+                self.hit_types_subscribed.len() as f64,
+            )
+            .value(
+                "SubmissionsBackfilled",
+                Unit::Count,
+                self.submissions_backfilled as f64,
+            )
+            .value("WatchErrors", Unit::Count, self.errors.len() as f64)
+            .lines()
+    }
+}
+
+/// One run, which starts no work after `deadline` (give the caller's
+/// margin before the Lambda's own). Never fails: what went wrong is in
+/// `errors`, and what is left is left for the next run.
+pub async fn run(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
+    let (mut report, calls) = counting_calls(retrying_throttles_until(
+        deadline,
+        run_once(lab, settings, deadline),
+    ))
+    .await;
+    report.mturk_calls = calls.sent;
+    report
+}
+
+fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedLine> {
+    sorted
+        .iter()
+        .filter(|(h, s)| s.class == Class::Unguarded && coverage::is_live(h))
+        .map(|(h, _)| UnguardedLine {
+            hit_id: h.hit_id.to_string(),
+            title: h.title.clone(),
+            hit_type_id: h.hit_type_id.to_string(),
+        })
+        .collect()
+}
+
+async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
+    let mut report = Report::default();
+    let hits = match lab.mturk.hits().await {
+        Ok(hits) => hits,
+        Err(e) => {
+            report.errors.push(format!("listing the lab's HITs: {e}"));
+            return report;
+        }
+    };
+    let (mut sorted, counts) = coverage::sort_hits(hits, &lab.qualification);
+    report.counts = counts;
+    let mut subscriptions = match lab.ledger.subscriptions().await {
+        Ok(subs) => by_type(subs),
+        Err(e) => {
+            report.live_unguarded = unguarded_lines(&sorted);
+            report
+                .errors
+                .push(format!("reading the subscriptions: {e}"));
+            return report;
+        }
+    };
+
+    if settings.guard_unguarded && report.counts.live_unguarded > 0 {
+        if let Err(e) = guard(lab, settings, &mut sorted, &mut subscriptions, &mut report).await {
+            report.live_unguarded = unguarded_lines(&sorted);
+            report.errors.push(e);
+            return report;
+        }
+    }
+    report.live_unguarded = unguarded_lines(&sorted);
+
+    // The HIT types to cover, in the order MTurk listed their HITs.
+    let mut seen = HashSet::new();
+    let mut due: Vec<HitTypeId> = Vec::new();
+    for (hit, s) in &sorted {
+        let t = &hit.hit_type_id;
+        if !seen.insert(t.clone()) {
+            continue;
+        }
+        match s.class {
+            Class::OtherList => continue,
+            Class::Unguarded if !settings.cover_unguarded => {
+                report.unguarded_not_covered.push(t.to_string());
+                continue;
+            }
+            Class::Ours | Class::Unguarded => {}
+        }
+        match subscriptions.get(t) {
+            // The lab's `unsubscribe` stands.
+            Some(sub) if !sub.active => report.left_unsubscribed.push(t.to_string()),
+            Some(sub) if sub.backfill_due => due.push(t.clone()),
+            Some(_) => {}
+            None => {
+                if Instant::now() >= deadline {
+                    report.stopped_at_deadline = true;
+                    break;
+                }
+                match subscribe::subscribe_covering(
+                    &lab.mturk,
+                    &lab.ledger,
+                    t,
+                    &settings.queue_url,
+                    SubscribedBy::Watch,
+                )
+                .await
+                {
+                    Ok(outcome) if outcome.subscribed => {
+                        report.hit_types_subscribed.push(t.to_string());
+                        due.push(t.clone());
+                    }
+                    Ok(outcome) => report.errors.push(format!(
+                        "subscribing HIT type {t}: {}",
+                        outcome.error.unwrap_or_default()
+                    )),
+                    Err(e) => {
+                        // Subscribed on MTurk but not recorded: the next run
+                        // finds no record and subscribes (harmlessly) again.
+                        report.errors.push(format!("recording HIT type {t}: {e}"));
+                        return finish(lab, report).await;
+                    }
+                }
+            }
+        }
+    }
+    // Backfills still due for HIT types with no HIT listed any more (or not
+    // covered now): nothing MTurk can list is left of them but their record.
+    for sub in subscriptions.values() {
+        if sub.active && sub.backfill_due && !seen.contains(&sub.hit_type_id) {
+            due.push(sub.hit_type_id.clone());
+        }
+    }
+
+    let mut hits_of: HashMap<&HitTypeId, Vec<&Hit>> = HashMap::new();
+    for (hit, _) in &sorted {
+        hits_of.entry(&hit.hit_type_id).or_default().push(hit);
+    }
+    for (i, t) in due.iter().enumerate() {
+        if Instant::now() >= deadline {
+            report.stopped_at_deadline = true;
+            report
+                .backfill_left
+                .extend(due[i..].iter().map(ToString::to_string));
+            break;
+        }
+        let hits = hits_of.get(t).cloned().unwrap_or_default();
+        let done = backfill_type(lab, settings, t, &hits, deadline, &mut report).await;
+        if !done {
+            report.backfill_left.push(t.to_string());
+            continue;
+        }
+        if let Err(e) = lab
+            .ledger
+            .record_backfilled(t, OffsetDateTime::now_utc())
+            .await
+        {
+            report
+                .errors
+                .push(format!("recording HIT type {t}'s backfill as done: {e}"));
+            report
+                .backfill_left
+                .extend(due[i..].iter().map(ToString::to_string));
+            return finish(lab, report).await;
+        }
+        report.backfilled_hit_types.push(t.to_string());
+    }
+    finish(lab, report).await
+}
+
+fn by_type(subs: Vec<Subscription>) -> HashMap<HitTypeId, Subscription> {
+    subs.into_iter()
+        .map(|s| (s.hit_type_id.clone(), s))
+        .collect()
+}
+
+/// Adds the pool's requirement to the live unguarded HITs (as `coverage
+/// --fix` does), then sorts what moved as ours. The error is the ledger failing.
+async fn guard(
+    lab: &Lab,
+    settings: &Settings,
+    sorted: &mut [(Hit, Sorted)],
+    subscriptions: &mut HashMap<HitTypeId, Subscription>,
+    report: &mut Report,
+) -> Result<(), String> {
+    let plan = coverage::plan_fix(sorted.iter().map(|(h, _)| h), &lab.qualification);
+    for c in &plan.cannot {
+        report.errors.push(format!(
+            "guarding HIT {} (HIT type {}): {}",
+            c.hit_id, c.hit_type_id, c.reason
+        ));
+    }
+    if plan.hit_types.is_empty() {
+        return Ok(());
+    }
+    let fixed = coverage::fix(
+        &lab.mturk,
+        &lab.ledger,
+        &lab.qualification,
+        &plan,
+        &settings.queue_url,
+        SubscribedBy::Watch,
+    )
+    .await
+    .map_err(|e| format!("guarding unguarded HITs: {e}"))?;
+    for f in &fixed.hits {
+        if let Some(e) = &f.error {
+            report
+                .errors
+                .push(format!("guarding HIT {}: {e}", f.hit_id));
+        }
+        let Some(new_type) = f.new_hit_type_id.as_deref().filter(|_| f.guarded) else {
+            continue;
+        };
+        if let Some((hit, s)) = sorted
+            .iter_mut()
+            .find(|(h, _)| h.hit_id.as_str() == f.hit_id)
+        {
+            if let Ok(t) = HitTypeId::parse(new_type) {
+                hit.hit_type_id = t;
+                hit.requirements
+                    .push(coverage::pool_requirement(&lab.qualification));
+                s.class = Class::Ours;
+                report.counts.unguarded -= 1;
+                report.counts.live_unguarded -= 1;
+                report.counts.ours += 1;
+            }
+        }
+    }
+    for s in &fixed.subscribed {
+        if s.subscribed {
+            report.hit_types_subscribed.push(s.hit_type_id.clone());
+        } else if let Some(e) = &s.error {
+            report
+                .errors
+                .push(format!("subscribing HIT type {}: {e}", s.hit_type_id));
+        }
+    }
+    report.guarded = Some(fixed);
+    *subscriptions = by_type(
+        lab.ledger
+            .subscriptions()
+            .await
+            .map_err(|e| format!("reading the subscriptions: {e}"))?,
+    );
+    Ok(())
+}
+
+/// Excludes the workers of one HIT type's HITs. True when every assignment
+/// MTurk listed is settled (recorded, excluded or kept released), so the
+/// backfill may be recorded as done.
+async fn backfill_type(
+    lab: &Lab,
+    settings: &Settings,
+    hit_type: &HitTypeId,
+    hits: &[&Hit],
+    deadline: Instant,
+    report: &mut Report,
+) -> bool {
+    let mut gathered = Gathered::new();
+    for hit in hits {
+        if Instant::now() >= deadline {
+            report.stopped_at_deadline = true;
+            return false;
+        }
+        match lab.mturk.assignments_for_hit(hit, |_| {}).await {
+            Ok(assignments) => {
+                for a in assignments {
+                    gathered
+                        .entry(a.worker_id.clone())
+                        .or_default()
+                        .push(Item::Participation(backfill::participation_of(a)));
+                }
+            }
+            // Disposed since it was listed: nothing of it can be listed any more.
+            Err(e) if e.turk_error_code() == Some(backfill::HIT_GONE) => {}
+            Err(e) => {
+                report.errors.push(format!(
+                    "listing the assignments of HIT {} (HIT type {hit_type}): {e}",
+                    hit.hit_id
+                ));
+                return false;
+            }
+        }
+    }
+    let options = backfill::Options {
+        dry_run: false,
+        releases: Releases::Respect,
+        concurrency: settings.concurrency,
+    };
+    let results: Vec<Option<backfill::WorkerResult>> = stream::iter(gathered)
+        .map(|(worker, items)| async move {
+            // No worker is started after the deadline; one started finishes.
+            if Instant::now() >= deadline {
+                None
+            } else {
+                Some(backfill::exclude_worker(lab, worker, items, options).await)
+            }
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect()
+        .await;
+    let mut done = true;
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for r in results {
+        let Some(r) = r else {
+            report.stopped_at_deadline = true;
+            done = false;
+            continue;
+        };
+        for (_, outcome) in &r.outcomes {
+            match outcome {
+                Outcome::Duplicate => {}
+                Outcome::Excluded => {
+                    report.submissions_backfilled += 1;
+                    report.newly_excluded += 1;
+                }
+                Outcome::AlreadyExcluded => report.submissions_backfilled += 1,
+                Outcome::KeptReleased => {
+                    report.submissions_backfilled += 1;
+                    report.kept_released += 1;
+                }
+            }
+        }
+        if !r.failures.is_empty() {
+            done = false;
+            for f in r.failures {
+                // Worker ids stay out of the function's logs.
+                let reason = f.reason.replace(r.worker.as_str(), "<worker>");
+                *failures.entry(reason).or_default() += 1;
+            }
+        }
+    }
+    for (reason, n) in failures {
+        report.errors.push(format!(
+            "backfilling HIT type {hit_type}: {n} submission(s) not settled: {reason}"
+        ));
+    }
+    done
+}
+
+/// The run's heartbeat: what it counted and the live unguarded HITs.
+async fn finish(lab: &Lab, mut report: Report) -> Report {
+    let run = WatchRun {
+        ran_at: Some(OffsetDateTime::now_utc()),
+        counts: vec![
+            ("hits".into(), report.counts.hits as u64),
+            ("ours".into(), report.counts.ours as u64),
+            ("other_list".into(), report.counts.other_list as u64),
+            ("unguarded".into(), report.counts.unguarded as u64),
+            ("live_unguarded".into(), report.counts.live_unguarded as u64),
+            (
+                "odd_requirements".into(),
+                report.counts.odd_requirements as u64,
+            ),
+            (
+                "hit_types_subscribed".into(),
+                report.hit_types_subscribed.len() as u64,
+            ),
+            (
+                "submissions_backfilled".into(),
+                report.submissions_backfilled as u64,
+            ),
+            ("backfill_left".into(), report.backfill_left.len() as u64),
+            ("errors".into(), report.errors.len() as u64),
+        ],
+        unguarded: report
+            .live_unguarded
+            .iter()
+            .map(|l| UnguardedHit {
+                hit_id: l.hit_id.clone(),
+                hit_type_id: l.hit_type_id.clone(),
+                title: l.title.clone(),
+            })
+            .collect(),
+    };
+    if let Err(e) = lab.ledger.record_watch_run(&run).await {
+        report.errors.push(format!("recording the run: {e}"));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_the_queue_and_default_to_covering_without_guarding() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let missing = Settings::from_lookup(env(&[])).unwrap_err();
+        assert_eq!(missing.variable, "QUEUE_URL");
+        let s = Settings::from_lookup(env(&[("QUEUE_URL", "https://q")])).unwrap();
+        assert!(s.cover_unguarded);
+        assert!(!s.guard_unguarded);
+        let s = Settings::from_lookup(env(&[
+            ("QUEUE_URL", "https://q"),
+            ("COVER_UNGUARDED_HITS", "false"),
+            ("GUARD_UNGUARDED_HITS", "true"),
+        ]))
+        .unwrap();
+        assert!(!s.cover_unguarded);
+        assert!(s.guard_unguarded);
+        let bad = Settings::from_lookup(env(&[
+            ("QUEUE_URL", "https://q"),
+            ("GUARD_UNGUARDED_HITS", "yes"),
+        ]))
+        .unwrap_err();
+        assert_eq!(bad.variable, "GUARD_UNGUARDED_HITS");
+    }
+
+    #[test]
+    fn one_emf_line_with_the_four_counts_and_no_ids() {
+        let report = Report {
+            counts: Counts {
+                live_unguarded: 2,
+                ..Counts::default()
+            },
+            live_unguarded: vec![UnguardedLine {
+                hit_id: "3HITSECRET".into(),
+                title: None,
+                hit_type_id: "3TYPESECRET".into(),
+            }],
+            hit_types_subscribed: vec!["3TYPESECRET".into()],
+            submissions_backfilled: 7,
+            errors: vec!["x".into()],
+            ..Report::default()
+        };
+        let lines = report.emf_lines("lab", 1);
+        assert_eq!(lines.len(), 1);
+        let doc: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(doc["UnguardedHits"], 2);
+        assert_eq!(doc["HitTypesSubscribed"], 1);
+        assert_eq!(doc["SubmissionsBackfilled"], 7);
+        assert_eq!(doc["WatchErrors"], 1);
+        assert_eq!(doc["Pool"], "lab");
+        assert!(!lines[0].contains("SECRET"));
+    }
+}
