@@ -80,10 +80,16 @@ if [[ -n "$DIRTY" ]]; then
   fi
 fi
 COMMIT="$(git rev-parse HEAD)"
-export MTURK_EXCLUSION_COMMIT="${COMMIT:0:12}"
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}"
+SHORT="${COMMIT:0:12}"
+# Not exported: the cc crate reruns a build script when SOURCE_DATE_EPOCH
+# changes (C compilers read it), so exporting it to cargo would make ring
+# build anew here and again in a later `sam build`. Only the archiving
+# steps get it, and only the CLI's build gets the commit.
+EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}"
+unset SOURCE_DATE_EPOCH MTURK_EXCLUSION_COMMIT
+[[ "$EPOCH" =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be seconds since the epoch (got $EPOCH)"
 read -r -a CLI_TARGETS <<<"${CLI_TARGETS:-$CLI_TARGETS_DEFAULT}"
-say "release $VERSION from commit $MTURK_EXCLUSION_COMMIT (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH) into ${OUT#"$REPO_ROOT"/}"
+say "release $VERSION from commit $SHORT (SOURCE_DATE_EPOCH=$EPOCH) into ${OUT#"$REPO_ROOT"/}"
 
 t="$(now)"
 bash "$REPO_ROOT/scripts/setup.sh" --release-tools
@@ -127,8 +133,8 @@ for f in "${FUNCTIONS[@]}"; do
   [[ -x "$bootstrap" ]] || die "no executable $bootstrap after the build"
   is_elf "$bootstrap" b700 || die "$bootstrap is not a 64-bit aarch64 ELF"
   cp "$bootstrap" "$STAGE/bootstrap-$binary"
-  touch -d "@$SOURCE_DATE_EPOCH" "$STAGE/bootstrap-$binary"
-  "$PY" scripts/release-archive.py zip "$OUT/$binary.zip" "bootstrap=$STAGE/bootstrap-$binary"
+  touch -d "@$EPOCH" "$STAGE/bootstrap-$binary"
+  SOURCE_DATE_EPOCH="$EPOCH" "$PY" scripts/release-archive.py zip "$OUT/$binary.zip" "bootstrap=$STAGE/bootstrap-$binary"
   say "$binary.zip: bootstrap $(mib "$(size_of "$bootstrap")"), zip $(mib "$(size_of "$OUT/$binary.zip")")"
   timed "$binary.zip (arm64 bootstrap)" "$t"
 done
@@ -137,7 +143,7 @@ done
 step "template.yaml (packaged)"
 t="$(now)"
 "$PY" scripts/release-template.py package template.yaml "$OUT/template.yaml" \
-  "$VERSION" "$MTURK_EXCLUSION_COMMIT" "${SOURCE_CODE_URL:-}"
+  "$VERSION" "$SHORT" "${SOURCE_CODE_URL:-}"
 cp README.md "$OUT/README.md"
 "$PY" scripts/release-template.py check "$OUT/template.yaml" "$OUT"
 timed "template.yaml + README.md" "$t"
@@ -147,7 +153,7 @@ cargo zigbuild --version
 for target in "${CLI_TARGETS[@]}"; do
   step "CLI for $target: cargo zigbuild --profile dist-cli"
   t="$(now)"
-  cargo zigbuild "${LOCKED[@]}" --profile dist-cli --target "$target" \
+  MTURK_EXCLUSION_COMMIT="$SHORT" cargo zigbuild "${LOCKED[@]}" --profile dist-cli --target "$target" \
     -p mturk-exclusion-cli --bin mturk-exclusion ||
     die "cargo zigbuild failed for $target"
   exe=mturk-exclusion
@@ -159,8 +165,8 @@ for target in "${CLI_TARGETS[@]}"; do
   cp "$bin" "$STAGE/$name/$exe"
   chmod 0755 "$STAGE/$name/$exe"
   chmod 0755 "$STAGE/$name"
-  touch -d "@$SOURCE_DATE_EPOCH" "$STAGE/$name/$exe" "$STAGE/$name"
-  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+  touch -d "@$EPOCH" "$STAGE/$name/$exe" "$STAGE/$name"
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$EPOCH" \
     --format=gnu -C "$STAGE" -cf - "$name" | gzip -9 -n >"$OUT/$name.tar.gz"
   say "$name.tar.gz: binary $(mib "$(size_of "$bin")"), archive $(mib "$(size_of "$OUT/$name.tar.gz")")"
   timed "CLI $target" "$t"
@@ -170,11 +176,11 @@ done
 step "SHA256SUMS"
 (cd "$OUT" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort |
   xargs sha256sum >SHA256SUMS)
-find "$OUT" -type f -exec touch -d "@$SOURCE_DATE_EPOCH" {} +
+find "$OUT" -type f -exec touch -d "@$EPOCH" {} +
 (cd "$OUT" && sha256sum --quiet -c SHA256SUMS) || die "SHA256SUMS does not verify"
 
 say "dist: ${OUT#"$REPO_ROOT"/}"
 (cd "$OUT" && LC_ALL=C ls -l --time-style=+ | awk 'NR > 1 { printf "  %12s  %s\n", $5, $NF }') >&2
 say "timings:"
 for line in "${TIMINGS[@]}"; do printf '  %s\n' "$line" >&2; done
-say "release $VERSION ($MTURK_EXCLUSION_COMMIT) built in $(elapsed "$T0")"
+say "release $VERSION ($SHORT) built in $(elapsed "$T0")"
