@@ -149,7 +149,7 @@ cp README.md "$OUT/README.md"
 timed "template.yaml + README.md" "$t"
 
 # --- The CLI: static binaries --------------------------------------------------------
-cargo zigbuild --version
+cargo-zigbuild --version
 for target in "${CLI_TARGETS[@]}"; do
   step "CLI for $target: cargo zigbuild --profile dist-cli"
   t="$(now)"

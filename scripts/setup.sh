@@ -277,7 +277,7 @@ if [[ $RELEASE_TOOLS == 1 ]]; then
     command -v qemu-aarch64 >/dev/null || die "apt-get installed qemu-user but there is no qemu-aarch64"
     INSTALLED+=("apt: ${APT_MISSING[*]} ($(elapsed "$t"))")
   else
-    PRESENT+=("qemu-aarch64, libc6-arm64-cross, file")
+    PRESENT+=("qemu-user + libc6-arm64-cross + file")
   fi
 fi
 
