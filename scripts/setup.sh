@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<EOF
-Usage: scripts/setup.sh [--deploy-tools] [--help]
+Usage: scripts/setup.sh [--deploy-tools] [--release-tools] [--help]
 
 Installs, idempotently, into .local/ (gitignored):
   .local/venv          Python venv with moto[server]==$MOTO_VERSION (the local SQS)
@@ -25,6 +25,11 @@ and, system-wide, Debian's chromium ($CHROMIUM_BIN) if it is missing
                 Rust target aarch64-unknown-linux-gnu (rustup). Used by
                 scripts/check-template.sh; the plain test path does not need them
                 (they add ~30 s and ~500 MB to a fresh install).
+--release-tools what scripts/release.sh and scripts/check-dist.sh need: the
+                deploy tools, plus cargo-zigbuild==$CARGO_ZIGBUILD_VERSION (venv), the Rust
+                targets $(printf '%s ' "${RELEASE_RUST_TARGETS[@]}")(rustup),
+                and Debian's qemu-user and libc6-arm64-cross (apt-get; needs
+                root), which run the arm64 artifacts on x86_64.
 
 Needs: python3 (3.9+) with venv/pip, npm, a JDK 17+ (java and javac), and
 for chromium either root with apt-get or chromium already installed.
@@ -32,9 +37,11 @@ EOF
 }
 
 DEPLOY_TOOLS=0
+RELEASE_TOOLS=0
 for arg in "$@"; do
   case "$arg" in
     --deploy-tools) DEPLOY_TOOLS=1 ;;
+    --release-tools) DEPLOY_TOOLS=1 RELEASE_TOOLS=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $arg" ;;
   esac
@@ -61,6 +68,9 @@ JAVA_MAJOR="$(java_major)"
 PY_REQS=("moto[server]==$MOTO_VERSION")
 if [[ $DEPLOY_TOOLS == 1 ]]; then
   PY_REQS+=("cfn-lint==$CFN_LINT_VERSION" "aws-sam-cli==$SAM_CLI_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION")
+fi
+if [[ $RELEASE_TOOLS == 1 ]]; then
+  PY_REQS+=("cargo-zigbuild==$CARGO_ZIGBUILD_VERSION")
 fi
 # One stamp file per requirement: the fast path never runs pip.
 stamp_for() { printf '%s/.stamp-%s' "$VENV_DIR" "$(printf '%s' "$1" | tr -c 'A-Za-z0-9.=_-' '_')"; }
@@ -222,20 +232,53 @@ else
   PRESENT+=("DynamoDB Local loopback launcher")
 fi
 
-# --- Deploy tools: the aarch64 Rust target ----------------------------------------
+# --- Deploy tools: the Rust targets --------------------------------------------------
 if [[ $DEPLOY_TOOLS == 1 ]]; then
   command -v rustup >/dev/null || die "rustup not found: the arm64 build needs rustup's aarch64-unknown-linux-gnu target"
-  if rustup target list --installed | grep -qx 'aarch64-unknown-linux-gnu'; then
-    PRESENT+=("rustup target aarch64-unknown-linux-gnu")
-  else
-    t="$(now)"
-    say "rustup target add aarch64-unknown-linux-gnu ..."
-    timeout 600 rustup target add aarch64-unknown-linux-gnu || die "rustup target add aarch64-unknown-linux-gnu failed"
-    INSTALLED+=("rustup target aarch64-unknown-linux-gnu ($(elapsed "$t"))")
-  fi
-  for tool in cfn-lint sam cargo-lambda; do
+  WANT_TARGETS=(aarch64-unknown-linux-gnu)
+  [[ $RELEASE_TOOLS == 1 ]] && WANT_TARGETS+=("${RELEASE_RUST_TARGETS[@]}")
+  HAVE_TARGETS="$(rustup target list --installed)"
+  for target in "${WANT_TARGETS[@]}"; do
+    if grep -qx "$target" <<<"$HAVE_TARGETS"; then
+      PRESENT+=("rustup target $target")
+    else
+      t="$(now)"
+      say "rustup target add $target ..."
+      timeout 600 rustup target add "$target" || die "rustup target add $target failed"
+      INSTALLED+=("rustup target $target ($(elapsed "$t"))")
+    fi
+  done
+  tools=(cfn-lint sam cargo-lambda)
+  [[ $RELEASE_TOOLS == 1 ]] && tools+=(cargo-zigbuild)
+  for tool in "${tools[@]}"; do
     [[ -x "$VENV_DIR/bin/$tool" ]] || die ".local/venv/bin/$tool is missing; delete .local/venv and run again"
   done
+fi
+
+# --- Release tools: qemu runs the arm64 artifacts (Debian packages) ---------------
+# qemu-user's qemu-aarch64 runs an aarch64 Linux binary on x86_64; the arm64
+# bootstraps are glibc binaries, whose loader and libc come from
+# libc6-arm64-cross (qemu-aarch64 -L /usr/aarch64-linux-gnu). `file` tells a
+# static binary from a dynamic one.
+if [[ $RELEASE_TOOLS == 1 ]]; then
+  APT_MISSING=()
+  command -v qemu-aarch64 >/dev/null || APT_MISSING+=(qemu-user)
+  [[ -e "$AARCH64_SYSROOT/lib/ld-linux-aarch64.so.1" ]] || APT_MISSING+=(libc6-arm64-cross)
+  command -v file >/dev/null || APT_MISSING+=(file)
+  if ((${#APT_MISSING[@]})); then
+    [[ "$(id -u)" == 0 ]] ||
+      die "missing ${APT_MISSING[*]}; as root, run: apt-get update && apt-get install -y --no-install-recommends ${APT_MISSING[*]}"
+    command -v apt-get >/dev/null || die "missing ${APT_MISSING[*]} and there is no apt-get"
+    t="$(now)"
+    say "apt-get install ${APT_MISSING[*]} ..."
+    timeout 600 apt-get update -qq >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq --no-install-recommends "${APT_MISSING[@]}" >/dev/null ||
+      die "apt-get install ${APT_MISSING[*]} failed"
+    command -v qemu-aarch64 >/dev/null || die "apt-get installed qemu-user but there is no qemu-aarch64"
+    INSTALLED+=("apt: ${APT_MISSING[*]} ($(elapsed "$t"))")
+  else
+    PRESENT+=("qemu-user + libc6-arm64-cross + file")
+  fi
 fi
 
 # --- Report --------------------------------------------------------------------

@@ -16,6 +16,14 @@ use clap::{Parser, Subcommand};
 
 use context::{CliError, Context, Global};
 
+/// `--version`: the release and the commit it was built from (crates/cli/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MTURK_EXCLUSION_COMMIT"),
+    ")"
+);
+
 /// Keep workers out of a lab's future studies: exclude, release, reconcile
 /// and export the lab's ledger of who took part, and set up the MTurk
 /// notifications that the exclusion Lambda acts on.
@@ -27,7 +35,7 @@ use context::{CliError, Context, Global};
 #[derive(Parser)]
 #[command(
     name = "mturk-exclusion",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]

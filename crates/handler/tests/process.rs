@@ -17,9 +17,19 @@ use testkit::runtime_api::{
 use tokio::time::Instant;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exclusion-handler");
+/// Names another build of the handler to run instead of [`BINARY`]: the
+/// `bootstrap` unpacked from a release's exclusion-handler.zip
+/// (scripts/check-dist.sh runs it under qemu-aarch64, through testkit's
+/// BOOTSTRAP_RUNNER).
+const BINARY_VAR: &str = "EXCLUSION_HANDLER_BOOTSTRAP";
 
 fn binary() -> &'static Path {
-    Path::new(BINARY)
+    static CHOSEN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        std::env::var_os(BINARY_VAR)
+            .map(Into::into)
+            .unwrap_or_else(|| BINARY.into())
+    })
 }
 
 /// The function's environment for this pipeline, as the template sets it,
@@ -230,6 +240,51 @@ async fn the_binary_excludes_the_workers_of_submissions_from_the_queue() {
         assert!(!log.contains(w.as_str()), "{w} in the log:\n{log}");
     }
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// One cold start, one notification, one worker excluded: the shortest
+/// path through the binary. Prints the init duration (spawn to the first
+/// `GET …/next`, what Lambda reports as "Init Duration"), which
+/// scripts/check-dist.sh reports for the arm64 bootstrap under qemu.
+#[tokio::test]
+async fn a_cold_start_excludes_a_worker() {
+    let p = Pipeline::start().await;
+    let api = RuntimeApi::start().await.unwrap();
+    let process = FunctionProcess::spawn(binary(), &api, &handler_env(&p)).unwrap();
+    let hit = p.double.create_hit(&p.hit_type);
+    let a = p.double.add_assignment(
+        &hit,
+        "A1COLDSTART",
+        testkit::mturk_double::AssignmentStatus::Submitted,
+    );
+    let body = document("doc-cold-start", &[submitted(&p.hit_type, &hit, &a)]);
+
+    let answer = api
+        .invoke(
+            json!({"Records": [sqs_record(&p, "m-cold", &body)]}),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(&answer, Invocation::Response(v) if v["batchItemFailures"].as_array().is_some_and(Vec::is_empty)),
+        "{answer:?}\nlog:\n{}",
+        process.log_text()
+    );
+    assert!(p.granted("A1COLDSTART"));
+    let init = api
+        .first_poll()
+        .expect("the process polled")
+        .duration_since(process.spawned_at());
+    eprintln!(
+        "init duration: {} ms ({}{})",
+        init.as_millis(),
+        std::env::var(testkit::runtime_api::RUNNER_VAR)
+            .map(|r| format!("{r} "))
+            .unwrap_or_default(),
+        binary().display()
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,20 @@ use testkit::pipeline::Pipeline;
 use testkit::runtime_api::{FunctionProcess, Invocation, RuntimeApi};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exclusion-watch");
+/// Names another build of the watch to run instead of [`BINARY`]: the
+/// `bootstrap` unpacked from a release's exclusion-watch.zip
+/// (scripts/check-dist.sh runs it under qemu-aarch64, through testkit's
+/// BOOTSTRAP_RUNNER).
+const BINARY_VAR: &str = "EXCLUSION_WATCH_BOOTSTRAP";
+
+fn binary() -> &'static Path {
+    static CHOSEN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        std::env::var_os(BINARY_VAR)
+            .map(Into::into)
+            .unwrap_or_else(|| BINARY.into())
+    })
+}
 
 fn watch_env(p: &Pipeline) -> Vec<(String, String)> {
     let endpoint = |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
@@ -41,7 +55,7 @@ fn watch_env(p: &Pipeline) -> Vec<(String, String)> {
 async fn a_scheduled_event_and_a_hand_invocation_run_the_same_and_write_one_emf_line_each() {
     let p = Pipeline::start().await;
     let api = RuntimeApi::start().await.unwrap();
-    let process = FunctionProcess::spawn(Path::new(BINARY), &api, &watch_env(&p)).unwrap();
+    let process = FunctionProcess::spawn(binary(), &api, &watch_env(&p)).unwrap();
     let (hit, hit_type) = p.double.post_hit(HitOptions {
         title: "Posted by another tool".into(),
         ..HitOptions::default()
@@ -105,7 +119,7 @@ async fn without_a_queue_it_does_not_start() {
         .filter(|(k, _)| k != "QUEUE_URL")
         .collect();
     let api = RuntimeApi::start().await.unwrap();
-    let process = FunctionProcess::spawn(Path::new(BINARY), &api, &env).unwrap();
+    let process = FunctionProcess::spawn(binary(), &api, &env).unwrap();
     let _ = api.invoke(json!({}), Duration::from_secs(20)).await;
     let exit = process
         .wait_exit(Duration::from_secs(10))

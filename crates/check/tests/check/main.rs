@@ -8,7 +8,6 @@ mod browser;
 mod contract;
 mod race;
 
-use std::path::Path;
 use std::time::Duration;
 
 use testkit::function_url::{self, Cors, FunctionUrl, HttpReply};
@@ -16,8 +15,20 @@ use testkit::pipeline::Pipeline;
 use testkit::runtime_api::{FunctionProcess, RuntimeApi};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_exclusion-check");
+/// Names another build of the check to run instead of [`BINARY`]: the
+/// `bootstrap` unpacked from a release's exclusion-check.zip
+/// (scripts/check-dist.sh runs it under qemu-aarch64, through
+/// testkit's BOOTSTRAP_RUNNER).
+pub const BINARY_VAR: &str = "EXCLUSION_CHECK_BOOTSTRAP";
 pub const FUNCTION: &str = "exclusion-check";
 pub const HIT: &str = "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN";
+
+/// The binary the tests run: [`BINARY_VAR`]'s, else this build's.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os(BINARY_VAR)
+        .map(Into::into)
+        .unwrap_or_else(|| BINARY.into())
+}
 
 /// The check's environment as the template sets it, on this table.
 pub fn check_env(table: &str, qualification: &str, dynamodb: &str) -> Vec<(String, String)> {
@@ -55,7 +66,7 @@ impl Deployed {
             let api = RuntimeApi::start_named(FUNCTION)
                 .await
                 .expect("runtime api");
-            processes.push(FunctionProcess::spawn(Path::new(BINARY), &api, env).expect("spawn"));
+            processes.push(FunctionProcess::spawn(&binary(), &api, env).expect("spawn"));
             apis.push(api);
         }
         let cors = Cors::from_template("ExclusionCheckFunction").expect("the template's Cors");

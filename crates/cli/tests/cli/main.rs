@@ -3,6 +3,7 @@
 //! the commands call are tested without the binary in the library's tests.
 
 mod coverage;
+mod dist;
 mod exclude;
 mod export;
 mod pools;

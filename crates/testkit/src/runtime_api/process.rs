@@ -102,6 +102,31 @@ pub fn lambda_env_for(address: &str, function_name: &str) -> Vec<(String, String
     .collect()
 }
 
+/// The variable naming a command that runs each function binary, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for the arm64 `bootstrap` of a
+/// release zip on x86_64 (scripts/check-dist.sh). Split on whitespace;
+/// the binary's path is its last argument.
+pub const RUNNER_VAR: &str = "BOOTSTRAP_RUNNER";
+
+/// [`RUNNER_VAR`]'s program (resolved on this process's `PATH`, since the
+/// function's environment has none) and arguments, if it is set.
+fn runner() -> Option<(PathBuf, Vec<String>)> {
+    let spec = std::env::var(RUNNER_VAR).ok()?;
+    let mut words = spec.split_whitespace().map(str::to_owned);
+    let program = words.next()?;
+    let resolved = if program.contains('/') {
+        PathBuf::from(&program)
+    } else {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(&program))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from(&program))
+    };
+    Some((resolved, words.collect()))
+}
+
 static LOGS: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn log_file_in(dir: &Path, api: &RuntimeApi) -> PathBuf {
@@ -114,7 +139,8 @@ pub(super) fn log_file_in(dir: &Path, api: &RuntimeApi) -> PathBuf {
 }
 
 impl FunctionProcess {
-    /// Starts `binary` against `api` with a clean environment: the Lambda
+    /// Starts `binary` (through [`RUNNER_VAR`]'s command if that is set)
+    /// against `api` with a clean environment: the Lambda
     /// variables of [`lambda_env`] (including the dummy AWS credentials and
     /// `AWS_EC2_METADATA_DISABLED=true`), then `env` on top. Nothing is
     /// inherited from this process's environment, so endpoints
@@ -169,7 +195,14 @@ impl FunctionProcess {
     ) -> io::Result<Self> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
-        let mut command = Command::new(binary);
+        let mut command = match runner() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .env_clear()
             .envs(lambda)
