@@ -485,16 +485,20 @@ async fn dynamodb_unreachable_mid_burst_loses_nothing() {
         .unwrap();
     let mut options = faulty_options();
     options.dynamodb_endpoint = Some(db.endpoint());
-    // Slow MTurk a little so the outage lands in the middle of the work.
     let p = Pipeline::with(options).await;
     p.double.set_latency(Duration::from_millis(40));
     let submitted = burst(&p, size(40)).await;
+    // The outage starts while the first grant is held at MTurk's door, so it
+    // lands in the middle of the work however fast this machine drains: that
+    // record's ledger write after the grant meets the frozen table.
+    let first_grant = p.double.hold_next("AssociateQualificationWithWorker", 1);
 
     // Longer than an operation's whole budget (4 s), so requests fail, and
     // those DynamoDB had already taken are carried out after the thaw.
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        first_grant.arrived().await;
         db.freeze();
+        first_grant.open();
         tokio::time::sleep(Duration::from_secs(6)).await;
         db.thaw();
     };
