@@ -7,7 +7,7 @@
 //!   `<!-- /help -->` is what this crate's binary prints for `ARGS`;
 //!   `UPDATE_DOCS=1` (`scripts/docs.sh update`) rewrites the blocks instead;
 //! - every parameter and output of template.yaml has a row in the tables of
-//!   docs/deploy.md.
+//!   docs/deploy.md, and every row there names one the template declares.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -506,11 +506,8 @@ fn the_template_reader_finds_two_space_keys_only() {
 }
 
 /// The other direction: a row on docs/deploy.md for a parameter or output
-/// the template no longer declares is stale. Ignored while the page
-/// documents the coverage watch's parameters ahead of template.yaml; run it
-/// with `cargo test -p mturk-exclusion-cli --test docs -- --ignored`.
+/// the template no longer declares is stale.
 #[test]
-#[ignore = "deploy.md documents the coverage watch's parameters before template.yaml declares them"]
 fn every_row_of_the_deploy_page_names_something_the_template_declares() {
     let root = repo_root();
     let template = read(&root, Path::new("template.yaml"));
