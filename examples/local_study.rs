@@ -18,7 +18,7 @@ use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTra
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
 use mturk_exclusion::handler::{Clients, Handler, MTURK_SENDER_ID};
-use mturk_exclusion::ids::{QualificationTypeId, WorkerId};
+use mturk_exclusion::ids::{HitTypeId, QualificationTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, Ledger};
 use mturk_exclusion::mturk::MturkEnvironment;
 use testkit::event_source::EventSource;
@@ -172,6 +172,16 @@ async fn main() -> anyhow::Result<()> {
             .send()
             .await
             .context("subscribing a HIT type")?;
+        // As `mturk-exclusion subscribe` does: the ledger knows the lab
+        // subscribed it, so the watch (section 6) leaves it alone.
+        ledger
+            .record_subscription(
+                &HitTypeId::parse(hit_type)?,
+                &queues.url,
+                None,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
     }
     let asked = time::OffsetDateTime::now_utc();
     mturk
@@ -198,14 +208,24 @@ async fn main() -> anyhow::Result<()> {
     let mut submitted = 0;
     let mut everyone = BTreeSet::new();
     let mut notifications = Vec::new();
-    let first_hit = double.create_hit(&studies[0].1);
+    // Both studies' HITs require that the worker does not hold the pool's
+    // qualification, as a lab's HITs do.
+    let guarded = || testkit::mturk_double::HitOptions {
+        qualification_requirements: vec![serde_json::json!({
+            "QualificationTypeId": qualification.as_str(),
+            "Comparator": "DoesNotExist",
+            "ActionsGuarded": "DiscoverPreviewAndAccept",
+        })],
+        ..Default::default()
+    };
+    let first_hit = double.create_hit_with(&studies[0].1, guarded());
     for n in 0..FIRST_STUDY_WORKERS {
         let s = double.submit_assignment(&first_hit, &worker(n)).await?;
         notifications.extend(s.notification);
         everyone.insert(worker(n));
         submitted += 1;
     }
-    let second_hit = double.create_hit(&studies[1].1);
+    let second_hit = double.create_hit_with(&studies[1].1, guarded());
     for n in (FIRST_STUDY_WORKERS - REPEAT_WORKERS)
         ..(FIRST_STUDY_WORKERS - REPEAT_WORKERS + SECOND_STUDY_WORKERS)
     {
