@@ -141,6 +141,8 @@ struct State {
     reference: Option<(f64, Instant)>,
     /// When MTurk last accepted a call.
     last_accepted: Option<Instant>,
+    /// Whether a slot was handed out yet.
+    used: bool,
     throttles: u64,
     cuts: u64,
 }
@@ -184,15 +186,30 @@ impl RateLimiter {
     /// and the increase are reckoned on it.
     pub fn resuming_at(ceiling: f64, share: f64) -> Self {
         let limiter = Self::build(ceiling, share, true, false);
-        {
-            let mut s = limiter.state();
-            let now = Instant::now();
-            let rate = s.rate;
-            s.sustained = Some((rate, now));
-            s.peak = Some((rate, now));
-            s.reference = Some((rate, now));
-        }
+        limiter.resume_at(share);
         limiter
+    }
+
+    /// Switches a limiter that has not handed out a slot yet to
+    /// [`RateLimiter::resuming_at`] `share` (at most its ceiling): what the
+    /// handler does once it has read the pool's rate. Returns whether it did.
+    pub fn resume_at(&self, share: f64) -> bool {
+        if !self.adaptive || !share.is_finite() || share <= 0.0 {
+            return false;
+        }
+        let mut s = self.state();
+        if s.used {
+            return false;
+        }
+        let now = Instant::now();
+        let rate = share.clamp(MIN_RATE.min(self.ceiling), self.ceiling);
+        s.rate = rate;
+        s.last_limit = rate;
+        s.slow_start = false;
+        s.sustained = Some((rate, now));
+        s.peak = Some((rate, now));
+        s.reference = Some((rate, now));
+        true
     }
 
     /// Exactly `rate` calls per second, evenly spaced, whatever MTurk answers
@@ -228,6 +245,7 @@ impl RateLimiter {
                 peak: None,
                 reference: None,
                 last_accepted: None,
+                used: false,
                 throttles: 0,
                 cuts: 0,
             }),
@@ -249,6 +267,7 @@ impl RateLimiter {
             let now = Instant::now();
             let slot = s.next_slot.max(now);
             s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+            s.used = true;
             (slot, slot > now)
         };
         tokio::time::sleep_until(slot).await;
