@@ -3,8 +3,11 @@
 //! Each record is parsed on its own, so a poison body fails only itself. A
 //! record succeeds only if every event in it did. Failed records are reported
 //! by their real message id (partial batch response); their redelivery is
-//! spaced out with `ChangeMessageVisibility`, growing with the receive count,
-//! so a throttled burst backs off instead of hammering MTurk. Two failures of
+//! spaced out with `ChangeMessageVisibility`: by the receive count for
+//! transient faults, by the queue's backlog for records that wait for
+//! MTurk's rate. A record that waits for the rate at its last receive
+//! before the dead-letter queue is sent back as a new message while MTurk
+//! still accepts calls, so throttling never dead-letters it. Two failures of
 //! the whole batch are deliberate: a record without a message id (it could
 //! not be named, so nothing may be deleted), and a batch in which every
 //! record was throttled (an error makes Lambda slow its polling).
@@ -1038,6 +1041,24 @@ mod tests {
         );
         assert_eq!(remaining_ms(0, now), MAX_INVOCATION_MS);
         assert_eq!(remaining_ms(5_000_000, now), MAX_INVOCATION_MS);
+    }
+
+    #[test]
+    fn the_redrive_policy_is_read_either_way() {
+        let arn = "arn:aws:sqs:us-east-1:1:dlq";
+        assert_eq!(
+            max_receive_count(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":8}}"#
+            )),
+            Some(8)
+        );
+        assert_eq!(
+            max_receive_count(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#
+            )),
+            Some(5)
+        );
+        assert_eq!(max_receive_count("not json"), None);
     }
 
     #[test]
