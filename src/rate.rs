@@ -32,7 +32,7 @@
 //!   waited for its slot raises the rate by [`INCREASE`] × the highest rate
 //!   MTurk took in the last five minutes (or the rate at the last cut, if
 //!   higher), at least that much per second under 1/s: back where it was
-//!   throttled in about 4 s at any R. Below half of that rate, after 10 s
+//!   throttled in about 40 calls. Below half of that rate, after 10 s
 //!   without a cut, the rate doubles every second instead: a collapse
 //!   recovers in seconds, not minutes.
 //! - **A ceiling.** `MTURK_MAX_RPS` is the most one instance ever sends.
