@@ -17,8 +17,8 @@
 //!   slow start: the rate doubles per round trip (per call while fewer than
 //!   one call is in flight), counting only calls that had to wait for their
 //!   slot and succeeded, until the first throttle. That ends it at half the
-//!   rate MTurk accepted this instance's calls at in the last second, not
-//!   at half the rate it had reached: doubling per round trip outruns the
+//!   rate MTurk accepted this instance's calls at in the last second (never
+//!   below half where it began), not at half the rate it had reached: doubling per round trip outruns the
 //!   throttles (MTurk's bucket lets a burst through first), and the rate
 //!   reached then is far above what MTurk takes.
 //! - **A lone throttle is noise below the rate MTurk took.** MTurk (or
@@ -60,7 +60,7 @@
 //! throttles) also learned the congestion of the other instances, and let
 //! the pool run above R: 9 % throttled with five instances and no noise at
 //! all. So the noise only keeps the rate from collapsing: at R = 8 with
-//! 10 % stray it holds 0.4-0.85 × R depending on where the throttles fall
+//! 10 % stray it holds 0.4-0.7 × R depending on where the throttles fall
 //! (0.27 before), and where slow start ended early on a stray throttle, the
 //! peak stays low for minutes. Records that wait for the rate are never
 //! dead-lettered for it (`handler.rs`).
@@ -167,6 +167,8 @@ struct State {
     /// No call goes before this (a cut's pause).
     not_before: Instant,
     slow_start: bool,
+    /// The rate slow start began at.
+    initial: f64,
     /// The rate when the last cut happened.
     last_limit: f64,
     /// Calls sent before this do not cut again.
@@ -293,6 +295,7 @@ impl RateLimiter {
                 last_sent: None,
                 not_before: Instant::now(),
                 slow_start,
+                initial: rate,
                 last_limit: rate,
                 last_cut: None,
                 window: VecDeque::with_capacity(WINDOW),
@@ -522,7 +525,11 @@ impl RateLimiter {
                 .map_or(ACCEPTED_SPAN, |first| now.saturating_duration_since(first))
                 .clamp(Duration::from_millis(100), ACCEPTED_SPAN);
             let taken = s.accepted.len() as f64 / span.as_secs_f64();
-            rate = rate.min(SLOW_START_DECREASE * taken);
+            // But never below half where slow start began: with nothing
+            // accepted yet (the first call throttled), that is all it knows.
+            rate = rate
+                .min(SLOW_START_DECREASE * taken)
+                .max(SLOW_START_DECREASE * s.initial);
             s.accepted.clear();
         }
         if !rising && !s.slow_start {
@@ -634,6 +641,19 @@ mod tests {
             limiter.succeeded(&p);
         }
         assert_eq!(limiter.snapshot().rate, INITIAL_RATE);
+    }
+
+    /// Slow start ends at half the rate MTurk took lately, but a first call
+    /// throttled (nothing taken yet) leaves half the start, not the minimum:
+    /// a caller with a deadline would otherwise give up at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_first_call_leaves_half_the_start() {
+        let limiter = RateLimiter::per_second(4.0);
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        let seen = limiter.snapshot();
+        assert!(!seen.slow_start, "{seen:?}");
+        assert_eq!(seen.rate, SLOW_START_DECREASE * INITIAL_RATE);
     }
 
     #[tokio::test(start_paused = true)]
