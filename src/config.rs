@@ -24,9 +24,14 @@ pub struct Config {
     /// rate by itself (`rate.rs`).
     pub mturk_max_rps: f64,
     /// `MTURK_START_RPS`: where an instance's adaptive rate starts (at most
-    /// the ceiling): low, so that a few new instances together stay under
-    /// any account's limit before they have learned it.
-    pub mturk_start_rps: f64,
+    /// the ceiling), in slow start. Unset (as deployed): at its share of the
+    /// pool's recent rate from the ledger, or with no history at
+    /// `rate::INITIAL_RATE`.
+    pub mturk_start_rps: Option<f64>,
+    /// `MAX_CONCURRENCY`: the event source's MaximumConcurrency, if known
+    /// (template.yaml passes it): a cold instance's share of the pool's
+    /// rate is that rate ÷ at least this many instances.
+    pub max_concurrency: Option<usize>,
     /// `QUEUE_URL`: the source queue, for spacing out redeliveries. Optional.
     pub queue_url: Option<String>,
     /// `REJECT_UNKNOWN_SENDERS`: fail records whose SenderId is not MTurk's.
@@ -99,13 +104,25 @@ impl Config {
             },
         };
         let mturk_start_rps = match get("MTURK_START_RPS") {
-            None => crate::rate::INITIAL_RATE,
+            None => None,
             Some(v) => match v.parse::<f64>() {
-                Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => r,
+                Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Some(r),
                 _ => {
                     return Err(invalid(
                         "MTURK_START_RPS",
                         format!("{v:?} is not a number of requests per second between 0 and 1000"),
+                    ))
+                }
+            },
+        };
+        let max_concurrency = match get("MAX_CONCURRENCY") {
+            None => None,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => Some(n),
+                _ => {
+                    return Err(invalid(
+                        "MAX_CONCURRENCY",
+                        format!("{v:?} is not a whole number from 1 to 1000"),
                     ))
                 }
             },
@@ -189,6 +206,7 @@ impl Config {
             mturk_endpoint: get("AWS_ENDPOINT_URL_MTURK"),
             mturk_max_rps,
             mturk_start_rps,
+            max_concurrency,
             queue_url: get("QUEUE_URL"),
             reject_unknown_senders,
             record_concurrency,
@@ -225,6 +243,9 @@ mod tests {
         assert_eq!(c.mturk_max_rps, crate::rate::DEFAULT_CEILING);
         assert!(!c.reject_unknown_senders);
         assert_eq!(c.queue_url, None);
+        // Unset: the pool's share from the ledger, or INITIAL_RATE.
+        assert_eq!(c.mturk_start_rps, None);
+        assert_eq!(c.max_concurrency, None);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! Each record is parsed on its own, so a poison body fails only itself. A
 //! record succeeds only if every event in it did. Failed records are reported
 //! by their real message id (partial batch response); their redelivery is
-//! spaced out with `ChangeMessageVisibility`, growing with the receive count,
-//! so a throttled burst backs off instead of hammering MTurk. Two failures of
+//! spaced out with `ChangeMessageVisibility`: by the receive count for
+//! transient faults, by the queue's backlog for records that wait for
+//! MTurk's rate. A record that waits for the rate at its last receive
+//! before the dead-letter queue is sent back as a new message while MTurk
+//! still accepts calls, so throttling never dead-letters it. Two failures of
 //! the whole batch are deliberate: a record without a message id (it could
 //! not be named, so nothing may be deleted), and a batch in which every
 //! record was throttled (an error makes Lambda slow its polling).
@@ -52,7 +55,36 @@ impl Failure {
     fn backs_off(&self) -> bool {
         matches!(self, Failure::Throttled(_) | Failure::Transient(_))
     }
+
+    /// Failures of a record that waits for MTurk's rate: throttled past the
+    /// in-process retries, or not finished before the invocation's deadline
+    /// (where calls waiting for their slot end up). They go back to the
+    /// queue with a delay by the backlog, and are never dead-lettered while
+    /// MTurk still accepts this instance's calls.
+    fn waits_for_rate(&self) -> bool {
+        matches!(self, Failure::Throttled(_) | Failure::Deadline)
+    }
 }
+
+/// The message attribute a record this handler sent back to the queue
+/// carries: the SenderId of the message it came from (SQS gives the copy
+/// the handler's own), so the SenderId check still applies.
+pub const SENDER_ATTRIBUTE: &str = "ExclusionOriginalSender";
+/// The message attribute counting how often a record was sent back for
+/// MTurk's rate.
+pub const RATE_DEFERRALS_ATTRIBUTE: &str = "ExclusionRateDeferrals";
+/// A record sent back this often for MTurk's rate is left to the redrive
+/// policy: at the delays below, that is many hours of MTurk not taking it.
+pub const MAX_RATE_DEFERRALS: u32 = 20;
+/// MTurk calls a record takes on average (GetAssignment, and a grant for a
+/// worker's first submission: 1.36-1.39 in the burst benchmarks).
+const CALLS_PER_RECORD: f64 = 1.5;
+/// The shortest delay of a record deferred for MTurk's rate.
+const RATE_DEFER_MIN: Duration = Duration::from_secs(5);
+/// MTurk "still accepts calls" if it accepted one of this instance's within this.
+const ACCEPTING_WITHIN: Duration = Duration::from_secs(120);
+/// SQS's longest message delay.
+const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 
 /// What one record came to, event by event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -295,6 +327,30 @@ pub struct Handler {
     own_customer: Arc<OwnCustomerCache>,
     redelivery: Option<Redelivery>,
     config: Arc<Config>,
+    pool: Arc<PoolReport>,
+    queue: Arc<QueueFacts>,
+}
+
+/// This instance's part in the pool's record of its MTurk rate (the
+/// ledger's `PoolRate`): read once, before the first batch, to start at the
+/// instance's share; written at most once per [`POOL_RATE_EVERY`].
+struct PoolReport {
+    /// A short id of this instance (its attribute in the ledger's item).
+    instance: String,
+    /// Whether the pool's rate was read yet (or is not to be: a start rate
+    /// was configured).
+    read: tokio::sync::Mutex<bool>,
+    last_write: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How often an instance reports its rate to the pool at most.
+pub const POOL_RATE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the handler knows of its queue, for deferring records that wait
+/// for MTurk's rate: its redrive policy's maxReceiveCount, read once.
+#[derive(Default)]
+struct QueueFacts {
+    max_receive_count: tokio::sync::Mutex<Option<Option<u32>>>,
 }
 
 impl Handler {
@@ -314,6 +370,12 @@ impl Handler {
             limiter,
             ledger,
             redelivery,
+            pool: Arc::new(PoolReport {
+                instance: instance_id(),
+                read: tokio::sync::Mutex::new(config.mturk_start_rps.is_some()),
+                last_write: std::sync::Mutex::new(None),
+            }),
+            queue: Arc::default(),
             config,
         }
     }
@@ -328,7 +390,7 @@ impl Handler {
     /// can point one of them elsewhere and still assemble the rest as the
     /// Lambda does.
     pub fn with_clients(config: &Config, clients: Clients) -> Self {
-        let limiter = Arc::new(RateLimiter::starting_at(
+        let limiter = Arc::new(RateLimiter::configured(
             config.mturk_max_rps,
             config.mturk_start_rps,
         ));
@@ -369,8 +431,10 @@ impl Handler {
         records: Vec<SqsMessage>,
         deadline: Instant,
     ) -> (Result<BatchReport, BatchError>, BatchMetrics) {
+        self.start_from_pool().await;
         let mut settled = Summary::default();
         let (result, calls) = counting_calls(self.run_batch(records, deadline, &mut settled)).await;
+        self.report_to_pool().await;
         let metrics = BatchMetrics {
             settled,
             mturk_calls: calls.sent,
@@ -378,6 +442,68 @@ impl Handler {
             mturk_rate: self.limiter.snapshot().rate,
         };
         (result, metrics)
+    }
+
+    /// Before the first batch: start at this instance's share of the rate
+    /// the pool recently sustained (the pool's rate ÷ the instances that
+    /// reported it, at least `MAX_CONCURRENCY` of them), not in slow start
+    /// from scratch. One GetItem per cold start; without history, or if it
+    /// cannot be read, the limiter keeps its own start.
+    async fn start_from_pool(&self) {
+        let mut read = self.pool.read.lock().await;
+        if *read {
+            return;
+        }
+        *read = true;
+        match self.ledger.pool_rate(OffsetDateTime::now_utc()).await {
+            Ok(Some(pool)) => {
+                let instances = pool.instances.max(self.config.max_concurrency.unwrap_or(1));
+                let share = pool.rate / instances as f64;
+                if self.limiter.resume_at(share) {
+                    info!(
+                        pool_rate = pool.rate,
+                        instances,
+                        share = self.limiter.snapshot().rate,
+                        "starting at this instance's share of the pool's MTurk rate"
+                    );
+                }
+            }
+            Ok(None) => info!(
+                rate = self.limiter.snapshot().rate,
+                "no recent MTurk rate in the ledger; starting in slow start"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not read the pool's MTurk rate; starting in slow start")
+            }
+        }
+    }
+
+    /// After a batch: note this instance's recent MTurk rate in the ledger,
+    /// at most once per [`POOL_RATE_EVERY`] and only if the limit held its
+    /// calls back lately (otherwise the rate says nothing of MTurk's).
+    async fn report_to_pool(&self) {
+        let Some(rate) = self.limiter.sustained_rate() else {
+            return;
+        };
+        {
+            let mut last = self
+                .pool
+                .last_write
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.is_some_and(|at| now.saturating_duration_since(at) < POOL_RATE_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if let Err(e) = self
+            .ledger
+            .record_pool_rate(&self.pool.instance, rate, OffsetDateTime::now_utc())
+            .await
+        {
+            warn!(error = %e, "could not note this instance's MTurk rate in the ledger");
+        }
     }
 
     async fn run_batch(
@@ -420,13 +546,13 @@ impl Handler {
         for (_, _, done) in &results {
             settled.merge(done);
         }
-        let report = BatchReport {
+        let mut report = BatchReport {
             records: ids
                 .into_iter()
                 .zip(results.into_iter().map(|(_, r, _)| r))
                 .collect(),
         };
-        self.space_out_redeliveries(&records, &report).await;
+        self.defer(&records, &mut report).await;
         let throttled = report
             .records
             .iter()
@@ -491,7 +617,17 @@ impl Handler {
         record: &SqsMessage,
         summary: &mut Summary,
     ) -> Result<(), Failure> {
-        let sender = record.attributes.get("SenderId").map(String::as_str);
+        let mut sender = record.attributes.get("SenderId").map(String::as_str);
+        // A copy this handler sent back for MTurk's rate carries the
+        // original's SenderId (only the lab's own principals and MTurk may
+        // send to the queue).
+        if let Some(original) = record
+            .message_attributes
+            .get(SENDER_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref())
+        {
+            sender = Some(original);
+        }
         if sender != Some(MTURK_SENDER_ID) {
             let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
             if self.config.reject_unknown_senders {
@@ -608,32 +744,79 @@ impl Handler {
         Ok(())
     }
 
-    /// Delays the redelivery of records that failed for throttling or a
-    /// transient fault: base × 2^(receives − 1), capped, with a little jitter
-    /// so a burst's failures do not all return at once.
-    async fn space_out_redeliveries(&self, records: &[SqsMessage], report: &BatchReport) {
+    /// Sends failed records back to the queue with a delay. A record that
+    /// waits for MTurk's rate comes back when the backlog ahead of it
+    /// should be done (the queue's visible messages ÷ the pool's rate,
+    /// estimated as this instance's × `MAX_CONCURRENCY`), not at once. If
+    /// this receive is its last before the dead-letter queue and MTurk
+    /// still accepts this instance's calls, it is sent again as a new
+    /// message (receive count 1) and this copy succeeds: throttling never
+    /// dead-letters a record. Records that failed for a transient fault back
+    /// off by receive count: base × 2^(receives − 1), capped, with a little
+    /// jitter so a burst's failures do not all return at once.
+    async fn defer(&self, records: &[SqsMessage], report: &mut BatchReport) {
         let Some(redelivery) = &self.redelivery else {
             return;
         };
+        let waiting: Vec<usize> = report
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| matches!(r, Err(f) if f.waits_for_rate()))
+            .map(|(i, _)| i)
+            .collect();
+        let (backlog, max_receives) = if waiting.is_empty() {
+            (0, None)
+        } else {
+            self.queue_facts(redelivery).await
+        };
+        // Calls per second the pool gets through, as far as this instance knows.
+        let pool_rate =
+            self.limiter.snapshot().rate * self.config.max_concurrency.unwrap_or(1).max(1) as f64;
         let mut entries = Vec::new();
-        for (record, (id, result)) in records.iter().zip(&report.records) {
+        let mut place = 0u64;
+        for (i, record) in records.iter().enumerate() {
+            let (id, result) = &report.records[i];
             let (Err(f), Some(handle)) = (result, record.receipt_handle.as_deref()) else {
                 continue;
             };
-            if !f.backs_off() {
-                continue;
-            }
             let receives = record
                 .attributes
                 .get("ApproximateReceiveCount")
                 .and_then(|c| c.parse::<u32>().ok())
                 .unwrap_or(1);
-            let delay = backoff(
-                self.config.backoff_base,
-                self.config.backoff_max,
-                receives,
-                id,
-            );
+            let delay = if f.waits_for_rate() {
+                // Behind the backlog, and behind the records of this batch
+                // deferred before it.
+                place += 1;
+                let ahead = (backlog + place) as f64 * CALLS_PER_RECORD;
+                let delay = Duration::from_secs_f64(ahead / pool_rate.max(0.1))
+                    .clamp(RATE_DEFER_MIN, self.config.backoff_max.max(RATE_DEFER_MIN));
+                if max_receives.is_some_and(|max| receives + 1 >= max)
+                    && self.limiter.accepted_within(ACCEPTING_WITHIN)
+                {
+                    match self.send_back(redelivery, record, delay).await {
+                        Ok(n) => {
+                            info!(message_id = %id, receives, rate_deferrals = n, delay_s = delay.as_secs(), reason = %f,
+                                "record waits for MTurk's rate at its last receive; sent back to the queue as a new message");
+                            report.records[i].1 = Ok(Summary::default());
+                            continue;
+                        }
+                        Err(why) => warn!(message_id = %id, receives, reason = %f, problem = %why,
+                            "record waits for MTurk's rate at its last receive and could not be sent back; the redrive policy decides"),
+                    }
+                }
+                delay
+            } else if f.backs_off() {
+                backoff(
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                    receives,
+                    id,
+                )
+            } else {
+                continue;
+            };
             let entry = aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(format!("r{}", entries.len()))
                 .receipt_handle(handle)
@@ -671,6 +854,126 @@ impl Handler {
             }
         }
     }
+
+    /// The queue's visible backlog now, and its redrive policy's
+    /// maxReceiveCount (read once per instance). One GetQueueAttributes per
+    /// batch with records waiting for the rate; what cannot be read is
+    /// taken as no backlog and no redrive policy known (no record is then
+    /// sent back as new: the redrive policy decides, as before).
+    async fn queue_facts(&self, redelivery: &Redelivery) -> (u64, Option<u32>) {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let mut known = self.queue.max_receive_count.lock().await;
+        let mut ask = redelivery
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&redelivery.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages);
+        if known.is_none() {
+            ask = ask.attribute_names(QueueAttributeName::RedrivePolicy);
+        }
+        match ask.send().await {
+            Ok(out) => {
+                let attributes = out.attributes.unwrap_or_default();
+                let backlog = attributes
+                    .get(&QueueAttributeName::ApproximateNumberOfMessages)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if known.is_none() {
+                    *known = Some(
+                        attributes
+                            .get(&QueueAttributeName::RedrivePolicy)
+                            .and_then(|p| max_receive_count(p)),
+                    );
+                }
+                (backlog, known.flatten())
+            }
+            Err(e) => {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not read the queue's backlog");
+                (0, known.flatten())
+            }
+        }
+    }
+
+    /// Sends a record back to the queue as a new message, delayed (at most
+    /// SQS's 15 minutes), carrying its original SenderId and how often it
+    /// was sent back. Returns that count, or why it was not sent.
+    async fn send_back(
+        &self,
+        redelivery: &Redelivery,
+        record: &SqsMessage,
+        delay: Duration,
+    ) -> Result<u32, String> {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let deferrals = record
+            .message_attributes
+            .get(RATE_DEFERRALS_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        if deferrals > MAX_RATE_DEFERRALS {
+            return Err(format!(
+                "sent back {MAX_RATE_DEFERRALS} times already for MTurk's rate"
+            ));
+        }
+        let body = record.body.as_deref().ok_or("no body")?;
+        let sender = record
+            .message_attributes
+            .get(SENDER_ATTRIBUTE)
+            .and_then(|a| a.string_value.clone())
+            .or_else(|| record.attributes.get("SenderId").cloned());
+        let string = |v: String| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let number = MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value(deferrals.to_string())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut send = redelivery
+            .sqs
+            .send_message()
+            .queue_url(&redelivery.queue_url)
+            .message_body(body)
+            .delay_seconds(delay.min(MAX_SEND_DELAY).as_secs() as i32)
+            .message_attributes(RATE_DEFERRALS_ATTRIBUTE, number);
+        if let Some(sender) = sender {
+            send = send.message_attributes(SENDER_ATTRIBUTE, string(sender)?);
+        }
+        send.send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
+        Ok(deferrals)
+    }
+}
+
+/// The maxReceiveCount of a queue's RedrivePolicy attribute (JSON, where
+/// the count is a number or a string).
+fn max_receive_count(policy: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match v.get("maxReceiveCount")? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A short id for this instance, different from its siblings' (the
+/// process id and the start time, mixed).
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
+    // SplitMix64's finaliser: neighbouring inputs, unrelated outputs.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:012x}", (x ^ (x >> 31)) >> 16)
 }
 
 /// A foreign CustomerId for the log: its first four characters only, enough
@@ -738,6 +1041,24 @@ mod tests {
         );
         assert_eq!(remaining_ms(0, now), MAX_INVOCATION_MS);
         assert_eq!(remaining_ms(5_000_000, now), MAX_INVOCATION_MS);
+    }
+
+    #[test]
+    fn the_redrive_policy_is_read_either_way() {
+        let arn = "arn:aws:sqs:us-east-1:1:dlq";
+        assert_eq!(
+            max_receive_count(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":8}}"#
+            )),
+            Some(8)
+        );
+        assert_eq!(
+            max_receive_count(&format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#
+            )),
+            Some(5)
+        );
+        assert_eq!(max_receive_count("not json"), None);
     }
 
     #[test]

@@ -26,6 +26,11 @@
 //! - `CONFIG` / `OWN_CUSTOMER`: the lab's own MTurk `CustomerId`, learned by
 //!   `subscribe` from a test event it proved to be its own; documents from
 //!   any other CustomerId are foreign.
+//! - `CONFIG` / `MTURK_RATE`: the rate of MTurk calls each handler instance
+//!   recently sent while MTurk accepted them, one attribute per instance
+//!   (rate and when), written at most once a minute per instance and pruned
+//!   of instances silent for a day. A cold instance starts at its share of
+//!   the pool's rate ([`PoolRate`]).
 //!
 //! Indexes (declared in template.yaml): `ByWorker` (worker_id, pk), `ByHit`
 //! (hit_id, pk), `ByHitType` (hit_type_id, recorded_at), `Excluded`
@@ -118,6 +123,11 @@ const UNGUARDED: &str = "unguarded";
 const TITLE: &str = "title";
 /// The watch's record lists at most this many unguarded HITs (the count is whole).
 pub const WATCH_RUN_LISTED: usize = 100;
+const MTURK_RATE_SK: &str = "MTURK_RATE";
+/// An instance's attribute in the `MTURK_RATE` item: this prefix and its id.
+const RATE_OF: &str = "rate_of_";
+const RATE: &str = "rate";
+const AT: &str = "at";
 
 /// The release reason the ledger writes on a participation that arrived
 /// after its worker's release and was submitted before it (kept released):
@@ -329,6 +339,25 @@ pub struct OwnCustomer {
     pub learned_at: String,
 }
 
+/// The pool's recently accepted MTurk rate, as its instances last reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRate {
+    /// Calls per second the last instances to report sent together.
+    pub rate: f64,
+    /// How many instances that is: those that reported within
+    /// [`POOL_RATE_TOGETHER`] of the last report.
+    pub instances: usize,
+    /// The last report.
+    pub at: OffsetDateTime,
+}
+
+/// Reports this close to the last one count as the same spell of work.
+pub const POOL_RATE_TOGETHER: Duration = Duration::minutes(2);
+/// An instance silent this long is pruned from the item, and a pool rate
+/// this old is not used: MTurk's rate for an account, and the lab's other
+/// scripts, may have changed since.
+pub const POOL_RATE_KEPT: Duration = Duration::days(1);
+
 /// A worker's standing as its item records the last release (the item
 /// keeps `released_at` after the worker is excluded again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,6 +519,23 @@ fn get_n(item: &Item, name: &str) -> Option<u64> {
         Some(AttributeValue::N(v)) => v.parse().ok(),
         _ => None,
     }
+}
+
+/// One instance's report in the `MTURK_RATE` item: (rate, when), if the
+/// attribute is one and reads as one.
+fn rate_entry(name: &str, value: &AttributeValue) -> Option<(f64, OffsetDateTime)> {
+    if !name.starts_with(RATE_OF) {
+        return None;
+    }
+    let AttributeValue::M(entry) = value else {
+        return None;
+    };
+    let rate = match entry.get(RATE) {
+        Some(AttributeValue::N(v)) => v.parse::<f64>().ok()?,
+        _ => return None,
+    };
+    let at = parse_stamp(&get_s(entry, AT)?)?;
+    (rate.is_finite() && rate > 0.0).then_some((rate, at))
 }
 
 fn n(v: u64) -> AttributeValue {
@@ -1582,6 +1628,106 @@ impl Ledger {
                     .ok_or_else(|| corrupt(OP, "own customer vanished".into()))
             }
         }
+    }
+
+    /// Notes the rate this instance (`instance`, any short id of its own)
+    /// recently sent MTurk calls at while MTurk accepted them. One UpdateItem
+    /// of its own attribute; the caller writes at most about once a minute.
+    /// Instances silent for [`POOL_RATE_KEPT`] are pruned in passing (a
+    /// second UpdateItem, only when there are any).
+    pub async fn record_pool_rate(
+        &self,
+        instance: &str,
+        rate: f64,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "UpdateItem(pool rate)";
+        let entry = AttributeValue::M(HashMap::from([
+            (RATE.to_owned(), AttributeValue::N(format!("{rate:.3}"))),
+            (AT.to_owned(), s(stamp(now))),
+        ]));
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK))
+            .update_expression("SET #i = :v")
+            .expression_attribute_names("#i", format!("{RATE_OF}{instance}"))
+            .expression_attribute_values(":v", entry)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let stale: Vec<String> = out
+            .attributes
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(name, value)| {
+                let (_, at) = rate_entry(name, value)?;
+                (now - at > POOL_RATE_KEPT).then(|| name.clone())
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut prune = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK));
+        let mut names = Vec::new();
+        for (n, name) in stale.iter().enumerate() {
+            let placeholder = format!("#s{n}");
+            prune = prune.expression_attribute_names(&placeholder, name);
+            names.push(placeholder);
+        }
+        prune
+            .update_expression(format!("REMOVE {}", names.join(", ")))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(pool rate pruned)", e))?;
+        Ok(())
+    }
+
+    /// The pool's recently accepted MTurk rate: the sum of the rates of the
+    /// instances that reported within [`POOL_RATE_TOGETHER`] of the last
+    /// report, unless that is older than [`POOL_RATE_KEPT`]. One GetItem;
+    /// the handler reads it once per cold start.
+    pub async fn pool_rate(&self, now: OffsetDateTime) -> Result<Option<PoolRate>, LedgerError> {
+        const OP: &str = "GetItem(pool rate)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK))
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let entries: Vec<(f64, OffsetDateTime)> = out
+            .item
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(name, value)| rate_entry(name, value))
+            .collect();
+        let Some(last) = entries.iter().map(|(_, at)| *at).max() else {
+            return Ok(None);
+        };
+        if now - last > POOL_RATE_KEPT {
+            return Ok(None);
+        }
+        let together: Vec<f64> = entries
+            .iter()
+            .filter(|(_, at)| last - *at <= POOL_RATE_TOGETHER)
+            .map(|(rate, _)| *rate)
+            .collect();
+        Ok(Some(PoolRate {
+            rate: together.iter().sum(),
+            instances: together.len(),
+            at: last,
+        }))
     }
 
     /// Records (or re-affirms) a participation for a worker named without an

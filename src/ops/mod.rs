@@ -64,7 +64,9 @@ impl Lab {
         mturk: aws_sdk_mturk::Client,
         dynamodb: aws_sdk_dynamodb::Client,
     ) -> Lab {
-        let limiter = std::sync::Arc::new(crate::rate::RateLimiter::starting_at(
+        // Slow start, as a cold handler without the pool's rate: a run that
+        // finds nothing new makes a few ListHITs calls, far below any rate.
+        let limiter = std::sync::Arc::new(crate::rate::RateLimiter::configured(
             config.mturk_max_rps,
             config.mturk_start_rps,
         ));

@@ -367,7 +367,7 @@ async fn instances_not_told_the_rate_find_it_together() {
         let mut options = faulty_options();
         options.mturk_rps = mturk_exclusion::rate::DEFAULT_CEILING;
         // As deployed: each instance starts low and finds the rate.
-        options.configure = |c| c.mturk_start_rps = mturk_exclusion::rate::INITIAL_RATE;
+        options.configure = |c| c.mturk_start_rps = None;
         let p = Pipeline::with(options).await;
         p.double.throttle_above(Some(rate));
         let submitted = burst(&p, size(120)).await;

@@ -94,3 +94,127 @@ async fn pages_wait_for_the_limiter_and_survive_throttling() {
     assert_eq!(double.call_count("ListWorkersWithQualificationType"), 5);
     assert_eq!(mturk.limiter().snapshot().throttles, 2);
 }
+
+/// The pool's rate through the ledger: one instance, held back by its
+/// limit, notes its rate in the ledger after its batch; a new instance,
+/// as deployed (no start rate, MaximumConcurrency 2), starts at half of
+/// it, not in slow start; and with no history at all, at INITIAL_RATE.
+#[tokio::test]
+async fn a_cold_instance_starts_at_its_share_of_the_pools_rate() {
+    use mturk_exclusion::rate::INITIAL_RATE;
+    use testkit::pipeline::{Options, Pipeline};
+    let p = Pipeline::with(Options {
+        // A slow start, so that the calls wait for their slots: the rate
+        // then says something about MTurk, and is reported.
+        configure: |c| c.mturk_start_rps = Some(4.0),
+        ..Options::default()
+    })
+    .await;
+    for n in 0..8 {
+        let hit = p.double.create_hit(&p.hit_type);
+        p.double
+            .submit_assignment(&hit, &format!("A{n:04}POOLRATE"))
+            .await
+            .expect("submit");
+    }
+    p.drain().await;
+    let pool = p
+        .ledger
+        .pool_rate(time::OffsetDateTime::now_utc())
+        .await
+        .expect("read")
+        .expect("the instance noted its rate after its batch");
+    assert_eq!(pool.instances, 1, "{pool:?}");
+    assert!(pool.rate >= 4.0, "{pool:?}");
+
+    let cold = p.handler_with(|c| {
+        c.mturk_start_rps = None;
+        c.max_concurrency = Some(2);
+    });
+    let (result, metrics) = cold
+        .process_measured(Vec::new(), Instant::now() + Duration::from_secs(10))
+        .await;
+    assert!(result.is_ok());
+    assert!(
+        (metrics.mturk_rate - pool.rate / 2.0).abs() < 0.01,
+        "started at {} for a pool rate of {}",
+        metrics.mturk_rate,
+        pool.rate
+    );
+
+    // Another pool's table has no history: slow start from INITIAL_RATE.
+    let other = p.another_pool().await;
+    let fresh = other.handler_with(|c| {
+        c.mturk_start_rps = None;
+        c.max_concurrency = Some(2);
+    });
+    let (_, metrics) = fresh
+        .process_measured(Vec::new(), Instant::now() + Duration::from_secs(10))
+        .await;
+    assert_eq!(metrics.mturk_rate, INITIAL_RATE);
+}
+
+/// A record that waits for MTurk's rate is never dead-lettered while MTurk
+/// accepts calls: the real handler, a moto queue whose redrive policy
+/// dead-letters after 2 receives, MTurk allowing 1 call/s for 6 submissions
+/// (about 12 s of calls) and invocations of 6 s. Records run out of time
+/// again and again; at their last receive each is sent back as a new
+/// message, and every worker ends granted with nothing in the DLQ.
+#[tokio::test]
+async fn a_starved_record_is_deferred_and_not_dead_lettered() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use testkit::event_source::Invocation;
+    use testkit::pipeline::{Options, Pipeline};
+    let p = Pipeline::with(Options {
+        max_receive_count: 2,
+        // Above the invocation's 6 s, as the template keeps it above the
+        // function's timeout: a record is never handled twice at once.
+        visibility_secs: 10,
+        configure: |c| {
+            c.mturk_start_rps = Some(1.0);
+            c.deadline_margin = Duration::from_millis(500);
+            c.record_concurrency = 2;
+        },
+        ..Options::default()
+    })
+    .await;
+    let workers: Vec<String> = (0..6).map(|n| format!("A{n:04}STARVED")).collect();
+    for w in &workers {
+        let hit = p.double.create_hit(&p.hit_type);
+        p.double.submit_assignment(&hit, w).await.expect("submit");
+    }
+    p.double.throttle_above(Some(1.0));
+    let handler = p.handler.clone();
+    let short = move |event: SqsEvent| -> Invocation {
+        let handler = handler.clone();
+        Box::pin(async move {
+            handler
+                .process(event.records, Instant::now() + Duration::from_secs(6))
+                .await
+                .map(|r| r.response())
+                .map_err(|e| e.to_string())
+        })
+    };
+    let (totals, drained) = p
+        .event_source()
+        .drain(&p.stack, short, Duration::from_secs(120))
+        .await;
+    assert!(drained, "did not drain: {totals:?}");
+    assert_eq!(p.dead_letters().await, Vec::<String>::new());
+    for w in &workers {
+        assert!(p.granted(w), "{w} not granted: {totals:?}");
+    }
+    // Records came back (the test starved them), and with 2 receives
+    // allowed only sending them back as new messages kept them out of the DLQ.
+    assert!(totals.records > workers.len() as u64, "{totals:?}");
+    let throttled = p
+        .double
+        .calls()
+        .iter()
+        .filter(|c| c.outcome == testkit::mturk_double::Outcome::Fault("Throttle".into()))
+        .count();
+    assert!(
+        throttled > 0,
+        "MTurk never throttled: the test proves nothing"
+    );
+}

@@ -140,6 +140,18 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let visibility: u32 = args.number("visibility", 360)?;
     let max_receive: u32 = args.number("max-receive", 8)?;
     let keep_logs = args.get("keep-logs").map(PathBuf::from);
+    // A share of calls the double throttles whatever the rate (another
+    // script of the lab, MTurk itself), on top of its account limit.
+    let stray: f64 = args.number("stray-throttle", 0.0)?;
+    // The function's timeout (template.yaml: 60 s); the stray case
+    // used 20 s.
+    let timeout_secs: u64 = args.number("timeout", 60u64)?;
+    // The pool's rate already in the ledger before the burst (as after an
+    // earlier spell of work): calls/s and how many instances reported it.
+    let pool_rate: Option<f64> = match args.get("pool-rate") {
+        None => None,
+        Some(_) => Some(args.number("pool-rate", 0.0)?),
+    };
     // Every notification queued before the first poll: the drain then
     // measures the handler and the rate alone, not how fast the local SQS
     // takes 2,000 sends (minutes on a loaded machine, longer than R = 20's floor).
@@ -210,11 +222,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         extra: vec![
             ("RETRY_BACKOFF_BASE_SECS".into(), backoff_base.to_string()),
             ("RETRY_BACKOFF_MAX_SECS".into(), backoff_max.to_string()),
+            // As template.yaml passes it (handlers before it ignore it).
+            ("MAX_CONCURRENCY".into(), concurrency.to_string()),
         ],
     }
     .build()?;
     let mut config = PoolConfig::new(&binary, env, concurrency);
-    config.timeout = Duration::from_secs(60); // template.yaml's Timeout
+    config.timeout = Duration::from_secs(timeout_secs); // template.yaml's Timeout: 60
     config.log_dir = keep_logs.clone();
     let pool = FunctionPool::new(config);
     let mut source = EventSource::new(&queues.url, &queues.arn);
@@ -224,6 +238,18 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
 
     double.clear_calls();
     double.throttle_above(Some(rps));
+    if stray > 0.0 {
+        double.fail_fraction(None, stray, testkit::mturk_double::Fault::Throttle, seed);
+    }
+    if let Some(rate) = pool_rate {
+        let ledger = mturk_exclusion::ledger::Ledger::new(stack.dynamodb.clone(), &table);
+        let now = time::OffsetDateTime::now_utc();
+        for i in 0..concurrency {
+            ledger
+                .record_pool_rate(&format!("bench{i}"), rate / concurrency as f64, now)
+                .await?;
+        }
+    }
 
     // ----- the burst -----
     let first_submit: Arc<Vec<AtomicU64>> =
@@ -424,6 +450,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             "retry_backoff_secs": [backoff_base, backoff_max],
             "visibility_secs": visibility,
             "max_receive_count": max_receive,
+            "stray_throttle": stray,
+            "timeout_s": timeout_secs,
+            "pool_rate_seeded": pool_rate,
             "time_limit_s": time_limit.as_secs(),
             "prefill": prefill,
             "drained": drained,

@@ -145,6 +145,9 @@ impl EventSource {
                 .max_number_of_messages(self.batch_size)
                 .wait_time_seconds(1)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                // Lambda's events carry the message attributes too (the
+                // handler reads those of records it sent back itself).
+                .message_attribute_names("All")
                 .send()
                 .await;
             let messages = match received {
@@ -246,6 +249,17 @@ impl EventSource {
             .iter()
             .flatten()
             .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect();
+        r.message_attributes = m
+            .message_attributes
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                let mut a = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+                a.string_value = v.string_value.clone();
+                a.data_type = Some(v.data_type.clone());
+                (k.clone(), a)
+            })
             .collect();
         if let Some(sender) = &self.sender_id_override {
             r.attributes.insert("SenderId".into(), sender.clone());

@@ -125,7 +125,8 @@ impl Pipeline {
             mturk_max_rps: options.mturk_rps,
             // The tests' MTurk allows everything unless a test says otherwise:
             // start at the ceiling, so the tests' short visibility timeouts hold.
-            mturk_start_rps: options.mturk_rps,
+            mturk_start_rps: Some(options.mturk_rps),
+            max_concurrency: None,
             queue_url: Some(queues.url.clone()),
             reject_unknown_senders: false,
             record_concurrency: 4,
