@@ -43,3 +43,20 @@ pub async fn report_init_error(error_type: &str, error: &(dyn std::error::Error 
         tracing::error!(error = %e, "could not report the start-up failure to the Lambda Runtime API");
     }
 }
+
+/// The function's configuration, or, when it is bad, the error logged and
+/// reported to Lambda ([`report_init_error`]) and returned for `main` to
+/// exit with: every function starts this way.
+pub async fn configured<T, E>(loaded: Result<T, E>) -> Result<T, lambda_runtime::Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match loaded {
+        Ok(config) => Ok(config),
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            report_init_error("ConfigError", &e).await;
+            Err(e.into())
+        }
+    }
+}

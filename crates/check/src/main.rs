@@ -11,20 +11,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use lambda_http::{service_fn, Body, Error, Request, Response};
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::check::{emf_line, respond, CheckConfig, Checker};
-use mturk_exclusion::lambda::report_init_error;
+use mturk_exclusion::lambda::configured;
 use time::OffsetDateTime;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = match CheckConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!(error = %e, "bad configuration");
-            report_init_error("ConfigError", &e).await;
-            return Err(e.into());
-        }
-    };
+    let config = configured(CheckConfig::from_env()).await?;
     // A HIT page waits for the answer (and fails open after 4 s): short
     // timeouts, two attempts, well inside the function's 5 s.
     let limits = Limits {

@@ -11,7 +11,7 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
 use mturk_exclusion::handler::{deadline_from_epoch_ms, Handler};
-use mturk_exclusion::lambda::report_init_error;
+use mturk_exclusion::lambda::configured;
 use mturk_exclusion::metrics;
 
 // One thread: a batch's records already share one task (the handler's
@@ -22,14 +22,7 @@ use mturk_exclusion::metrics;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!(error = %e, "bad configuration");
-            report_init_error("ConfigError", &e).await;
-            return Err(e.into());
-        }
-    };
+    let config = configured(Config::from_env()).await?;
     let limits = Limits {
         stalled_stream_protection: false,
         ..Limits::default()

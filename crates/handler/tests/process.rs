@@ -25,11 +25,7 @@ const BINARY_VAR: &str = "EXCLUSION_HANDLER_BOOTSTRAP";
 
 fn binary() -> &'static Path {
     static CHOSEN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    CHOSEN.get_or_init(|| {
-        std::env::var_os(BINARY_VAR)
-            .map(Into::into)
-            .unwrap_or_else(|| BINARY.into())
-    })
+    CHOSEN.get_or_init(|| testkit::runtime_api::binary_under_test(BINARY_VAR, BINARY))
 }
 
 /// The function's environment for this pipeline, as the template sets it,

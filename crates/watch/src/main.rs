@@ -13,7 +13,7 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
 use mturk_exclusion::handler::{deadline_from_epoch_ms, Clients};
-use mturk_exclusion::lambda::report_init_error;
+use mturk_exclusion::lambda::configured;
 use mturk_exclusion::metrics;
 use mturk_exclusion::ops::watch::{self, Settings};
 use mturk_exclusion::ops::Lab;
@@ -24,14 +24,8 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let (config, settings) = match Config::from_env().and_then(|c| Ok((c, Settings::from_env()?))) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::error!(error = %e, "bad configuration");
-            report_init_error("ConfigError", &e).await;
-            return Err(e.into());
-        }
-    };
+    let (config, settings) =
+        configured(Config::from_env().and_then(|c| Ok((c, Settings::from_env()?)))).await?;
     let limits = Limits {
         stalled_stream_protection: false,
         ..Limits::default()

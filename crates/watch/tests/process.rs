@@ -18,11 +18,7 @@ const BINARY_VAR: &str = "EXCLUSION_WATCH_BOOTSTRAP";
 
 fn binary() -> &'static Path {
     static CHOSEN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    CHOSEN.get_or_init(|| {
-        std::env::var_os(BINARY_VAR)
-            .map(Into::into)
-            .unwrap_or_else(|| BINARY.into())
-    })
+    CHOSEN.get_or_init(|| testkit::runtime_api::binary_under_test(BINARY_VAR, BINARY))
 }
 
 fn watch_env(p: &Pipeline) -> Vec<(String, String)> {

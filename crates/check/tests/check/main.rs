@@ -25,9 +25,7 @@ pub const HIT: &str = "3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN";
 
 /// The binary the tests run: [`BINARY_VAR`]'s, else this build's.
 pub fn binary() -> std::path::PathBuf {
-    std::env::var_os(BINARY_VAR)
-        .map(Into::into)
-        .unwrap_or_else(|| BINARY.into())
+    testkit::runtime_api::binary_under_test(BINARY_VAR, BINARY)
 }
 
 /// The check's environment as the template sets it, on this table.

@@ -39,7 +39,9 @@ mod process;
 mod readings;
 
 pub use pool::{FunctionPool, PoolConfig, PoolReport};
-pub use process::{lambda_env, lambda_env_for, FunctionProcess, ProcessStats, RUNNER_VAR};
+pub use process::{
+    binary_under_test, lambda_env, lambda_env_for, FunctionProcess, ProcessStats, RUNNER_VAR,
+};
 pub use readings::{clock_ticks_per_second, cpu_time_of, peak_rss_kib_of};
 
 use std::collections::HashMap;

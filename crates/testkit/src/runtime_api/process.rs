@@ -102,6 +102,15 @@ pub fn lambda_env_for(address: &str, function_name: &str) -> Vec<(String, String
     .collect()
 }
 
+/// The function binary a test runs: the file `var` names if it is set (the
+/// `bootstrap` unpacked from a release zip, which scripts/check-dist.sh
+/// tests as deployed), else `built`, this build's binary.
+pub fn binary_under_test(var: &str, built: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(Into::into)
+        .unwrap_or_else(|| built.into())
+}
+
 /// The variable naming a command that runs each function binary, e.g.
 /// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for the arm64 `bootstrap` of a
 /// release zip on x86_64 (scripts/check-dist.sh). Split on whitespace;
