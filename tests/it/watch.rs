@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use mturk_exclusion::aws::Limits;
 use mturk_exclusion::exclusion::{Excluder, Timing};
 use mturk_exclusion::ids::{AssignmentId, HitTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, SubscribedBy};
@@ -15,7 +16,7 @@ use mturk_exclusion::ops::{subscribe, Lab};
 use mturk_exclusion::rate::RateLimiter;
 use serde_json::{json, Value};
 use testkit::mturk_double::{AssignmentStatus, Fault, HitOptions};
-use testkit::pipeline::{document, record, submitted, Pipeline};
+use testkit::pipeline::{document, record, submitted, Options, Pipeline};
 use tokio::time::Instant;
 
 const GRANT: &str = "AssociateQualificationWithWorker";
@@ -276,10 +277,16 @@ async fn a_run_failing_mid_backfill_leaves_it_due_and_the_next_run_finishes() {
     let (hit, t) = post(&p, "Faulty backfill", vec![]);
     let ws = workers("FAULT", 6);
     submit_unnotified(&p, &hit, &ws).await;
-    // One worker's grant fails through all the SDK's attempts.
+    // One worker's grant fails through all the SDK's attempts: one worker at
+    // a time, so the three faults meet one worker's three attempts however
+    // fast the limiter lets calls go.
     p.double.fail_next(Some(GRANT), 3, Fault::ServiceFault);
+    let one_at_a_time = Settings {
+        concurrency: 1,
+        ..settings(&p)
+    };
 
-    let first = run(&p, &settings(&p)).await;
+    let first = run(&p, &one_at_a_time).await;
 
     assert_eq!(first.hit_types_subscribed, [t.as_str()]);
     assert_eq!(first.backfill_left, [t.as_str()], "{first:?}");
@@ -311,7 +318,18 @@ async fn a_run_failing_mid_backfill_leaves_it_due_and_the_next_run_finishes() {
 
 #[tokio::test]
 async fn a_run_nearing_its_deadline_stops_cleanly_and_the_next_finishes() {
-    let p = Pipeline::start().await;
+    // An SDK attempt outlasts the held grant, so that grant is one call that
+    // ends after the deadline, not a timeout and a retry before it.
+    let defaults = Options::default();
+    let p = Pipeline::with(Options {
+        limits: Limits {
+            attempt: Duration::from_secs(20),
+            operation: Duration::from_secs(40),
+            ..defaults.limits
+        },
+        ..defaults
+    })
+    .await;
     let (hit, t) = post(&p, "Deadline", vec![]);
     let ws = workers("LATE", 10);
     submit_unnotified(&p, &hit, &ws).await;
