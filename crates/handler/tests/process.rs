@@ -31,35 +31,21 @@ fn binary() -> &'static Path {
 /// The function's environment for this pipeline, as the template sets it,
 /// with local endpoints and short retry delays.
 fn handler_env(p: &Pipeline) -> Vec<(String, String)> {
-    let endpoint = |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
-    [
-        ("TABLE_NAME", p.ledger.table().to_owned()),
-        ("QUALIFICATION_TYPE_ID", p.qualification.as_str().to_owned()),
-        ("MTURK_ENVIRONMENT", "sandbox".to_owned()),
-        ("AWS_ENDPOINT_URL_MTURK", p.double.endpoint()),
-        (
-            "AWS_ENDPOINT_URL_DYNAMODB",
-            endpoint("AWS_ENDPOINT_URL_DYNAMODB"),
-        ),
-        ("AWS_ENDPOINT_URL_SQS", endpoint("AWS_ENDPOINT_URL_SQS")),
-        ("MTURK_MAX_RPS", "100".to_owned()),
-        ("MTURK_START_RPS", "100".to_owned()),
-        ("QUEUE_URL", p.queues.url.clone()),
-        ("RETRY_BACKOFF_BASE_SECS", "1".to_owned()),
-        ("RETRY_BACKOFF_MAX_SECS", "2".to_owned()),
-        // Redeliveries here come seconds apart: a killed process's lease and
-        // grant window must run out on that scale too.
-        ("ASSIGNMENT_LEASE_SECS", "2".to_owned()),
-        ("GRANT_WINDOW_SECS", "6".to_owned()),
-        // The metrics' Pool dimension (the template gives the stack's name).
-        ("METRICS_POOL", "emf-test-pool".to_owned()),
-        // As template.yaml's LoggingConfig sets them.
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-        ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = p.function_env();
+    env.extend(
+        [
+            ("RETRY_BACKOFF_BASE_SECS", "1"),
+            ("RETRY_BACKOFF_MAX_SECS", "2"),
+            // Redeliveries here come seconds apart: a killed process's lease
+            // and grant window must run out on that scale too.
+            ("ASSIGNMENT_LEASE_SECS", "2"),
+            ("GRANT_WINDOW_SECS", "6"),
+            // The metrics' Pool dimension (the template gives the stack's name).
+            ("METRICS_POOL", "emf-test-pool"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
 }
 
 fn pool(p: &Pipeline, size: usize) -> FunctionPool {

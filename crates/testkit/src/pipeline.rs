@@ -238,6 +238,38 @@ impl Pipeline {
             .expect("read the DLQ")
     }
 
+    /// What template.yaml sets in every function's environment, for this
+    /// pipeline: its table, qualification and queue, the local endpoints,
+    /// MTurk at the tests' rate from the first call, JSON logs. A function
+    /// process's test adds its own variables.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let endpoint =
+            |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
+        [
+            ("TABLE_NAME", self.ledger.table().to_owned()),
+            (
+                "QUALIFICATION_TYPE_ID",
+                self.qualification.as_str().to_owned(),
+            ),
+            ("MTURK_ENVIRONMENT", "sandbox".to_owned()),
+            ("AWS_ENDPOINT_URL_MTURK", self.double.endpoint()),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                endpoint("AWS_ENDPOINT_URL_DYNAMODB"),
+            ),
+            ("AWS_ENDPOINT_URL_SQS", endpoint("AWS_ENDPOINT_URL_SQS")),
+            ("MTURK_MAX_RPS", "100".to_owned()),
+            ("MTURK_START_RPS", "100".to_owned()),
+            ("QUEUE_URL", self.queues.url.clone()),
+            // As template.yaml's LoggingConfig sets them.
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     pub fn granted(&self, worker: &str) -> bool {
         use mturk_double::GrantStatus;
         self.double

@@ -22,29 +22,16 @@ fn binary() -> &'static Path {
 }
 
 fn watch_env(p: &Pipeline) -> Vec<(String, String)> {
-    let endpoint = |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set"));
-    [
-        ("TABLE_NAME", p.ledger.table().to_owned()),
-        ("QUALIFICATION_TYPE_ID", p.qualification.as_str().to_owned()),
-        ("MTURK_ENVIRONMENT", "sandbox".to_owned()),
-        ("AWS_ENDPOINT_URL_MTURK", p.double.endpoint()),
-        (
-            "AWS_ENDPOINT_URL_DYNAMODB",
-            endpoint("AWS_ENDPOINT_URL_DYNAMODB"),
-        ),
-        ("AWS_ENDPOINT_URL_SQS", endpoint("AWS_ENDPOINT_URL_SQS")),
-        ("MTURK_MAX_RPS", "100".to_owned()),
-        ("MTURK_START_RPS", "100".to_owned()),
-        ("QUEUE_URL", p.queues.url.clone()),
-        ("COVER_UNGUARDED_HITS", "true".to_owned()),
-        ("GUARD_UNGUARDED_HITS", "false".to_owned()),
-        ("METRICS_POOL", "watch-test-pool".to_owned()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-        ("AWS_LAMBDA_LOG_LEVEL", "INFO".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = p.function_env();
+    env.extend(
+        [
+            ("COVER_UNGUARDED_HITS", "true"),
+            ("GUARD_UNGUARDED_HITS", "false"),
+            ("METRICS_POOL", "watch-test-pool"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
 }
 
 #[tokio::test]
