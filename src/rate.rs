@@ -87,6 +87,16 @@ use tokio::time::Instant;
 /// allows 2/s, starting at 4/s each cost twice the throttles in the
 /// simulation below (5.9 % of calls against 3.8 %).
 pub const INITIAL_RATE: f64 = 2.0;
+
+/// Where a cold instance with no history starts when `instances` may run at
+/// once: its share of the 4/s that two instances at [`INITIAL_RATE`] send
+/// together. More instances each start lower, so that five cold ones do not
+/// open at 10/s on an account that allows 5 and spend their first seconds
+/// throttled; fewer than two count as two.
+pub fn initial_rate(instances: Option<usize>) -> f64 {
+    let instances = instances.unwrap_or(2).max(2) as f64;
+    INITIAL_RATE * 2.0 / instances
+}
 /// The ceiling when nothing is configured: with `MaximumConcurrency` 2, the
 /// instances can reach 50 calls/s together, the most the lab's account is
 /// expected to allow; at 5, they still reach MTurk's limit if it is lower.
@@ -601,6 +611,14 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cold_instances_share_the_pools_first_rate() {
+        assert_eq!(initial_rate(None), INITIAL_RATE);
+        assert_eq!(initial_rate(Some(1)), INITIAL_RATE);
+        assert_eq!(initial_rate(Some(2)), INITIAL_RATE);
+        assert!((initial_rate(Some(5)) * 5.0 - 2.0 * INITIAL_RATE).abs() < 1e-9);
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
