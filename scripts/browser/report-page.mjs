@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Opens a page written by `mturk-exclusion report` in a real headless
 // Chromium, from its file:// URL, and checks that
-//   renders        it loads, has its title and its four sections, and does
-//                  not overflow the viewport sideways
+//   renders        it loads, has its title and its sections (the four
+//                  every report has, or --sections), and does not overflow
+//                  the viewport sideways
 //   charts         each chart is an inline SVG with a visible size and bars
 //                  with counts (--charts lists the ids that must have data)
 //   no-network     the browser made exactly one request: the file:// page
@@ -17,7 +18,7 @@
 //
 // Usage:
 //   node scripts/browser/report-page.mjs --file PATH [--charts ID,ID,...]
-//     [--forbid STRING]... [--screenshot PATH] [--timeout-s 60]
+//     [--sections ID,ID,...] [--forbid STRING]... [--screenshot PATH] [--timeout-s 60]
 // Prints one JSON line per check, then "N passed, N failed"; exits 0 only if
 // all passed. Needs scripts/setup.sh (playwright-core in .local/npm, Debian's
 // chromium); never downloads a browser.
@@ -32,7 +33,7 @@ const VIEWPORT = { width: 1000, height: 1500 };
 
 function usage(code) {
   const text = `Usage: node scripts/browser/report-page.mjs --file PATH [--charts ID,ID,...]
-         [--forbid STRING]... [--screenshot PATH] [--timeout-s N]`;
+         [--sections ID,ID,...] [--forbid STRING]... [--screenshot PATH] [--timeout-s N]`;
   (code ? console.error : console.log)(text);
   process.exit(code);
 }
@@ -40,6 +41,7 @@ const opts = {
   timeoutS: 60,
   forbid: [],
   charts: 'chart-participations,chart-exposure,chart-check,chart-releases',
+  sections: 'participations,exposure,check,releases',
 };
 {
   const argv = process.argv.slice(2);
@@ -51,6 +53,7 @@ const opts = {
     i++;
     if (a === '--file') opts.file = value;
     else if (a === '--charts') opts.charts = value;
+    else if (a === '--sections') opts.sections = value;
     else if (a === '--forbid') opts.forbid.push(value);
     else if (a === '--screenshot') opts.screenshot = value;
     else if (a === '--timeout-s') opts.timeoutS = Number(value);
@@ -126,7 +129,7 @@ async function main() {
     }, charts);
 
     check('renders', response && facts.title.startsWith('Participation report') &&
-      ['participations', 'exposure', 'check', 'releases'].every((s) => facts.sections.includes(s)) &&
+      opts.sections.split(',').every((s) => facts.sections.includes(s)) &&
       facts.overflow <= 0, { title: facts.title, sections: facts.sections, overflow: facts.overflow });
     for (const c of facts.charts) {
       check(`chart ${c.id}`, c.found && c.size.width > 300 && c.size.height > 50 && c.bars > 0 &&

@@ -648,8 +648,9 @@ pub fn render(r: &Report) -> String {
         page.push_str(r#"<section id="coverage"><h2>Coverage</h2>"#);
         page.push_str(&read(&format!(
             "the watch lists the lab's HITs every few minutes; its last run{} found {} live HIT(s) \
-             with no DoesNotExist requirement, which workers the lab excluded can take (`mturk-exclusion \
-             coverage --fix` guards them), and it subscribed the HIT types below, which nobody had.",
+             with no DoesNotExist requirement, which workers the lab excluded can take \
+             (mturk-exclusion coverage --fix guards them), and it subscribed the HIT types below, \
+             which nobody had.",
             c.last_run_at.map(|t| format!(" ({})", when(t))).unwrap_or_default(),
             c.live_unguarded
         )));

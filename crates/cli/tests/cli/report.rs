@@ -271,6 +271,43 @@ fn browser_missing(root: &std::path::Path) -> Option<String> {
     None
 }
 
+/// A study another tool posted (nobody subscribed its HIT type) with one
+/// submission, and a HIT without the requirement; one run of the watch, as
+/// the exclusion-watch Lambda runs it, covers the first and reports the
+/// second, so the page has its Coverage section. Returns the worker id.
+async fn a_watch_run(p: &Pipeline) -> Vec<String> {
+    use mturk_exclusion::ops::{watch, Lab};
+    use testkit::mturk_double::HitOptions;
+    const WORKER: &str = "A1REPORTWATCHED";
+    let (hit, _) = p.double.post_hit(HitOptions {
+        title: "Posted by another tool".into(),
+        qualification_requirements: vec![serde_json::json!({
+            "QualificationTypeId": p.qualification.as_str(),
+            "Comparator": "DoesNotExist",
+            "ActionsGuarded": "DiscoverPreviewAndAccept",
+        })],
+        ..HitOptions::default()
+    });
+    p.double.submit_assignment(&hit, WORKER).await.unwrap();
+    p.double.post_hit(HitOptions {
+        title: "Pilot without the requirement".into(),
+        ..HitOptions::default()
+    });
+    let lab = Lab::from_config(&p.config, p.mturk.clone(), p.stack.dynamodb.clone());
+    let settings = watch::Settings {
+        queue_url: p.queues.url.clone(),
+        cover_unguarded: false,
+        guard_unguarded: false,
+        concurrency: 2,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let run = watch::run(&lab, &settings, deadline).await;
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.counts.live_unguarded, 1, "{run:?}");
+    assert!(p.granted(WORKER));
+    vec![WORKER.to_owned()]
+}
+
 /// The page in a real Chromium (scripts/browser/report-page.mjs): it
 /// renders, its charts have data, and the browser asks for nothing but the
 /// file itself. With REPORT_SCREENSHOT=PATH it also saves the screenshot
@@ -288,7 +325,8 @@ async fn report_page_renders_in_chromium_and_loads_nothing() {
         return;
     }
     let p = Pipeline::start().await;
-    let workers = two_weeks_of_studies(&p).await;
+    let mut workers = two_weeks_of_studies(&p).await;
+    workers.extend(a_watch_run(&p).await);
 
     let dir = std::env::temp_dir().join(testkit::unique_name("report-browser"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -299,7 +337,11 @@ async fn report_page_renders_in_chromium_and_loads_nothing() {
     let mut cmd = tokio::process::Command::new("node");
     cmd.current_dir(&root)
         .arg("scripts/browser/report-page.mjs")
-        .args(["--file", file.to_str().unwrap(), "--timeout-s", "90"]);
+        .args(["--file", file.to_str().unwrap(), "--timeout-s", "90"])
+        .args([
+            "--sections",
+            "participations,exposure,check,releases,coverage",
+        ]);
     for w in &workers {
         cmd.args(["--forbid", w]);
     }
