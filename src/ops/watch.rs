@@ -193,27 +193,31 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
             return report;
         }
     };
-    let (mut sorted, counts) = coverage::sort_hits(hits, &lab.qualification);
+    let (mut sorted, mut counts) = coverage::sort_hits(hits, &lab.qualification);
+    if settings.guard_unguarded && counts.live_unguarded > 0 {
+        let guarded = guard(lab, settings, &mut sorted, &mut report).await;
+        // What moved is sorted again: it now requires the pool's qualification.
+        let hits = sorted.into_iter().map(|(h, _)| h).collect();
+        (sorted, counts) = coverage::sort_hits(hits, &lab.qualification);
+        if let Err(e) = guarded {
+            report.counts = counts;
+            report.live_unguarded = unguarded_lines(&sorted);
+            report.errors.push(e);
+            return report;
+        }
+    }
     report.counts = counts;
-    let mut subscriptions = match lab.ledger.subscriptions().await {
+    report.live_unguarded = unguarded_lines(&sorted);
+    // Read after guarding, so the HIT types it subscribed are in it.
+    let subscriptions = match lab.ledger.subscriptions().await {
         Ok(subs) => by_type(subs),
         Err(e) => {
-            report.live_unguarded = unguarded_lines(&sorted);
             report
                 .errors
                 .push(format!("reading the subscriptions: {e}"));
             return report;
         }
     };
-
-    if settings.guard_unguarded && report.counts.live_unguarded > 0 {
-        if let Err(e) = guard(lab, settings, &mut sorted, &mut subscriptions, &mut report).await {
-            report.live_unguarded = unguarded_lines(&sorted);
-            report.errors.push(e);
-            return report;
-        }
-    }
-    report.live_unguarded = unguarded_lines(&sorted);
 
     // The HIT types to cover, in the order MTurk listed their HITs.
     let mut seen = HashSet::new();
@@ -319,12 +323,12 @@ fn by_type(subs: Vec<Subscription>) -> HashMap<HitTypeId, Subscription> {
 }
 
 /// Adds the pool's requirement to the live unguarded HITs (as `coverage
-/// --fix` does), then sorts what moved as ours. The error is the ledger failing.
+/// --fix` does) and moves each guarded HIT of `sorted` to its new HIT type,
+/// for the caller to sort again. The error is the ledger failing.
 async fn guard(
     lab: &Lab,
     settings: &Settings,
     sorted: &mut [(Hit, Sorted)],
-    subscriptions: &mut HashMap<HitTypeId, Subscription>,
     report: &mut Report,
 ) -> Result<(), String> {
     let plan = coverage::plan_fix(sorted.iter().map(|(h, _)| h), &lab.qualification);
@@ -356,7 +360,7 @@ async fn guard(
         let Some(new_type) = f.new_hit_type_id.as_deref().filter(|_| f.guarded) else {
             continue;
         };
-        if let Some((hit, s)) = sorted
+        if let Some((hit, _)) = sorted
             .iter_mut()
             .find(|(h, _)| h.hit_id.as_str() == f.hit_id)
         {
@@ -364,10 +368,6 @@ async fn guard(
                 hit.hit_type_id = t;
                 hit.requirements
                     .push(coverage::pool_requirement(&lab.qualification));
-                s.class = Class::Ours;
-                report.counts.unguarded -= 1;
-                report.counts.live_unguarded -= 1;
-                report.counts.ours += 1;
             }
         }
     }
@@ -381,12 +381,6 @@ async fn guard(
         }
     }
     report.guarded = Some(fixed);
-    *subscriptions = by_type(
-        lab.ledger
-            .subscriptions()
-            .await
-            .map_err(|e| format!("reading the subscriptions: {e}"))?,
-    );
     Ok(())
 }
 

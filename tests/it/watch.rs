@@ -656,3 +656,51 @@ async fn a_ledger_outage_mid_backfill_loses_nothing() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn guarding_moves_an_unguarded_hit_subscribes_its_new_type_and_backfills_it_in_one_run() {
+    let p = Pipeline::start().await;
+    let (hit, old_type) = post(&p, "Pilot without the requirement", vec![]);
+    let early = workers("GUARD", 3);
+    submit_unnotified(&p, &hit, &early).await;
+    let guarding = Settings {
+        cover_unguarded: false,
+        guard_unguarded: true,
+        ..settings(&p)
+    };
+
+    let report = run(&p, &guarding).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let new_type = p.double.hit_type_of(&hit).unwrap();
+    assert_ne!(new_type, old_type, "the HIT was not moved");
+    let requirements = p.double.requirements_of(&hit).unwrap();
+    assert!(
+        requirements.contains(&does_not_exist(p.qualification.as_str())),
+        "{requirements:?}"
+    );
+    assert_eq!(report.counts.live_unguarded, 0, "{report:?}");
+    assert_eq!(report.counts.ours, 1, "{report:?}");
+    assert!(report.live_unguarded.is_empty(), "{report:?}");
+    assert_eq!(report.hit_types_subscribed, [new_type.as_str()]);
+    assert_eq!(report.backfilled_hit_types, [new_type.as_str()]);
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&new_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.subscribed_by, SubscribedBy::Watch);
+    assert!(!sub.backfill_due);
+    for w in &early {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    p.assert_every_grant_silent();
+    // The old HIT type was never subscribed: CoverUnguardedHits is off.
+    assert!(p
+        .ledger
+        .subscription(&hit_type(&old_type))
+        .await
+        .unwrap()
+        .is_none());
+}
