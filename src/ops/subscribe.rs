@@ -211,15 +211,22 @@ pub async fn subscribe_covering(
 
 /// Turns one HIT type's notifications off; the ledger keeps its record,
 /// marked inactive. Outcome and error as for [`subscribe`].
+///
+/// The ledger first, MTurk second: a watch subscribing the same HIT type at
+/// that moment either finds the lab's record and turns its own setting off
+/// again ([`subscribe_covering`]), or wrote its record before and is
+/// overruled by this call to MTurk. The other way round, the watch could
+/// turn notifications on between the two and record itself, and this
+/// record would then mark inactive what MTurk still notifies. If MTurk
+/// refuses, the record stays inactive, which is what the lab asked for:
+/// the command says so, and running it again finishes the work.
 pub async fn unsubscribe(
     mturk: &Mturk,
     ledger: &Ledger,
     hit_type: &HitTypeId,
 ) -> Result<UnsubscribeOutcome, LedgerError> {
+    ledger.record_unsubscribed(hit_type).await?;
     let refused = mturk.unsubscribe(hit_type).await.err();
-    if refused.is_none() {
-        ledger.record_unsubscribed(hit_type).await?;
-    }
     Ok(UnsubscribeOutcome {
         hit_type_id: hit_type.to_string(),
         unsubscribed: refused.is_none(),

@@ -704,3 +704,63 @@ async fn guarding_moves_an_unguarded_hit_subscribes_its_new_type_and_backfills_i
         .unwrap()
         .is_none());
 }
+
+/// The lab unsubscribes a HIT type the watch is subscribing at that moment,
+/// in the one order that used to lose the lab's word: the lab's call turns
+/// MTurk's notifications off, the watch's turns them on and records its
+/// subscription, and only then does the lab's answer come back. Every
+/// order must end unsubscribed, at MTurk and in the ledger.
+#[tokio::test]
+async fn an_unsubscribe_racing_the_watchs_subscribe_stands() {
+    const SETTINGS: &str = "UpdateNotificationSettings";
+    let p = Pipeline::start().await;
+    let (_, t) = post(
+        &p,
+        "Unsubscribed while the watch runs",
+        vec![does_not_exist(p.qualification.as_str())],
+    );
+    // The watch's subscribe waits at MTurk's door.
+    let gate = p.double.hold_next(SETTINGS, 1);
+    let watching = tokio::spawn({
+        let lab = lab(&p);
+        let s = settings(&p);
+        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(60)).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("the watch reached its subscribe");
+    // The lab's unsubscribe takes effect at MTurk, but its answer comes back
+    // late (within the SDK's attempt), after the watch's turn.
+    let before = p.double.call_count(SETTINGS);
+    p.double
+        .fail_next(Some(SETTINGS), 1, Fault::Delay(Duration::from_millis(1200)));
+    let unsubscribing = tokio::spawn({
+        let lab = lab(&p);
+        let t = hit_type(&t);
+        async move { subscribe::unsubscribe(&lab.mturk, &lab.ledger, &t).await }
+    });
+    let took_effect = Instant::now() + Duration::from_secs(30);
+    while p.double.call_count(SETTINGS) == before {
+        assert!(Instant::now() < took_effect, "the lab's call never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.open();
+    let report = watching.await.unwrap();
+    let unsubscribed = unsubscribing.await.unwrap().unwrap();
+
+    assert!(unsubscribed.unsubscribed, "{unsubscribed:?}");
+    assert!(
+        !report.hit_types_subscribed.contains(&t),
+        "the watch counts a subscription the lab undid: {report:?}"
+    );
+    let setting = p.double.notification_setting(&t);
+    assert!(
+        setting.as_ref().is_none_or(|s| !s.active),
+        "MTurk still notifies for a HIT type the lab unsubscribed: {setting:?}"
+    );
+    let sub = p.ledger.subscription(&hit_type(&t)).await.unwrap().unwrap();
+    assert!(!sub.active, "{sub:?}");
+    // And the next run leaves it alone.
+    let next = run(&p, &settings(&p)).await;
+    assert_eq!(next.left_unsubscribed, [t.as_str()], "{next:?}");
+}

@@ -307,7 +307,10 @@ pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<Exi
             None => {
                 println!("Unsubscribed HIT type {t}: its submissions no longer exclude workers.")
             }
-            Some(e) => eprintln!("error: HIT type {t} was not unsubscribed: {e}"),
+            Some(e) => eprintln!(
+                "error: HIT type {t} is recorded as unsubscribed (the watch leaves it alone), \
+                 but MTurk did not turn its notifications off: {e}. Run the command again."
+            ),
         }
         outcomes.push(outcome);
     }
@@ -319,7 +322,7 @@ pub async fn run_unsubscribe(ctx: &Context, args: UnsubscribeArgs) -> Result<Exi
     }
     if failed > 0 {
         return Err(CliError::Partial(format!(
-            "{failed} HIT type(s) were not unsubscribed (named above)"
+            "{failed} HIT type(s) still notified by MTurk (named above)"
         )));
     }
     Ok(ExitCode::SUCCESS)
