@@ -19,26 +19,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_mturk::types::Comparator;
 use serde::Serialize;
 
 use crate::ids::{HitTypeId, QualificationTypeId};
 use crate::ledger::{self, Ledger, LedgerError, SubscribedBy, Subscription};
 use crate::mturk::{Hit, Mturk, MturkError, Requirement};
 use crate::ops::subscribe;
-
-/// MTurk's comparators, as of its 2017-01-17 API.
-const COMPARATORS: &[&str] = &[
-    "LessThan",
-    "LessThanOrEqualTo",
-    "GreaterThan",
-    "GreaterThanOrEqualTo",
-    "EqualTo",
-    "NotEqualTo",
-    "Exists",
-    "DoesNotExist",
-    "In",
-    "NotIn",
-];
 
 /// MTurk's system Locale qualification.
 pub const LOCALE_QUALIFICATION: &str = "00000000000000000071";
@@ -86,12 +73,11 @@ pub fn is_odd(r: &Requirement) -> bool {
     let values_fit = match r.comparator.as_str() {
         "Exists" | "DoesNotExist" => values == 0,
         "In" | "NotIn" => values > 0,
-        c if COMPARATORS.contains(&c) => values == 1,
+        c if Comparator::values().contains(&c) => values == 1,
         _ => false,
     };
     !values_fit
         || r.qualification_type_id.trim().is_empty()
-        || (!r.integer_values.is_empty() && !r.locale_values.is_empty())
         || r.qualification_type_id == LOCALE_QUALIFICATION
         || !r.locale_values.is_empty()
 }
@@ -591,7 +577,7 @@ mod tests {
             "[A-Z0-9]{1,30}",
         ];
         let comparator = prop_oneof![
-            proptest::sample::select(COMPARATORS).prop_map(str::to_owned),
+            proptest::sample::select(Comparator::values()).prop_map(str::to_owned),
             ".{0,12}",
         ];
         (
