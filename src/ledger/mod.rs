@@ -266,8 +266,9 @@ impl SubscribedBy {
     }
 }
 
-/// A live HIT without any DoesNotExist requirement, as the watch last saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A live HIT without any DoesNotExist requirement: it admits workers the
+/// lab excluded. As the watch saw it, and as `status` and `report` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UnguardedHit {
     pub hit_id: String,
     pub hit_type_id: String,

@@ -190,8 +190,8 @@ pub struct Report {
 pub struct Coverage {
     pub last_run_at: Option<OffsetDateTime>,
     pub live_unguarded: u64,
-    /// (HIT id, HIT type id, title) of the live unguarded HITs listed.
-    pub unguarded: Vec<(String, String, Option<String>)>,
+    /// The live unguarded HITs listed.
+    pub unguarded: Vec<crate::ledger::UnguardedHit>,
     /// (HIT type id, when the watch subscribed it, backfill still due).
     pub subscribed_by_watch: Vec<(String, Option<OffsetDateTime>, bool)>,
 }
@@ -220,11 +220,7 @@ pub async fn coverage(ledger: &Ledger) -> Result<Option<Coverage>, LedgerError> 
     Ok(Some(Coverage {
         last_run_at: run.ran_at,
         live_unguarded: run.count("live_unguarded").unwrap_or(0),
-        unguarded: run
-            .unguarded
-            .into_iter()
-            .map(|h| (h.hit_id, h.hit_type_id, h.title))
-            .collect(),
+        unguarded: run.unguarded,
         subscribed_by_watch,
     }))
 }
@@ -621,11 +617,11 @@ mod coverage_tests {
         r.coverage = Some(Coverage {
             last_run_at: Some(time::macros::datetime!(2026-03-10 12:00 UTC)),
             live_unguarded: 1,
-            unguarded: vec![(
-                "3HITOPEN".into(),
-                "3TYPEOPEN".into(),
-                Some("<b>Study</b>".into()),
-            )],
+            unguarded: vec![crate::ledger::UnguardedHit {
+                hit_id: "3HITOPEN".into(),
+                hit_type_id: "3TYPEOPEN".into(),
+                title: Some("<b>Study</b>".into()),
+            }],
             subscribed_by_watch: vec![("3TYPEWATCHED".into(), None, true)],
         });
         let page = html::render(&r);

@@ -82,18 +82,11 @@ pub struct WatchReport {
     /// Live HITs with no DoesNotExist requirement: workers the lab excluded can take them.
     pub live_unguarded_hits: u64,
     /// Up to [`ledger::WATCH_RUN_LISTED`] of them.
-    pub unguarded: Vec<UnguardedHitReport>,
+    pub unguarded: Vec<ledger::UnguardedHit>,
     pub hit_types_subscribed_by_watch: usize,
     pub backfills_due: usize,
     /// Errors of the last run (details in the watch's log).
     pub errors: u64,
-}
-
-#[derive(Serialize, Debug)]
-pub struct UnguardedHitReport {
-    pub hit_id: String,
-    pub hit_type_id: String,
-    pub title: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -248,15 +241,7 @@ pub async fn summary(
         last_run_at: run.ran_at.map(ledger::stamp),
         live_unguarded_hits: run.count("live_unguarded").unwrap_or(0),
         errors: run.count("errors").unwrap_or(0),
-        unguarded: run
-            .unguarded
-            .into_iter()
-            .map(|h| UnguardedHitReport {
-                hit_id: h.hit_id,
-                hit_type_id: h.hit_type_id,
-                title: h.title,
-            })
-            .collect(),
+        unguarded: run.unguarded,
         hit_types_subscribed_by_watch: hit_types
             .iter()
             .filter(|t| t.subscribed_by == "watch")

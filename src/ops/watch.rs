@@ -92,20 +92,12 @@ impl Settings {
     }
 }
 
-/// A live HIT that admits excluded workers.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct UnguardedLine {
-    pub hit_id: String,
-    pub title: Option<String>,
-    pub hit_type_id: String,
-}
-
 /// What one run did and found.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     /// Every HIT listed, by class (live unguarded after any guarding).
     pub counts: Counts,
-    pub live_unguarded: Vec<UnguardedLine>,
+    pub live_unguarded: Vec<UnguardedHit>,
     /// HIT types this run pointed at the queue.
     pub hit_types_subscribed: Vec<String>,
     /// HIT types left alone because the lab unsubscribed them.
@@ -172,11 +164,11 @@ pub async fn run(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     report
 }
 
-fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedLine> {
+fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
     sorted
         .iter()
         .filter(|(h, s)| s.class == Class::Unguarded && coverage::is_live(h))
-        .map(|(h, _)| UnguardedLine {
+        .map(|(h, _)| UnguardedHit {
             hit_id: h.hit_id.to_string(),
             title: h.title.clone(),
             hit_type_id: h.hit_type_id.to_string(),
@@ -502,15 +494,7 @@ async fn finish(lab: &Lab, mut report: Report) -> Report {
             ("backfill_left".into(), report.backfill_left.len() as u64),
             ("errors".into(), report.errors.len() as u64),
         ],
-        unguarded: report
-            .live_unguarded
-            .iter()
-            .map(|l| UnguardedHit {
-                hit_id: l.hit_id.clone(),
-                hit_type_id: l.hit_type_id.clone(),
-                title: l.title.clone(),
-            })
-            .collect(),
+        unguarded: report.live_unguarded.clone(),
     };
     if let Err(e) = lab.ledger.record_watch_run(&run).await {
         report.errors.push(format!("recording the run: {e}"));
@@ -560,7 +544,7 @@ mod tests {
                 live_unguarded: 2,
                 ..Counts::default()
             },
-            live_unguarded: vec![UnguardedLine {
+            live_unguarded: vec![UnguardedHit {
                 hit_id: "3HITSECRET".into(),
                 title: None,
                 hit_type_id: "3TYPESECRET".into(),

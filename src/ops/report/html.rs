@@ -656,13 +656,13 @@ pub fn render(r: &Report) -> String {
         )));
         if !c.unguarded.is_empty() {
             page.push_str("<table><thead><tr><th>Unguarded live HIT</th><th>HIT type</th><th>Title</th></tr></thead><tbody>");
-            for (hit, hit_type, title) in &c.unguarded {
+            for h in &c.unguarded {
                 let _ = write!(
                     page,
                     "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-                    escape(hit),
-                    escape(hit_type),
-                    escape(title.as_deref().unwrap_or(""))
+                    escape(&h.hit_id),
+                    escape(&h.hit_type_id),
+                    escape(h.title.as_deref().unwrap_or(""))
                 );
             }
             page.push_str("</tbody></table>");
