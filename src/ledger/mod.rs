@@ -248,8 +248,9 @@ pub struct Exclusion {
     pub granting_until: Option<OffsetDateTime>,
 }
 
-/// Who pointed a HIT type at the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who pointed a HIT type at the queue ("lab" or "watch" in JSON and text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SubscribedBy {
     /// `mturk-exclusion subscribe` or `coverage --fix`.
     Lab,
@@ -263,6 +264,12 @@ impl SubscribedBy {
             SubscribedBy::Lab => "lab",
             SubscribedBy::Watch => "watch",
         }
+    }
+}
+
+impl std::fmt::Display for SubscribedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

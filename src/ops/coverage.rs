@@ -178,8 +178,7 @@ pub fn sort_hits(hits: Vec<Hit>, pool: &QualificationTypeId) -> (Vec<(Hit, Sorte
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionLine {
     pub active: bool,
-    /// "lab" or "watch".
-    pub by: &'static str,
+    pub by: SubscribedBy,
     pub subscribed_at: Option<String>,
     /// A covering subscription whose earlier submissions are not all excluded yet.
     pub backfill_due: bool,
@@ -189,7 +188,7 @@ impl From<&Subscription> for SubscriptionLine {
     fn from(s: &Subscription) -> Self {
         SubscriptionLine {
             active: s.active,
-            by: s.subscribed_by.as_str(),
+            by: s.subscribed_by,
             subscribed_at: s.subscribed_at.map(ledger::stamp),
             backfill_due: s.backfill_due,
         }

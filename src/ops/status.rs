@@ -67,8 +67,8 @@ pub struct HitTypeReport {
     /// What the HIT type still lacks for the accept-time check's claims to
     /// end on return or abandon (run `subscribe` on it again).
     pub lacks_event_types: Vec<String>,
-    /// "lab" (`subscribe`, `coverage --fix`) or "watch".
-    pub subscribed_by: &'static str,
+    /// The lab (`subscribe`, `coverage --fix`) or the watch.
+    pub subscribed_by: ledger::SubscribedBy,
     /// Its submissions from before the subscription are not all excluded yet
     /// (the watch's next run goes on).
     pub backfill_due: bool,
@@ -218,7 +218,7 @@ pub async fn summary(
     let mut hit_types = Vec::new();
     for sub in ledger.subscriptions().await? {
         let event_types = sub.event_types;
-        let (subscribed_by, backfill_due) = (sub.subscribed_by.as_str(), sub.backfill_due);
+        let (subscribed_by, backfill_due) = (sub.subscribed_by, sub.backfill_due);
         let backfilled_at = sub.backfilled_at.map(ledger::stamp);
         hit_types.push(HitTypeReport {
             hit_type_id: sub.hit_type_id.to_string(),
@@ -244,7 +244,7 @@ pub async fn summary(
         unguarded: run.unguarded,
         hit_types_subscribed_by_watch: hit_types
             .iter()
-            .filter(|t| t.subscribed_by == "watch")
+            .filter(|t| t.subscribed_by == ledger::SubscribedBy::Watch)
             .count(),
         backfills_due: hit_types
             .iter()
@@ -309,7 +309,7 @@ fn needs_attention(r: &Report) -> Vec<String> {
         }
         // The watch's subscriptions share the queue `subscribe` proved;
         // a test event cannot prove a HIT type (DESIGN.md).
-        if t.verified_at.is_none() && t.subscribed_by == "lab" {
+        if t.verified_at.is_none() && t.subscribed_by == ledger::SubscribedBy::Lab {
             problems.push(format!(
                 "HIT type {} was never verified: run `mturk-exclusion subscribe {}`",
                 t.hit_type_id, t.hit_type_id
@@ -492,7 +492,7 @@ mod tests {
             last_recorded_at: None,
             event_types: None,
             lacks_event_types: lacks.iter().map(|s| (*s).to_owned()).collect(),
-            subscribed_by: "lab",
+            subscribed_by: ledger::SubscribedBy::Lab,
             backfill_due: false,
             backfilled_at: None,
         }
@@ -502,7 +502,7 @@ mod tests {
     fn the_watch_s_findings_need_attention_and_its_subscriptions_need_no_test_event() {
         let mut r = healthy();
         let mut by_watch = subscribed("3TYPEWATCH", true, false, &[]);
-        by_watch.subscribed_by = "watch";
+        by_watch.subscribed_by = ledger::SubscribedBy::Watch;
         r.hit_types = vec![by_watch];
         r.watch = Some(WatchReport {
             last_run_at: None,
