@@ -212,11 +212,7 @@ async fn main() -> anyhow::Result<()> {
     // Both studies' HITs require that the worker does not hold the pool's
     // qualification, as a lab's HITs do.
     let guarded = || testkit::mturk_double::HitOptions {
-        qualification_requirements: vec![serde_json::json!({
-            "QualificationTypeId": qualification.as_str(),
-            "Comparator": "DoesNotExist",
-            "ActionsGuarded": "DiscoverPreviewAndAccept",
-        })],
+        qualification_requirements: vec![testkit::pipeline::does_not_exist(qualification.as_str())],
         ..Default::default()
     };
     let first_hit = double.create_hit_with(&studies[0].1, guarded());
@@ -370,11 +366,7 @@ async fn watch_run(
 ) -> anyhow::Result<bool> {
     use mturk_exclusion::ops::{watch, Lab};
     use testkit::mturk_double::HitOptions;
-    let requirement = serde_json::json!({
-        "QualificationTypeId": qualification.as_str(),
-        "Comparator": "DoesNotExist",
-        "ActionsGuarded": "DiscoverPreviewAndAccept",
-    });
+    let requirement = testkit::pipeline::does_not_exist(qualification.as_str());
     let (third, third_type) = double.post_hit(HitOptions {
         title: "Memory task (posted by another tool)".into(),
         qualification_requirements: vec![requirement],

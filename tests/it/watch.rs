@@ -16,7 +16,7 @@ use mturk_exclusion::ops::{subscribe, Lab};
 use mturk_exclusion::rate::RateLimiter;
 use serde_json::{json, Value};
 use testkit::mturk_double::{AssignmentStatus, Fault, HitOptions};
-use testkit::pipeline::{document, record, submitted, Options, Pipeline};
+use testkit::pipeline::{document, does_not_exist, record, submitted, Options, Pipeline};
 use tokio::time::Instant;
 
 const GRANT: &str = "AssociateQualificationWithWorker";
@@ -46,10 +46,6 @@ fn settings(p: &Pipeline) -> Settings {
 
 async fn run(p: &Pipeline, settings: &Settings) -> Report {
     watch::run(&lab(p), settings, Instant::now() + Duration::from_secs(120)).await
-}
-
-fn does_not_exist(qual: &str) -> Value {
-    json!({"QualificationTypeId": qual, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"})
 }
 
 /// A HIT another tool posted: its own title, these requirements.

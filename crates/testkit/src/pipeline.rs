@@ -327,6 +327,16 @@ fn document_from(
     .to_string()
 }
 
+/// The requirement a lab's HIT carries, in MTurk's JSON: the worker must
+/// not hold `qualification`, which guards discovery, preview and accept.
+pub fn does_not_exist(qualification: &str) -> serde_json::Value {
+    serde_json::json!({
+        "QualificationTypeId": qualification,
+        "Comparator": "DoesNotExist",
+        "ActionsGuarded": "DiscoverPreviewAndAccept",
+    })
+}
+
 /// A Ping event stamped now, as in a test document.
 pub fn ping_now() -> serde_json::Value {
     let now = time::OffsetDateTime::now_utc()

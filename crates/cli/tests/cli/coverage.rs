@@ -2,16 +2,12 @@
 //! services and the MTurk double.
 
 use crate::CliExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use testkit::mturk_double::HitOptions;
-use testkit::pipeline::Pipeline;
+use testkit::pipeline::{does_not_exist, Pipeline};
 
 const CREATE: &str = "CreateHITType";
 const MOVE: &str = "UpdateHITTypeOfHIT";
-
-fn does_not_exist(qual: &str) -> Value {
-    json!({"QualificationTypeId": qual, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"})
-}
 
 fn post(p: &Pipeline, title: &str, requirements: Vec<Value>) -> (String, String) {
     p.double.post_hit(HitOptions {

@@ -281,11 +281,9 @@ async fn a_watch_run(p: &Pipeline) -> Vec<String> {
     const WORKER: &str = "A1REPORTWATCHED";
     let (hit, _) = p.double.post_hit(HitOptions {
         title: "Posted by another tool".into(),
-        qualification_requirements: vec![serde_json::json!({
-            "QualificationTypeId": p.qualification.as_str(),
-            "Comparator": "DoesNotExist",
-            "ActionsGuarded": "DiscoverPreviewAndAccept",
-        })],
+        qualification_requirements: vec![testkit::pipeline::does_not_exist(
+            p.qualification.as_str(),
+        )],
         ..HitOptions::default()
     });
     p.double.submit_assignment(&hit, WORKER).await.unwrap();
