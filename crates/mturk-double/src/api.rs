@@ -829,7 +829,9 @@ fn requirement(model: &Model, r: RequirementInput) -> Result<Value, ApiError> {
     }
     let wanted_ok = match comparator {
         "Exists" | "DoesNotExist" => values == 0,
-        "In" | "NotIn" => (1..=15).contains(&values),
+        // MTurk's limits for a set: 15 IntegerValues, 30 LocaleValues.
+        "In" | "NotIn" if locales.is_empty() => (1..=15).contains(&values),
+        "In" | "NotIn" => (1..=30).contains(&values),
         _ => values == 1,
     };
     if !wanted_ok {

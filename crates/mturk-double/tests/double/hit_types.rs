@@ -164,6 +164,59 @@ async fn create_hit_type_checks_its_input_as_mturk_does() {
         .send()
         .await
         .expect("locale and exclusion");
+
+    // A set holds up to 30 locales, but up to 15 integers.
+    let countries = |n: usize| -> Vec<Locale> {
+        (0..n)
+            .map(|i| {
+                let code: String = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8]
+                    .iter()
+                    .map(|&b| b as char)
+                    .collect();
+                Locale::builder().country(code).build().unwrap()
+            })
+            .collect()
+    };
+    let locales_in = |n: usize| {
+        QualificationRequirement::builder()
+            .qualification_type_id("00000000000000000071")
+            .comparator(Comparator::In)
+            .set_locale_values(Some(countries(n)))
+            .build()
+            .unwrap()
+    };
+    create_hit_type(&client, "t", vec![locales_in(30)])
+        .send()
+        .await
+        .expect("30 locales");
+    let err = create_hit_type(&client, "t", vec![locales_in(31)])
+        .send()
+        .await
+        .expect_err("31 locales");
+    assert_eq!(
+        turk_code(err).as_deref(),
+        Some("AWS.MechanicalTurk.InvalidParameterValue")
+    );
+    let integers_in = |n: i32| {
+        QualificationRequirement::builder()
+            .qualification_type_id(&qual)
+            .comparator(Comparator::In)
+            .set_integer_values(Some((0..n).collect()))
+            .build()
+            .unwrap()
+    };
+    create_hit_type(&client, "t", vec![integers_in(15)])
+        .send()
+        .await
+        .expect("15 integers");
+    let err = create_hit_type(&client, "t", vec![integers_in(16)])
+        .send()
+        .await
+        .expect_err("16 integers");
+    assert_eq!(
+        turk_code(err).as_deref(),
+        Some("AWS.MechanicalTurk.InvalidParameterValue")
+    );
 }
 
 #[tokio::test]
