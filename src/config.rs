@@ -26,11 +26,12 @@ pub struct Config {
     /// `MTURK_START_RPS`: where an instance's adaptive rate starts (at most
     /// the ceiling), in slow start. Unset (as deployed): at its share of the
     /// pool's recent rate from the ledger, or with no history at
-    /// `rate::INITIAL_RATE`.
+    /// `rate::initial_rate(max_concurrency)`.
     pub mturk_start_rps: Option<f64>,
     /// `MAX_CONCURRENCY`: the event source's MaximumConcurrency, if known
     /// (template.yaml passes it): a cold instance's share of the pool's
-    /// rate is that rate ÷ at least this many instances.
+    /// rate is that rate ÷ at least this many instances, and with no
+    /// history its share of `rate::initial_rate`.
     pub max_concurrency: Option<usize>,
     /// `QUEUE_URL`: the source queue, for spacing out redeliveries. Optional.
     pub queue_url: Option<String>,
@@ -243,7 +244,7 @@ mod tests {
         assert_eq!(c.mturk_max_rps, crate::rate::DEFAULT_CEILING);
         assert!(!c.reject_unknown_senders);
         assert_eq!(c.queue_url, None);
-        // Unset: the pool's share from the ledger, or INITIAL_RATE.
+        // Unset: the pool's share from the ledger, or rate::initial_rate.
         assert_eq!(c.mturk_start_rps, None);
         assert_eq!(c.max_concurrency, None);
     }
