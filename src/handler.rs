@@ -390,11 +390,10 @@ impl Handler {
     /// can point one of them elsewhere and still assemble the rest as the
     /// Lambda does.
     pub fn with_clients(config: &Config, clients: Clients) -> Self {
-        let limiter = Arc::new(RateLimiter::starting_at(
+        let limiter = Arc::new(RateLimiter::configured(
             config.mturk_max_rps,
-            config
-                .mturk_start_rps
-                .unwrap_or_else(|| crate::rate::initial_rate(config.max_concurrency)),
+            config.mturk_start_rps,
+            config.max_concurrency,
         ));
         let mturk = Mturk::new(clients.mturk, limiter.clone());
         let ledger = Ledger::new(clients.dynamodb, &config.table_name);

@@ -13,9 +13,10 @@
 //!   queued at a cold start's 2/s go as soon as the rate has grown.
 //! - **Where to start.** At the pool's recently accepted rate ÷ the
 //!   instances that reported it ([`RateLimiter::resuming_at`]; the handler
-//!   reads it from the ledger), or, with no history, at [`INITIAL_RATE`] in
-//!   slow start: the rate doubles per round trip (per call while fewer than
-//!   one call is in flight), counting only calls that had to wait for their
+//!   reads it from the ledger), or, with no history, at its share of two
+//!   instances' [`INITIAL_RATE`] ([`initial_rate`]) in slow start: the
+//!   rate doubles per round trip (per call while fewer than one call is in
+//!   flight), counting only calls that had to wait for their
 //!   slot and succeeded, until the first throttle. That ends it at half the
 //!   rate MTurk accepted this instance's calls at in the last second (never
 //!   below half where it began), not at half the rate it had reached: doubling per round trip outruns the
@@ -248,12 +249,10 @@ impl RateLimiter {
     }
 
     /// What a function's configuration asks for: slow start from `start`
-    /// (`MTURK_START_RPS`) if it is set, else from [`INITIAL_RATE`].
-    pub fn configured(ceiling: f64, start: Option<f64>) -> Self {
-        match start {
-            Some(start) => Self::starting_at(ceiling, start),
-            None => Self::per_second(ceiling),
-        }
+    /// (`MTURK_START_RPS`) if it is set, else from its share of the pool's
+    /// first rate, [`initial_rate`] of the `instances` that may run at once.
+    pub fn configured(ceiling: f64, start: Option<f64>, instances: Option<usize>) -> Self {
+        Self::starting_at(ceiling, start.unwrap_or_else(|| initial_rate(instances)))
     }
 
     /// Like [`RateLimiter::per_second`], starting at `share` calls per
@@ -282,7 +281,9 @@ impl RateLimiter {
         s.rate = rate;
         s.last_limit = rate;
         s.slow_start = false;
-        s.sustained = Some((rate, now));
+        // Not `sustained`: only calls this instance sends while the limit
+        // holds them back say what it sustains. Reporting the share it was
+        // handed would halve the pool's record at each quiet cold start.
         s.peak = Some((rate, now));
         s.reference = Some((rate, now));
         true
@@ -611,6 +612,16 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_instance_reports_no_rate_until_its_own_calls_wait() {
+        let limiter = RateLimiter::per_second(25.0);
+        assert!(limiter.resume_at(10.0));
+        // One call, not held back by the limit: nothing sustained.
+        let permit = limiter.acquire().await;
+        limiter.succeeded(&permit);
+        assert_eq!(limiter.sustained_rate(), None);
+    }
+
     #[test]
     fn cold_instances_share_the_pools_first_rate() {
         assert_eq!(initial_rate(None), INITIAL_RATE);

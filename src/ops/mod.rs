@@ -69,6 +69,7 @@ impl Lab {
         let limiter = std::sync::Arc::new(crate::rate::RateLimiter::configured(
             config.mturk_max_rps,
             config.mturk_start_rps,
+            config.max_concurrency,
         ));
         let mturk = Mturk::new(mturk, limiter);
         let ledger = Ledger::new(dynamodb, &config.table_name);
