@@ -218,3 +218,41 @@ async fn a_starved_record_is_deferred_and_not_dead_lettered() {
         "MTurk never throttled: the test proves nothing"
     );
 }
+
+/// Two instances report their rate to the pool's one item at the same
+/// moment: each writes only its own entry, so neither report is lost, and
+/// the pool's rate is their sum. Reports older than that spell of work
+/// (minutes, or days) do not count.
+#[tokio::test]
+async fn instances_reporting_at_once_both_count_in_the_pools_rate() {
+    use time::{Duration as Span, OffsetDateTime};
+    let p = testkit::pipeline::Pipeline::start().await;
+    let now = OffsetDateTime::now_utc();
+    p.ledger
+        .record_pool_rate("instance-gone", 9.0, now - Span::days(2))
+        .await
+        .unwrap();
+    p.ledger
+        .record_pool_rate("instance-earlier", 7.0, now - Span::minutes(3))
+        .await
+        .unwrap();
+
+    let (a, b) = tokio::join!(
+        p.ledger.record_pool_rate("instance-a", 4.0, now),
+        p.ledger.record_pool_rate("instance-b", 6.0, now),
+    );
+    a.unwrap();
+    b.unwrap();
+
+    let pool = p.ledger.pool_rate(now).await.unwrap().expect("a pool rate");
+    assert_eq!(pool.instances, 2, "{pool:?}");
+    assert!((pool.rate - 10.0).abs() < 1e-9, "{pool:?}");
+    // Once the two are a day old, nothing is left to start from.
+    assert_eq!(
+        p.ledger
+            .pool_rate(now + Span::days(1) + Span::minutes(1))
+            .await
+            .unwrap(),
+        None
+    );
+}
