@@ -5,8 +5,8 @@
 //! by their real message id (partial batch response); their redelivery is
 //! spaced out with `ChangeMessageVisibility`: by the receive count for
 //! transient faults, by the queue's backlog for records that wait for
-//! MTurk's rate. A record that waits for the rate at its last receive
-//! before the dead-letter queue is sent back as a new message while MTurk
+//! MTurk's rate. A record that waits for the rate at one of its last two
+//! receives before the dead-letter queue is sent back as a new message while MTurk
 //! still accepts calls, so throttling never dead-letters it. Two failures of
 //! the whole batch are deliberate: a record without a message id (it could
 //! not be named, so nothing may be deleted), and a batch in which every
@@ -747,9 +747,10 @@ impl Handler {
 
     /// Sends failed records back to the queue with a delay. A record that
     /// waits for MTurk's rate comes back when the backlog ahead of it
-    /// should be done (the queue's visible messages ÷ the pool's rate,
-    /// estimated as this instance's × `MAX_CONCURRENCY`), not at once. If
-    /// this receive is its last before the dead-letter queue and MTurk
+    /// should be done (the queue's visible messages and the records of this
+    /// batch deferred before it, ÷ the pool's rate, estimated as this
+    /// instance's × `MAX_CONCURRENCY`), not at once. If this receive is one
+    /// of its last two before the dead-letter queue and MTurk
     /// still accepts this instance's calls, it is sent again as a new
     /// message (receive count 1) and this copy succeeds: throttling never
     /// dead-letters a record. Records that failed for a transient fault back
@@ -793,6 +794,9 @@ impl Handler {
                 let ahead = (backlog + place) as f64 * CALLS_PER_RECORD;
                 let delay = Duration::from_secs_f64(ahead / pool_rate.max(0.1))
                     .clamp(RATE_DEFER_MIN, self.config.backoff_max.max(RATE_DEFER_MIN));
+                // One receive early: an invocation that dies on the last
+                // receive (a timeout, a crash) can no longer send it back,
+                // and SQS's receive count is approximate.
                 if max_receives.is_some_and(|max| receives + 1 >= max)
                     && self.limiter.accepted_within(ACCEPTING_WITHIN)
                 {
