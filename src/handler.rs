@@ -51,9 +51,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Failures worth retrying later rather than sooner.
+    /// Failures worth retrying later rather than sooner, by receive count
+    /// (those that wait for MTurk's rate are spaced by the backlog instead).
     fn backs_off(&self) -> bool {
-        matches!(self, Failure::Throttled(_) | Failure::Transient(_))
+        matches!(self, Failure::Transient(_))
     }
 
     /// Failures of a record that waits for MTurk's rate: throttled past the
