@@ -17,7 +17,9 @@
 //!   `coverage --fix`) pointed at the queue, and when its path was last
 //!   proven; `status` lists them. One made by the watch or a fix carries
 //!   `subscribed_by` and `backfill_due` until its earlier submissions are
-//!   excluded (`backfilled_at`). A record marked inactive is the lab's
+//!   excluded (`backfilled_at`); HITs moved into a subscribed type mark its
+//!   backfill due again, and `due_mark` counts the marks. A record marked
+//!   inactive is the lab's
 //!   `unsubscribe`, which the watch never undoes.
 //! - `CONFIG` / `WATCH`: the watch's last run (when, what it counted, the
 //!   live HITs it found unguarded), written once per run.
@@ -117,6 +119,13 @@ const WATCH_SK: &str = "WATCH";
 const SUBSCRIBED_BY: &str = "subscribed_by";
 const BACKFILL_DUE: &str = "backfill_due";
 const BACKFILLED_AT: &str = "backfilled_at";
+/// How many times a subscription's backfill was marked due. A backfill
+/// records itself done only if the count is still what it read before it
+/// listed the HITs: one marked due meanwhile (a HIT moved into the type)
+/// stays due.
+const DUE_MARK: &str = "due_mark";
+/// The `due_mark` a covering subscription is recorded with.
+pub const FIRST_DUE_MARK: u64 = 1;
 const RAN_AT: &str = "ran_at";
 const COUNTS: &str = "counts";
 const UNGUARDED: &str = "unguarded";
@@ -314,6 +323,10 @@ pub struct Subscription {
     /// Its submissions from before the subscription still wait to be
     /// excluded: the watch's next run does it.
     pub backfill_due: bool,
+    /// How many times the backfill was marked due (`None` for records
+    /// written before it was counted): what a backfill checks it is still
+    /// current against when it records itself done.
+    pub due_mark: Option<u64>,
     pub backfilled_at: Option<OffsetDateTime>,
 }
 
@@ -1981,6 +1994,7 @@ impl Ledger {
             )
             .item(SUBSCRIBED_BY, s(by.as_str()))
             .item(BACKFILL_DUE, AttributeValue::Bool(true))
+            .item(DUE_MARK, n(FIRST_DUE_MARK))
             .condition_expression(format!("attribute_not_exists({PK})"))
             .send()
             .await;
@@ -1997,26 +2011,83 @@ impl Ledger {
         }
     }
 
+    /// Marks an active subscription's backfill due again: HITs with
+    /// submissions of their own were moved into its HIT type (`coverage
+    /// --fix`, the watch's guard). Returns the new mark, or `None` when the
+    /// ledger has no active record of the HIT type (nothing is written).
+    pub async fn record_backfill_due(
+        &self,
+        hit_type: &HitTypeId,
+    ) -> Result<Option<u64>, LedgerError> {
+        const OP: &str = "UpdateItem(subscription backfill due)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("SET {BACKFILL_DUE} = :due ADD {DUE_MARK} :one"))
+            .condition_expression(format!(
+                "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
+            ))
+            .expression_attribute_values(":due", AttributeValue::Bool(true))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, DUE_MARK))),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind == LedgerErrorKind::ConditionFailed {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Notes that a covering subscription's earlier submissions are all
     /// excluded: written only once they are, so a run stopped halfway leaves
-    /// the backfill due for the next.
+    /// the backfill due for the next; and only if its backfill was not
+    /// marked due again since the backfill read `due_mark` (before listing
+    /// the HITs it went through), so a HIT moved in meanwhile is not passed
+    /// over. Returns whether it was recorded.
     pub async fn record_backfilled(
         &self,
         hit_type: &HitTypeId,
+        due_mark: Option<u64>,
         now: OffsetDateTime,
-    ) -> Result<(), LedgerError> {
-        self.client
+    ) -> Result<bool, LedgerError> {
+        const OP: &str = "UpdateItem(subscription backfilled)";
+        let update = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(SUBSCRIPTION_PK))
             .key(SK, s(hit_type.as_str()))
             .update_expression(format!("SET {BACKFILLED_AT} = :at REMOVE {BACKFILL_DUE}"))
-            .condition_expression(format!("attribute_exists({PK})"))
-            .expression_attribute_values(":at", s(stamp(now)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem(subscription backfilled)", e))?;
-        Ok(())
+            .expression_attribute_values(":at", s(stamp(now)));
+        let update = match due_mark {
+            Some(mark) => update
+                .condition_expression(format!("attribute_exists({PK}) AND {DUE_MARK} = :mark"))
+                .expression_attribute_values(":mark", n(mark)),
+            None => update.condition_expression(format!(
+                "attribute_exists({PK}) AND attribute_not_exists({DUE_MARK})"
+            )),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind == LedgerErrorKind::ConditionFailed {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     /// One HIT type's subscription record, read consistently.
@@ -2186,6 +2257,7 @@ fn subscription_from(op: &'static str, i: &Item) -> Result<Subscription, LedgerE
             _ => SubscribedBy::Lab,
         },
         backfill_due: matches!(i.get(BACKFILL_DUE), Some(AttributeValue::Bool(true))),
+        due_mark: get_n(i, DUE_MARK),
         backfilled_at: get_time(op, i, BACKFILLED_AT)?,
     })
 }

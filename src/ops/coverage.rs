@@ -362,6 +362,20 @@ pub struct FixReport {
     pub hits: Vec<Fixed>,
     /// The new HIT types and what subscribing each came to.
     pub subscribed: Vec<subscribe::HitTypeOutcome>,
+    /// HIT types the lab had subscribed already that HITs were moved into:
+    /// their backfill is marked due again, for the moved HITs' earlier
+    /// submissions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub marked_due: Vec<MarkedDue>,
+}
+
+/// A subscribed HIT type whose backfill a fix marked due again.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkedDue {
+    pub hit_type_id: String,
+    /// The `due_mark` this fix wrote.
+    #[serde(skip)]
+    pub due_mark: u64,
 }
 
 impl FixReport {
@@ -379,6 +393,9 @@ impl FixReport {
 /// properties and requirements plus the pool's, `UpdateHITTypeOfHIT` for
 /// each of its HITs, then the new type is subscribed (as made `by` the lab
 /// or the watch, its backfill due: the moved HITs keep their submissions).
+/// A new HIT type that turns out to be one the lab subscribed already (same
+/// properties and requirements) keeps that subscription, with its backfill
+/// marked due again for the same reason; one the lab unsubscribed stays so.
 /// MTurk refusing one HIT type or HIT is its outcome; the error is the
 /// ledger failing.
 pub async fn fix(
@@ -428,12 +445,22 @@ pub async fn fix(
             });
         }
         if moved > 0 {
-            // The lab's own subscription of that type, if any, stands.
-            let known = ledger.subscription(&new_type).await?;
-            if known.is_none() {
-                report.subscribed.push(
+            // The lab's own subscription of that type, if any, stands; the
+            // submissions the moved HITs bring along may have gone
+            // unnotified under their old type.
+            match ledger.subscription(&new_type).await? {
+                None => report.subscribed.push(
                     subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by).await?,
-                );
+                ),
+                Some(sub) if sub.active => {
+                    if let Some(due_mark) = ledger.record_backfill_due(&new_type).await? {
+                        report.marked_due.push(MarkedDue {
+                            hit_type_id: new_type.to_string(),
+                            due_mark,
+                        });
+                    }
+                }
+                Some(_) => {}
             }
         }
     }

@@ -31,6 +31,11 @@ pub struct HitTypeOutcome {
     pub subscribed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// This call wrote the ledger's record, with its backfill due (a
+    /// covering subscription's first `due_mark`): the watch's own backfill
+    /// of it in the same run is then current.
+    #[serde(skip)]
+    pub recorded: bool,
 }
 
 /// Where the test event got stuck.
@@ -156,6 +161,7 @@ pub async fn subscribe(
         hit_type_id: hit_type.to_string(),
         subscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
+        recorded: false,
     })
 }
 
@@ -176,6 +182,7 @@ pub async fn subscribe_covering(
             hit_type_id: hit_type.to_string(),
             subscribed: false,
             error: Some(e.to_string()),
+            recorded: false,
         });
     }
     let recorded = ledger
@@ -198,6 +205,7 @@ pub async fn subscribe_covering(
                         Ok(()) => "the lab unsubscribed this HIT type meanwhile; left unsubscribed".into(),
                         Err(e) => format!("the lab unsubscribed this HIT type meanwhile, and turning its notifications off again failed ({e}); run `mturk-exclusion unsubscribe {hit_type}`"),
                     }),
+                    recorded: false,
                 });
             }
         }
@@ -206,6 +214,7 @@ pub async fn subscribe_covering(
         hit_type_id: hit_type.to_string(),
         subscribed: true,
         error: None,
+        recorded,
     })
 }
 

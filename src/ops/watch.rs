@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::config::ConfigError;
 use crate::exclusion::{Outcome, Releases};
 use crate::ids::HitTypeId;
-use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun};
+use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun, FIRST_DUE_MARK};
 use crate::metrics::{Document, Unit};
 use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
 use crate::ops::backfill::{self, Gathered, Item};
@@ -106,7 +106,8 @@ pub struct Report {
     pub unguarded_not_covered: Vec<String>,
     /// HIT types whose backfill this run finished.
     pub backfilled_hit_types: Vec<String>,
-    /// HIT types whose backfill is still due (stopped, or failed): the next run goes on.
+    /// HIT types whose backfill is still due (stopped, failed, or marked due
+    /// again while it ran): the next run goes on.
     pub backfill_left: Vec<String>,
     /// Submissions newly recorded by backfilling (not ones the ledger had).
     pub submissions_backfilled: usize,
@@ -178,6 +179,22 @@ fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
 
 async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     let mut report = Report::default();
+    // Each backfill's mark, read before the HITs are listed: a backfill goes
+    // through the HITs this run listed, so one marked due after that (a HIT
+    // moved into its type by `coverage --fix`) must not record itself done.
+    // This run's own marks (its subscriptions and guard) are current.
+    let mut marks: HashMap<HitTypeId, Option<u64>> = match lab.ledger.subscriptions().await {
+        Ok(subs) => subs
+            .into_iter()
+            .map(|s| (s.hit_type_id, s.due_mark))
+            .collect(),
+        Err(e) => {
+            report
+                .errors
+                .push(format!("reading the subscriptions: {e}"));
+            return report;
+        }
+    };
     let hits = match lab.mturk.hits().await {
         Ok(hits) => hits,
         Err(e) => {
@@ -188,6 +205,9 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     let (mut sorted, mut counts) = coverage::sort_hits(hits, &lab.qualification);
     if settings.guard_unguarded && counts.live_unguarded > 0 {
         let guarded = guard(lab, settings, &mut sorted, &mut report).await;
+        if let Some(fixed) = &report.guarded {
+            own_marks(&mut marks, fixed);
+        }
         // What moved is sorted again: it now requires the pool's qualification.
         let hits = sorted.into_iter().map(|(h, _)| h).collect();
         (sorted, counts) = coverage::sort_hits(hits, &lab.qualification);
@@ -247,6 +267,9 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
                 .await
                 {
                     Ok(outcome) if outcome.subscribed => {
+                        if outcome.recorded {
+                            marks.insert(t.clone(), Some(FIRST_DUE_MARK));
+                        }
                         report.hit_types_subscribed.push(t.to_string());
                         due.push(t.clone());
                     }
@@ -290,22 +313,48 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
             report.backfill_left.push(t.to_string());
             continue;
         }
-        if let Err(e) = lab
+        let mark = marks.get(t).copied().flatten();
+        match lab
             .ledger
-            .record_backfilled(t, OffsetDateTime::now_utc())
+            .record_backfilled(t, mark, OffsetDateTime::now_utc())
             .await
         {
-            report
-                .errors
-                .push(format!("recording HIT type {t}'s backfill as done: {e}"));
-            report
-                .backfill_left
-                .extend(due[i..].iter().map(ToString::to_string));
-            return finish(lab, report).await;
+            Ok(true) => report.backfilled_hit_types.push(t.to_string()),
+            // Marked due again since this run listed its HITs.
+            Ok(false) => report.backfill_left.push(t.to_string()),
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("recording HIT type {t}'s backfill as done: {e}"));
+                report
+                    .backfill_left
+                    .extend(due[i..].iter().map(ToString::to_string));
+                return finish(lab, report).await;
+            }
         }
-        report.backfilled_hit_types.push(t.to_string());
     }
     finish(lab, report).await
+}
+
+/// Takes the marks a guard wrote as current: a HIT type it subscribed
+/// (recorded with the first mark), and one it marked due again, when no one
+/// else marked it since this run read its mark (else the read one stays,
+/// and the backfill is left due for the next run).
+fn own_marks(marks: &mut HashMap<HitTypeId, Option<u64>>, fixed: &coverage::FixReport) {
+    for s in fixed.subscribed.iter().filter(|s| s.recorded) {
+        if let Ok(t) = HitTypeId::parse(&s.hit_type_id) {
+            marks.insert(t, Some(FIRST_DUE_MARK));
+        }
+    }
+    for m in &fixed.marked_due {
+        let Ok(t) = HitTypeId::parse(&m.hit_type_id) else {
+            continue;
+        };
+        let read = marks.get(&t).copied().flatten().unwrap_or(0);
+        if m.due_mark == read + 1 {
+            marks.insert(t, Some(m.due_mark));
+        }
+    }
 }
 
 fn by_type(subs: Vec<Subscription>) -> HashMap<HitTypeId, Subscription> {

@@ -12,7 +12,7 @@ use mturk_exclusion::ids::{AssignmentId, HitTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, SubscribedBy};
 use mturk_exclusion::mturk::Mturk;
 use mturk_exclusion::ops::watch::{self, Report, Settings};
-use mturk_exclusion::ops::{subscribe, Lab};
+use mturk_exclusion::ops::{coverage, subscribe, Lab};
 use mturk_exclusion::rate::RateLimiter;
 use serde_json::{json, Value};
 use testkit::mturk_double::{AssignmentStatus, Fault, HitOptions};
@@ -699,6 +699,144 @@ async fn guarding_moves_an_unguarded_hit_subscribes_its_new_type_and_backfills_i
         .await
         .unwrap()
         .is_none());
+}
+
+/// An unguarded HIT whose properties match a HIT type the lab posted with
+/// the requirement and subscribed: guarding moves it into that HIT type,
+/// whose subscription stands, and the submissions it brings along (never
+/// notified: its old HIT type was not covered) are backfilled all the same.
+#[tokio::test]
+async fn guarding_into_a_hit_type_the_lab_subscribed_backfills_the_moved_hits_workers() {
+    let p = Pipeline::start().await;
+    let (_, guarded_type) = post(
+        &p,
+        "Second wave",
+        vec![does_not_exist(p.qualification.as_str())],
+    );
+    let l = lab(&p);
+    let subscribed =
+        subscribe::subscribe(&l.mturk, &l.ledger, &hit_type(&guarded_type), &p.queues.url)
+            .await
+            .unwrap();
+    assert!(subscribed.subscribed, "{subscribed:?}");
+    // The same study posted again without the requirement.
+    let (hit, _) = post(&p, "Second wave", vec![]);
+    let early = workers("MOVED", 3);
+    submit_unnotified(&p, &hit, &early).await;
+    let guarding = Settings {
+        cover_unguarded: false,
+        guard_unguarded: true,
+        ..settings(&p)
+    };
+
+    let report = run(&p, &guarding).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        p.double.hit_type_of(&hit).unwrap(),
+        guarded_type,
+        "the premise: guarding gives the lab's HIT type"
+    );
+    let marked: Vec<_> = report
+        .guarded
+        .as_ref()
+        .map(|g| g.marked_due.iter().map(|m| m.hit_type_id.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(marked, [guarded_type.as_str()], "{report:?}");
+    assert!(report.hit_types_subscribed.is_empty(), "{report:?}");
+    assert_eq!(report.backfilled_hit_types, [guarded_type.as_str()]);
+    for w in &early {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    p.assert_every_grant_silent();
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&guarded_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sub.subscribed_by,
+        SubscribedBy::Lab,
+        "the lab's record stands"
+    );
+    assert!(sub.active && !sub.backfill_due, "{sub:?}");
+}
+
+/// `coverage --fix` on the lab's machine moves a HIT into a HIT type while
+/// the watch is backfilling that HIT type from a listing made before the
+/// move. The run must not record the backfill as done: the next run goes
+/// through the moved HIT's submissions.
+#[tokio::test]
+async fn a_hit_moved_into_a_hit_type_while_its_backfill_runs_is_backfilled_by_the_next_run() {
+    let p = Pipeline::start().await;
+    let (first_hit, t) = post(
+        &p,
+        "Third wave",
+        vec![does_not_exist(p.qualification.as_str())],
+    );
+    let first = workers("FIRST", 2);
+    submit_unnotified(&p, &first_hit, &first).await;
+    // Posted again without the requirement; the watch does not cover it.
+    let (moved_hit, _) = post(&p, "Third wave", vec![]);
+    let moved = workers("LATER", 2);
+    submit_unnotified(&p, &moved_hit, &moved).await;
+    let s = Settings {
+        cover_unguarded: false,
+        concurrency: 1,
+        ..settings(&p)
+    };
+    // The watch subscribes T and backfills it; its first grant waits.
+    let gate = p.double.hold_next(GRANT, 1);
+    let running = tokio::spawn({
+        let lab = lab(&p);
+        let s = s.clone();
+        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(60)).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("the backfill reached its first grant");
+    // Meanwhile the lab fixes the unguarded HIT: it moves into T.
+    let l = lab(&p);
+    let hits = l.mturk.hits().await.unwrap();
+    let plan = coverage::plan_fix(hits.iter(), &p.qualification);
+    let fixed = coverage::fix(
+        &l.mturk,
+        &l.ledger,
+        &p.qualification,
+        &plan,
+        &p.queues.url,
+        SubscribedBy::Lab,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixed.guarded(), 1, "{fixed:?}");
+    assert_eq!(p.double.hit_type_of(&moved_hit).unwrap(), t, "the premise");
+    gate.open();
+    let racing = running.await.unwrap();
+
+    assert!(racing.errors.is_empty(), "{:?}", racing.errors);
+    assert_eq!(racing.hit_types_subscribed, [t.as_str()]);
+    assert!(
+        racing.backfilled_hit_types.is_empty(),
+        "recorded as done, past the moved HIT: {racing:?}"
+    );
+    assert_eq!(racing.backfill_left, [t.as_str()]);
+    for w in &first {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    let sub = p.ledger.subscription(&hit_type(&t)).await.unwrap().unwrap();
+    assert!(sub.backfill_due, "{sub:?}");
+
+    let next = run(&p, &s).await;
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+    assert_eq!(next.backfilled_hit_types, [t.as_str()], "{next:?}");
+    for w in first.iter().chain(&moved) {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    let sub = p.ledger.subscription(&hit_type(&t)).await.unwrap().unwrap();
+    assert!(!sub.backfill_due, "{sub:?}");
+    p.assert_every_grant_silent();
 }
 
 /// The lab unsubscribes a HIT type the watch is subscribing at that moment,

@@ -261,6 +261,12 @@ fn print_fixed(fixed: &FixReport) {
             Some(e) => println!("Failed to subscribe HIT type {}: {e}", s.hit_type_id),
         }
     }
+    for m in &fixed.marked_due {
+        println!(
+            "HIT type {} was subscribed already: its backfill is due again, for the moved HITs' earlier submissions (the watch's next run does it)",
+            m.hit_type_id
+        );
+    }
     println!(
         "\nGuarded {} HIT(s); {} failure(s).",
         fixed.guarded(),
