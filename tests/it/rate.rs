@@ -104,9 +104,13 @@ async fn a_cold_instance_starts_at_its_share_of_the_pools_rate() {
     use mturk_exclusion::rate::INITIAL_RATE;
     use testkit::pipeline::{Options, Pipeline};
     let p = Pipeline::with(Options {
-        // A slow start, so that the calls wait for their slots: the rate
-        // then says something about MTurk, and is reported.
-        configure: |c| c.mturk_start_rps = Some(4.0),
+        // Starting at the ceiling, so that the calls wait for their slots
+        // there: the rate then says something about MTurk, and is reported
+        // (a slow start below the ceiling says only "at least").
+        configure: |c| {
+            c.mturk_max_rps = 6.0;
+            c.mturk_start_rps = Some(6.0);
+        },
         ..Options::default()
     })
     .await;
@@ -125,7 +129,7 @@ async fn a_cold_instance_starts_at_its_share_of_the_pools_rate() {
         .expect("read")
         .expect("the instance noted its rate after its batch");
     assert_eq!(pool.instances, 1, "{pool:?}");
-    assert!(pool.rate >= 4.0, "{pool:?}");
+    assert_eq!(pool.rate, 6.0, "{pool:?}");
 
     let cold = p.handler_with(|c| {
         c.mturk_start_rps = None;
