@@ -45,8 +45,11 @@
 //!   rate, and their throttles say nothing new.
 //! - **A floor under a cut.** A cut never goes below [`FLOOR_SHARE`] × the
 //!   peak, unless throttles keep rising (more than [`RISING_SHARE`] of the
-//!   window throttled). With most of the window throttled, MTurk takes much
-//!   less than it did (another script started): the peak is forgotten.
+//!   last [`WINDOW`] calls throttled, counted across cuts: among the few
+//!   calls since a cut, one stray throttle looked like most of them). With
+//!   most of them throttled, MTurk takes much less than it did (another
+//!   script started): the peak is forgotten. While throttles rise, the
+//!   calls below the peak teach no noise.
 //! - **Additive increase, not tied to a collapse.** Each succeeded call that
 //!   waited for its slot raises the rate by [`INCREASE`] × the highest rate
 //!   MTurk took in the last five minutes (or the rate at the last cut, if
@@ -57,17 +60,19 @@
 //! - **A ceiling.** `MTURK_MAX_RPS` is the most one instance ever sends.
 //!
 //! What this does not do: make a steady 10 % of stray throttles cost only
-//! its share. Near the peak a throttle still cuts, noise or not, because
-//! every way of letting noise pass there (learning the share among all
-//! calls, the quiet blocks, the calls right after a cut, the low calls
-//! above; a milder cut or a faster increase while the noise explains the
-//! throttles) also learned the congestion of the other instances, and let
-//! the pool run above R: 9 % throttled with five instances and no noise at
-//! all. So the noise only keeps the rate from collapsing: at R = 8 with
-//! 10 % stray it holds 0.4-0.7 × R depending on where the throttles fall
-//! (0.27 before), and where slow start ended early on a stray throttle, the
-//! peak stays low for minutes. Records that wait for the rate are never
-//! dead-lettered for it (`handler.rs`).
+//! its share at every rate. Near the peak a throttle still cuts, noise or
+//! not, because every way of letting noise pass there (learning the share
+//! among all calls, the quiet blocks, the calls right after a cut, the
+//! lowest of blocks of calls, the low calls above; a milder cut or a faster
+//! increase while the noise explains the throttles) also learned the
+//! congestion of the other instances, and let the pool run above R: 9 % to
+//! 24 % throttled with five instances and no noise at all. So the noise
+//! keeps the rate from collapsing, and the floor holds: at R = 8 with 10 %
+//! stray, two instances hold 0.72 × R over five minutes (0.27 in 0.1.0),
+//! and a 30-second burst drains in 1.37 × its floor; at R = 20 and 50,
+//! where slow start ends early on a stray throttle and the increase is
+//! reckoned on the low rate it reached, 0.53 and 0.21 × R. Records that
+//! wait for the rate are never dead-lettered for it (`handler.rs`).
 //!
 //! Only calls the limit held back raise the rate: an instance whose calls
 //! are spaced by something else (DynamoDB, too little work) has not shown
@@ -138,8 +143,8 @@ const NEAR_PEAK: f64 = 0.8;
 /// A cut never goes below this share of the peak, unless throttles keep
 /// rising.
 pub const FLOOR_SHARE: f64 = 0.7;
-/// More than this share of the window throttled is throttles rising: a
-/// cut may then go below the floor.
+/// More than this share of the last [`WINDOW`] calls throttled (beyond
+/// the noise) is throttles rising: a cut may then go below the floor.
 const RISING_SHARE: f64 = 0.3;
 /// How long a rate handed down from the pool ([`RateLimiter::resume_at`])
 /// is on probation: MTurk may take much less than the pool sustained then
@@ -149,7 +154,8 @@ const PROBATION: Duration = Duration::from_secs(5);
 const PROBATION_CALLS: u32 = 10;
 /// The quick recovery waits for this long without a cut.
 const CALM: Duration = Duration::from_secs(10);
-/// More than this share of the window throttled forgets the peak.
+/// More than this share of the last [`WINDOW`] calls throttled (beyond
+/// the noise) forgets the peak.
 const FORGET_SHARE: f64 = 0.5;
 /// How long a sustained rate is remembered for the report to the pool.
 pub const SUSTAINED_MEMORY: Duration = Duration::from_secs(60);
@@ -193,8 +199,14 @@ struct State {
     last_limit: f64,
     /// Calls sent before this do not cut again.
     last_cut: Option<Instant>,
-    /// The last [`WINDOW`] outcomes, true for throttled.
+    /// The last [`WINDOW`] outcomes since the last cut, true for
+    /// throttled: what a throttle is judged among.
     window: VecDeque<bool>,
+    /// The last [`WINDOW`] outcomes, cuts or not: whether throttles keep
+    /// rising is judged among these. Among the few calls since a cut, one
+    /// stray throttle read as most of them throttled, took the floor away
+    /// and forgot the peak.
+    recent: VecDeque<bool>,
     /// Waited calls accepted since the last cut.
     accepted_since_cut: u32,
     /// The outcomes of the last [`NOISE_CALLS`] calls sent at most at
@@ -357,6 +369,7 @@ impl RateLimiter {
                 last_limit: rate,
                 last_cut: None,
                 window: VecDeque::with_capacity(WINDOW),
+                recent: VecDeque::with_capacity(WINDOW),
                 accepted_since_cut: 0,
                 low: VecDeque::with_capacity(NOISE_CALLS),
                 sustained: None,
@@ -439,6 +452,13 @@ impl RateLimiter {
 
     /// Records one outcome in the window, and among the low calls.
     fn record(s: &mut State, permit: &Permit, throttled: bool, now: Instant) {
+        // Whether this call came while throttles were rising, judged before
+        // it counts.
+        let rising = Self::recent_share(s) > Self::noise(s) + RISING_SHARE;
+        if s.recent.len() == WINDOW {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(throttled);
         if let Some(p) = &mut s.probation {
             p.calls += 1;
             p.thrown += u32::from(throttled);
@@ -448,12 +468,25 @@ impl RateLimiter {
         }
         s.window.push_back(throttled);
         let peak = Self::fresh(s.peak, PEAK_MEMORY, now).unwrap_or(0.0);
-        if permit.rate <= LOW_SHARE * peak {
+        // Not while throttles are rising: MTurk then takes less than the
+        // peak (another script started), the low calls are congested too,
+        // and learning that as noise let the instance sit at half its calls
+        // throttled, its noise at the maximum, never cutting to the new rate.
+        if permit.rate <= LOW_SHARE * peak && !rising {
             if s.low.len() == NOISE_CALLS {
                 s.low.pop_front();
             }
             s.low.push_back(throttled);
         }
+    }
+
+    /// The throttled share of the last [`WINDOW`] calls, cuts or not; 0
+    /// until half of them were sent, too few to say.
+    fn recent_share(s: &State) -> f64 {
+        if s.recent.len() < WINDOW / 2 {
+            return 0.0;
+        }
+        s.recent.iter().filter(|t| **t).count() as f64 / s.recent.len() as f64
     }
 
     /// The share of calls MTurk throttles whatever the rate, as the calls
@@ -572,10 +605,10 @@ impl RateLimiter {
             return;
         }
         let now = Instant::now();
-        // Much of the window throttled, beyond the noise: throttles keep
-        // rising.
+        // Much of the last calls throttled (cuts or not), beyond the noise:
+        // throttles keep rising.
         let noise = Self::noise(&s);
-        let share = thrown / s.window.len().max(1) as f64;
+        let share = Self::recent_share(&s);
         let rising = share > noise + RISING_SHARE;
         // Near the peak, throttles the noise explains still cut (they may
         // be congestion) but show that a run of calls went through at this
@@ -616,7 +649,7 @@ impl RateLimiter {
                 rate = rate.max((FLOOR_SHARE * peak).min(s.rate));
             }
         }
-        // Most of the window throttled: MTurk takes much less than it did
+        // Most of the last calls throttled: MTurk takes much less than it did
         // (another script started); the higher rate it took is forgotten,
         // so neither the floor nor the quick recovery aims there.
         if share > noise + FORGET_SHARE {
@@ -1029,9 +1062,11 @@ mod tests {
             assert!(run.utilisation >= 0.9, "{line}");
             // The goal is under 5 % with the template's two instances. At
             // R = 2 they start at twice R together, and a lone throttle
-            // below 0.8 × the peak does not cut: 5.2 % here. Five instances
-            // (no longer a goal, README) collide more: 5.8 % at R = 5.
-            let allowed = if r <= 2.0 || c > 2 { 0.065 } else { 0.05 };
+            // below 0.8 × the peak does not cut: 4.3 % here. Five instances
+            // (no longer a goal, README) collide more: 6.7 % at R = 50 since
+            // a stray throttle right after a cut no longer reads as
+            // throttles rising (6.2 % before).
+            let allowed = if r <= 2.0 || c > 2 { 0.07 } else { 0.05 };
             assert!(run.throttled_share < allowed, "{line}");
             // Settled: on average near R, and nine samples in ten within
             // -30 %/+40 % of it (an instance that escaped the throttles
@@ -1168,6 +1203,87 @@ mod tests {
         );
     }
 
+    /// A burst of `calls` MTurk calls shared by `instances` cold instances
+    /// (4 callers each, started as the handler starts them with no
+    /// history), each call retried until accepted, against an account of
+    /// rate `r` that also throttles a share `stray` of calls whatever the
+    /// rate. Returns the time to the last accepted call ÷ the floor
+    /// (`calls` ÷ `r`), and the throttled share of calls.
+    async fn burst(r: f64, instances: usize, calls: usize, stray: f64, seed: u64) -> (f64, f64) {
+        use std::sync::Arc;
+        let account = Arc::new(Mutex::new((Account::new(r), Stray::new(stray, seed))));
+        let left = Arc::new(Mutex::new(calls));
+        let thrown = Arc::new(Mutex::new(0usize));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..instances {
+            let limiter = Arc::new(RateLimiter::configured(
+                DEFAULT_CEILING,
+                None,
+                Some(instances),
+            ));
+            for _ in 0..4 {
+                let (limiter, account) = (limiter.clone(), account.clone());
+                let (left, thrown) = (left.clone(), thrown.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        {
+                            let mut left = left.lock().unwrap();
+                            if *left == 0 {
+                                return;
+                            }
+                            *left -= 1;
+                        }
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            let permit = limiter.acquire().await;
+                            tokio::time::sleep(Duration::from_millis(15)).await;
+                            let admitted = {
+                                let mut a = account.lock().unwrap();
+                                a.0.admit() && !a.1.hits()
+                            };
+                            tokio::time::sleep(Duration::from_millis(15)).await;
+                            if admitted {
+                                limiter.succeeded(&permit);
+                                break;
+                            }
+                            limiter.throttled(&permit);
+                            *thrown.lock().unwrap() += 1;
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let over = start.elapsed().as_secs_f64() / (calls as f64 / r);
+        let thrown = *thrown.lock().unwrap() as f64;
+        (over, thrown / (thrown + calls as f64))
+    }
+
+    /// The case D in simulation: a burst of 240 calls (about 120
+    /// submissions) from two cold instances at R = 8, with and without
+    /// stray throttles; the mean of five seeds and the worst. The goal is
+    /// 1.5 × the floor under 10 % stray.
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_burst_under_stray_throttles() {
+        for (stray, at_most) in [(0.0, 1.1), (0.05, 1.3), (0.1, 1.5)] {
+            let (mut mean, mut worst, mut throttled) = (0.0, 0.0f64, 0.0);
+            for seed in 1..=5u64 {
+                let (over, thrown) = burst(8.0, 2, 240, stray, seed).await;
+                mean += over / 5.0;
+                worst = worst.max(over);
+                throttled += thrown / 5.0;
+            }
+            let line = format!(
+                "burst of 240 calls, R = 8, 2 cold instances, {stray} stray: drain ÷ floor {mean:.2} (worst {worst:.2}), throttled {throttled:.3}"
+            );
+            println!("{line}");
+            assert!(mean <= at_most, "{line}");
+        }
+    }
+
     /// The seeds of the stray throttles the figures and the stray test run.
     const SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -1229,10 +1345,14 @@ mod tests {
     /// learns that share from the calls sent well below the peak, lets the
     /// throttles it explains pass below the peak and keeps the floor, so
     /// the rate does not collapse. It still costs more than its share
-    /// (module doc): shown per seed, asserted at what is achieved.
+    /// (module doc): shown per seed, asserted at what is achieved (the
+    /// lowest seed: 0.92 × R at 5 %, 0.64 × R at 10 %; before the rising
+    /// throttles were judged across cuts, 0.54 and 0.42). Holding the rate
+    /// costs a little more in throttled calls than the stray share: up to
+    /// 7.6 % at 5 %.
     #[tokio::test(start_paused = true)]
     async fn stray_throttles_do_not_collapse_the_rate() {
-        for (stray, at_least) in [(0.05, 0.5), (0.1, 0.4)] {
+        for (stray, at_least) in [(0.05, 0.85), (0.1, 0.6)] {
             for seed in SEEDS {
                 let run = simulate_with(8.0, 2, 300, stray, seed, || {
                     RateLimiter::per_second(DEFAULT_CEILING)
@@ -1244,9 +1364,42 @@ mod tests {
                 );
                 println!("{line}");
                 assert!(run.utilisation >= at_least, "{line}");
-                assert!(run.throttled_share < stray + 0.02, "{line}");
+                assert!(run.throttled_share < stray + 0.03, "{line}");
             }
         }
+    }
+
+    /// A stray throttle soon after a cut is one among the last calls, not
+    /// most of the few calls since the cut: the second cut stops at the
+    /// floor under the peak. Judged among the calls since the cut (one
+    /// throttled of one), it read as throttles rising: the floor went, and
+    /// the peak was forgotten.
+    #[tokio::test(start_paused = true)]
+    async fn a_stray_throttle_soon_after_a_cut_keeps_the_floor() {
+        let limiter = RateLimiter::per_second(DEFAULT_CEILING);
+        let mut account = Account::new(10.0);
+        phase(&limiter, &mut account, 60, 0.0).await;
+        // A calm spell below the account's rate, all calls accepted.
+        let mut calm = Account::new(1000.0);
+        phase(&limiter, &mut calm, 5, 0.0).await;
+        let before = limiter.snapshot();
+        // Two stray throttles, the second once the first cut's hold is over.
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        let first = limiter.snapshot();
+        assert_eq!(first.cuts, before.cuts + 1, "{first:?}");
+        // One call inside the cut's hold, accepted; the next is judged.
+        let p = limiter.acquire().await;
+        limiter.succeeded(&p);
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        let second = limiter.snapshot();
+        assert_eq!(second.cuts, first.cuts + 1, "{second:?}");
+        // Unfloored, the second cut would go to 0.8 × the first.
+        assert!(
+            second.rate > DECREASE * first.rate * 1.05,
+            "the floor went: {before:?} -> {first:?} -> {second:?}"
+        );
     }
 
     /// A collapse (MTurk throttled everything for a while) recovers within
