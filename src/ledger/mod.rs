@@ -496,6 +496,29 @@ where
     }
 }
 
+/// A conditional write's outcome: what it returned, or `None` when its
+/// condition failed and nothing was written; any other failure is the error.
+fn unless_condition_failed<T, E, R>(
+    operation: &'static str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, LedgerError>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e) => {
+            let e = sdk_error(operation, e);
+            if e.kind == LedgerErrorKind::ConditionFailed {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 fn corrupt(operation: &'static str, message: String) -> LedgerError {
     LedgerError {
         operation,
@@ -1179,17 +1202,8 @@ impl Ledger {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = sdk_error(OP, e);
-                if e.kind == LedgerErrorKind::ConditionFailed {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        unless_condition_failed(OP, result)?;
+        Ok(())
     }
 
     /// Starts excluding a worker: records them as excluded *before* any
@@ -1998,17 +2012,7 @@ impl Ledger {
             .condition_expression(format!("attribute_not_exists({PK})"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = sdk_error(OP, e);
-                if e.kind == LedgerErrorKind::ConditionFailed {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        Ok(unless_condition_failed(OP, result)?.is_some())
     }
 
     /// Marks an active subscription's backfill due again: HITs with
@@ -2035,17 +2039,8 @@ impl Ledger {
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
-        match result {
-            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, DUE_MARK))),
-            Err(e) => {
-                let e = sdk_error(OP, e);
-                if e.kind == LedgerErrorKind::ConditionFailed {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        Ok(unless_condition_failed(OP, result)?
+            .and_then(|out| out.attributes.as_ref().and_then(|a| get_n(a, DUE_MARK))))
     }
 
     /// Notes that a covering subscription's earlier submissions are all
@@ -2077,17 +2072,7 @@ impl Ledger {
                 "attribute_exists({PK}) AND attribute_not_exists({DUE_MARK})"
             )),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = sdk_error(OP, e);
-                if e.kind == LedgerErrorKind::ConditionFailed {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        Ok(unless_condition_failed(OP, update.send().await)?.is_some())
     }
 
     /// One HIT type's subscription record, read consistently.

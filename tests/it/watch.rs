@@ -15,7 +15,7 @@ use mturk_exclusion::ops::watch::{self, Report, Settings};
 use mturk_exclusion::ops::{coverage, subscribe, Lab};
 use mturk_exclusion::rate::RateLimiter;
 use serde_json::{json, Value};
-use testkit::mturk_double::{AssignmentStatus, Fault, HitOptions};
+use testkit::mturk_double::{AssignmentStatus, Fault, Gate, HitOptions};
 use testkit::pipeline::{document, does_not_exist, record, submitted, Options, Pipeline};
 use tokio::time::Instant;
 
@@ -46,6 +46,25 @@ fn settings(p: &Pipeline) -> Settings {
 
 async fn run(p: &Pipeline, settings: &Settings) -> Report {
     watch::run(&lab(p), settings, Instant::now() + Duration::from_secs(120)).await
+}
+
+/// Starts a watch run whose first grant waits at MTurk's door, and returns
+/// once the grant is there: the run, and the gate that lets it through.
+async fn run_held_at_first_grant(
+    p: &Pipeline,
+    s: &Settings,
+    deadline: Instant,
+) -> (tokio::task::JoinHandle<Report>, Gate) {
+    let gate = p.double.hold_next(GRANT, 1);
+    let running = tokio::spawn({
+        let lab = lab(p);
+        let s = s.clone();
+        async move { watch::run(&lab, &s, deadline).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("the run reached its first grant");
+    (running, gate)
 }
 
 /// A HIT another tool posted: its own title, these requirements.
@@ -334,16 +353,8 @@ async fn a_run_nearing_its_deadline_stops_cleanly_and_the_next_finishes() {
         ..settings(&p)
     };
     // The first worker's grant is held until the deadline has passed.
-    let gate = p.double.hold_next(GRANT, 1);
     let deadline = Instant::now() + Duration::from_secs(3);
-    let running = tokio::spawn({
-        let lab = lab(&p);
-        let s = s.clone();
-        async move { watch::run(&lab, &s, deadline).await }
-    });
-    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
-        .await
-        .expect("the backfill reached its first grant");
+    let (running, gate) = run_held_at_first_grant(&p, &s, deadline).await;
     tokio::time::sleep_until(deadline + Duration::from_millis(100)).await;
     gate.open();
     let first = running.await.unwrap();
@@ -455,15 +466,8 @@ async fn the_watch_and_the_handler_settle_one_assignment_at_once_and_a_release_b
     let s = p.double.submit_assignment(&hit, w).await.unwrap();
     let body = document("doc-race", &[submitted(&t, &hit, &s.assignment_id)]);
     // The watch's grant is held at MTurk's door.
-    let gate = p.double.hold_next(GRANT, 1);
-    let running = tokio::spawn({
-        let lab = lab(&p);
-        let s = settings(&p);
-        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(60)).await }
-    });
-    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
-        .await
-        .expect("the watch reached its grant");
+    let (running, gate) =
+        run_held_at_first_grant(&p, &settings(&p), Instant::now() + Duration::from_secs(60)).await;
 
     // Meanwhile the handler gets the notification for the same assignment:
     // a grant is in flight, so it is retried rather than granting twice.
@@ -613,15 +617,8 @@ async fn a_ledger_outage_mid_backfill_loses_nothing() {
     };
     // The first worker's grant is held; DynamoDB freezes before it lands,
     // so the ledger cannot record what MTurk granted.
-    let gate = p.double.hold_next(GRANT, 1);
-    let running = tokio::spawn({
-        let lab = lab(&p);
-        let s = s.clone();
-        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(120)).await }
-    });
-    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
-        .await
-        .expect("the backfill reached its first grant");
+    let (running, gate) =
+        run_held_at_first_grant(&p, &s, Instant::now() + Duration::from_secs(120)).await;
     db.freeze();
     gate.open();
     let first = running.await.unwrap();
@@ -787,15 +784,8 @@ async fn a_hit_moved_into_a_hit_type_while_its_backfill_runs_is_backfilled_by_th
         ..settings(&p)
     };
     // The watch subscribes T and backfills it; its first grant waits.
-    let gate = p.double.hold_next(GRANT, 1);
-    let running = tokio::spawn({
-        let lab = lab(&p);
-        let s = s.clone();
-        async move { watch::run(&lab, &s, Instant::now() + Duration::from_secs(60)).await }
-    });
-    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
-        .await
-        .expect("the backfill reached its first grant");
+    let (running, gate) =
+        run_held_at_first_grant(&p, &s, Instant::now() + Duration::from_secs(60)).await;
     // Meanwhile the lab fixes the unguarded HIT: it moves into T.
     let l = lab(&p);
     let hits = l.mturk.hits().await.unwrap();
