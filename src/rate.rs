@@ -948,6 +948,27 @@ mod tests {
         }
     }
 
+    /// One simulated MTurk call through `limiter`: its slot, 15 ms out, the
+    /// account's answer, 15 ms back, and the outcome told to the limiter.
+    /// As the double does, the bucket answers first, then the stray
+    /// throttle (which has spent a token). Returns whether MTurk accepted
+    /// it, and its permit.
+    async fn call(limiter: &RateLimiter, account: &Mutex<(Account, Stray)>) -> (bool, Permit) {
+        let permit = limiter.acquire().await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let admitted = {
+            let mut a = account.lock().unwrap();
+            a.0.admit() && !a.1.hits()
+        };
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        if admitted {
+            limiter.succeeded(&permit);
+        } else {
+            limiter.throttled(&permit);
+        }
+        (admitted, permit)
+    }
+
     /// `instances` limiters, each with 4 concurrent callers that always have
     /// work, against one account of rate `r` that also throttles a share
     /// `stray` of calls whatever the rate, for `secs` seconds of the paused
@@ -986,24 +1007,14 @@ mod tests {
                 let (ok, ok_warm, throttled) = (ok.clone(), ok_warm.clone(), throttled.clone());
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < end {
-                        let permit = limiter.acquire().await;
-                        tokio::time::sleep(Duration::from_millis(15)).await;
-                        let admitted = {
-                            let mut a = account.lock().unwrap();
-                            // As the double does: the bucket first, then
-                            // the stray throttle (which has spent a token).
-                            a.0.admit() && !a.1.hits()
-                        };
-                        tokio::time::sleep(Duration::from_millis(15)).await;
+                        let (admitted, permit) = call(&limiter, &account).await;
                         if admitted {
-                            limiter.succeeded(&permit);
                             ok.fetch_add(1, Ordering::Relaxed);
                             if permit.sent_at >= warm {
                                 ok_warm.fetch_add(1, Ordering::Relaxed);
                             }
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         } else {
-                            limiter.throttled(&permit);
                             throttled.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -1236,18 +1247,9 @@ mod tests {
                         }
                         loop {
                             tokio::time::sleep(Duration::from_millis(10)).await;
-                            let permit = limiter.acquire().await;
-                            tokio::time::sleep(Duration::from_millis(15)).await;
-                            let admitted = {
-                                let mut a = account.lock().unwrap();
-                                a.0.admit() && !a.1.hits()
-                            };
-                            tokio::time::sleep(Duration::from_millis(15)).await;
-                            if admitted {
-                                limiter.succeeded(&permit);
+                            if call(&limiter, &account).await.0 {
                                 break;
                             }
-                            limiter.throttled(&permit);
                             *thrown.lock().unwrap() += 1;
                         }
                     }

@@ -44,6 +44,15 @@ fn settings(p: &Pipeline) -> Settings {
     }
 }
 
+/// Guarding unguarded HITs instead of covering their HIT types.
+fn guarding(p: &Pipeline) -> Settings {
+    Settings {
+        cover_unguarded: false,
+        guard_unguarded: true,
+        ..settings(p)
+    }
+}
+
 async fn run(p: &Pipeline, settings: &Settings) -> Report {
     watch::run(&lab(p), settings, Instant::now() + Duration::from_secs(120)).await
 }
@@ -656,11 +665,7 @@ async fn guarding_moves_an_unguarded_hit_subscribes_its_new_type_and_backfills_i
     let (hit, old_type) = post(&p, "Pilot without the requirement", vec![]);
     let early = workers("GUARD", 3);
     submit_unnotified(&p, &hit, &early).await;
-    let guarding = Settings {
-        cover_unguarded: false,
-        guard_unguarded: true,
-        ..settings(&p)
-    };
+    let guarding = guarding(&p);
 
     let report = run(&p, &guarding).await;
 
@@ -720,11 +725,7 @@ async fn guarding_into_a_hit_type_the_lab_subscribed_backfills_the_moved_hits_wo
     let (hit, _) = post(&p, "Second wave", vec![]);
     let early = workers("MOVED", 3);
     submit_unnotified(&p, &hit, &early).await;
-    let guarding = Settings {
-        cover_unguarded: false,
-        guard_unguarded: true,
-        ..settings(&p)
-    };
+    let guarding = guarding(&p);
 
     let report = run(&p, &guarding).await;
 
