@@ -199,14 +199,14 @@ struct State {
     last_limit: f64,
     /// Calls sent before this do not cut again.
     last_cut: Option<Instant>,
-    /// The last [`WINDOW`] outcomes since the last cut, true for
-    /// throttled: what a throttle is judged among.
-    window: VecDeque<bool>,
-    /// The last [`WINDOW`] outcomes, cuts or not: whether throttles keep
-    /// rising is judged among these. Among the few calls since a cut, one
-    /// stray throttle read as most of them throttled, took the floor away
-    /// and forgot the peak.
+    /// The last [`WINDOW`] outcomes, cuts or not, true for throttled:
+    /// whether throttles keep rising is judged among these. Among the few
+    /// calls since a cut, one stray throttle read as most of them
+    /// throttled, took the floor away and forgot the peak.
     recent: VecDeque<bool>,
+    /// How many of `recent` came since the last cut: the window a throttle
+    /// is judged among.
+    since_cut: usize,
     /// Waited calls accepted since the last cut.
     accepted_since_cut: u32,
     /// The outcomes of the last [`NOISE_CALLS`] calls sent at most at
@@ -368,7 +368,7 @@ impl RateLimiter {
                 initial: rate,
                 last_limit: rate,
                 last_cut: None,
-                window: VecDeque::with_capacity(WINDOW),
+                since_cut: 0,
                 recent: VecDeque::with_capacity(WINDOW),
                 accepted_since_cut: 0,
                 low: VecDeque::with_capacity(NOISE_CALLS),
@@ -452,27 +452,24 @@ impl RateLimiter {
 
     /// Records one outcome in the window, and among the low calls.
     fn record(s: &mut State, permit: &Permit, throttled: bool, now: Instant) {
-        // Whether this call came while throttles were rising, judged before
-        // it counts.
-        let rising = Self::recent_share(s) > Self::noise(s) + RISING_SHARE;
+        let peak = Self::fresh(s.peak, PEAK_MEMORY, now).unwrap_or(0.0);
+        // A low call teaches the noise, but not while throttles are rising
+        // (judged before this call counts): MTurk then takes less than the
+        // peak (another script started), the low calls are congested too,
+        // and learning that as noise let the instance sit at half its calls
+        // throttled, its noise at the maximum, never cutting to the new rate.
+        let teaches = permit.rate <= LOW_SHARE * peak
+            && Self::recent_share(s) <= Self::noise(s) + RISING_SHARE;
         if s.recent.len() == WINDOW {
             s.recent.pop_front();
         }
         s.recent.push_back(throttled);
+        s.since_cut = (s.since_cut + 1).min(WINDOW);
         if let Some(p) = &mut s.probation {
             p.calls += 1;
             p.thrown += u32::from(throttled);
         }
-        if s.window.len() == WINDOW {
-            s.window.pop_front();
-        }
-        s.window.push_back(throttled);
-        let peak = Self::fresh(s.peak, PEAK_MEMORY, now).unwrap_or(0.0);
-        // Not while throttles are rising: MTurk then takes less than the
-        // peak (another script started), the low calls are congested too,
-        // and learning that as noise let the instance sit at half its calls
-        // throttled, its noise at the maximum, never cutting to the new rate.
-        if permit.rate <= LOW_SHARE * peak && !rising {
+        if teaches {
             if s.low.len() == NOISE_CALLS {
                 s.low.pop_front();
             }
@@ -501,9 +498,22 @@ impl RateLimiter {
         }
     }
 
+    /// The throttles among the calls since the last cut (at most
+    /// [`WINDOW`]), and how many calls that is.
+    fn window(s: &State) -> (f64, f64) {
+        let thrown = s
+            .recent
+            .iter()
+            .rev()
+            .take(s.since_cut)
+            .filter(|t| **t)
+            .count();
+        (thrown as f64, s.since_cut as f64)
+    }
+
     /// The most throttles among the window that the noise explains.
     fn explained(s: &State) -> f64 {
-        let n = s.window.len() as f64;
+        let n = Self::window(s).1;
         let noise = Self::noise(s);
         noise * n + NOISE_MARGIN * (noise * (1.0 - noise) * n).sqrt()
     }
@@ -599,7 +609,7 @@ impl RateLimiter {
         if s.last_cut.is_some_and(|cut| permit.sent_at < cut) {
             return;
         }
-        let thrown = s.window.iter().filter(|t| **t).count() as f64;
+        let thrown = Self::window(&s).0;
         // Slow start overshoots on purpose: its first throttle ends it.
         if !s.slow_start && thrown <= Self::tolerated(&s, Instant::now()) {
             return;
@@ -709,7 +719,7 @@ impl RateLimiter {
         s.last_cut = Some(now + HOLD_INTERVALS * interval);
         s.accepted_since_cut = 0;
         s.slow_start = false;
-        s.window.clear();
+        s.since_cut = 0;
         s.cuts += 1;
         s.not_before = s.not_before.max(now + interval);
     }
