@@ -125,7 +125,7 @@ const BACKFILLED_AT: &str = "backfilled_at";
 /// stays due.
 const DUE_MARK: &str = "due_mark";
 /// The `due_mark` a covering subscription is recorded with.
-pub const FIRST_DUE_MARK: u64 = 1;
+const FIRST_DUE_MARK: u64 = 1;
 const RAN_AT: &str = "ran_at";
 const COUNTS: &str = "counts";
 const UNGUARDED: &str = "unguarded";
@@ -1982,8 +1982,9 @@ impl Ledger {
 
     /// Records a subscription that covers a HIT type nobody had subscribed
     /// (the watch, `coverage --fix`), with its backfill due. Only where the
-    /// ledger has no record of the HIT type: `false` when it had one (the
-    /// lab subscribed or unsubscribed it meanwhile), and nothing is written.
+    /// ledger has no record of the HIT type: returns the `due_mark` written,
+    /// or `None` when it had one (the lab subscribed or unsubscribed it
+    /// meanwhile), and nothing is written.
     pub async fn record_covering_subscription(
         &self,
         hit_type: &HitTypeId,
@@ -1991,7 +1992,7 @@ impl Ledger {
         event_types: &[&str],
         by: SubscribedBy,
         now: OffsetDateTime,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<u64>, LedgerError> {
         const OP: &str = "PutItem(covering subscription)";
         let result = self
             .client
@@ -2012,7 +2013,7 @@ impl Ledger {
             .condition_expression(format!("attribute_not_exists({PK})"))
             .send()
             .await;
-        Ok(unless_condition_failed(OP, result)?.is_some())
+        Ok(unless_condition_failed(OP, result)?.map(|_| FIRST_DUE_MARK))
     }
 
     /// Marks an active subscription's backfill due again: HITs with

@@ -31,11 +31,11 @@ pub struct HitTypeOutcome {
     pub subscribed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// This call wrote the ledger's record, with its backfill due (a
-    /// covering subscription's first `due_mark`): the watch's own backfill
-    /// of it in the same run is then current.
+    /// The `due_mark` this call wrote with the ledger's record (a covering
+    /// subscription, its backfill due): the watch's own backfill of it in
+    /// the same run is then current.
     #[serde(skip)]
-    pub recorded: bool,
+    pub due_mark: Option<u64>,
 }
 
 /// Where the test event got stuck.
@@ -161,7 +161,7 @@ pub async fn subscribe(
         hit_type_id: hit_type.to_string(),
         subscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
-        recorded: false,
+        due_mark: None,
     })
 }
 
@@ -182,7 +182,7 @@ pub async fn subscribe_covering(
             hit_type_id: hit_type.to_string(),
             subscribed: false,
             error: Some(e.to_string()),
-            recorded: false,
+            due_mark: None,
         });
     }
     let recorded = ledger
@@ -194,7 +194,7 @@ pub async fn subscribe_covering(
             OffsetDateTime::now_utc(),
         )
         .await?;
-    if !recorded {
+    if recorded.is_none() {
         if let Some(sub) = ledger.subscription(hit_type).await? {
             if !sub.active {
                 let undone = mturk.unsubscribe(hit_type).await;
@@ -205,7 +205,7 @@ pub async fn subscribe_covering(
                         Ok(()) => "the lab unsubscribed this HIT type meanwhile; left unsubscribed".into(),
                         Err(e) => format!("the lab unsubscribed this HIT type meanwhile, and turning its notifications off again failed ({e}); run `mturk-exclusion unsubscribe {hit_type}`"),
                     }),
-                    recorded: false,
+                    due_mark: None,
                 });
             }
         }
@@ -214,7 +214,7 @@ pub async fn subscribe_covering(
         hit_type_id: hit_type.to_string(),
         subscribed: true,
         error: None,
-        recorded,
+        due_mark: recorded,
     })
 }
 

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::config::ConfigError;
 use crate::exclusion::{Outcome, Releases};
 use crate::ids::HitTypeId;
-use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun, FIRST_DUE_MARK};
+use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun};
 use crate::metrics::{Document, Unit};
 use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
 use crate::ops::backfill::{self, Gathered, Item};
@@ -179,22 +179,19 @@ fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
 
 async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     let mut report = Report::default();
-    // Each backfill's mark, read before the HITs are listed: a backfill goes
-    // through the HITs this run listed, so one marked due after that (a HIT
-    // moved into its type by `coverage --fix`) must not record itself done.
-    // This run's own marks (its subscriptions and guard) are current.
-    let mut marks: HashMap<HitTypeId, Option<u64>> = match lab.ledger.subscriptions().await {
-        Ok(subs) => subs
-            .into_iter()
-            .map(|s| (s.hit_type_id, s.due_mark))
-            .collect(),
-        Err(e) => {
-            report
-                .errors
-                .push(format!("reading the subscriptions: {e}"));
-            return report;
-        }
+    // Read before the HITs are listed: a backfill goes through the HITs
+    // this run listed, so one marked due after that (a HIT moved into its
+    // type by `coverage --fix`) must not record itself done. Each backfill's
+    // mark is checked against this read, or against this run's own writes
+    // (its subscriptions and guard).
+    let mut subscriptions = match read_subscriptions(lab, &mut report).await {
+        Some(subs) => subs,
+        None => return report,
     };
+    let mut marks: HashMap<HitTypeId, Option<u64>> = subscriptions
+        .iter()
+        .map(|(t, s)| (t.clone(), s.due_mark))
+        .collect();
     let hits = match lab.mturk.hits().await {
         Ok(hits) => hits,
         Err(e) => {
@@ -207,6 +204,11 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
         let guarded = guard(lab, settings, &mut sorted, &mut report).await;
         if let Some(fixed) = &report.guarded {
             own_marks(&mut marks, fixed);
+            // Read again: the guard subscribed and marked HIT types.
+            subscriptions = match read_subscriptions(lab, &mut report).await {
+                Some(subs) => subs,
+                None => return report,
+            };
         }
         // What moved is sorted again: it now requires the pool's qualification.
         let hits = sorted.into_iter().map(|(h, _)| h).collect();
@@ -220,16 +222,6 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     }
     report.counts = counts;
     report.live_unguarded = unguarded_lines(&sorted);
-    // Read after guarding, so the HIT types it subscribed are in it.
-    let subscriptions = match lab.ledger.subscriptions().await {
-        Ok(subs) => by_type(subs),
-        Err(e) => {
-            report
-                .errors
-                .push(format!("reading the subscriptions: {e}"));
-            return report;
-        }
-    };
 
     // The HIT types to cover, in the order MTurk listed their HITs.
     let mut seen = HashSet::new();
@@ -267,8 +259,8 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
                 .await
                 {
                     Ok(outcome) if outcome.subscribed => {
-                        if outcome.recorded {
-                            marks.insert(t.clone(), Some(FIRST_DUE_MARK));
+                        if let Some(mark) = outcome.due_mark {
+                            marks.insert(t.clone(), Some(mark));
                         }
                         report.hit_types_subscribed.push(t.to_string());
                         due.push(t.clone());
@@ -341,9 +333,9 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 /// else marked it since this run read its mark (else the read one stays,
 /// and the backfill is left due for the next run).
 fn own_marks(marks: &mut HashMap<HitTypeId, Option<u64>>, fixed: &coverage::FixReport) {
-    for s in fixed.subscribed.iter().filter(|s| s.recorded) {
-        if let Ok(t) = HitTypeId::parse(&s.hit_type_id) {
-            marks.insert(t, Some(FIRST_DUE_MARK));
+    for s in &fixed.subscribed {
+        if let (Some(mark), Ok(t)) = (s.due_mark, HitTypeId::parse(&s.hit_type_id)) {
+            marks.insert(t, Some(mark));
         }
     }
     for m in &fixed.marked_due {
@@ -357,10 +349,25 @@ fn own_marks(marks: &mut HashMap<HitTypeId, Option<u64>>, fixed: &coverage::FixR
     }
 }
 
-fn by_type(subs: Vec<Subscription>) -> HashMap<HitTypeId, Subscription> {
-    subs.into_iter()
-        .map(|s| (s.hit_type_id.clone(), s))
-        .collect()
+/// The ledger's subscriptions by HIT type; `None` (noted in the report)
+/// if they cannot be read.
+async fn read_subscriptions(
+    lab: &Lab,
+    report: &mut Report,
+) -> Option<HashMap<HitTypeId, Subscription>> {
+    match lab.ledger.subscriptions().await {
+        Ok(subs) => Some(
+            subs.into_iter()
+                .map(|s| (s.hit_type_id.clone(), s))
+                .collect(),
+        ),
+        Err(e) => {
+            report
+                .errors
+                .push(format!("reading the subscriptions: {e}"));
+            None
+        }
+    }
 }
 
 /// Adds the pool's requirement to the live unguarded HITs (as `coverage
