@@ -583,6 +583,10 @@ impl Handler {
             return (index, Err(Failure::Deadline), Summary::default());
         }
         let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
+        // Tells slow start that this record's MTurk calls are coming, so
+        // the first call of a batch, answered before the others reach the
+        // limiter, still grows the rate.
+        let _busy = self.limiter.busy();
         let mut done = Summary::default();
         // Throttled MTurk calls wait in here for their next slot, until the margin.
         let work = retrying_throttles_until(
