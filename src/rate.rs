@@ -35,8 +35,9 @@
 //!   the last [`WINDOW`] calls; near or above it, where the rate was
 //!   throttled before, one throttle is the congestion it usually is. Before
 //!   the first peak, the same holds if slow start climbed (it ended at or
-//!   above where it began, so MTurk took at least twice that); if it did
-//!   not, MTurk takes little and one throttle cuts.
+//!   above where it began, so MTurk took at least twice that) and
+//!   throttles are not rising; if it did not, MTurk takes little and one
+//!   throttle cuts.
 //! - **Noise, learned where congestion rarely reaches.** The throttled
 //!   share of the last `NOISE_CALLS` calls sent at most at `LOW_SHARE`
 //!   × the peak is the noise (from `MIN_NOISE`; less reads as none).
@@ -608,13 +609,16 @@ impl RateLimiter {
         // none: that is where congestion starts, and tolerating noise there
         // let the instances run far above MTurk's rate.
         // With no peak yet, after a slow start that climbed, neither is a
-        // lone throttle: cutting at each stray one kept the rate from ever
-        // running long enough to set a peak, until one was set low, and
-        // the rate stayed under it (case D in BENCHMARKS.md: 2.5 × the
-        // floor, 1.4–1.9 × without those cuts).
+        // lone throttle, unless throttles are rising: cutting at each stray
+        // one kept the rate from ever running long enough to set a peak,
+        // until one was set low, and the rate stayed under it (case D in
+        // BENCHMARKS.md: 2.5 × the floor, 1.5 × without those cuts). But
+        // right after slow start overshot, the throttles that come every
+        // few calls are congestion, and forgiving every other one cost
+        // throttles (case C: 4.8–5.8 % of calls, 2.7–3.1 % before).
         match Self::fresh(s.peak, PEAK_MEMORY, now) {
             Some(peak) if s.rate < NEAR_PEAK * peak => ISOLATED + Self::explained(s),
-            None if s.climbed => ISOLATED,
+            None if s.climbed && Self::recent_share(s) <= Self::noise(s) + RISING_SHARE => ISOLATED,
             _ => 0.0,
         }
     }
@@ -1637,8 +1641,9 @@ mod tests {
     /// noise if slow start climbed (it ended at or above where it began):
     /// cutting at each stray one, the rate never ran long enough to set a
     /// peak until one was set low. A second throttle among the window
-    /// cuts. If slow start ended below where it began, MTurk took little,
-    /// and one throttle cuts.
+    /// cuts, and so does a lone one while throttles are rising. If slow
+    /// start ended below where it began, MTurk took little, and one
+    /// throttle cuts.
     #[tokio::test(start_paused = true)]
     async fn a_lone_throttle_before_the_first_peak_cuts_only_if_slow_start_did_not_climb() {
         // Climbed: five calls accepted in slow start's first second, then a
@@ -1664,6 +1669,32 @@ mod tests {
         limiter.throttled(&p);
         let second = limiter.snapshot();
         assert_eq!(second.cuts, exit.cuts + 1, "{second:?}");
+
+        // Climbed, but throttles are rising: more than 30 % of the last 20
+        // calls throttled (slow start overshot, and they come every few
+        // calls), so a lone throttle since the last cut is congestion.
+        let limiter = RateLimiter::per_second(DEFAULT_CEILING);
+        for _ in 0..5 {
+            let p = limiter.acquire().await;
+            limiter.succeeded(&p);
+        }
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        let exit = limiter.snapshot();
+        for _ in 0..3 {
+            let p = limiter.acquire().await;
+            limiter.succeeded(&p);
+        }
+        {
+            let mut s = limiter.state();
+            let earlier = [true, false, false, true, false, false, true];
+            let since_cut = [false, false, false];
+            s.recent = earlier.into_iter().chain(since_cut).collect();
+            assert_eq!(s.since_cut, since_cut.len());
+        }
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        assert_eq!(limiter.snapshot().cuts, exit.cuts + 1);
 
         // Did not climb: the first call throttled leaves half the start.
         let limiter = RateLimiter::per_second(DEFAULT_CEILING);
