@@ -70,11 +70,11 @@
 //! its share at every rate. The noise keeps the rate from collapsing and
 //! the floor holds: at R = 8 with 10 % stray, two instances hold 0.77 × R
 //! over five minutes (0.27 in 0.1.0), and a 30-second burst drains in
-//! 1.31 × its floor. But at R = 20 and 50 they hold 0.62 and 0.25 × R: the
-//! rate sits between 0.7 and 0.9 × a peak set in its first seconds, since
-//! near the peak every throttle cuts, noise or not, and the increase (0.5 %
-//! of the peak per call) does not pass the peak between two stray
-//! throttles, so the peak never rises. Every way of letting noise pass
+//! 1.33 × its floor (the real handler, 1.43–1.48 ×). But at R = 20 and 50
+//! they hold 0.62 and 0.25 × R: the rate sits between 0.7 and 0.9 × a peak
+//! set in its first seconds, since near the peak every throttle cuts,
+//! noise or not, and the increase (0.5 % of the peak per call) does not
+//! pass the peak between two stray throttles, so the peak never rises. Every way of letting noise pass
 //! near the peak bought throughput with throttles beyond the stray share:
 //! - learning the noise among all calls, the quiet blocks, the calls right
 //!   after a cut, the lowest of blocks of calls, or the low calls above,
