@@ -1637,6 +1637,33 @@ mod tests {
         }
     }
 
+    /// `n` calls through `limiter`, each accepted.
+    async fn accept(limiter: &RateLimiter, n: usize) {
+        for _ in 0..n {
+            let p = limiter.acquire().await;
+            limiter.succeeded(&p);
+        }
+    }
+
+    /// One call through `limiter`, throttled; the limiter's state after it.
+    async fn throttle(limiter: &RateLimiter) -> Snapshot {
+        let p = limiter.acquire().await;
+        limiter.throttled(&p);
+        limiter.snapshot()
+    }
+
+    /// A limiter whose slow start climbed: five calls accepted in its first
+    /// second, then a throttle ends it at half of what MTurk took, above
+    /// where it began; then three calls accepted, past the cut's hold.
+    async fn climbed() -> (RateLimiter, Snapshot) {
+        let limiter = RateLimiter::per_second(DEFAULT_CEILING);
+        accept(&limiter, 5).await;
+        let exit = throttle(&limiter).await;
+        assert!(!exit.slow_start && exit.rate >= INITIAL_RATE, "{exit:?}");
+        accept(&limiter, 3).await;
+        (limiter, exit)
+    }
+
     /// Between slow start's end and the first peak, a lone throttle is
     /// noise if slow start climbed (it ended at or above where it began):
     /// cutting at each stray one, the rate never ran long enough to set a
@@ -1646,45 +1673,16 @@ mod tests {
     /// throttle cuts.
     #[tokio::test(start_paused = true)]
     async fn a_lone_throttle_before_the_first_peak_cuts_only_if_slow_start_did_not_climb() {
-        // Climbed: five calls accepted in slow start's first second, then a
-        // throttle ends it at half of what MTurk took, above the start.
-        let limiter = RateLimiter::per_second(DEFAULT_CEILING);
-        for _ in 0..5 {
-            let p = limiter.acquire().await;
-            limiter.succeeded(&p);
-        }
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        let exit = limiter.snapshot();
-        assert!(!exit.slow_start && exit.rate >= INITIAL_RATE, "{exit:?}");
-        for _ in 0..3 {
-            let p = limiter.acquire().await;
-            limiter.succeeded(&p);
-        }
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        let lone = limiter.snapshot();
+        let (limiter, exit) = climbed().await;
+        let lone = throttle(&limiter).await;
         assert_eq!(lone.cuts, exit.cuts, "a lone throttle cut: {lone:?}");
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        let second = limiter.snapshot();
+        let second = throttle(&limiter).await;
         assert_eq!(second.cuts, exit.cuts + 1, "{second:?}");
 
         // Climbed, but throttles are rising: more than 30 % of the last 20
         // calls throttled (slow start overshot, and they come every few
         // calls), so a lone throttle since the last cut is congestion.
-        let limiter = RateLimiter::per_second(DEFAULT_CEILING);
-        for _ in 0..5 {
-            let p = limiter.acquire().await;
-            limiter.succeeded(&p);
-        }
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        let exit = limiter.snapshot();
-        for _ in 0..3 {
-            let p = limiter.acquire().await;
-            limiter.succeeded(&p);
-        }
+        let (limiter, exit) = climbed().await;
         {
             let mut s = limiter.state();
             let earlier = [true, false, false, true, false, false, true];
@@ -1692,23 +1690,14 @@ mod tests {
             s.recent = earlier.into_iter().chain(since_cut).collect();
             assert_eq!(s.since_cut, since_cut.len());
         }
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        assert_eq!(limiter.snapshot().cuts, exit.cuts + 1);
+        assert_eq!(throttle(&limiter).await.cuts, exit.cuts + 1);
 
         // Did not climb: the first call throttled leaves half the start.
         let limiter = RateLimiter::per_second(DEFAULT_CEILING);
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        let exit = limiter.snapshot();
+        let exit = throttle(&limiter).await;
         assert!(exit.rate < INITIAL_RATE, "{exit:?}");
-        for _ in 0..3 {
-            let p = limiter.acquire().await;
-            limiter.succeeded(&p);
-        }
-        let p = limiter.acquire().await;
-        limiter.throttled(&p);
-        assert_eq!(limiter.snapshot().cuts, exit.cuts + 1);
+        accept(&limiter, 3).await;
+        assert_eq!(throttle(&limiter).await.cuts, exit.cuts + 1);
     }
 
     /// A caller that gives up waiting (a deadline) is no longer counted as
