@@ -101,9 +101,13 @@
 //!   congestion; a lone throttle near the peak cutting by 0.9 or 0.95, or
 //!   `NEAR_PEAK` at 0.9: 5.3–6.3 % throttled at R = 8 or 20 with none
 //!   stray (2.9–4.4 %); slow start's end taken as the peak: 32 % throttled
-//!   at R = 2 with 10 % stray. Growing × 4 per call in slow start took a
-//!   cold batch from 1.12 to 0.89 s, and R = 2 from 4.3 to 6.7 %
-//!   throttled with none stray.
+//!   at R = 2 with 10 % stray; near the peak, judging the throttled share
+//!   of the last 50 or 100 calls sent there against the noise (with its
+//!   margin): 0.88 × R at R = 20 and 0.57–0.70 at 50, but 19–22 %
+//!   throttled at R = 20 under 10 % stray, and 24–30 % at R = 20 and 50
+//!   with five instances and none stray. Growing × 4 per call in slow
+//!   start took a cold batch from 1.12 to 0.89 s, and R = 2 from 4.3 to
+//!   6.7 % throttled with none stray.
 //!
 //! A lab's exposure time would gain from each, and the goal that stray
 //! throttles cost no more than their share would be lost: that trade is
