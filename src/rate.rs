@@ -74,8 +74,9 @@
 //! they hold 0.62 and 0.25 × R: the rate sits between 0.7 and 0.9 × a peak
 //! set in its first seconds, since near the peak every throttle cuts,
 //! noise or not, and the increase (0.5 % of the peak per call) does not
-//! pass the peak between two stray throttles, so the peak never rises. Every way of letting noise pass
-//! near the peak bought throughput with throttles beyond the stray share:
+//! pass the peak between two stray throttles, so the peak never rises.
+//! Every way of letting noise pass near the peak bought throughput with
+//! throttles beyond the stray share:
 //! - learning the noise among all calls, the quiet blocks, the calls right
 //!   after a cut, the lowest of blocks of calls, or the low calls above,
 //!   with a milder cut while it explains the throttles: the noise learned
@@ -483,8 +484,10 @@ impl RateLimiter {
                 // before the next caller comes. That caller is held back all
                 // the same: the first call's growth is its. Without this it
                 // waited a whole interval at the starting rate, 0.5 s of a
-                // first batch's 1.1-1.7 s (case A in BENCHMARKS.md).
-                if slot > now && !waited && s.slow_start {
+                // first batch's 1.1-1.7 s (case A in BENCHMARKS.md). A
+                // credit is only left while nobody waits and only in slow
+                // start (a cut drops it), so whoever finds it is that caller.
+                if slot > now {
                     if let Some(rate) = s.credit.take() {
                         s.rate = rate.min(self.ceiling).max(s.rate);
                         slot = Self::slot(&s, now);
@@ -878,14 +881,15 @@ impl RateLimiter {
     /// (`RUST_LOG=mturk_exclusion::rate=trace`): how the rate moved and
     /// what it was judged against, for a lab asking why a batch was slow.
     fn trace(s: &State, permit: &Permit, throttled: bool, before: f64) {
-        let now = Instant::now();
+        // The fields are only evaluated when TRACE is on: nothing is added
+        // to each call otherwise.
         tracing::trace!(
             throttled,
             waited = permit.waited,
             sent_at = permit.rate,
             before,
             after = s.rate,
-            peak = Self::fresh(s.peak, PEAK_MEMORY, now).unwrap_or(0.0),
+            peak = Self::fresh(s.peak, PEAK_MEMORY, Instant::now()).unwrap_or(0.0),
             noise = Self::noise(s),
             slow_start = s.slow_start,
             "MTurk call's outcome"
