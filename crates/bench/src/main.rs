@@ -45,11 +45,15 @@ Commands:
               [--time-limit SECS (3600)] [--handler-rps (R/C)] [--skew 0.7]
               [--submit-concurrency 8] [--seed 1] [--backoff-base SECS (30)]
               [--backoff-max SECS (900)] [--visibility SECS (360)] [--max-receive 8]
-              [--keep-logs DIR] [--prefill yes|no (no)]
+              [--keep-logs DIR] [--prefill yes|no (no)] [--stray-throttle SHARE (0)]
+              [--timeout SECS (60)] [--pool-rate RPS]
               a burst of skewed submissions through the MTurk double, SQS, the
               event-source loop and the real handler, the double throttling above R/s;
               with --prefill yes every notification is queued before the first poll
-              and the drain is timed from then (the handler and R alone)
+              and the drain is timed from then (the handler and R alone);
+              --stray-throttle: that share of calls throttled whatever the rate;
+              --timeout: the function's (template.yaml: 60); --pool-rate: the pool's
+              rate already in the ledger, as after an earlier spell of work
 
   backfill    [--assignments 10000] [--rps 50] [--concurrency 4] [--cli PATH]
               the release `mturk-exclusion exclude --hit` over one HIT with that many
