@@ -83,7 +83,9 @@
 //! floor holds and the peak rises: over five minutes with 10 % stray, two
 //! instances hold 0.82 × R at R = 8 and 0.77 at R = 20 (0.77 and 0.62
 //! before the peak rose under noise; 0.27 at R = 8 in 0.1.0), with 10.6–
-//! 10.8 % of calls throttled. But a 30-second burst is mostly its first
+//! 10.8 % of calls throttled (the real handlers drain a 9-minute burst at
+//! R = 20 in 1.6 × its floor, 1.9–2.1 × before). But a 30-second burst is
+//! mostly its first
 //! seconds: it drains in 1.33 × its floor at R = 8 (the real handler,
 //! 1.43–1.48 ×), 1.57 × at R = 20 (1.60 before), and at R = 50, where the
 //! peak has to rise from a fifth of R, two instances hold 0.31 × R and a
