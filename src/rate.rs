@@ -47,7 +47,7 @@
 //!   the noise explains still cuts, but makes that rate the peak: a run of
 //!   calls went through there, so the floor can climb with the rate.
 //! - **The peak rises under noise.** Near the peak every throttle cuts, and
-//!   the increase (0.5 % of the peak per call) does not pass the peak
+//!   the increase (0.5 % of about the peak per call) does not pass the peak
 //!   between two stray throttles: a peak set in the first seconds (a stray
 //!   throttle ended slow start early) held the rate under it for good. So
 //!   when the calls sent near the peak over `RAISE_SPAN` (at least
@@ -57,7 +57,9 @@
 //!   ceiling). The bar is below the noise, not at it: a peak raised above
 //!   MTurk's rate holds the floor, and the rate, above it until throttles
 //!   rise. Only with at most two instances: with more, the others'
-//!   congestion reaches the low calls and reads as noise.
+//!   congestion reaches the low calls and reads as noise. A raised peak
+//!   also lets the calls up to `LOW_SHARE` × it teach the noise; they were
+//!   throttled less than the noise to raise it.
 //! - **Multiplicative decrease, once per round.** A cut multiplies the rate
 //!   by [`DECREASE`] (×0.5 for the first cut out of slow start, which
 //!   overshoots most). Calls sent before the last cut were sent at the old
@@ -85,8 +87,7 @@
 //! before the peak rose under noise; 0.27 at R = 8 in 0.1.0), with 10.6–
 //! 10.8 % of calls throttled (the real handlers drain a 9-minute burst at
 //! R = 20 in 1.6 × its floor, 1.9–2.1 × before). But a 30-second burst is
-//! mostly its first
-//! seconds: it drains in 1.33 × its floor at R = 8 (the real handler,
+//! mostly its first seconds: it drains in 1.33 × its floor at R = 8 (the real handler,
 //! 1.43–1.48 ×), 1.57 × at R = 20 (1.60 before), and at R = 50, where the
 //! peak has to rise from a fifth of R, two instances hold 0.31 × R and a
 //! burst takes 3.7 × its floor. Every way of letting noise pass near the
@@ -289,11 +290,12 @@ struct State {
     low: VecDeque<bool>,
     /// The rate at the last accepted waited call, and when.
     sustained: Option<(f64, Instant)>,
-    /// The highest rate at which a run of calls went through, and when: the
-    /// floor and the quick recovery aim there; forgotten when MTurk
-    /// plainly takes much less.
+    /// The highest rate at which a run of calls went through (or to which
+    /// it rose under noise), and when: the floor and the quick recovery
+    /// aim there; forgotten when MTurk plainly takes much less.
     peak: Option<(f64, Instant)>,
-    /// The same, never forgotten for [`PEAK_MEMORY`]: what the increase is
+    /// The highest rate at which a run of calls went through, never
+    /// forgotten for [`PEAK_MEMORY`]: what the increase is
     /// reckoned on.
     reference: Option<(f64, Instant)>,
     /// When MTurk last accepted a call.
@@ -322,18 +324,19 @@ struct State {
     /// least twice that), and no peak is known since: a lone throttle is
     /// then noise, as below a peak.
     climbed: bool,
-    /// Near-peak calls since `.0`: how many, how many throttled.
-    /// The calls sent near the peak since the peak last rose under noise
-    /// (or since the first such call).
+    /// The calls sent near the peak that the next judgement of whether it
+    /// rises under noise counts.
     near: Near,
     throttles: u64,
     cuts: u64,
 }
 
-/// Calls sent near the peak ([`NEAR_PEAK`] × it or above) since `since`.
+/// Waited calls sent near `peak` ([`NEAR_PEAK`] × it or above) since
+/// `since`: how many, and how many were throttled.
 #[derive(Debug, Clone, Copy, Default)]
 struct Near {
     since: Option<Instant>,
+    peak: f64,
     calls: u32,
     thrown: u32,
 }
@@ -641,10 +644,30 @@ impl RateLimiter {
         now: Instant,
     ) {
         let noise = Self::noise(s);
-        if s.slow_start || peak == 0.0 || noise == 0.0 || permit.rate < NEAR_PEAK * peak {
+        // Only calls the limit held back: a trickle sent near the peak's
+        // rate has not shown what MTurk takes there.
+        if s.slow_start
+            || !permit.waited
+            || peak == 0.0
+            || noise == 0.0
+            || permit.rate < NEAR_PEAK * peak
+        {
             return;
         }
-        let since = *s.near.since.get_or_insert(now);
+        // Calls counted under a higher peak (it expired, or MTurk took much
+        // less and it was forgotten, and a lower one was set since) say
+        // nothing about this one. No time limit: the rate is near the peak
+        // only between cuts, so 40 such calls can take longer than twice
+        // the span; capping the window there took R = 20 with 10 % stray
+        // from 0.77 to 0.69 × R in the simulation.
+        if s.near.since.is_none() || peak < s.near.peak {
+            s.near = Near {
+                since: Some(now),
+                ..Near::default()
+            };
+        }
+        s.near.peak = peak;
+        let since = s.near.since.unwrap_or(now);
         s.near.calls += 1;
         s.near.thrown += u32::from(throttled);
         if now.saturating_duration_since(since) < RAISE_SPAN || s.near.calls < RAISE_CALLS {
@@ -652,7 +675,10 @@ impl RateLimiter {
         }
         let n = f64::from(s.near.calls);
         let share = f64::from(s.near.thrown) / n;
-        if share <= noise - RAISE_MARGIN * (noise * (1.0 - noise) / n).sqrt() {
+        // At the ceiling there is nothing to raise, and refreshing the
+        // peak's time would keep it from ever expiring.
+        if peak < self.ceiling && share <= noise - RAISE_MARGIN * (noise * (1.0 - noise) / n).sqrt()
+        {
             s.peak = Some(((peak * RAISE_STEP).min(self.ceiling), now));
         }
         s.near = Near::default();
@@ -1816,24 +1842,6 @@ mod tests {
         assert_eq!(throttle(&limiter).await.cuts, exit.cuts + 1);
     }
 
-    /// Outcomes of calls sent at `rate` without waiting, all now:
-    /// they count near the peak and teach nothing else (no increase, no
-    /// run that sets a peak). True is throttled.
-    fn outcomes(limiter: &RateLimiter, rate: f64, thrown: &[bool]) {
-        for &throttled in thrown {
-            let permit = Permit {
-                sent_at: Instant::now(),
-                waited: false,
-                rate,
-            };
-            if throttled {
-                limiter.throttled(&permit);
-            } else {
-                limiter.succeeded(&permit);
-            }
-        }
-    }
-
     fn peak(limiter: &RateLimiter) -> f64 {
         let s = limiter.state();
         RateLimiter::fresh(s.peak, PEAK_MEMORY, Instant::now()).unwrap_or(0.0)
@@ -1849,19 +1857,45 @@ mod tests {
         limiter
     }
 
-    /// 51 calls near the peak over 5 s, `thrown` of them throttled.
+    /// 51 waited calls at 10/s over 5.1 s, `thrown` of them throttled.
     async fn near_peak(limiter: &RateLimiter, thrown: usize) {
-        for i in 0..=50 {
-            outcomes(limiter, 10.0, &[i < thrown]);
-            tokio::time::advance(Duration::from_millis(100)).await;
+        calls_at(limiter, 10.0, true, 51, thrown, Duration::from_millis(102)).await;
+    }
+
+    /// `calls` calls sent at `rate`, `gap` apart, the first `thrown` of
+    /// them throttled, `waited` for their slot or not; the rate held there
+    /// (no increase carries it past the peak).
+    async fn calls_at(
+        limiter: &RateLimiter,
+        rate: f64,
+        waited: bool,
+        calls: usize,
+        thrown: usize,
+        gap: Duration,
+    ) {
+        for i in 0..calls {
+            limiter.state().rate = rate;
+            let permit = Permit {
+                sent_at: Instant::now(),
+                waited,
+                rate,
+            };
+            if i < thrown {
+                limiter.throttled(&permit);
+            } else {
+                limiter.succeeded(&permit);
+            }
+            tokio::time::advance(gap).await;
         }
     }
 
     /// Under stray throttles, a peak set low in the first seconds rises:
     /// near it, MTurk throttles clearly less than the noise, so the
     /// throttles that cut there are noise too. Not when the share near the
-    /// peak is the noise's or more (it may be congestion), not with no
-    /// noise learned (the rate then passes the peak by itself), and not
+    /// peak is within a standard deviation of the noise or above it (it
+    /// may be congestion), not before 5 s and 40 calls say so, not on
+    /// calls the limit did not hold back or counted under a higher peak
+    /// since fallen, not with no noise learned (the rate then passes the peak by itself), and not
     /// with more than two instances (their congestion reads as noise).
     #[tokio::test(start_paused = true)]
     async fn the_peak_rises_under_noise_when_throttles_near_it_are_fewer() {
@@ -1872,9 +1906,34 @@ mod tests {
         near_peak(&limiter, 5).await;
         assert!((peak(&limiter) - 10.0 * RAISE_STEP).abs() < 1e-9);
 
+        // 4 of 51 (7.8 %) against a noise of 8.3 %: below it, but within
+        // a standard deviation (3.9 %).
         let at_the_noise = noisy(Some(2), 10).await;
         near_peak(&at_the_noise, 4).await;
         assert_eq!(peak(&at_the_noise), 10.0);
+
+        let too_soon = noisy(Some(2), 10).await;
+        calls_at(&too_soon, 10.0, true, 51, 0, Duration::from_millis(50)).await;
+        assert_eq!(peak(&too_soon), 10.0);
+        let too_few = noisy(Some(2), 10).await;
+        calls_at(&too_few, 10.0, true, 30, 0, Duration::from_millis(200)).await;
+        assert_eq!(peak(&too_few), 10.0);
+        // Judged once both are reached.
+        calls_at(&too_few, 10.0, true, 10, 0, Duration::from_millis(200)).await;
+        assert!((peak(&too_few) - 10.0 * RAISE_STEP).abs() < 1e-9);
+
+        // Calls the limit did not hold back (a trickle) show nothing.
+        let trickle = noisy(Some(2), 10).await;
+        calls_at(&trickle, 10.0, false, 51, 0, Duration::from_millis(102)).await;
+        assert_eq!(peak(&trickle), 10.0);
+
+        // Calls counted under a peak that has since fallen (it expired and
+        // a lower one was set) do not count under the new one.
+        let fallen = noisy(Some(2), 10).await;
+        calls_at(&fallen, 10.0, true, 30, 0, Duration::from_millis(200)).await;
+        fallen.state().peak = Some((8.0, Instant::now()));
+        calls_at(&fallen, 8.0, true, 20, 0, Duration::from_millis(200)).await;
+        assert_eq!(peak(&fallen), 8.0);
 
         let no_noise = noisy(Some(2), 0).await;
         near_peak(&no_noise, 0).await;
@@ -1909,7 +1968,7 @@ mod tests {
             throttled += run.throttled_share / SEEDS.len() as f64;
         }
         assert!(accepted >= 0.72, "{accepted:.3} × R");
-        assert!(throttled < 0.13, "{throttled:.3} throttled");
+        assert!(throttled < 0.12, "{throttled:.3} throttled");
     }
 
     /// A caller that gives up waiting (a deadline) is no longer counted as
@@ -1946,7 +2005,7 @@ mod tests {
 
     /// The probation does not take the floor from a share that was right:
     /// with 10 % stray throttles at R = 8, two instances resuming at 4/s
-    /// each accept what they accepted with the share kept as peak (0.74 × R
+    /// each accept what they accepted with the share kept as peak (0.72 × R
     /// over a minute, three seeds), where resuming without a peak gave
     /// 0.68.
     #[tokio::test(start_paused = true)]
