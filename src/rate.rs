@@ -50,11 +50,11 @@
 //!   the increase (0.5 % of about the peak per call) does not pass the peak
 //!   between two stray throttles: a peak set in the first seconds (a stray
 //!   throttle ended slow start early) held the rate under it for good. So
-//!   when the calls sent near the peak over `RAISE_SPAN` (at least
-//!   `RAISE_CALLS`) were throttled clearly less than the noise (by
-//!   `RAISE_MARGIN` standard deviations), the throttles cutting there are
-//!   noise too, and the peak rises by `RAISE_STEP` (never above the
-//!   ceiling). The bar is below the noise, not at it: a peak raised above
+//!   when the calls the limit held back near the peak, over at least
+//!   `RAISE_SPAN` and `RAISE_CALLS`, were throttled clearly less than the
+//!   noise (by `RAISE_MARGIN` standard deviations), the throttles cutting
+//!   there are noise too, and the peak rises by `RAISE_STEP` (never above
+//!   the ceiling). The bar is below the noise, not at it: a peak raised above
 //!   MTurk's rate holds the floor, and the rate, above it until throttles
 //!   rise. Only with at most two instances: with more, the others'
 //!   congestion reaches the low calls and reads as noise. A raised peak
@@ -221,8 +221,8 @@ const CALM: Duration = Duration::from_secs(10);
 /// More than this share of the last [`WINDOW`] calls throttled (beyond
 /// the noise) forgets the peak.
 const FORGET_SHARE: f64 = 0.5;
-/// How long the calls sent near the peak are watched before the peak may
-/// rise under noise.
+/// How long, at least, the calls sent near the peak are watched before
+/// the peak may rise under noise.
 const RAISE_SPAN: Duration = Duration::from_secs(5);
 /// Calls sent near the peak before their throttled share says anything.
 const RAISE_CALLS: u32 = 40;
