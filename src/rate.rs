@@ -643,15 +643,14 @@ impl RateLimiter {
         peak: f64,
         now: Instant,
     ) {
-        let noise = Self::noise(s);
         // Only calls the limit held back: a trickle sent near the peak's
-        // rate has not shown what MTurk takes there.
-        if s.slow_start
-            || !permit.waited
-            || peak == 0.0
-            || noise == 0.0
-            || permit.rate < NEAR_PEAK * peak
-        {
+        // rate has not shown what MTurk takes there. The cheap checks come
+        // first: this runs on every MTurk call.
+        if s.slow_start || !permit.waited || peak == 0.0 || permit.rate < NEAR_PEAK * peak {
+            return;
+        }
+        let noise = Self::noise(s);
+        if noise == 0.0 {
             return;
         }
         // Calls counted under a higher peak (it expired, or MTurk took much
@@ -1491,13 +1490,7 @@ mod tests {
         );
         // Case D's burst scaled to R = 20 and 50 (about 30 s of calls).
         for (r, calls) in [(20.0, 600), (50.0, 1500)] {
-            let (mut mean, mut worst, mut throttled) = (0.0, 0.0f64, 0.0);
-            for seed in 1..=5u64 {
-                let (over, thrown) = burst(r, 2, calls, 0.1, seed).await;
-                mean += over / 5.0;
-                worst = worst.max(over);
-                throttled += thrown / 5.0;
-            }
+            let (mean, worst, throttled) = bursts(r, calls, 0.1).await;
             println!(
                 "burst of {calls} calls, R = {r}, 2 cold instances, 10 % stray: drain ÷ floor {mean:.2} (worst {worst:.2}), throttled {:.1} %",
                 throttled * 100.0
@@ -1562,19 +1555,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cold_burst_under_stray_throttles() {
         for (stray, at_most) in [(0.0, 1.1), (0.05, 1.3), (0.1, 1.5)] {
-            let (mut mean, mut worst, mut throttled) = (0.0, 0.0f64, 0.0);
-            for seed in 1..=5u64 {
-                let (over, thrown) = burst(8.0, 2, 240, stray, seed).await;
-                mean += over / 5.0;
-                worst = worst.max(over);
-                throttled += thrown / 5.0;
-            }
+            let (mean, worst, throttled) = bursts(8.0, 240, stray).await;
             let line = format!(
                 "burst of 240 calls, R = 8, 2 cold instances, {stray} stray: drain ÷ floor {mean:.2} (worst {worst:.2}), throttled {throttled:.3}"
             );
             println!("{line}");
             assert!(mean <= at_most, "{line}");
         }
+    }
+
+    /// [`burst`] from two cold instances over five seeds: the mean drain ÷
+    /// floor, the worst, and the mean throttled share.
+    async fn bursts(r: f64, calls: usize, stray: f64) -> (f64, f64, f64) {
+        let (mut mean, mut worst, mut throttled) = (0.0, 0.0f64, 0.0);
+        for seed in 1..=5u64 {
+            let (over, thrown) = burst(r, 2, calls, stray, seed).await;
+            mean += over / 5.0;
+            worst = worst.max(over);
+            throttled += thrown / 5.0;
+        }
+        (mean, worst, throttled)
     }
 
     /// The seeds of the stray throttles the figures and the stray test run.
@@ -1850,7 +1850,12 @@ mod tests {
     /// A limiter at a peak of 10/s that has learned a noise of 10 % (8.3 %
     /// with its prior) among its low calls, past its probation.
     async fn noisy(instances: Option<usize>, noise: usize) -> RateLimiter {
-        let limiter = RateLimiter::configured(DEFAULT_CEILING, None, instances);
+        noisy_under(DEFAULT_CEILING, instances, noise).await
+    }
+
+    /// [`noisy`] under a ceiling of `ceiling`.
+    async fn noisy_under(ceiling: f64, instances: Option<usize>, noise: usize) -> RateLimiter {
+        let limiter = RateLimiter::configured(ceiling, None, instances);
         assert!(limiter.resume_at(10.0));
         tokio::time::advance(PROBATION).await;
         limiter.state().low = (0..NOISE_CALLS).map(|i| i < noise).collect();
@@ -1895,8 +1900,9 @@ mod tests {
     /// peak is within a standard deviation of the noise or above it (it
     /// may be congestion), not before 5 s and 40 calls say so, not on
     /// calls the limit did not hold back or counted under a higher peak
-    /// since fallen, not with no noise learned (the rate then passes the peak by itself), and not
-    /// with more than two instances (their congestion reads as noise).
+    /// since fallen, not with no noise learned (the rate then passes the
+    /// peak by itself), and not with more than two instances (their
+    /// congestion reads as noise).
     #[tokio::test(start_paused = true)]
     async fn the_peak_rises_under_noise_when_throttles_near_it_are_fewer() {
         let limiter = noisy(Some(2), 10).await;
@@ -1944,10 +1950,7 @@ mod tests {
         assert_eq!(peak(&five), 10.0);
 
         // Never above the ceiling.
-        let limiter = RateLimiter::configured(11.0, None, None);
-        assert!(limiter.resume_at(10.0));
-        tokio::time::advance(PROBATION).await;
-        limiter.state().low = (0..NOISE_CALLS).map(|i| i < 10).collect();
+        let limiter = noisy_under(11.0, None, 10).await;
         near_peak(&limiter, 0).await;
         assert_eq!(peak(&limiter), 11.0);
     }
