@@ -15,9 +15,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_mturk::types::{EventType, NotificationSpecification, NotificationTransport};
+use mturk_exclusion::aws::Clients;
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
-use mturk_exclusion::handler::{Clients, Handler, MTURK_SENDER_ID};
+use mturk_exclusion::handler::{Handler, MTURK_SENDER_ID};
 use mturk_exclusion::ids::{HitTypeId, QualificationTypeId, WorkerId};
 use mturk_exclusion::ledger::{ExclusionState, Ledger};
 use mturk_exclusion::mturk::MturkEnvironment;
@@ -381,7 +382,7 @@ async fn watch_run(
         double.submit_assignment(&third, w).await?;
     }
     let clients = Clients::from_sdk(config, sdk);
-    let lab = Lab::from_config(config, clients.mturk, clients.dynamodb);
+    let lab = Lab::from_config(config, &clients);
     let settings = watch::Settings {
         queue_url: queue_url.to_owned(),
         cover_unguarded: true,

@@ -16,6 +16,30 @@ use aws_smithy_types::retry::ReconnectMode;
 
 use crate::mturk::MturkEnvironment;
 
+/// The AWS clients a function talks through, built once per cold start.
+#[derive(Clone)]
+pub struct Clients {
+    pub mturk: aws_sdk_mturk::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// MTurk by `MTURK_ENVIRONMENT` (or `AWS_ENDPOINT_URL_MTURK`), the
+    /// others as the SDK config says.
+    pub fn from_sdk(config: &crate::config::Config, sdk: &SdkConfig) -> Self {
+        Clients {
+            mturk: mturk_client(
+                sdk,
+                config.mturk_environment,
+                config.mturk_endpoint.as_deref(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        }
+    }
+}
+
 /// MTurk only exists in us-east-1, whatever region the stack is in.
 pub const MTURK_REGION: &str = "us-east-1";
 

@@ -104,36 +104,27 @@ impl CheckConfig {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |v: &str| lookup(v).filter(|x| !x.trim().is_empty());
-        let required = |variable: &'static str| {
-            get(variable).ok_or(ConfigError {
-                variable,
-                problem: "is not set".into(),
-            })
-        };
-        let table_name = required("TABLE_NAME")?;
-        let qualification_type_id = QualificationTypeId::parse(&required("QUALIFICATION_TYPE_ID")?)
-            .map_err(|e| ConfigError {
-                variable: "QUALIFICATION_TYPE_ID",
-                problem: e.to_string(),
-            })?;
-        let claim = match get("CLAIM_MINUTES") {
-            None => Duration::minutes(60),
-            Some(v) => match v.trim().parse::<i64>() {
-                Ok(m) if m >= 1 && Duration::minutes(m) <= MAX_CLAIM => Duration::minutes(m),
-                _ => {
-                    return Err(ConfigError {
-                        variable: "CLAIM_MINUTES",
-                        problem: format!("{v:?} is not a whole number of minutes from 1 to 10080"),
-                    })
+        let env = crate::config::Env::new(lookup);
+        let table_name = env.required("TABLE_NAME")?;
+        let qualification_type_id =
+            QualificationTypeId::parse(&env.required("QUALIFICATION_TYPE_ID")?).map_err(|e| {
+                ConfigError {
+                    variable: "QUALIFICATION_TYPE_ID",
+                    problem: e.to_string(),
                 }
-            },
-        };
+            })?;
+        let claim = env
+            .in_range(
+                "CLAIM_MINUTES",
+                "a whole number of minutes",
+                1..=MAX_CLAIM.whole_minutes(),
+            )?
+            .map_or(Duration::minutes(60), Duration::minutes);
         Ok(CheckConfig {
             table_name,
             qualification_type_id,
             claim,
-            pool: crate::metrics::pool(get),
+            pool: crate::metrics::pool(|v| env.get(v)),
         })
     }
 }

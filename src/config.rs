@@ -1,9 +1,13 @@
-//! The handler's settings, read once at cold start.
+//! The handler's settings, read once at cold start, and the one reader of
+//! a function's environment ([`Env`]) that the check and the watch share.
 //!
 //! A missing or invalid value stops start-up with a message naming the
 //! variable: a misconfigured function should fail its first invocation
 //! loudly, not process a batch half-right.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::ids::QualificationTypeId;
@@ -61,6 +65,75 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// One reader of a function's environment, shared by the handler, the
+/// check and the watch, so that every variable is read the same way: a
+/// blank value counts as unset, and every error names its variable.
+pub struct Env<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    pub fn new(lookup: F) -> Self {
+        Env { lookup }
+    }
+
+    /// The value, if set and not blank.
+    pub fn get(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn required(&self, variable: &'static str) -> Result<String, ConfigError> {
+        self.get(variable).ok_or(ConfigError {
+            variable,
+            problem: "is not set".into(),
+        })
+    }
+
+    /// `true`/`1` or `false`/`0`; unset is `default`.
+    pub fn flag(&self, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(variable).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(other) => Err(ConfigError {
+                variable,
+                problem: format!("{other:?} is neither \"true\" nor \"false\""),
+            }),
+        }
+    }
+
+    /// The value parsed as `T` and accepted by `ok`; `what` says what was
+    /// expected ("{value:?} is not {what}"). Unset is `None`.
+    pub fn parsed<T: FromStr>(
+        &self,
+        variable: &'static str,
+        what: &str,
+        ok: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(v) = self.get(variable) else {
+            return Ok(None);
+        };
+        match v.trim().parse::<T>() {
+            Ok(x) if ok(&x) => Ok(Some(x)),
+            _ => Err(ConfigError {
+                variable,
+                problem: format!("{v:?} is not {what}"),
+            }),
+        }
+    }
+
+    /// A number within `range` ("{what} from {start} to {end}"); unset is `None`.
+    pub fn in_range<T: FromStr + PartialOrd + Display>(
+        &self,
+        variable: &'static str,
+        what: &str,
+        range: RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        let what = format!("{what} from {} to {}", range.start(), range.end());
+        self.parsed(variable, &what, |x| range.contains(x))
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -68,150 +141,64 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |variable: &'static str| -> Option<String> {
-            lookup(variable).filter(|v| !v.trim().is_empty())
-        };
-        let required = |variable: &'static str| {
-            get(variable).ok_or(ConfigError {
-                variable,
-                problem: "is not set".into(),
-            })
-        };
-        let invalid = |variable: &'static str, problem: String| ConfigError { variable, problem };
-
-        let table_name = required("TABLE_NAME")?;
-        let qualification_type_id = QualificationTypeId::parse(&required("QUALIFICATION_TYPE_ID")?)
-            .map_err(|e| invalid("QUALIFICATION_TYPE_ID", e.to_string()))?;
-        let mturk_environment = match required("MTURK_ENVIRONMENT")?.as_str() {
+        let env = Env::new(lookup);
+        let table_name = env.required("TABLE_NAME")?;
+        let qualification_type_id =
+            QualificationTypeId::parse(&env.required("QUALIFICATION_TYPE_ID")?).map_err(|e| {
+                ConfigError {
+                    variable: "QUALIFICATION_TYPE_ID",
+                    problem: e.to_string(),
+                }
+            })?;
+        let mturk_environment = match env.required("MTURK_ENVIRONMENT")?.as_str() {
             "sandbox" => MturkEnvironment::Sandbox,
             "production" => MturkEnvironment::Production,
             other => {
-                return Err(invalid(
-                    "MTURK_ENVIRONMENT",
-                    format!("{other:?} is neither \"sandbox\" nor \"production\""),
-                ))
+                return Err(ConfigError {
+                    variable: "MTURK_ENVIRONMENT",
+                    problem: format!("{other:?} is neither \"sandbox\" nor \"production\""),
+                })
             }
         };
-        let mturk_max_rps = match get("MTURK_MAX_RPS") {
-            None => crate::rate::DEFAULT_CEILING,
-            Some(v) => match v.parse::<f64>() {
-                Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => r,
-                _ => {
-                    return Err(invalid(
-                        "MTURK_MAX_RPS",
-                        format!("{v:?} is not a number of requests per second between 0 and 1000"),
-                    ))
-                }
-            },
+        let rate = |variable| {
+            env.parsed(
+                variable,
+                "a number of requests per second between 0 and 1000",
+                |r: &f64| r.is_finite() && *r > 0.0 && *r <= 1000.0,
+            )
         };
-        let mturk_start_rps = match get("MTURK_START_RPS") {
-            None => None,
-            Some(v) => match v.parse::<f64>() {
-                Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Some(r),
-                _ => {
-                    return Err(invalid(
-                        "MTURK_START_RPS",
-                        format!("{v:?} is not a number of requests per second between 0 and 1000"),
-                    ))
-                }
-            },
+        // SQS's visibility timeout is at most 12 hours.
+        let seconds = |variable, default, range| {
+            env.in_range(variable, "a whole number of seconds", range)
+                .map(|s| Duration::from_secs(s.unwrap_or(default)))
         };
-        let max_concurrency = match get("MAX_CONCURRENCY") {
-            None => None,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => Some(n),
-                _ => {
-                    return Err(invalid(
-                        "MAX_CONCURRENCY",
-                        format!("{v:?} is not a whole number from 1 to 1000"),
-                    ))
-                }
-            },
-        };
-        let reject_unknown_senders = match get("REJECT_UNKNOWN_SENDERS").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "REJECT_UNKNOWN_SENDERS",
-                    format!("{other:?} is neither \"true\" nor \"false\""),
-                ))
-            }
-        };
-        let record_concurrency = match get("RECORD_CONCURRENCY") {
-            None => 4,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=10).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "RECORD_CONCURRENCY",
-                        format!("{v:?} is not a whole number from 1 to 10"),
-                    ))
-                }
-            },
-        };
-        let deadline_margin = match get("DEADLINE_MARGIN_MS") {
-            None => Duration::from_secs(12),
-            Some(v) => match v.parse::<u64>() {
-                Ok(ms) => Duration::from_millis(ms),
-                Err(_) => {
-                    return Err(invalid(
-                        "DEADLINE_MARGIN_MS",
-                        format!("{v:?} is not a whole number of milliseconds"),
-                    ))
-                }
-            },
-        };
-        let seconds = |variable: &'static str, default: u64| match get(variable) {
-            None => Ok(Duration::from_secs(default)),
-            Some(v) => match v.parse::<u64>() {
-                // SQS's visibility timeout is at most 12 hours.
-                Ok(n) if n <= 43_200 => Ok(Duration::from_secs(n)),
-                _ => Err(invalid(
-                    variable,
-                    format!("{v:?} is not a whole number of seconds up to 43200"),
-                )),
-            },
-        };
-        let backoff_base = seconds("RETRY_BACKOFF_BASE_SECS", 30)?;
-        let backoff_max = seconds("RETRY_BACKOFF_MAX_SECS", 900)?;
-        let bounded =
-            |variable: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
-                let d = seconds(variable, default)?;
-                if range.contains(&d.as_secs()) {
-                    Ok(d)
-                } else {
-                    Err(invalid(
-                        variable,
-                        format!(
-                            "{} s is outside {} to {} seconds",
-                            d.as_secs(),
-                            range.start(),
-                            range.end()
-                        ),
-                    ))
-                }
-            };
-        let assignment_lease = bounded("ASSIGNMENT_LEASE_SECS", 15, 1..=900)?;
-        // At least twice the SDK's 10 s bound on one operation, so a grant
-        // that starts inside the window always ends inside it.
-        let grant_window = bounded("GRANT_WINDOW_SECS", 30, 5..=300)?;
         Ok(Config {
-            backoff_base,
-            backoff_max,
-            assignment_lease,
-            grant_window,
             table_name,
             qualification_type_id,
             mturk_environment,
-            mturk_endpoint: get("AWS_ENDPOINT_URL_MTURK"),
-            mturk_max_rps,
-            mturk_start_rps,
-            max_concurrency,
-            queue_url: get("QUEUE_URL"),
-            reject_unknown_senders,
-            record_concurrency,
-            deadline_margin,
+            mturk_endpoint: env.get("AWS_ENDPOINT_URL_MTURK"),
+            mturk_max_rps: rate("MTURK_MAX_RPS")?.unwrap_or(crate::rate::DEFAULT_CEILING),
+            mturk_start_rps: rate("MTURK_START_RPS")?,
+            max_concurrency: env.in_range("MAX_CONCURRENCY", "a whole number", 1..=1000)?,
+            queue_url: env.get("QUEUE_URL"),
+            reject_unknown_senders: env.flag("REJECT_UNKNOWN_SENDERS", false)?,
+            record_concurrency: env
+                .in_range("RECORD_CONCURRENCY", "a whole number", 1..=10)?
+                .unwrap_or(4),
+            deadline_margin: Duration::from_millis(
+                env.parsed(
+                    "DEADLINE_MARGIN_MS",
+                    "a whole number of milliseconds",
+                    |_: &u64| true,
+                )?
+                .unwrap_or(12_000),
+            ),
+            backoff_base: seconds("RETRY_BACKOFF_BASE_SECS", 30, 0..=43_200)?,
+            backoff_max: seconds("RETRY_BACKOFF_MAX_SECS", 900, 0..=43_200)?,
+            assignment_lease: seconds("ASSIGNMENT_LEASE_SECS", 15, 1..=900)?,
+            // At least twice the SDK's 10 s bound on one operation, so a grant
+            // that starts inside the window always ends inside it.
+            grant_window: seconds("GRANT_WINDOW_SECS", 30, 5..=300)?,
         })
     }
 }
@@ -234,6 +221,38 @@ mod tests {
         ("QUALIFICATION_TYPE_ID", "3LB30G6JHY4JQ4T5QRCEBZ6B9YDKQD"),
         ("MTURK_ENVIRONMENT", "sandbox"),
     ];
+
+    #[test]
+    fn the_shared_reader_names_the_variable_and_takes_blank_as_unset() {
+        let env = Env::new(|name: &str| match name {
+            "BLANK" => Some("  ".to_owned()),
+            "YES" => Some(" true ".to_owned()),
+            "MAYBE" => Some("yes".to_owned()),
+            "SEVEN" => Some("7".to_owned()),
+            _ => None,
+        });
+        assert_eq!(env.get("BLANK"), None);
+        assert_eq!(env.required("BLANK").unwrap_err().variable, "BLANK");
+        assert!(env.flag("YES", false).unwrap());
+        assert!(env.flag("UNSET", true).unwrap());
+        let err = env.flag("MAYBE", false).unwrap_err();
+        assert_eq!(err.variable, "MAYBE");
+        assert!(err.to_string().contains("\"yes\""), "{err}");
+        assert_eq!(
+            env.in_range("SEVEN", "a whole number", 1..=10).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            env.in_range::<u32>("UNSET", "a whole number", 1..=10)
+                .unwrap(),
+            None
+        );
+        let err = env.in_range("SEVEN", "a whole number", 1..=5).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable SEVEN: \"7\" is not a whole number from 1 to 5"
+        );
+    }
 
     #[test]
     fn defaults_are_safe() {

@@ -22,12 +22,14 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::{field, info, info_span, warn, Instrument};
 
+use crate::aws::Clients;
 use crate::config::Config;
-use crate::exclusion::{Excluder, Outcome, Settlement};
+use crate::exclusion::{Outcome, Settlement};
 use crate::ids::shown;
 use crate::ledger::{ClaimEnd, Ledger, Sender};
-use crate::mturk::{counting_calls, retrying_throttles_until, Mturk};
+use crate::mturk::{counting_calls, retrying_throttles_until};
 use crate::notification::{Event, Notification};
+use crate::ops::Lab;
 use crate::rate::RateLimiter;
 
 /// The `SenderId` MTurk's documentation gives for its messages.
@@ -238,30 +240,6 @@ pub struct Redelivery {
     pub queue_url: String,
 }
 
-/// The AWS clients the handler talks through.
-#[derive(Clone)]
-pub struct Clients {
-    pub mturk: aws_sdk_mturk::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-}
-
-impl Clients {
-    /// The clients the Lambda uses: MTurk by `MTURK_ENVIRONMENT` (or
-    /// `AWS_ENDPOINT_URL_MTURK`), the others as the SDK config says.
-    pub fn from_sdk(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
-        Clients {
-            mturk: crate::aws::mturk_client(
-                sdk,
-                config.mturk_environment,
-                config.mturk_endpoint.as_deref(),
-            ),
-            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
-            sqs: aws_sdk_sqs::Client::new(sdk),
-        }
-    }
-}
-
 /// How long a read of the lab's CustomerId is trusted before a document
 /// that it does not settle (one from a CustomerId other than the one known,
 /// or any while none is known) reads it again. Bounds the extra reads to one
@@ -320,11 +298,11 @@ impl OwnCustomerCache {
 
 #[derive(Clone)]
 pub struct Handler {
-    excluder: Excluder,
-    /// The excluder's MTurk limiter, read for the metrics.
+    /// The exclusion path, and the ledger for what is not an exclusion:
+    /// heartbeats and ended claims.
+    lab: Lab,
+    /// The lab's MTurk limiter, read for the metrics and the pool's rate.
     limiter: Arc<RateLimiter>,
-    /// For what is not an exclusion: heartbeats and ended claims.
-    ledger: Ledger,
     own_customer: Arc<OwnCustomerCache>,
     redelivery: Option<Redelivery>,
     config: Arc<Config>,
@@ -355,21 +333,14 @@ struct QueueFacts {
 }
 
 impl Handler {
-    pub fn new(
-        excluder: Excluder,
-        limiter: Arc<RateLimiter>,
-        ledger: Ledger,
-        redelivery: Option<Redelivery>,
-        config: Arc<Config>,
-    ) -> Self {
+    pub fn new(lab: Lab, redelivery: Option<Redelivery>, config: Arc<Config>) -> Self {
         Handler {
-            excluder,
             own_customer: Arc::new(OwnCustomerCache {
-                ledger: ledger.clone(),
+                ledger: lab.ledger.clone(),
                 state: Default::default(),
             }),
-            limiter,
-            ledger,
+            limiter: lab.mturk.limiter().clone(),
+            lab,
             redelivery,
             pool: Arc::new(PoolReport {
                 instance: instance_id(),
@@ -391,29 +362,12 @@ impl Handler {
     /// can point one of them elsewhere and still assemble the rest as the
     /// Lambda does.
     pub fn with_clients(config: &Config, clients: Clients) -> Self {
-        let limiter = Arc::new(RateLimiter::configured(
-            config.mturk_max_rps,
-            config.mturk_start_rps,
-            config.max_concurrency,
-        ));
-        let mturk = Mturk::new(clients.mturk, limiter.clone());
-        let ledger = Ledger::new(clients.dynamodb, &config.table_name);
+        let lab = Lab::from_config(config, &clients);
         let redelivery = config.queue_url.as_ref().map(|url| Redelivery {
             sqs: clients.sqs,
             queue_url: url.clone(),
         });
-        Handler::new(
-            Excluder::new(mturk, ledger.clone(), config.qualification_type_id.clone()).with_timing(
-                crate::exclusion::Timing {
-                    lease: config.assignment_lease,
-                    grant_window: config.grant_window,
-                },
-            ),
-            limiter,
-            ledger,
-            redelivery,
-            Arc::new(config.clone()),
-        )
+        Handler::new(lab, redelivery, Arc::new(config.clone()))
     }
 
     /// Processes a batch that must be answered by `deadline`.
@@ -457,7 +411,7 @@ impl Handler {
             return;
         }
         *read = true;
-        match self.ledger.pool_rate(OffsetDateTime::now_utc()).await {
+        match self.lab.ledger.pool_rate(OffsetDateTime::now_utc()).await {
             Ok(Some(pool)) => {
                 let instances = pool.instances.max(self.config.max_concurrency.unwrap_or(1));
                 let share = pool.rate / instances as f64;
@@ -500,6 +454,7 @@ impl Handler {
             *last = Some(now);
         }
         if let Err(e) = self
+            .lab
             .ledger
             .record_pool_rate(&self.pool.instance, rate, OffsetDateTime::now_utc())
             .await
@@ -676,6 +631,7 @@ impl Handler {
                         continue;
                     }
                     let settled = self
+                        .lab
                         .excluder
                         .exclude_assignment(assignment_id, &notification.doc_id, *at)
                         .await
@@ -695,7 +651,8 @@ impl Handler {
                     at,
                     placeholder_hit_type_id,
                 } => {
-                    self.ledger
+                    self.lab
+                        .ledger
                         .record_heartbeat(
                             &notification.doc_id,
                             at.unwrap_or_else(OffsetDateTime::now_utc),
@@ -720,7 +677,8 @@ impl Handler {
                         Event::AssignmentReturned { .. } => ClaimEnd::Returned,
                         _ => ClaimEnd::Abandoned,
                     };
-                    self.ledger
+                    self.lab
+                        .ledger
                         .end_claim(assignment_id, end, OffsetDateTime::now_utc())
                         .await
                         .map_err(|e| {
@@ -1005,53 +963,9 @@ pub fn backoff(base: Duration, max: Duration, receives: u32, message_id: &str) -
     (delay + jitter).min(max.max(base))
 }
 
-/// Lambda gives the deadline in milliseconds since the epoch.
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(remaining_ms(deadline_ms, now_ms))
-}
-
-/// Lambda's own limit on an invocation.
-const MAX_INVOCATION_MS: u64 = 900_000;
-
-/// Milliseconds left before `deadline_ms`. A value before the year 2000
-/// cannot be an epoch deadline: cargo-lambda's emulator sends the timeout
-/// itself (600000, ten minutes), and reading it as a time in 1970 would fail
-/// every record. Such a value, or none, is taken as a duration, at most
-/// Lambda's 15 minutes.
-fn remaining_ms(deadline_ms: u64, now_ms: u64) -> u64 {
-    const YEAR_2000_MS: u64 = 946_684_800_000;
-    match deadline_ms {
-        0 => MAX_INVOCATION_MS,
-        d if d < YEAR_2000_MS => d.min(MAX_INVOCATION_MS),
-        d => d.saturating_sub(now_ms),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadlines_are_epoch_times_unless_they_cannot_be() {
-        let now = 1_795_000_000_000; // 2026
-        assert_eq!(remaining_ms(now + 60_000, now), 60_000);
-        assert_eq!(
-            remaining_ms(now - 5, now),
-            0,
-            "a real deadline already past"
-        );
-        assert_eq!(
-            remaining_ms(600_000, now),
-            600_000,
-            "cargo-lambda's timeout"
-        );
-        assert_eq!(remaining_ms(0, now), MAX_INVOCATION_MS);
-        assert_eq!(remaining_ms(5_000_000, now), MAX_INVOCATION_MS);
-    }
 
     #[test]
     fn the_redrive_policy_is_read_either_way() {

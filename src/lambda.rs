@@ -1,6 +1,10 @@
 //! What only the Lambda functions need (feature `lambda`): the CLI never
 //! links it.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 /// Tells Lambda why the function could not start (`POST /runtime/init/error`),
 /// so that the console and the invocation that hit the cold start show our
 /// reason as `Runtime.InitError` instead of an anonymous `Runtime.ExitError`.
@@ -58,5 +62,54 @@ where
             report_init_error("ConfigError", &e).await;
             Err(e.into())
         }
+    }
+}
+
+/// Lambda gives the deadline in milliseconds since the epoch.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(remaining_ms(deadline_ms, now_ms))
+}
+
+/// Lambda's own limit on an invocation.
+const MAX_INVOCATION_MS: u64 = 900_000;
+
+/// Milliseconds left before `deadline_ms`. A value before the year 2000
+/// cannot be an epoch deadline: cargo-lambda's emulator sends the timeout
+/// itself (600000, ten minutes), and reading it as a time in 1970 would fail
+/// every record. Such a value, or none, is taken as a duration, at most
+/// Lambda's 15 minutes.
+fn remaining_ms(deadline_ms: u64, now_ms: u64) -> u64 {
+    const YEAR_2000_MS: u64 = 946_684_800_000;
+    match deadline_ms {
+        0 => MAX_INVOCATION_MS,
+        d if d < YEAR_2000_MS => d.min(MAX_INVOCATION_MS),
+        d => d.saturating_sub(now_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_are_epoch_times_unless_they_cannot_be() {
+        let now = 1_795_000_000_000; // 2026
+        assert_eq!(remaining_ms(now + 60_000, now), 60_000);
+        assert_eq!(
+            remaining_ms(now - 5, now),
+            0,
+            "a real deadline already past"
+        );
+        assert_eq!(
+            remaining_ms(600_000, now),
+            600_000,
+            "cargo-lambda's timeout"
+        );
+        assert_eq!(remaining_ms(0, now), MAX_INVOCATION_MS);
+        assert_eq!(remaining_ms(5_000_000, now), MAX_INVOCATION_MS);
     }
 }

@@ -601,7 +601,7 @@ impl Mturk {
     }
 
     /// The limiter every call waits for, for logs and tests.
-    pub fn limiter(&self) -> &RateLimiter {
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
     }
 

@@ -56,23 +56,17 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// The lab as a function configured by `config` sees it (the watch): its
-    /// own adaptive MTurk limiter, the exclusion path's durations from the
-    /// configuration, as the handler builds its own.
-    pub fn from_config(
-        config: &crate::config::Config,
-        mturk: aws_sdk_mturk::Client,
-        dynamodb: aws_sdk_dynamodb::Client,
-    ) -> Lab {
-        // Slow start, as a cold handler without the pool's rate: a run that
-        // finds nothing new makes a few ListHITs calls, far below any rate.
+    /// The lab as a function configured by `config` sees it (the handler
+    /// and the watch): its own adaptive MTurk limiter, the exclusion path's
+    /// durations from the configuration. The one set-up of both functions.
+    pub fn from_config(config: &crate::config::Config, clients: &crate::aws::Clients) -> Lab {
         let limiter = std::sync::Arc::new(crate::rate::RateLimiter::configured(
             config.mturk_max_rps,
             config.mturk_start_rps,
             config.max_concurrency,
         ));
-        let mturk = Mturk::new(mturk, limiter);
-        let ledger = Ledger::new(dynamodb, &config.table_name);
+        let mturk = Mturk::new(clients.mturk.clone(), limiter);
+        let ledger = Ledger::new(clients.dynamodb.clone(), &config.table_name);
         let qualification = config.qualification_type_id.clone();
         Lab {
             excluder: Excluder::new(mturk.clone(), ledger.clone(), qualification.clone())

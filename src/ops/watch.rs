@@ -29,7 +29,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Env};
 use crate::exclusion::{Outcome, Releases};
 use crate::ids::HitTypeId;
 use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun};
@@ -54,39 +54,21 @@ pub struct Settings {
     pub concurrency: usize,
 }
 
-fn flag(
-    lookup: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match lookup(variable).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some("true") | Some("1") => Ok(true),
-        Some("false") | Some("0") => Ok(false),
-        Some(other) => Err(ConfigError {
-            variable,
-            problem: format!("{other:?} is neither \"true\" nor \"false\""),
-        }),
-    }
-}
-
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let queue_url =
-            lookup("QUEUE_URL")
-                .filter(|q| !q.trim().is_empty())
-                .ok_or(ConfigError {
-                    variable: "QUEUE_URL",
-                    problem: "is not set: the watch subscribes HIT types to this queue".into(),
-                })?;
+        let env = Env::new(lookup);
+        let queue_url = env.get("QUEUE_URL").ok_or(ConfigError {
+            variable: "QUEUE_URL",
+            problem: "is not set: the watch subscribes HIT types to this queue".into(),
+        })?;
         Ok(Settings {
             queue_url,
-            cover_unguarded: flag(&lookup, "COVER_UNGUARDED_HITS", true)?,
-            guard_unguarded: flag(&lookup, "GUARD_UNGUARDED_HITS", false)?,
+            cover_unguarded: env.flag("COVER_UNGUARDED_HITS", true)?,
+            guard_unguarded: env.flag("GUARD_UNGUARDED_HITS", false)?,
             concurrency: 4,
         })
     }

@@ -10,8 +10,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use mturk_exclusion::aws::{self, Limits};
 use mturk_exclusion::config::Config;
-use mturk_exclusion::handler::{deadline_from_epoch_ms, Handler};
-use mturk_exclusion::lambda::configured;
+use mturk_exclusion::handler::Handler;
+use mturk_exclusion::lambda::{configured, deadline_from_epoch_ms};
 use mturk_exclusion::metrics;
 
 // One thread: a batch's records already share one task (the handler's

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use mturk_exclusion::aws::{self, Limits};
+use mturk_exclusion::aws::{self, Clients, Limits};
 use mturk_exclusion::config::Config;
-use mturk_exclusion::handler::{deadline_from_epoch_ms, Clients};
-use mturk_exclusion::lambda::configured;
+use mturk_exclusion::lambda::{configured, deadline_from_epoch_ms};
 use mturk_exclusion::metrics;
 use mturk_exclusion::ops::watch::{self, Settings};
 use mturk_exclusion::ops::Lab;
@@ -31,8 +30,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ..Limits::default()
     };
     let sdk = aws::load(None, limits).await;
-    let clients = Clients::from_sdk(&config, &sdk);
-    let lab = Arc::new(Lab::from_config(&config, clients.mturk, clients.dynamodb));
+    let lab = Arc::new(Lab::from_config(&config, &Clients::from_sdk(&config, &sdk)));
     let settings = Arc::new(settings);
     let margin = config.deadline_margin;
     let pool: Arc<str> = metrics::pool_from_env().into();

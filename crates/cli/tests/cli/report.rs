@@ -291,7 +291,7 @@ async fn a_watch_run(p: &Pipeline) -> Vec<String> {
         title: "Pilot without the requirement".into(),
         ..HitOptions::default()
     });
-    let lab = Lab::from_config(&p.config, p.mturk.clone(), p.stack.dynamodb.clone());
+    let lab = Lab::from_config(&p.config, &p.clients);
     let settings = watch::Settings {
         queue_url: p.queues.url.clone(),
         cover_unguarded: false,
