@@ -66,6 +66,54 @@ pub struct Settlement {
     pub exposure: Option<StdDuration>,
 }
 
+/// What settling submissions came to, one count per outcome: the one tally
+/// the handler, the watch and `exclude` keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub excluded: usize,
+    pub already_excluded: usize,
+    pub duplicates: usize,
+    /// Submitted before the worker's release: recorded, granting nothing.
+    pub kept_released: usize,
+    /// For each exclusion granted whose submission time is known: how long
+    /// the worker stayed exposed (submission to grant).
+    pub exposure: Vec<StdDuration>,
+}
+
+impl Tally {
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Excluded => self.excluded += 1,
+            Outcome::AlreadyExcluded => self.already_excluded += 1,
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::KeptReleased => self.kept_released += 1,
+        }
+    }
+
+    pub fn add_settled(&mut self, settled: Settlement) {
+        self.add(settled.outcome);
+        self.exposure.extend(settled.exposure);
+    }
+
+    /// Submissions settled, whatever they came to.
+    pub fn submissions(&self) -> usize {
+        self.recorded() + self.duplicates
+    }
+
+    /// Submissions the ledger did not have before: all but the duplicates.
+    pub fn recorded(&self) -> usize {
+        self.excluded + self.already_excluded + self.kept_released
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.excluded += other.excluded;
+        self.already_excluded += other.already_excluded;
+        self.duplicates += other.duplicates;
+        self.kept_released += other.kept_released;
+        self.exposure.extend_from_slice(&other.exposure);
+    }
+}
+
 impl Settlement {
     fn only(outcome: Outcome) -> Self {
         Settlement {

@@ -24,7 +24,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::aws::Clients;
 use crate::config::Config;
-use crate::exclusion::{Outcome, Settlement};
+use crate::exclusion::Tally;
 use crate::ids::shown;
 use crate::ledger::{ClaimEnd, Ledger, Sender};
 use crate::mturk::{counting_calls, retrying_throttles_until};
@@ -92,10 +92,8 @@ const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 /// What one record came to, event by event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub excluded: usize,
-    pub already_excluded: usize,
-    pub duplicates: usize,
-    pub released: usize,
+    /// Its AssignmentSubmitted events, by what they came to.
+    pub settled: Tally,
     pub heartbeats: usize,
     /// Claims of the accept-time check ended by AssignmentReturned or AssignmentAbandoned.
     pub claims_ended: usize,
@@ -103,37 +101,15 @@ pub struct Summary {
     /// Documents from another requester's CustomerId, acknowledged unread:
     /// no MTurk call, no ledger write (the metric `ForeignDocuments`).
     pub foreign_documents: usize,
-    /// For each exclusion granted here whose submission time is known: how
-    /// long the worker stayed exposed (submission to grant).
-    pub exposure: Vec<Duration>,
 }
 
 impl Summary {
-    fn add(&mut self, settled: Settlement) {
-        match settled.outcome {
-            Outcome::Excluded => self.excluded += 1,
-            Outcome::AlreadyExcluded => self.already_excluded += 1,
-            Outcome::Duplicate => self.duplicates += 1,
-            Outcome::KeptReleased => self.released += 1,
-        }
-        self.exposure.extend(settled.exposure);
-    }
-
-    /// AssignmentSubmitted events settled, whatever they came to.
-    pub fn submissions(&self) -> usize {
-        self.excluded + self.already_excluded + self.duplicates + self.released
-    }
-
     pub fn merge(&mut self, other: &Summary) {
-        self.excluded += other.excluded;
-        self.already_excluded += other.already_excluded;
-        self.duplicates += other.duplicates;
-        self.released += other.released;
+        self.settled.merge(&other.settled);
         self.heartbeats += other.heartbeats;
         self.claims_ended += other.claims_ended;
         self.ignored += other.ignored;
         self.foreign_documents += other.foreign_documents;
-        self.exposure.extend_from_slice(&other.exposure);
     }
 }
 
@@ -146,7 +122,7 @@ impl Summary {
 /// the batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchMetrics {
-    pub settled: Summary,
+    pub summary: Summary,
     /// Calls sent to MTurk (each attempt, throttled ones included).
     pub mturk_calls: u64,
     /// Calls MTurk throttled.
@@ -161,7 +137,7 @@ impl BatchMetrics {
     /// 100 exposure values need another. No ids of any kind.
     pub fn emf_lines(&self, pool: &str, timestamp_ms: u64) -> Vec<String> {
         use crate::metrics::{Document, Unit};
-        let s = &self.settled;
+        let s = &self.summary.settled;
         let count = |n: usize| n as f64;
         Document::new(timestamp_ms)
             .dimension("Pool", pool)
@@ -169,8 +145,12 @@ impl BatchMetrics {
             .value("SubmissionsSeen", Unit::Count, count(s.submissions()))
             .value("WorkersExcluded", Unit::Count, count(s.excluded))
             .value("Duplicates", Unit::Count, count(s.duplicates))
-            .value("KeptReleased", Unit::Count, count(s.released))
-            .value("ForeignDocuments", Unit::Count, count(s.foreign_documents))
+            .value("KeptReleased", Unit::Count, count(s.kept_released))
+            .value(
+                "ForeignDocuments",
+                Unit::Count,
+                count(self.summary.foreign_documents),
+            )
             .value("MturkCalls", Unit::Count, self.mturk_calls as f64)
             .value("MturkThrottled", Unit::Count, self.mturk_throttled as f64)
             .value("MturkRate", Unit::CountPerSecond, self.mturk_rate)
@@ -392,7 +372,7 @@ impl Handler {
         let (result, calls) = counting_calls(self.run_batch(records, deadline, &mut settled)).await;
         self.report_to_pool().await;
         let metrics = BatchMetrics {
-            settled,
+            summary: settled,
             mturk_calls: calls.sent,
             mturk_throttled: calls.throttled,
             mturk_rate: self.limiter.snapshot().rate,
@@ -555,10 +535,10 @@ impl Handler {
             .map(|()| done.clone());
         span.in_scope(|| match &result {
             Ok(s) => info!(
-                excluded = s.excluded,
-                already_excluded = s.already_excluded,
-                duplicates = s.duplicates,
-                released = s.released,
+                excluded = s.settled.excluded,
+                already_excluded = s.settled.already_excluded,
+                duplicates = s.settled.duplicates,
+                released = s.settled.kept_released,
                 heartbeats = s.heartbeats,
                 claims_ended = s.claims_ended,
                 ignored = s.ignored,
@@ -578,24 +558,7 @@ impl Handler {
         record: &SqsMessage,
         summary: &mut Summary,
     ) -> Result<(), Failure> {
-        let mut sender = record.attributes.get("SenderId").map(String::as_str);
-        // A copy this handler sent back for MTurk's rate carries the
-        // original's SenderId (only the lab's own principals and MTurk may
-        // send to the queue).
-        if let Some(original) = record
-            .message_attributes
-            .get(SENDER_ATTRIBUTE)
-            .and_then(|a| a.string_value.as_deref())
-        {
-            sender = Some(original);
-        }
-        if sender != Some(MTURK_SENDER_ID) {
-            let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
-            if self.config.reject_unknown_senders {
-                return Err(Failure::UnknownSender(shown_sender));
-            }
-            warn!(sender = %shown_sender, "SenderId is not MTurk's documented sender; processing anyway");
-        }
+        self.check_sender(record)?;
         let body = record
             .body
             .as_deref()
@@ -603,94 +566,19 @@ impl Handler {
         let notification =
             Notification::parse(body).map_err(|e| Failure::Malformed(e.to_string()))?;
         tracing::Span::current().record("event_doc_id", notification.doc_id.as_str());
-
-        if self
-            .own_customer
-            .is_foreign(notification.customer_id.as_deref())
-            .await
-        {
-            // Another requester's document: its assignments are not the
-            // lab's, so looking them up would only spend the lab's MTurk
-            // rate and end in the dead-letter queue; its Ping proves nothing.
-            warn!(
-                customer_id = %short(notification.customer_id.as_deref().unwrap_or_default()),
-                events = notification.events.len() + notification.unreadable.len(),
-                "document from another requester's CustomerId; acknowledged without calling MTurk"
-            );
+        if self.is_foreign(&notification).await {
             summary.foreign_documents += 1;
             return Ok(());
         }
         let mut seen = HashSet::new();
         for event in &notification.events {
-            match event {
-                Event::AssignmentSubmitted {
-                    assignment_id, at, ..
-                } => {
-                    if !seen.insert(assignment_id) {
-                        summary.duplicates += 1;
-                        continue;
-                    }
-                    let settled = self
-                        .lab
-                        .excluder
-                        .exclude_assignment(assignment_id, &notification.doc_id, *at)
-                        .await
-                        .map_err(|e| {
-                            let text = format!("assignment {assignment_id}: {e}");
-                            if e.is_throttling() {
-                                Failure::Throttled(text)
-                            } else if e.is_permanent() {
-                                Failure::Rejected(text)
-                            } else {
-                                Failure::Transient(text)
-                            }
-                        })?;
-                    summary.add(settled);
-                }
-                Event::Ping {
-                    at,
-                    placeholder_hit_type_id,
-                } => {
-                    self.lab
-                        .ledger
-                        .record_heartbeat(
-                            &notification.doc_id,
-                            at.unwrap_or_else(OffsetDateTime::now_utc),
-                            placeholder_hit_type_id.as_deref(),
-                            Sender {
-                                customer_id: notification.customer_id.as_deref(),
-                                source_account: notification.source_account.as_deref(),
-                            },
-                            OffsetDateTime::now_utc(),
-                        )
-                        .await
-                        .map_err(|e| Failure::Transient(e.to_string()))?;
-                    summary.heartbeats += 1;
-                }
-                // The worker gave the assignment up: the accept-time check's
-                // claim on it ends. From the notification alone, without
-                // MTurk (GetAssignment does not answer for these): one write
-                // of the assignment's end marker, which the check reads.
-                Event::AssignmentReturned { assignment_id }
-                | Event::AssignmentAbandoned { assignment_id } => {
-                    let end = match event {
-                        Event::AssignmentReturned { .. } => ClaimEnd::Returned,
-                        _ => ClaimEnd::Abandoned,
-                    };
-                    self.lab
-                        .ledger
-                        .end_claim(assignment_id, end, OffsetDateTime::now_utc())
-                        .await
-                        .map_err(|e| {
-                            Failure::Transient(format!("assignment {assignment_id}: {e}"))
-                        })?;
-                    summary.claims_ended += 1;
-                }
-                Event::Other { event_type } => {
-                    info!(event_type = %event_type, "event acknowledged; nothing to do");
-                    summary.ignored += 1;
+            if let Event::AssignmentSubmitted { assignment_id, .. } = event {
+                if !seen.insert(assignment_id) {
+                    summary.settled.duplicates += 1;
+                    continue;
                 }
             }
+            self.settle_event(event, &notification, summary).await?;
         }
         for u in &notification.unreadable {
             warn!(
@@ -704,6 +592,112 @@ impl Handler {
         // fails only its own record, never its neighbours' exclusions.
         if let Some(u) = notification.blocking_problem() {
             return Err(Failure::Malformed(u.problem.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Refuses (with `REJECT_UNKNOWN_SENDERS`) or warns about a record that
+    /// MTurk's documented sender did not send.
+    fn check_sender(&self, record: &SqsMessage) -> Result<(), Failure> {
+        let sender = original_sender(record);
+        if sender == Some(MTURK_SENDER_ID) {
+            return Ok(());
+        }
+        let shown_sender = sender.map(shown).unwrap_or_else(|| "(none)".to_owned());
+        if self.config.reject_unknown_senders {
+            return Err(Failure::UnknownSender(shown_sender));
+        }
+        warn!(sender = %shown_sender, "SenderId is not MTurk's documented sender; processing anyway");
+        Ok(())
+    }
+
+    /// Another requester's document: its assignments are not the lab's, so
+    /// looking them up would only spend the lab's MTurk rate and end in the
+    /// dead-letter queue; its Ping proves nothing. Acknowledged unread.
+    async fn is_foreign(&self, notification: &Notification) -> bool {
+        let customer = notification.customer_id.as_deref();
+        if !self.own_customer.is_foreign(customer).await {
+            return false;
+        }
+        warn!(
+            customer_id = %short(customer.unwrap_or_default()),
+            events = notification.events.len() + notification.unreadable.len(),
+            "document from another requester's CustomerId; acknowledged without calling MTurk"
+        );
+        true
+    }
+
+    /// One readable event of the lab's document, settled into `summary`.
+    async fn settle_event(
+        &self,
+        event: &Event,
+        notification: &Notification,
+        summary: &mut Summary,
+    ) -> Result<(), Failure> {
+        let now = OffsetDateTime::now_utc();
+        match event {
+            Event::AssignmentSubmitted {
+                assignment_id, at, ..
+            } => {
+                let settled = self
+                    .lab
+                    .excluder
+                    .exclude_assignment(assignment_id, &notification.doc_id, *at)
+                    .await
+                    .map_err(|e| {
+                        let text = format!("assignment {assignment_id}: {e}");
+                        if e.is_throttling() {
+                            Failure::Throttled(text)
+                        } else if e.is_permanent() {
+                            Failure::Rejected(text)
+                        } else {
+                            Failure::Transient(text)
+                        }
+                    })?;
+                summary.settled.add_settled(settled);
+            }
+            Event::Ping {
+                at,
+                placeholder_hit_type_id,
+            } => {
+                let sender = Sender {
+                    customer_id: notification.customer_id.as_deref(),
+                    source_account: notification.source_account.as_deref(),
+                };
+                self.lab
+                    .ledger
+                    .record_heartbeat(
+                        &notification.doc_id,
+                        at.unwrap_or(now),
+                        placeholder_hit_type_id.as_deref(),
+                        sender,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                summary.heartbeats += 1;
+            }
+            // The worker gave the assignment up: the accept-time check's
+            // claim on it ends. From the notification alone, without MTurk
+            // (GetAssignment does not answer for these): one write of the
+            // assignment's end marker, which the check reads.
+            Event::AssignmentReturned { assignment_id }
+            | Event::AssignmentAbandoned { assignment_id } => {
+                let end = match event {
+                    Event::AssignmentReturned { .. } => ClaimEnd::Returned,
+                    _ => ClaimEnd::Abandoned,
+                };
+                self.lab
+                    .ledger
+                    .end_claim(assignment_id, end, now)
+                    .await
+                    .map_err(|e| Failure::Transient(format!("assignment {assignment_id}: {e}")))?;
+                summary.claims_ended += 1;
+            }
+            Event::Other { event_type } => {
+                info!(event_type = %event_type, "event acknowledged; nothing to do");
+                summary.ignored += 1;
+            }
         }
         Ok(())
     }
@@ -885,11 +879,7 @@ impl Handler {
             ));
         }
         let body = record.body.as_deref().ok_or("no body")?;
-        let sender = record
-            .message_attributes
-            .get(SENDER_ATTRIBUTE)
-            .and_then(|a| a.string_value.clone())
-            .or_else(|| record.attributes.get("SenderId").cloned());
+        let sender = original_sender(record).map(str::to_owned);
         let string = |v: String| {
             MessageAttributeValue::builder()
                 .data_type("String")
@@ -917,6 +907,17 @@ impl Handler {
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
         Ok(deferrals)
     }
+}
+
+/// Who sent the record: its SenderId, or for a copy this handler sent back
+/// for MTurk's rate, the original's (only the lab's own principals and MTurk
+/// may send to the queue).
+fn original_sender(record: &SqsMessage) -> Option<&str> {
+    record
+        .message_attributes
+        .get(SENDER_ATTRIBUTE)
+        .and_then(|a| a.string_value.as_deref())
+        .or_else(|| record.attributes.get("SenderId").map(String::as_str))
 }
 
 /// The maxReceiveCount of a queue's RedrivePolicy attribute (JSON, where

@@ -65,7 +65,7 @@ fn total(report: &BatchReport) -> mturk_exclusion::handler::Summary {
 async fn one_submitted_assignment() {
     let (p, report) = run_sample("assignment-submitted.json").await;
     assert!(failures(&report).is_empty(), "{report:?}");
-    assert_eq!(total(&report).excluded, 1);
+    assert_eq!(total(&report).settled.excluded, 1);
     assert!(p.granted("A2SAMPLEWORKER1"));
 }
 
@@ -74,7 +74,7 @@ async fn several_events_in_one_record() {
     let (p, report) = run_sample("several-events.json").await;
     assert_eq!(report.records.len(), 1);
     assert!(failures(&report).is_empty(), "{report:?}");
-    assert_eq!(total(&report).excluded, 3);
+    assert_eq!(total(&report).settled.excluded, 3);
     for w in ["A2SAMPLEWORKER2", "A2SAMPLEWORKER3", "A2SAMPLEWORKER4"] {
         assert!(p.granted(w), "{w}");
     }
@@ -88,7 +88,7 @@ async fn a_batch_with_a_redelivered_document() {
     let sum = total(&report);
     // Records 1 and 4 carry the same document; A2SAMPLEWORKER1 also did record 3.
     assert_eq!(
-        sum.excluded + sum.already_excluded + sum.duplicates,
+        sum.settled.excluded + sum.settled.already_excluded + sum.settled.duplicates,
         4,
         "{sum:?}"
     );

@@ -582,7 +582,10 @@ async fn a_release_between_ledger_write_and_grant_is_honoured_on_redelivery() {
         .await
         .unwrap();
 
-    assert_eq!(again.records[0].1.as_ref().unwrap().released, 1);
+    assert_eq!(
+        again.records[0].1.as_ref().unwrap().settled.kept_released,
+        1
+    );
     assert!(!p.granted(worker.as_str()));
 }
 
@@ -649,11 +652,15 @@ async fn another_requesters_documents_cost_no_mturk_call_once_the_lab_is_known()
         .iter()
         .map(|(id, r)| (id.as_str(), r.clone().expect("every record succeeds")))
         .collect();
-    assert_eq!(summaries[0].1.excluded, 1);
+    assert_eq!(summaries[0].1.settled.excluded, 1);
     assert_eq!(summaries[0].1.foreign_documents, 0);
     for (id, s) in &summaries[1..] {
         assert_eq!(s.foreign_documents, 1, "{id}: {s:?}");
-        assert_eq!((s.excluded, s.heartbeats, s.duplicates), (0, 0, 0), "{id}");
+        assert_eq!(
+            (s.settled.excluded, s.heartbeats, s.settled.duplicates),
+            (0, 0, 0),
+            "{id}"
+        );
     }
     // Only the lab's own submission reached MTurk.
     assert_eq!(p.double.call_count("GetAssignment"), 1);

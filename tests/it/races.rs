@@ -211,7 +211,7 @@ async fn a_release_racing_a_grant_in_flight_stands() {
 
     // The handler lost the race and decided again: kept released.
     match &report.records[0].1 {
-        Ok(summary) => assert_eq!(summary.released, 1, "{summary:?}"),
+        Ok(summary) => assert_eq!(summary.settled.kept_released, 1, "{summary:?}"),
         Err(f) => panic!("record failed: {f}"),
     }
     // The release revoked after the grant landed: MTurk agrees with the ledger.
@@ -357,7 +357,7 @@ async fn copies_on_two_instances_cost_one_lookup_and_one_grant() {
         )
         .await
         .unwrap();
-    assert_eq!(again.records[0].1.as_ref().unwrap().duplicates, 1);
+    assert_eq!(again.records[0].1.as_ref().unwrap().settled.duplicates, 1);
     assert_eq!(p.double.call_count(LOOKUP), 1);
     assert_eq!(p.double.call_count(GRANT), 1);
     assert!(p.granted("A1TWOCOPIES"));
@@ -462,7 +462,7 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
     let done = handling.await.unwrap();
     match &done.records[0].1 {
         Ok(summary) => assert_eq!(
-            (summary.excluded, summary.duplicates),
+            (summary.settled.excluded, summary.settled.duplicates),
             (1, 0),
             "{summary:?}"
         ),
@@ -551,7 +551,7 @@ async fn a_copy_whose_lease_was_taken_over_is_retried_not_acknowledged() {
         )
         .await
         .unwrap();
-    assert_eq!(again.records[0].1.as_ref().unwrap().duplicates, 1);
+    assert_eq!(again.records[0].1.as_ref().unwrap().settled.duplicates, 1);
 }
 
 /// Two `subscribe` runs (or two labs' test events) learning the lab's
@@ -645,7 +645,10 @@ async fn two_batches_at_once_each_count_their_own_mturk_calls() {
         (p.double.call_count(LOOKUP) + p.double.call_count(GRANT)) as u64
     );
     assert_eq!(
-        (a_metrics.settled.excluded, b_metrics.settled.excluded),
+        (
+            a_metrics.summary.settled.excluded,
+            b_metrics.summary.settled.excluded
+        ),
         (1, 3)
     );
 }
