@@ -134,31 +134,98 @@ pub async fn move_messages(
     max: Option<u64>,
     progress: &dyn Progress,
 ) -> Moved {
-    let mut report = Moved {
-        dry_run: false,
-        dead_letter_queue_url: dlq_url.to_owned(),
-        queue_url: queue_url.to_owned(),
-        moved: 0,
-        failed: 0,
-        not_deleted: 0,
-        errors: Vec::new(),
+    let mut mover = Mover {
+        sqs,
+        dlq_url,
+        queue_url,
+        report: Moved {
+            dry_run: false,
+            dead_letter_queue_url: dlq_url.to_owned(),
+            queue_url: queue_url.to_owned(),
+            moved: 0,
+            failed: 0,
+            not_deleted: 0,
+            errors: Vec::new(),
+        },
+        unsent_handles: Vec::new(),
     };
-    // Held invisible until the end, so the loop does not pick them up again.
-    let mut unsent_handles = Vec::new();
     loop {
-        let done = report.moved + report.failed + report.not_deleted;
+        let done = mover.handled();
         let remaining = max.map_or(u64::MAX, |m| m.saturating_sub(done));
-        if remaining == 0 {
+        if remaining == 0 || !mover.move_batch(remaining).await {
             break;
         }
-        let messages = match receive(sqs, dlq_url, remaining, MOVE_VISIBILITY_SECS).await {
-            Ok(m) if m.is_empty() => break,
+        for _ in done..mover.handled() {
+            progress.inc();
+        }
+    }
+    progress.finish();
+    let mut report = mover.report;
+    if let Err(e) = make_visible(sqs, dlq_url, &mover.unsent_handles).await {
+        note(&mut report.errors, e);
+    }
+    report
+}
+
+/// One redrive under way: what it did so far, and the messages it could not
+/// send, held invisible until the end so the loop does not pick them up again.
+struct Mover<'a> {
+    sqs: &'a aws_sdk_sqs::Client,
+    dlq_url: &'a str,
+    queue_url: &'a str,
+    report: Moved,
+    unsent_handles: Vec<String>,
+}
+
+impl Mover<'_> {
+    fn handled(&self) -> u64 {
+        self.report.moved + self.report.failed + self.report.not_deleted
+    }
+
+    /// Receives, sends and deletes one batch; false when there is nothing
+    /// (more) to move, or the batch showed that the next would fail too.
+    async fn move_batch(&mut self, remaining: u64) -> bool {
+        let messages = match receive(self.sqs, self.dlq_url, remaining, MOVE_VISIBILITY_SECS).await
+        {
+            Ok(m) if m.is_empty() => return false,
             Ok(m) => m,
             Err(e) => {
-                note(&mut report.errors, e);
-                break;
+                note(&mut self.report.errors, e);
+                return false;
             }
         };
+        let (mut handles, entries) = self.entries(&messages);
+        if entries.is_empty() {
+            return false;
+        }
+        let Some(sent) = self.send(&mut handles, entries).await else {
+            return false;
+        };
+        let to_delete: Vec<_> = sent
+            .successful
+            .iter()
+            .filter_map(|s| {
+                let handle = handles.get(s.id())?;
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(s.id())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if to_delete.is_empty() {
+            // Nothing in this batch could be sent: the cause is not passing.
+            return false;
+        }
+        self.delete(to_delete).await;
+        true
+    }
+
+    /// The batch's copies to send, by entry id with their receipt handles.
+    fn entries(
+        &mut self,
+        messages: &[aws_sdk_sqs::types::Message],
+    ) -> (HashMap<String, String>, Vec<SendMessageBatchRequestEntry>) {
         let mut handles = HashMap::new();
         let mut entries = Vec::new();
         for (i, m) in messages.iter().enumerate() {
@@ -177,19 +244,28 @@ pub async fn move_messages(
                     entries.push(entry);
                 }
                 Err(e) => {
-                    report.failed += 1;
-                    unsent_handles.push(handle.to_owned());
+                    self.report.failed += 1;
+                    self.unsent_handles.push(handle.to_owned());
                     note(
-                        &mut report.errors,
+                        &mut self.report.errors,
                         format!("could not build a message: {e}"),
                     );
                 }
             }
         }
-        if entries.is_empty() {
-            break;
-        }
-        let sent = match sqs
+        (handles, entries)
+    }
+
+    /// Sends the copies; those that failed are taken out of `handles` and
+    /// kept to be made visible again. None when the whole batch failed.
+    async fn send(
+        &mut self,
+        handles: &mut HashMap<String, String>,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Option<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput> {
+        let queue_url = self.queue_url;
+        let sent = match self
+            .sqs
             .send_message_batch()
             .queue_url(queue_url)
             .set_entries(Some(entries))
@@ -199,22 +275,22 @@ pub async fn move_messages(
             Ok(out) => out,
             Err(e) => {
                 // The whole batch failed; the next one would too.
-                report.failed += handles.len() as u64;
-                unsent_handles.extend(handles.into_values());
+                self.report.failed += handles.len() as u64;
+                self.unsent_handles.extend(handles.drain().map(|(_, h)| h));
                 note(
-                    &mut report.errors,
+                    &mut self.report.errors,
                     format!("SendMessageBatch to {queue_url}: {}", describe_sqs(&e)),
                 );
-                break;
+                return None;
             }
         };
         for f in &sent.failed {
             if let Some(h) = handles.remove(f.id()) {
-                report.failed += 1;
-                unsent_handles.push(h);
+                self.report.failed += 1;
+                self.unsent_handles.push(h);
             }
             note(
-                &mut report.errors,
+                &mut self.report.errors,
                 format!(
                     "SendMessage to {queue_url}: {}: {}",
                     f.code(),
@@ -222,24 +298,15 @@ pub async fn move_messages(
                 ),
             );
         }
-        let to_delete: Vec<_> = sent
-            .successful
-            .iter()
-            .filter_map(|s| {
-                let handle = handles.get(s.id())?;
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(s.id())
-                    .receipt_handle(handle)
-                    .build()
-                    .ok()
-            })
-            .collect();
+        Some(sent)
+    }
+
+    /// Deletes the originals of the copies that were sent.
+    async fn delete(&mut self, to_delete: Vec<DeleteMessageBatchRequestEntry>) {
+        let dlq_url = self.dlq_url;
         let sent_count = to_delete.len() as u64;
-        if sent_count == 0 {
-            // Nothing in this batch could be sent: the cause is not passing.
-            break;
-        }
-        match sqs
+        match self
+            .sqs
             .delete_message_batch()
             .queue_url(dlq_url)
             .set_entries(Some(to_delete))
@@ -247,32 +314,24 @@ pub async fn move_messages(
             .await
         {
             Ok(out) => {
-                report.not_deleted += out.failed.len() as u64;
-                report.moved += sent_count - out.failed.len() as u64;
+                self.report.not_deleted += out.failed.len() as u64;
+                self.report.moved += sent_count - out.failed.len() as u64;
                 for f in &out.failed {
                     note(
-                        &mut report.errors,
+                        &mut self.report.errors,
                         format!("DeleteMessage from {dlq_url}: {}", f.code()),
                     );
                 }
             }
             Err(e) => {
-                report.not_deleted += sent_count;
+                self.report.not_deleted += sent_count;
                 note(
-                    &mut report.errors,
+                    &mut self.report.errors,
                     format!("DeleteMessageBatch from {dlq_url}: {}", describe_sqs(&e)),
                 );
             }
         }
-        for _ in done..report.moved + report.failed + report.not_deleted {
-            progress.inc();
-        }
     }
-    progress.finish();
-    if let Err(e) = make_visible(sqs, dlq_url, &unsent_handles).await {
-        note(&mut report.errors, e);
-    }
-    report
 }
 
 /// Keeps each distinct error once: a failing batch repeats the same one.

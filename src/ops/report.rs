@@ -304,6 +304,143 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
     let since = options.since;
     let keep = |t: OffsetDateTime| since.is_none_or(|s| t >= s);
     let with_ids = options.with_worker_ids;
+    // When each participation happened: MTurk's submit time, else when the
+    // ledger learned of it.
+    let participations: Vec<Dated> = snapshot
+        .participations
+        .iter()
+        .map(|p| (p.submit_time.unwrap_or(p.recorded_at), p))
+        .filter(|(t, _)| keep(*t))
+        .collect();
+    let studied: Vec<Dated> = participations
+        .iter()
+        .filter(|(_, p)| p.assignment_id.is_some())
+        .copied()
+        .collect();
+    let (release_list, kept_released) = releases_of(snapshot, &keep, with_ids);
+    let claims: Vec<&crate::ledger::StoredClaim> = snapshot
+        .claims
+        .iter()
+        .filter(|c| keep(c.claimed_at))
+        .collect();
+    let ends: Vec<(OffsetDateTime, &str)> = snapshot
+        .claim_ends
+        .iter()
+        .filter_map(|e| Some((e.ended_at?, e.ended_by.as_str())))
+        .filter(|(t, _)| keep(*t))
+        .collect();
+    // The time covered, and the buckets over it.
+    let times = participations
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(release_list.iter().map(|r| r.at))
+        .chain(claims.iter().map(|c| c.claimed_at))
+        .chain(ends.iter().map(|(t, _)| *t));
+    let covered = times.fold(None, |acc: Option<(OffsetDateTime, OffsetDateTime)>, t| {
+        Some(match acc {
+            None => (t, t),
+            Some((a, b)) => (a.min(t), b.max(t)),
+        })
+    });
+    let timeline = Timeline::over(covered);
+    let (studies, study_series) = studies_of(&studied, &timeline);
+    // Exposure: notification-learned participations with both times.
+    let windows: Vec<Duration> = studied.iter().filter_map(|(_, p)| p.exposure()).collect();
+    let not_measured = (studied.len() - windows.len()) as u64;
+    let mut check = check_of(&claims, &ends, &timeline, options.now);
+    (check.repeats, check.repeat_workers, check.repeat_list) =
+        repeats_of(snapshot, &keep, &timeline, with_ids);
+    let mut per_bucket = timeline.empty("releases");
+    for r in &release_list {
+        per_bucket.counts[timeline.index(r.at)] += 1;
+    }
+    Report {
+        source,
+        generated_at: options.now,
+        since,
+        covered,
+        with_worker_ids: with_ids,
+        participations: studied.len() as u64,
+        workers: studied
+            .iter()
+            .map(|(_, p)| p.worker_id.as_str())
+            .collect::<HashSet<_>>()
+            .len() as u64,
+        excluded_now: snapshot.excluded_now as u64,
+        without_study: participations.len() as u64 - studied.len() as u64,
+        studies,
+        study_series,
+        exposure: exposure_of(windows, not_measured),
+        check,
+        releases: Releases {
+            per_bucket,
+            list: release_list,
+            kept_released,
+        },
+        coverage: None,
+        bucket: timeline.bucket,
+        buckets: timeline.buckets,
+    }
+}
+
+/// A participation with the time it counts at.
+type Dated<'a> = (OffsetDateTime, &'a crate::ledger::Participation);
+
+/// The report's buckets (days, or weeks over a long span) over the time covered.
+struct Timeline {
+    bucket: Bucket,
+    buckets: Vec<Date>,
+}
+
+impl Timeline {
+    fn over(covered: Option<(OffsetDateTime, OffsetDateTime)>) -> Timeline {
+        let Some((first, last)) = covered else {
+            return Timeline {
+                bucket: Bucket::Day,
+                buckets: Vec::new(),
+            };
+        };
+        let (first, last) = (utc_date(first), utc_date(last));
+        let bucket = if (last - first).whole_days() < MAX_DAYS {
+            Bucket::Day
+        } else {
+            Bucket::Week
+        };
+        let mut buckets = Vec::new();
+        let mut d = bucket.start(first);
+        while d <= last {
+            buckets.push(d);
+            d += bucket.step();
+        }
+        Timeline { bucket, buckets }
+    }
+
+    fn index(&self, t: OffsetDateTime) -> usize {
+        let start = self.bucket.start(utc_date(t));
+        self.buckets.binary_search(&start).unwrap_or(0)
+    }
+
+    fn empty(&self, name: &str) -> Series {
+        Series {
+            name: name.to_owned(),
+            counts: vec![0; self.buckets.len()],
+        }
+    }
+}
+
+fn utc_date(t: OffsetDateTime) -> Date {
+    t.to_offset(time::UtcOffset::UTC).date()
+}
+
+/// Releases, newest first: one per worker and release time, from the
+/// participations it released, completed by the workers' items (a worker
+/// released with no participation, or excluded again since, whose
+/// participations no longer say so). Also the participations kept released.
+fn releases_of(
+    snapshot: &Snapshot,
+    keep: &dyn Fn(OffsetDateTime) -> bool,
+    with_ids: bool,
+) -> (Vec<Release>, u64) {
     let mut known_ids: Vec<&str> = snapshot
         .participations
         .iter()
@@ -320,24 +457,13 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             redact(text, &known_ids)
         }
     };
-
-    // When each participation happened: MTurk's submit time, else when the
-    // ledger learned of it.
-    let participations: Vec<(OffsetDateTime, &crate::ledger::Participation)> = snapshot
-        .participations
-        .iter()
-        .map(|p| (p.submit_time.unwrap_or(p.recorded_at), p))
-        .filter(|(t, _)| keep(*t))
-        .collect();
-    let studied: Vec<&(OffsetDateTime, &crate::ledger::Participation)> = participations
-        .iter()
-        .filter(|(_, p)| p.assignment_id.is_some())
-        .collect();
-
-    // Releases: one per worker and release time, from the participations
-    // it released, completed by the workers' items (a worker released with
-    // no participation, or excluded again since, whose participations no
-    // longer say so).
+    let release = |at, reason: Option<&str>| Release {
+        at,
+        reason: reason.map(note),
+        participations: 0,
+        excluded_again: false,
+        worker_id: None,
+    };
     let mut releases: BTreeMap<(String, OffsetDateTime), Release> = BTreeMap::new();
     let mut kept_released = 0;
     for p in &snapshot.participations {
@@ -348,30 +474,18 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             }
             continue;
         }
-        let r = releases
+        releases
             .entry((p.worker_id.as_str().to_owned(), at))
-            .or_insert_with(|| Release {
-                at,
-                reason: p.release_reason.as_deref().map(note),
-                participations: 0,
-                excluded_again: false,
-                worker_id: None,
-            });
-        r.participations += 1;
+            .or_insert_with(|| release(at, p.release_reason.as_deref()))
+            .participations += 1;
     }
     for last in &snapshot.releases {
-        let r = releases
+        releases
             .entry((last.worker_id.as_str().to_owned(), last.released_at))
-            .or_insert_with(|| Release {
-                at: last.released_at,
-                reason: last.reason.as_deref().map(note),
-                participations: 0,
-                excluded_again: false,
-                worker_id: None,
-            });
-        r.excluded_again = last.state == ExclusionState::Excluded;
+            .or_insert_with(|| release(last.released_at, last.reason.as_deref()))
+            .excluded_again = last.state == ExclusionState::Excluded;
     }
-    let mut release_list: Vec<Release> = releases
+    let mut list: Vec<Release> = releases
         .into_iter()
         .filter(|((_, at), _)| keep(*at))
         .map(|((worker, _), mut r)| {
@@ -381,62 +495,13 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             r
         })
         .collect();
-    release_list.sort_by_key(|r| std::cmp::Reverse(r.at));
+    list.sort_by_key(|r| std::cmp::Reverse(r.at));
+    (list, kept_released)
+}
 
-    let claims: Vec<&crate::ledger::StoredClaim> = snapshot
-        .claims
-        .iter()
-        .filter(|c| keep(c.claimed_at))
-        .collect();
-    let ends: Vec<(OffsetDateTime, &str)> = snapshot
-        .claim_ends
-        .iter()
-        .filter_map(|e| Some((e.ended_at?, e.ended_by.as_str())))
-        .filter(|(t, _)| keep(*t))
-        .collect();
-
-    // The time covered, and the buckets over it.
-    let times = participations
-        .iter()
-        .map(|(t, _)| *t)
-        .chain(release_list.iter().map(|r| r.at))
-        .chain(claims.iter().map(|c| c.claimed_at))
-        .chain(ends.iter().map(|(t, _)| *t));
-    let covered = times.fold(None, |acc: Option<(OffsetDateTime, OffsetDateTime)>, t| {
-        Some(match acc {
-            None => (t, t),
-            Some((a, b)) => (a.min(t), b.max(t)),
-        })
-    });
-    let utc_date = |t: OffsetDateTime| t.to_offset(time::UtcOffset::UTC).date();
-    let (bucket, buckets) = match covered {
-        None => (Bucket::Day, Vec::new()),
-        Some((first, last)) => {
-            let (first, last) = (utc_date(first), utc_date(last));
-            let bucket = if (last - first).whole_days() < MAX_DAYS {
-                Bucket::Day
-            } else {
-                Bucket::Week
-            };
-            let mut days = Vec::new();
-            let mut d = bucket.start(first);
-            while d <= last {
-                days.push(d);
-                d += bucket.step();
-            }
-            (bucket, days)
-        }
-    };
-    let index = |t: OffsetDateTime| -> usize {
-        let start = bucket.start(utc_date(t));
-        buckets.binary_search(&start).unwrap_or(0)
-    };
-    let empty = |name: &str| Series {
-        name: name.to_owned(),
-        counts: vec![0; buckets.len()],
-    };
-
-    // Studies.
+/// The studies by HIT type, most participations first, and their series
+/// (the smallest folded into one "other studies" series).
+fn studies_of(studied: &[Dated], timeline: &Timeline) -> (Vec<Study>, Vec<Series>) {
     struct Acc<'a> {
         count: u64,
         workers: HashSet<&'a str>,
@@ -445,7 +510,7 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
         counts: Vec<u64>,
     }
     let mut by_type: HashMap<Option<&str>, Acc> = HashMap::new();
-    for (t, p) in &studied {
+    for (t, p) in studied {
         let a = by_type
             .entry(p.hit_type_id.as_ref().map(|h| h.as_str()))
             .or_insert_with(|| Acc {
@@ -453,17 +518,17 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
                 workers: HashSet::new(),
                 first: *t,
                 last: *t,
-                counts: vec![0; buckets.len()],
+                counts: vec![0; timeline.buckets.len()],
             });
         a.count += 1;
         a.workers.insert(p.worker_id.as_str());
         a.first = a.first.min(*t);
         a.last = a.last.max(*t);
-        a.counts[index(*t)] += 1;
+        a.counts[timeline.index(*t)] += 1;
     }
     let mut types: Vec<(Option<&str>, Acc)> = by_type.into_iter().collect();
     types.sort_by(|(a, x), (b, y)| y.count.cmp(&x.count).then(a.cmp(b)));
-    let studies: Vec<Study> = types
+    let studies = types
         .iter()
         .map(|(t, a)| Study {
             hit_type: t.map(str::to_owned),
@@ -473,43 +538,75 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
             last: a.last,
         })
         .collect();
-    let label = |t: Option<&str>| t.unwrap_or("(no HIT type recorded)").to_owned();
-    let mut study_series: Vec<Series> = Vec::new();
     let split = if types.len() > MAX_SERIES {
         MAX_SERIES - 1
     } else {
         types.len()
     };
-    for (t, a) in &types[..split] {
-        study_series.push(Series {
-            name: label(*t),
+    let mut series: Vec<Series> = types[..split]
+        .iter()
+        .map(|(t, a)| Series {
+            name: t.unwrap_or("(no HIT type recorded)").to_owned(),
             counts: a.counts.clone(),
-        });
-    }
+        })
+        .collect();
     if split < types.len() {
-        let mut other = empty(&format!("{} other studies", types.len() - split));
+        let mut other = timeline.empty(&format!("{} other studies", types.len() - split));
         for (_, a) in &types[split..] {
             for (o, c) in other.counts.iter_mut().zip(&a.counts) {
                 *o += c;
             }
         }
-        study_series.push(other);
+        series.push(other);
     }
+    (studies, series)
+}
 
-    // Exposure: notification-learned participations with both times.
-    let mut windows = Vec::new();
-    let mut not_measured = 0;
-    for (_, p) in &studied {
-        match p.exposure() {
-            Some(w) => windows.push(w),
-            None => not_measured += 1,
+/// The accept-time check's claims and their ends; the repeats are filled in
+/// by [`repeats_of`].
+fn check_of(
+    claims: &[&crate::ledger::StoredClaim],
+    ends: &[(OffsetDateTime, &str)],
+    timeline: &Timeline,
+    now: OffsetDateTime,
+) -> Check {
+    let mut claim_series = timeline.empty("claims made (still stored)");
+    let mut claims_open = 0;
+    for c in claims {
+        claim_series.counts[timeline.index(c.claimed_at)] += 1;
+        if c.expires_at > now.unix_timestamp() {
+            claims_open += 1;
         }
     }
-    let exposure = exposure_of(windows, not_measured);
+    let mut returned = timeline.empty("returned");
+    let mut abandoned = timeline.empty("abandoned");
+    for (t, by) in ends {
+        match *by {
+            "abandoned" => abandoned.counts[timeline.index(*t)] += 1,
+            _ => returned.counts[timeline.index(*t)] += 1,
+        }
+    }
+    Check {
+        claims: claim_series,
+        claims_open,
+        returned,
+        abandoned,
+        repeats: timeline.empty(""),
+        repeat_workers: 0,
+        repeat_list: Vec::new(),
+    }
+}
 
-    // Repeats: a worker's participations after their first (in any study,
-    // over the whole ledger, so a --since does not make a repeat look new).
-    let mut all_studied: Vec<(OffsetDateTime, &crate::ledger::Participation)> = snapshot
+/// Repeats: a worker's participations after their first (in any study, over
+/// the whole ledger, so a --since does not make a repeat look new); how many
+/// workers repeated, and (with worker ids only) who, with their counts.
+fn repeats_of(
+    snapshot: &Snapshot,
+    keep: &dyn Fn(OffsetDateTime) -> bool,
+    timeline: &Timeline,
+    with_ids: bool,
+) -> (Series, u64, Vec<(String, u64)>) {
+    let mut all_studied: Vec<Dated> = snapshot
         .participations
         .iter()
         .filter(|p| p.assignment_id.is_some())
@@ -518,81 +615,22 @@ pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Repo
     all_studied.sort_by_key(|(t, p)| (*t, p.assignment_id.clone()));
     let mut seen: HashMap<&str, u64> = HashMap::new();
     let mut repeated: HashSet<&str> = HashSet::new();
-    let mut repeats = empty("participations by a worker who had taken part before");
+    let mut repeats = timeline.empty("participations by a worker who had taken part before");
     for (t, p) in &all_studied {
         let n = seen.entry(p.worker_id.as_str()).or_insert(0);
         *n += 1;
         if *n > 1 && keep(*t) {
-            repeats.counts[index(*t)] += 1;
+            repeats.counts[timeline.index(*t)] += 1;
             repeated.insert(p.worker_id.as_str());
         }
     }
-    let mut repeat_list: Vec<(String, u64)> =
-        repeated.iter().map(|w| (w.to_string(), seen[w])).collect();
-    let repeat_workers = repeat_list.len() as u64;
-    repeat_list.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
+    let mut list: Vec<(String, u64)> = repeated.iter().map(|w| (w.to_string(), seen[w])).collect();
+    let workers = list.len() as u64;
+    list.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
     if !with_ids {
-        repeat_list.clear();
+        list.clear();
     }
-
-    let mut claim_series = empty("claims made (still stored)");
-    let now_s = options.now.unix_timestamp();
-    let mut claims_open = 0;
-    for c in &claims {
-        claim_series.counts[index(c.claimed_at)] += 1;
-        if c.expires_at > now_s {
-            claims_open += 1;
-        }
-    }
-    let mut returned = empty("returned");
-    let mut abandoned = empty("abandoned");
-    for (t, by) in &ends {
-        match *by {
-            "abandoned" => abandoned.counts[index(*t)] += 1,
-            _ => returned.counts[index(*t)] += 1,
-        }
-    }
-
-    let mut per_bucket = empty("releases");
-    for r in &release_list {
-        per_bucket.counts[index(r.at)] += 1;
-    }
-
-    Report {
-        source,
-        generated_at: options.now,
-        since,
-        covered,
-        with_worker_ids: with_ids,
-        bucket,
-        buckets,
-        participations: studied.len() as u64,
-        workers: studied
-            .iter()
-            .map(|(_, p)| p.worker_id.as_str())
-            .collect::<HashSet<_>>()
-            .len() as u64,
-        excluded_now: snapshot.excluded_now as u64,
-        without_study: participations.len() as u64 - studied.len() as u64,
-        studies,
-        study_series,
-        exposure,
-        check: Check {
-            claims: claim_series,
-            claims_open,
-            returned,
-            abandoned,
-            repeats,
-            repeat_workers,
-            repeat_list,
-        },
-        releases: Releases {
-            per_bucket,
-            list: release_list,
-            kept_released,
-        },
-        coverage: None,
-    }
+    (repeats, workers, list)
 }
 
 #[cfg(test)]

@@ -301,8 +301,47 @@ pub fn render(r: &Report) -> String {
         escape(name),
         escape(name)
     );
+    header(&mut page, r);
 
-    // Header.
+    let labels: Vec<String> = r
+        .buckets
+        .iter()
+        .map(|d| bucket_label(r.bucket, *d))
+        .collect();
+    let titles: Vec<String> = r
+        .buckets
+        .iter()
+        .map(|d| bucket_title(r.bucket, *d))
+        .collect();
+    let axis = Axis {
+        labels: &labels,
+        titles: &titles,
+    };
+    participations(&mut page, r, &axis);
+    exposure(&mut page, r);
+    check(&mut page, r, &axis);
+    releases(&mut page, r, &axis);
+    if let Some(c) = &r.coverage {
+        coverage(&mut page, c);
+    }
+    let _ = write!(
+        page,
+        r#"<footer>Made by <code>mturk-exclusion report</code> {}. This page loads nothing: its styles and charts are in this file, and it runs no script.</footer>
+</main></body></html>
+"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    page
+}
+
+/// The buckets' labels under a chart and their titles (tooltips).
+struct Axis<'a> {
+    labels: &'a [String],
+    titles: &'a [String],
+}
+
+/// What the page is about: its source, its range, and the totals.
+fn header(page: &mut String, r: &Report) {
     let covered = match r.covered {
         Some((a, b)) => format!("{} to {}", when(a), when(b)),
         None => "nothing recorded in this range".to_owned(),
@@ -353,19 +392,9 @@ pub fn render(r: &Report) -> String {
         r.excluded_now,
         r.releases.list.len()
     );
+}
 
-    let labels: Vec<String> = r
-        .buckets
-        .iter()
-        .map(|d| bucket_label(r.bucket, *d))
-        .collect();
-    let titles: Vec<String> = r
-        .buckets
-        .iter()
-        .map(|d| bucket_title(r.bucket, *d))
-        .collect();
-
-    // Participations.
+fn participations(page: &mut String, r: &Report, axis: &Axis) {
     page.push_str(r#"<section id="participations"><h2>Participations per study</h2>"#);
     page.push_str(&read(&format!(
         "each bar is one {} (UTC), by MTurk's submit time (when the ledger learned of a \
@@ -389,8 +418,8 @@ pub fn render(r: &Report) -> String {
         page.push_str(&bar_chart(
             "chart-participations",
             "Participations per study over time",
-            &labels,
-            &titles,
+            axis.labels,
+            axis.titles,
             &drawn,
             true,
             &[],
@@ -420,8 +449,9 @@ pub fn render(r: &Report) -> String {
         );
     }
     page.push_str("</section>\n");
+}
 
-    // Exposure window.
+fn exposure(page: &mut String, r: &Report) {
     let e = &r.exposure;
     page.push_str(r#"<section id="exposure"><h2>Exposure window</h2>"#);
     page.push_str(&read(
@@ -495,8 +525,9 @@ pub fn render(r: &Report) -> String {
         );
     }
     page.push_str("</section>\n");
+}
 
-    // The accept-time check.
+fn check(page: &mut String, r: &Report, axis: &Axis) {
     let c = &r.check;
     page.push_str(r#"<section id="check"><h2>Repeats and the accept-time check</h2>"#);
     page.push_str(&read(
@@ -552,8 +583,8 @@ pub fn render(r: &Report) -> String {
         page.push_str(&bar_chart(
             "chart-check",
             "Repeats not stopped, and the accept-time check's claims, returns and abandons over time",
-            &labels,
-            &titles,
+            axis.labels,
+            axis.titles,
             &check_series,
             false,
             &[],
@@ -574,8 +605,9 @@ pub fn render(r: &Report) -> String {
         page.push_str("</tbody></table>");
     }
     page.push_str("</section>\n");
+}
 
-    // Releases.
+fn releases(page: &mut String, r: &Report, axis: &Axis) {
     let rel = &r.releases;
     page.push_str(r#"<section id="releases"><h2>Releases</h2>"#);
     page.push_str(&read(&format!(
@@ -596,8 +628,8 @@ pub fn render(r: &Report) -> String {
         page.push_str(&bar_chart(
             "chart-releases",
             "Releases over time",
-            &labels,
-            &titles,
+            axis.labels,
+            axis.titles,
             &drawn,
             true,
             &[],
@@ -643,52 +675,45 @@ pub fn render(r: &Report) -> String {
         );
     }
     page.push_str("</section>\n");
+}
 
-    if let Some(c) = &r.coverage {
-        page.push_str(r#"<section id="coverage"><h2>Coverage</h2>"#);
-        page.push_str(&read(&format!(
-            "the watch lists the lab's HITs every few minutes; its last run{} found {} live HIT(s) \
-             with no DoesNotExist requirement, which workers the lab excluded can take \
-             (mturk-exclusion coverage --fix guards them), and it subscribed the HIT types below, \
-             which nobody had.",
-            c.last_run_at.map(|t| format!(" ({})", when(t))).unwrap_or_default(),
-            c.live_unguarded
-        )));
-        if !c.unguarded.is_empty() {
-            page.push_str("<table><thead><tr><th>Unguarded live HIT</th><th>HIT type</th><th>Title</th></tr></thead><tbody>");
-            for h in &c.unguarded {
-                let _ = write!(
-                    page,
-                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-                    escape(&h.hit_id),
-                    escape(&h.hit_type_id),
-                    escape(h.title.as_deref().unwrap_or(""))
-                );
-            }
-            page.push_str("</tbody></table>");
+fn coverage(page: &mut String, c: &super::Coverage) {
+    page.push_str(r#"<section id="coverage"><h2>Coverage</h2>"#);
+    page.push_str(&read(&format!(
+        "the watch lists the lab's HITs every few minutes; its last run{} found {} live HIT(s) \
+         with no DoesNotExist requirement, which workers the lab excluded can take \
+         (mturk-exclusion coverage --fix guards them), and it subscribed the HIT types below, \
+         which nobody had.",
+        c.last_run_at
+            .map(|t| format!(" ({})", when(t)))
+            .unwrap_or_default(),
+        c.live_unguarded
+    )));
+    if !c.unguarded.is_empty() {
+        page.push_str("<table><thead><tr><th>Unguarded live HIT</th><th>HIT type</th><th>Title</th></tr></thead><tbody>");
+        for h in &c.unguarded {
+            let _ = write!(
+                page,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+                escape(&h.hit_id),
+                escape(&h.hit_type_id),
+                escape(h.title.as_deref().unwrap_or(""))
+            );
         }
-        if !c.subscribed_by_watch.is_empty() {
-            page.push_str("<table><thead><tr><th>HIT type subscribed by the watch</th><th>When</th><th>Backfill</th></tr></thead><tbody>");
-            for (hit_type, at, due) in &c.subscribed_by_watch {
-                let _ = write!(
-                    page,
-                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                    escape(hit_type),
-                    at.map(when).unwrap_or_default(),
-                    if *due { "backfill due" } else { "done" }
-                );
-            }
-            page.push_str("</tbody></table>");
-        }
-        page.push_str("</section>\n");
+        page.push_str("</tbody></table>");
     }
-
-    let _ = write!(
-        page,
-        r#"<footer>Made by <code>mturk-exclusion report</code> {}. This page loads nothing: its styles and charts are in this file, and it runs no script.</footer>
-</main></body></html>
-"#,
-        env!("CARGO_PKG_VERSION")
-    );
-    page
+    if !c.subscribed_by_watch.is_empty() {
+        page.push_str("<table><thead><tr><th>HIT type subscribed by the watch</th><th>When</th><th>Backfill</th></tr></thead><tbody>");
+        for (hit_type, at, due) in &c.subscribed_by_watch {
+            let _ = write!(
+                page,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                escape(hit_type),
+                at.map(when).unwrap_or_default(),
+                if *due { "backfill due" } else { "done" }
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("</section>\n");
 }
