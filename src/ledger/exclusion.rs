@@ -24,7 +24,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
 use time::{Duration, OffsetDateTime};
 
 use super::participation::{new_participation_item, participation_from, participation_key};
@@ -357,19 +358,7 @@ impl Ledger {
                 })
             }
             Err(e) => match condition_failed_item(&e) {
-                Some(old) => {
-                    let old = old.unwrap_or_default();
-                    let version = get_n(&old, VERSION).unwrap_or(0);
-                    match (get_s(&old, STATE).as_deref(), get_s(&old, GRANTING_UNTIL)) {
-                        (Some("released"), _) => Ok(Begin::KeptReleased {
-                            version,
-                            released_at: get_s(&old, RELEASED_AT),
-                        }),
-                        // Open and not run out (else the condition took it over).
-                        (_, Some(until)) => Ok(Begin::GrantInFlight { until }),
-                        _ => Ok(Begin::AlreadyExcluded { version }),
-                    }
-                }
+                Some(old) => Ok(not_begun(&old.unwrap_or_default())),
                 None => Err(sdk_error(OP, e)),
             },
         }
@@ -445,15 +434,50 @@ impl Ledger {
         released_at: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Finished, LedgerError> {
-        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
-        const OP: &str = "TransactWriteItems(exclusion settled)";
-        let build = |e: aws_sdk_dynamodb::error::BuildError| corrupt(OP, e.to_string());
         let worker = match &record {
             Record::New { participation, .. } => &participation.worker_id,
             Record::Existing(p) => &p.worker_id,
         };
-        let worker_key = exclusion_key(worker, qualification);
-        let worker_item = match settled {
+        let worker_item =
+            self.settled_worker_item(exclusion_key(worker, qualification), version, settled)?;
+        let participation_item = match record {
+            Record::New {
+                participation,
+                lease_owner,
+            } => self.settled_new_participation(
+                participation,
+                lease_owner,
+                settled,
+                released_at,
+                now,
+            )?,
+            Record::Existing(p) => self.settled_participation(p, settled, released_at, now)?,
+        };
+        // The worker's item first: `settlement_refused` reads the
+        // cancellation reasons in this order.
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(worker_item)
+            .transact_items(participation_item)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Finished::Done),
+            Err(e) => settlement_refused(&e).ok_or_else(|| sdk_error(SETTLE_OP, e)),
+        }
+    }
+
+    /// The worker's side of a settlement: the grant this caller sent closes
+    /// its window; otherwise the worker's item is only checked. Either holds
+    /// only if the worker's standing is still at `version`.
+    fn settled_worker_item(
+        &self,
+        worker_key: Item,
+        version: u64,
+        settled: Settled,
+    ) -> Result<TransactWriteItem, LedgerError> {
+        Ok(match settled {
             Settled::Excluded { granted: true } => TransactWriteItem::builder()
                 .update(
                     Update::builder()
@@ -463,7 +487,7 @@ impl Ledger {
                         .condition_expression(format!("{VERSION} = :v"))
                         .expression_attribute_values(":v", n(version))
                         .build()
-                        .map_err(build)?,
+                        .map_err(settle_build_error)?,
                 )
                 .build(),
             _ => TransactWriteItem::builder()
@@ -477,96 +501,77 @@ impl Ledger {
                         .expression_attribute_values(":v", n(version))
                         .expression_attribute_values(":zero", n(0))
                         .build()
-                        .map_err(build)?,
+                        .map_err(settle_build_error)?,
                 )
                 .build(),
-        };
+        })
+    }
+
+    /// A new participation's side of a settlement: written whole, in place
+    /// of this owner's lease (or of nothing, for a caller without one).
+    fn settled_new_participation(
+        &self,
+        p: &NewParticipation,
+        lease_owner: Option<&str>,
+        settled: Settled,
+        released_at: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<TransactWriteItem, LedgerError> {
         let stamp_now = stamp(now);
-        let participation_item = match record {
-            Record::New {
-                participation: p,
-                lease_owner,
-            } => {
-                let mut item = new_participation_item(p, now);
-                match settled {
-                    Settled::Excluded { .. } => {
-                        item.insert(EXCLUDED_AT.into(), s(stamp_now.clone()));
-                    }
-                    Settled::KeptReleased => {
-                        item.insert(RELEASED_AT.into(), s(released_at.unwrap_or(&stamp_now)));
-                        item.insert(RELEASE_REASON.into(), s(KEPT_RELEASED_REASON));
-                    }
-                }
-                let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
-                put = match lease_owner {
-                    Some(owner) => put
-                        .condition_expression(format!(
-                            "attribute_not_exists({WORKER_ID}) AND \
-                             (attribute_not_exists({PK}) OR {LEASE_OWNER} = :owner)"
-                        ))
-                        .expression_attribute_values(":owner", s(owner)),
-                    None => put.condition_expression(format!(
-                        "attribute_not_exists({WORKER_ID}) AND attribute_not_exists({LEASE_OWNER})"
-                    )),
-                };
-                TransactWriteItem::builder()
-                    .put(put.build().map_err(build)?)
-                    .build()
+        let mut item = new_participation_item(p, now);
+        match settled {
+            Settled::Excluded { .. } => {
+                item.insert(EXCLUDED_AT.into(), s(stamp_now.clone()));
             }
-            Record::Existing(p) => {
-                let update = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(p.key()))
-                    .condition_expression(format!("attribute_exists({WORKER_ID})"))
-                    .expression_attribute_values(":now", s(stamp_now.clone()));
-                let update = match settled {
-                    // Excluded again (the lab overrode its release): no longer released.
-                    Settled::Excluded { .. } => update.update_expression(format!(
-                        "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now) \
-                         REMOVE {RELEASED_AT}, {RELEASE_REASON}"
-                    )),
-                    Settled::KeptReleased => update
-                        .update_expression(format!("SET {RELEASED_AT} = :released"))
-                        .expression_attribute_values(
-                            ":released",
-                            s(released_at.unwrap_or(&stamp_now)),
-                        ),
-                };
-                TransactWriteItem::builder()
-                    .update(update.build().map_err(build)?)
-                    .build()
-            }
-        };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(worker_item)
-            .transact_items(participation_item)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Finished::Done),
-            Err(e) => {
-                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-                if let SdkError::ServiceError(ctx) = &e {
-                    if let TransactWriteItemsError::TransactionCanceledException(c) = ctx.err() {
-                        let failed = |i: usize| {
-                            c.cancellation_reasons()
-                                .get(i)
-                                .and_then(|r| r.code())
-                                .is_some_and(|code| code == "ConditionalCheckFailed")
-                        };
-                        if failed(0) {
-                            return Ok(Finished::WorkerChanged);
-                        }
-                        if failed(1) {
-                            return Ok(Finished::ParticipationTaken);
-                        }
-                    }
-                }
-                Err(sdk_error(OP, e))
+            Settled::KeptReleased => {
+                item.insert(RELEASED_AT.into(), s(released_at.unwrap_or(&stamp_now)));
+                item.insert(RELEASE_REASON.into(), s(KEPT_RELEASED_REASON));
             }
         }
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        put = match lease_owner {
+            Some(owner) => put
+                .condition_expression(format!(
+                    "attribute_not_exists({WORKER_ID}) AND \
+                     (attribute_not_exists({PK}) OR {LEASE_OWNER} = :owner)"
+                ))
+                .expression_attribute_values(":owner", s(owner)),
+            None => put.condition_expression(format!(
+                "attribute_not_exists({WORKER_ID}) AND attribute_not_exists({LEASE_OWNER})"
+            )),
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(settle_build_error)?)
+            .build())
+    }
+
+    /// A participation's side of a settlement when the ledger has it already.
+    fn settled_participation(
+        &self,
+        p: &Participation,
+        settled: Settled,
+        released_at: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<TransactWriteItem, LedgerError> {
+        let stamp_now = stamp(now);
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(p.key()))
+            .condition_expression(format!("attribute_exists({WORKER_ID})"))
+            .expression_attribute_values(":now", s(stamp_now.clone()));
+        let update = match settled {
+            // Excluded again (the lab overrode its release): no longer released.
+            Settled::Excluded { .. } => update.update_expression(format!(
+                "SET {EXCLUDED_AT} = if_not_exists({EXCLUDED_AT}, :now) \
+                 REMOVE {RELEASED_AT}, {RELEASE_REASON}"
+            )),
+            Settled::KeptReleased => update
+                .update_expression(format!("SET {RELEASED_AT} = :released"))
+                .expression_attribute_values(":released", s(released_at.unwrap_or(&stamp_now))),
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(settle_build_error)?)
+            .build())
     }
 
     /// The worker's exclusion under `qualification`, read consistently.
@@ -672,6 +677,23 @@ impl Ledger {
         reason: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<ReleaseRecord, LedgerError> {
+        let mut record = self
+            .release_worker(worker, qualification, reason, now)
+            .await?;
+        record.participations = self.release_participations(worker, reason, now).await?;
+        Ok(record)
+    }
+
+    /// The worker's side of a release: one conditional write that tells
+    /// whether the worker was released already, the version their item has
+    /// now and any grant window still open. No participations yet.
+    async fn release_worker(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<ReleaseRecord, LedgerError> {
         const OP: &str = "UpdateItem(exclusion released)";
         let mut update = self
             .client
@@ -718,6 +740,22 @@ impl Ledger {
                 None => return Err(sdk_error(OP, e)),
             },
         };
+        Ok(ReleaseRecord {
+            already_released,
+            version,
+            grant_in_flight_until,
+            participations: Vec::new(),
+        })
+    }
+
+    /// The participations' side of a release: each one of the worker's not
+    /// released yet is marked released. Returns those it marked.
+    async fn release_participations(
+        &self,
+        worker: &WorkerId,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Participation>, LedgerError> {
         let mut released = Vec::new();
         for p in self.participations_of(worker).await? {
             if p.released_at.is_some() {
@@ -743,11 +781,53 @@ impl Ledger {
                 .map_err(|e| sdk_error("UpdateItem(participation released)", e))?;
             released.push(p);
         }
-        Ok(ReleaseRecord {
-            already_released,
+        Ok(released)
+    }
+}
+
+/// The operation a settlement's errors name.
+const SETTLE_OP: &str = "TransactWriteItems(exclusion settled)";
+
+fn settle_build_error(e: aws_sdk_dynamodb::error::BuildError) -> LedgerError {
+    corrupt(SETTLE_OP, e.to_string())
+}
+
+/// Which side of a settlement refused it, when its transaction was
+/// cancelled by a condition: the worker's item (first) or the
+/// participation's (second). `None`: any other failure.
+fn settlement_refused<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Finished> {
+    let SdkError::ServiceError(ctx) = err else {
+        return None;
+    };
+    let TransactWriteItemsError::TransactionCanceledException(c) = ctx.err() else {
+        return None;
+    };
+    let failed = |i: usize| {
+        c.cancellation_reasons()
+            .get(i)
+            .and_then(|r| r.code())
+            .is_some_and(|code| code == "ConditionalCheckFailed")
+    };
+    if failed(0) {
+        Some(Finished::WorkerChanged)
+    } else if failed(1) {
+        Some(Finished::ParticipationTaken)
+    } else {
+        None
+    }
+}
+
+/// Why an exclusion did not begin, from the worker's item its condition
+/// found.
+fn not_begun(old: &Item) -> Begin {
+    let version = get_n(old, VERSION).unwrap_or(0);
+    match (get_s(old, STATE).as_deref(), get_s(old, GRANTING_UNTIL)) {
+        (Some("released"), _) => Begin::KeptReleased {
             version,
-            grant_in_flight_until,
-            participations: released,
-        })
+            released_at: get_s(old, RELEASED_AT),
+        },
+        // Open and not run out (else the condition took it over).
+        (_, Some(until)) => Begin::GrantInFlight { until },
+        _ => Begin::AlreadyExcluded { version },
     }
 }
