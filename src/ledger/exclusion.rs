@@ -148,8 +148,9 @@ pub enum Settled {
     KeptReleased,
 }
 
-/// Which participation item a settlement writes.
-pub enum Record<'a> {
+/// The participation a settlement writes: one the ledger does not have
+/// yet, or one it has.
+pub enum ToSettle<'a> {
     /// A participation the ledger does not have yet, written whole, held by
     /// this lease owner (or by nobody: the CLI's backfill).
     New {
@@ -427,7 +428,7 @@ impl Ledger {
     /// again.
     pub async fn finish_exclusion(
         &self,
-        record: Record<'_>,
+        record: ToSettle<'_>,
         qualification: &QualificationTypeId,
         version: u64,
         settled: Settled,
@@ -435,13 +436,13 @@ impl Ledger {
         now: OffsetDateTime,
     ) -> Result<Finished, LedgerError> {
         let worker = match &record {
-            Record::New { participation, .. } => &participation.worker_id,
-            Record::Existing(p) => &p.worker_id,
+            ToSettle::New { participation, .. } => &participation.worker_id,
+            ToSettle::Existing(p) => &p.worker_id,
         };
         let worker_item =
             self.settled_worker_item(exclusion_key(worker, qualification), version, settled)?;
         let participation_item = match record {
-            Record::New {
+            ToSettle::New {
                 participation,
                 lease_owner,
             } => self.settled_new_participation(
@@ -451,7 +452,7 @@ impl Ledger {
                 released_at,
                 now,
             )?,
-            Record::Existing(p) => self.settled_participation(p, settled, released_at, now)?,
+            ToSettle::Existing(p) => self.settled_participation(p, settled, released_at, now)?,
         };
         // The worker's item first: `settlement_refused` reads the
         // cancellation reasons in this order.

@@ -86,11 +86,11 @@ pub use config::{
     WATCH_RUN_LISTED,
 };
 pub use exclusion::{
-    AgainIf, Begin, Exclusion, ExclusionState, Finished, LastRelease, Lease, Record, ReleaseRecord,
-    Settled, KEPT_RELEASED_REASON,
+    AgainIf, Begin, Exclusion, ExclusionState, Finished, LastRelease, Lease, ReleaseRecord,
+    Settled, ToSettle, KEPT_RELEASED_REASON,
 };
 pub use heartbeat::{Heartbeat, Sender};
-pub use participation::{Learned, NewParticipation, Participation, Snapshot};
+pub use participation::{Learned, LedgerContents, NewParticipation, Participation};
 pub use subscription::{SubscribedBy, Subscription};
 
 // The key schema: the table's keys, its indexes and their key attributes

@@ -108,9 +108,9 @@ pub struct Participation {
 }
 
 /// Everything the ledger holds under one qualification that a report reads,
-/// from one paged scan of the table ([`Ledger::snapshot`]).
+/// from one paged scan of the table: a snapshot ([`Ledger::snapshot`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct LedgerContents {
     /// Every recorded participation (leases of assignments still being
     /// handled are left out), oldest recorded first.
     pub participations: Vec<Participation>,
@@ -428,11 +428,11 @@ impl Ledger {
     pub async fn snapshot(
         &self,
         qualification: &QualificationTypeId,
-    ) -> Result<Snapshot, LedgerError> {
+    ) -> Result<LedgerContents, LedgerError> {
         const OP: &str = "Scan(snapshot)";
         let exclusion_sk = format!("X#{qualification}");
         let claim_sk = format!("C#{qualification}");
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = LedgerContents::default();
         let mut pages = self
             .client
             .scan()

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::ids::QualificationTypeId;
-use crate::ledger::{ExclusionState, Ledger, LedgerError, Snapshot, KEPT_RELEASED_REASON};
+use crate::ledger::{ExclusionState, Ledger, LedgerContents, LedgerError, KEPT_RELEASED_REASON};
 
 /// What a release note shows in place of a worker id.
 pub const REDACTED: &str = "[worker id]";
@@ -300,7 +300,7 @@ fn redact(text: &str, ids: &[&str]) -> String {
 
 /// Turns a ledger snapshot into the report's numbers. Pure: the tests feed
 /// it snapshots directly.
-pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Report {
+pub fn aggregate(snapshot: &LedgerContents, source: Source, options: &Options) -> Report {
     let since = options.since;
     let keep = |t: OffsetDateTime| since.is_none_or(|s| t >= s);
     let with_ids = options.with_worker_ids;
@@ -601,7 +601,7 @@ mod coverage_tests {
 
     #[test]
     fn the_page_shows_unguarded_hits_and_what_the_watch_subscribed_escaped() {
-        let snapshot = Snapshot::default();
+        let snapshot = LedgerContents::default();
         let source = Source {
             stack: None,
             table: "ledger".into(),
@@ -686,7 +686,7 @@ mod tests {
         }
     }
 
-    fn snapshot() -> Snapshot {
+    fn snapshot() -> LedgerContents {
         let mut released = took_part(
             "A1RELEASED",
             "3ASSIGN03",
@@ -729,7 +729,7 @@ mod tests {
             released_at: None,
             release_reason: None,
         };
-        Snapshot {
+        LedgerContents {
             participations: vec![
                 took_part(
                     "A1ALPHA",
@@ -911,7 +911,7 @@ mod tests {
 
     #[test]
     fn more_studies_than_colours_are_summed_as_other_studies() {
-        let mut s = Snapshot::default();
+        let mut s = LedgerContents::default();
         for i in 0..10 {
             let study = format!("3TYPE{i:025}");
             s.participations.push(took_part(
@@ -981,7 +981,7 @@ mod tests {
 
     #[test]
     fn an_empty_ledger_renders_a_sensible_page() {
-        let r = aggregate(&Snapshot::default(), source(), &options(false));
+        let r = aggregate(&LedgerContents::default(), source(), &options(false));
         assert!(r.covered.is_none() && r.buckets.is_empty());
         let page = html::render(&r);
         assert!(page.starts_with("<!DOCTYPE html>"));
