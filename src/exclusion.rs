@@ -37,7 +37,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use crate::ids::{AssignmentId, QualificationTypeId, WorkerId};
 use crate::ledger::{
     AgainIf, Begin, Exclusion, ExclusionState, Finished, Learned, Lease, Ledger, LedgerError,
-    NewParticipation, Participation, Record, Settled,
+    NewParticipation, Participation, Settled, ToSettle,
 };
 use crate::mturk::{Mturk, MturkError, MturkErrorKind, Revoked};
 
@@ -392,7 +392,7 @@ impl Excluder {
         };
         let result = self
             .settle(
-                Record::New {
+                ToSettle::New {
                     participation: &new,
                     lease_owner: Some(&owner),
                 },
@@ -429,14 +429,14 @@ impl Excluder {
         if let Some(known) = self.ledger.participation(&new.assignment_id).await? {
             if known.released_at.is_some() && releases == Releases::Override {
                 return self
-                    .settle(Record::Existing(&known), known.submit_time, releases)
+                    .settle(ToSettle::Existing(&known), known.submit_time, releases)
                     .await
                     .map(|s| s.outcome);
             }
             return self.settle_known(known).await.map(|s| s.outcome);
         }
         self.settle(
-            Record::New {
+            ToSettle::New {
                 participation: &new,
                 lease_owner: None,
             },
@@ -457,7 +457,7 @@ impl Excluder {
             return Ok(Settlement::only(Outcome::Duplicate));
         }
         let submitted = known.submit_time;
-        self.settle(Record::Existing(&known), submitted, Releases::Respect)
+        self.settle(ToSettle::Existing(&known), submitted, Releases::Respect)
             .await
     }
 
@@ -465,16 +465,16 @@ impl Excluder {
     /// grant inside the window, settle; again if a release came in between.
     async fn settle(
         &self,
-        record: Record<'_>,
+        record: ToSettle<'_>,
         submitted: Option<OffsetDateTime>,
         releases: Releases,
     ) -> Result<Settlement, ExclusionError> {
         let (worker, cause) = match &record {
-            Record::New { participation, .. } => (
+            ToSettle::New { participation, .. } => (
                 participation.worker_id.clone(),
                 participation.assignment_id.to_string(),
             ),
-            Record::Existing(p) => (p.worker_id.clone(), p.cause()),
+            ToSettle::Existing(p) => (p.worker_id.clone(), p.cause()),
         };
         let _one_at_a_time = self.locks.lock(format!("W#{worker}")).await;
         let again = match releases {
@@ -554,18 +554,18 @@ impl Excluder {
                 ),
             };
             let this = match (&taken, &record) {
-                (Some(p), _) => Record::Existing(p),
+                (Some(p), _) => ToSettle::Existing(p),
                 (
                     None,
-                    Record::New {
+                    ToSettle::New {
                         participation,
                         lease_owner,
                     },
-                ) => Record::New {
+                ) => ToSettle::New {
                     participation,
                     lease_owner: *lease_owner,
                 },
-                (None, Record::Existing(p)) => Record::Existing(p),
+                (None, ToSettle::Existing(p)) => ToSettle::Existing(p),
             };
             let granted = settled == Settled::Excluded { granted: true };
             match self
@@ -595,7 +595,7 @@ impl Excluder {
                             .close_grant_window(&worker, &self.qualification, version, now())
                             .await?;
                     }
-                    let Record::New { participation, .. } = &record else {
+                    let ToSettle::New { participation, .. } = &record else {
                         return Ok(Settlement::only(Outcome::Duplicate));
                     };
                     match self
@@ -638,7 +638,7 @@ impl Excluder {
             .ledger
             .record_manual_participation(worker, &learned, now())
             .await?;
-        self.settle(Record::Existing(&stored), None, Releases::Override)
+        self.settle(ToSettle::Existing(&stored), None, Releases::Override)
             .await
             .map(|s| s.outcome)
     }

@@ -14,7 +14,14 @@
 //! - [`aws`]: SDK clients with one HTTP client, timeouts and bounded retries.
 //! - [`rate`]: the per-instance limit on MTurk calls.
 //! - [`mturk`]: the lab's MTurk account: look up, grant (never emailing).
-//! - [`ledger`]: the DynamoDB table; the only module that knows its attributes.
+//! - [`ledger`]: the DynamoDB table; the only module that knows its attributes,
+//!   one file per kind of item it keeps: [`ledger::participation`] (who took
+//!   part in what), [`ledger::exclusion`] (who is excluded, and the lease,
+//!   grant window and settlement that exclude them), [`ledger::subscription`]
+//!   (HIT types pointed at the queue, and their backfills),
+//!   [`ledger::heartbeat`] (test events that came through), [`ledger::config`]
+//!   (the lab's own customer, the pool's MTurk rate, the watch's last run) and
+//!   [`ledger::claims`] (the accept-time check's claims).
 //! - [`exclusion`]: the one path that excludes a worker, shared by the Lambda and the CLI.
 //! - [`handler`]: one SQS batch in, one outcome per record out.
 //! - [`ops`]: the admin CLI's rules, one module per command family:

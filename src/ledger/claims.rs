@@ -29,11 +29,11 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::{Duration, OffsetDateTime};
 
+use super::exclusion::{ExclusionState, STATE};
 use super::{
-    corrupt, get_s, get_time, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK, SK,
-    STATE,
+    corrupt, get_s, get_time, s, sdk_error, stamp, Item, Ledger, LedgerError, EXPIRES_AT, PK,
+    RELEASED_AT, SK,
 };
-use super::{ExclusionState, RELEASED_AT};
 use crate::ids::{AssignmentId, HitId, QualificationTypeId, WorkerId};
 
 const CLAIM_ASSIGNMENT: &str = "claim_assignment";

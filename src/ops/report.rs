@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::ids::QualificationTypeId;
-use crate::ledger::{ExclusionState, Ledger, LedgerError, Snapshot, KEPT_RELEASED_REASON};
+use crate::ledger::{ExclusionState, Ledger, LedgerContents, LedgerError, KEPT_RELEASED_REASON};
 
 /// What a release note shows in place of a worker id.
 pub const REDACTED: &str = "[worker id]";
@@ -300,7 +300,7 @@ fn redact(text: &str, ids: &[&str]) -> String {
 
 /// Turns a ledger snapshot into the report's numbers. Pure: the tests feed
 /// it snapshots directly.
-pub fn aggregate(snapshot: &Snapshot, source: Source, options: &Options) -> Report {
+pub fn aggregate(snapshot: &LedgerContents, source: Source, options: &Options) -> Report {
     let since = options.since;
     let keep = |t: OffsetDateTime| since.is_none_or(|s| t >= s);
     let with_ids = options.with_worker_ids;
@@ -437,7 +437,7 @@ fn utc_date(t: OffsetDateTime) -> Date {
 /// released with no participation, or excluded again since, whose
 /// participations no longer say so). Also the participations kept released.
 fn releases_of(
-    snapshot: &Snapshot,
+    snapshot: &LedgerContents,
     keep: &dyn Fn(OffsetDateTime) -> bool,
     with_ids: bool,
 ) -> (Vec<Release>, u64) {
@@ -601,7 +601,7 @@ fn check_of(
 /// the whole ledger, so a --since does not make a repeat look new); how many
 /// workers repeated, and (with worker ids only) who, with their counts.
 fn repeats_of(
-    snapshot: &Snapshot,
+    snapshot: &LedgerContents,
     keep: &dyn Fn(OffsetDateTime) -> bool,
     timeline: &Timeline,
     with_ids: bool,
@@ -639,7 +639,7 @@ mod coverage_tests {
 
     #[test]
     fn the_page_shows_unguarded_hits_and_what_the_watch_subscribed_escaped() {
-        let snapshot = Snapshot::default();
+        let snapshot = LedgerContents::default();
         let source = Source {
             stack: None,
             table: "ledger".into(),
@@ -724,7 +724,7 @@ mod tests {
         }
     }
 
-    fn snapshot() -> Snapshot {
+    fn snapshot() -> LedgerContents {
         let mut released = took_part(
             "A1RELEASED",
             "3ASSIGN03",
@@ -767,7 +767,7 @@ mod tests {
             released_at: None,
             release_reason: None,
         };
-        Snapshot {
+        LedgerContents {
             participations: vec![
                 took_part(
                     "A1ALPHA",
@@ -949,7 +949,7 @@ mod tests {
 
     #[test]
     fn more_studies_than_colours_are_summed_as_other_studies() {
-        let mut s = Snapshot::default();
+        let mut s = LedgerContents::default();
         for i in 0..10 {
             let study = format!("3TYPE{i:025}");
             s.participations.push(took_part(
@@ -1019,7 +1019,7 @@ mod tests {
 
     #[test]
     fn an_empty_ledger_renders_a_sensible_page() {
-        let r = aggregate(&Snapshot::default(), source(), &options(false));
+        let r = aggregate(&LedgerContents::default(), source(), &options(false));
         assert!(r.covered.is_none() && r.buckets.is_empty());
         let page = html::render(&r);
         assert!(page.starts_with("<!DOCTYPE html>"));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use mturk_exclusion::exclusion::{Excluder, Outcome, Releases, Timing};
 use mturk_exclusion::handler::Failure;
 use mturk_exclusion::ids::{AssignmentId, QualificationTypeId, WorkerId};
-use mturk_exclusion::ledger::{AgainIf, Begin, ExclusionState, Finished, Record, Settled};
+use mturk_exclusion::ledger::{AgainIf, Begin, ExclusionState, Finished, Settled, ToSettle};
 use mturk_exclusion::mturk::Mturk;
 use mturk_exclusion::rate::RateLimiter;
 use testkit::pipeline::{document, record, submitted, Pipeline};
@@ -268,7 +268,7 @@ async fn a_release_between_decision_and_last_write_makes_the_handler_decide_agai
     let finished = p
         .ledger
         .finish_exclusion(
-            Record::New {
+            ToSettle::New {
                 participation: &new,
                 lease_owner: None,
             },

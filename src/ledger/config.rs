@@ -1,0 +1,382 @@
+//! The `CONFIG` partition: what the deployment learns about itself and
+//! keeps, one item each.
+//!
+//! Items (pk / sk):
+//! - `CONFIG` / `OWN_CUSTOMER`: the lab's own MTurk `CustomerId`, learned by
+//!   `subscribe` from a test event it proved to be its own; documents from
+//!   any other CustomerId are foreign.
+//! - `CONFIG` / `MTURK_RATE`: the rate of MTurk calls each handler instance
+//!   recently sent while MTurk accepted them, one attribute per instance
+//!   (rate and when), written at most once a minute per instance and pruned
+//!   of instances silent for a day. A cold instance starts at its share of
+//!   the pool's rate ([`PoolRate`]).
+//! - `CONFIG` / `WATCH`: the watch's last run (when, what it counted, the
+//!   live HITs it found unguarded), written once per run.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use time::{Duration, OffsetDateTime};
+
+use super::heartbeat::Heartbeat;
+use super::{
+    corrupt, get_s, get_time, n, parse_stamp, s, sdk_error, stamp, Item, Ledger, LedgerError,
+    LedgerErrorKind, CUSTOMER_ID, EVENT_DOC_ID, HIT_ID, HIT_TYPE, PK, SK, SOURCE_ACCOUNT,
+};
+
+const CONFIG_PK: &str = "CONFIG";
+const OWN_CUSTOMER_SK: &str = "OWN_CUSTOMER";
+const LEARNED_AT: &str = "learned_at";
+const WATCH_SK: &str = "WATCH";
+const RAN_AT: &str = "ran_at";
+const COUNTS: &str = "counts";
+const UNGUARDED: &str = "unguarded";
+const TITLE: &str = "title";
+/// The watch's record lists at most this many unguarded HITs (the count is whole).
+pub const WATCH_RUN_LISTED: usize = 100;
+const MTURK_RATE_SK: &str = "MTURK_RATE";
+/// An instance's attribute in the `MTURK_RATE` item: this prefix and its id.
+const RATE_OF: &str = "rate_of_";
+const RATE: &str = "rate";
+const AT: &str = "at";
+
+/// The lab's own requester, as learned from a proven test event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCustomer {
+    pub customer_id: String,
+    pub source_account: Option<String>,
+    /// The test event it was learned from.
+    pub event_doc_id: String,
+    pub learned_at: String,
+}
+
+/// The pool's recently accepted MTurk rate, as its instances last reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRate {
+    /// Calls per second the last instances to report sent together.
+    pub rate: f64,
+    /// How many instances that is: those that reported within
+    /// [`POOL_RATE_TOGETHER`] of the last report.
+    pub instances: usize,
+    /// The last report.
+    pub at: OffsetDateTime,
+}
+
+/// Reports this close to the last one count as the same spell of work.
+pub const POOL_RATE_TOGETHER: Duration = Duration::minutes(2);
+/// An instance silent this long is pruned from the item, and a pool rate
+/// this old is not used: MTurk's rate for an account, and the lab's other
+/// scripts, may have changed since.
+pub const POOL_RATE_KEPT: Duration = Duration::days(1);
+
+/// A live HIT without any DoesNotExist requirement: it admits workers the
+/// lab excluded. As the watch saw it, and as `status` and `report` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnguardedHit {
+    pub hit_id: String,
+    pub hit_type_id: String,
+    pub title: Option<String>,
+}
+
+/// What the watch's last run found (its one write of a run that found nothing new).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchRun {
+    pub ran_at: Option<OffsetDateTime>,
+    /// Counts by name (`unguarded_hits`, `hit_types_subscribed`, ...).
+    pub counts: Vec<(String, u64)>,
+    /// The live unguarded HITs, at most [`WATCH_RUN_LISTED`] of them.
+    pub unguarded: Vec<UnguardedHit>,
+}
+
+impl WatchRun {
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.counts.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// One instance's report in the `MTURK_RATE` item: (rate, when), if the
+/// attribute is one and reads as one.
+fn rate_entry(name: &str, value: &AttributeValue) -> Option<(f64, OffsetDateTime)> {
+    if !name.starts_with(RATE_OF) {
+        return None;
+    }
+    let AttributeValue::M(entry) = value else {
+        return None;
+    };
+    let rate = match entry.get(RATE) {
+        Some(AttributeValue::N(v)) => v.parse::<f64>().ok()?,
+        _ => return None,
+    };
+    let at = parse_stamp(&get_s(entry, AT)?)?;
+    (rate.is_finite() && rate > 0.0).then_some((rate, at))
+}
+
+impl Ledger {
+    /// The lab's own CustomerId, if `subscribe` has learned it. One strongly
+    /// consistent GetItem: the handler reads it once per cold start and
+    /// caches it.
+    pub async fn own_customer(&self) -> Result<Option<OwnCustomer>, LedgerError> {
+        const OP: &str = "GetItem(own customer)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(OWN_CUSTOMER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let need = |n: &str| {
+            get_s(&item, n).ok_or_else(|| corrupt(OP, format!("own customer without {n}")))
+        };
+        Ok(Some(OwnCustomer {
+            customer_id: need(CUSTOMER_ID)?,
+            source_account: get_s(&item, SOURCE_ACCOUNT),
+            event_doc_id: need(EVENT_DOC_ID)?,
+            learned_at: need(LEARNED_AT)?,
+        }))
+    }
+
+    /// Keeps the lab's own CustomerId, learned from the test event `beat`.
+    /// The first one learned stays: a requester's CustomerId never changes,
+    /// so a different one is refused and the one kept is returned (the
+    /// caller says so).
+    pub async fn learn_own_customer(
+        &self,
+        beat: &Heartbeat,
+        now: OffsetDateTime,
+    ) -> Result<OwnCustomer, LedgerError> {
+        const OP: &str = "PutItem(own customer)";
+        let customer_id = beat
+            .customer_id
+            .clone()
+            .ok_or_else(|| corrupt(OP, "the heartbeat has no CustomerId".into()))?;
+        let learned = OwnCustomer {
+            customer_id,
+            source_account: beat.source_account.clone(),
+            event_doc_id: beat.event_doc_id.clone(),
+            learned_at: stamp(now),
+        };
+        let mut item: Item = HashMap::from([
+            (PK.to_owned(), s(CONFIG_PK)),
+            (SK.to_owned(), s(OWN_CUSTOMER_SK)),
+            (CUSTOMER_ID.to_owned(), s(&learned.customer_id)),
+            (EVENT_DOC_ID.to_owned(), s(&learned.event_doc_id)),
+            (LEARNED_AT.to_owned(), s(&learned.learned_at)),
+        ]);
+        if let Some(a) = &learned.source_account {
+            item.insert(SOURCE_ACCOUNT.to_owned(), s(a));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(learned),
+            Err(e) => {
+                let e = sdk_error(OP, e);
+                if e.kind != LedgerErrorKind::ConditionFailed {
+                    return Err(e);
+                }
+                self.own_customer()
+                    .await?
+                    .ok_or_else(|| corrupt(OP, "own customer vanished".into()))
+            }
+        }
+    }
+
+    /// Notes the rate this instance (`instance`, any short id of its own)
+    /// recently sent MTurk calls at while MTurk accepted them. One UpdateItem
+    /// of its own attribute; the caller writes at most about once a minute.
+    /// Instances silent for [`POOL_RATE_KEPT`] are pruned in passing (a
+    /// second UpdateItem, only when there are any).
+    pub async fn record_pool_rate(
+        &self,
+        instance: &str,
+        rate: f64,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "UpdateItem(pool rate)";
+        let entry = AttributeValue::M(HashMap::from([
+            (RATE.to_owned(), AttributeValue::N(format!("{rate:.3}"))),
+            (AT.to_owned(), s(stamp(now))),
+        ]));
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK))
+            .update_expression("SET #i = :v")
+            .expression_attribute_names("#i", format!("{RATE_OF}{instance}"))
+            .expression_attribute_values(":v", entry)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let stale: Vec<String> = out
+            .attributes
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(name, value)| {
+                let (_, at) = rate_entry(name, value)?;
+                (now - at > POOL_RATE_KEPT).then(|| name.clone())
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut prune = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK));
+        let mut names = Vec::new();
+        for (n, name) in stale.iter().enumerate() {
+            let placeholder = format!("#s{n}");
+            prune = prune.expression_attribute_names(&placeholder, name);
+            names.push(placeholder);
+        }
+        prune
+            .update_expression(format!("REMOVE {}", names.join(", ")))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(pool rate pruned)", e))?;
+        Ok(())
+    }
+
+    /// The pool's recently accepted MTurk rate: the sum of the rates of the
+    /// instances that reported within [`POOL_RATE_TOGETHER`] of the last
+    /// report, unless that is older than [`POOL_RATE_KEPT`]. One GetItem;
+    /// the handler reads it once per cold start.
+    pub async fn pool_rate(&self, now: OffsetDateTime) -> Result<Option<PoolRate>, LedgerError> {
+        const OP: &str = "GetItem(pool rate)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(MTURK_RATE_SK))
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let entries: Vec<(f64, OffsetDateTime)> = out
+            .item
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(name, value)| rate_entry(name, value))
+            .collect();
+        let Some(last) = entries.iter().map(|(_, at)| *at).max() else {
+            return Ok(None);
+        };
+        if now - last > POOL_RATE_KEPT {
+            return Ok(None);
+        }
+        let together: Vec<f64> = entries
+            .iter()
+            .filter(|(_, at)| last - *at <= POOL_RATE_TOGETHER)
+            .map(|(rate, _)| *rate)
+            .collect();
+        Ok(Some(PoolRate {
+            rate: together.iter().sum(),
+            instances: together.len(),
+            at: last,
+        }))
+    }
+
+    /// Replaces the record of the watch's last run: its one write when it
+    /// finds nothing new.
+    pub async fn record_watch_run(&self, run: &WatchRun) -> Result<(), LedgerError> {
+        let counts = run
+            .counts
+            .iter()
+            .map(|(name, v)| (name.clone(), n(*v)))
+            .collect();
+        let unguarded = run
+            .unguarded
+            .iter()
+            .take(WATCH_RUN_LISTED)
+            .map(|h| {
+                let mut m = HashMap::from([
+                    (HIT_ID.to_owned(), s(h.hit_id.as_str())),
+                    (HIT_TYPE.to_owned(), s(h.hit_type_id.as_str())),
+                ]);
+                if let Some(t) = &h.title {
+                    m.insert(TITLE.to_owned(), s(t.as_str()));
+                }
+                AttributeValue::M(m)
+            })
+            .collect();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(CONFIG_PK))
+            .item(SK, s(WATCH_SK))
+            .item(
+                RAN_AT,
+                s(stamp(run.ran_at.unwrap_or_else(OffsetDateTime::now_utc))),
+            )
+            .item(COUNTS, AttributeValue::M(counts))
+            .item(UNGUARDED, AttributeValue::L(unguarded))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem(watch run)", e))?;
+        Ok(())
+    }
+
+    /// The watch's last run, if it ever ran.
+    pub async fn last_watch_run(&self) -> Result<Option<WatchRun>, LedgerError> {
+        const OP: &str = "GetItem(watch run)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(WATCH_SK))
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let mut counts: Vec<(String, u64)> = match item.get(COUNTS) {
+            Some(AttributeValue::M(m)) => m
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    AttributeValue::N(x) => x.parse().ok().map(|x| (k.clone(), x)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        counts.sort();
+        let unguarded = match item.get(UNGUARDED) {
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .filter_map(|v| match v {
+                    AttributeValue::M(m) => Some(UnguardedHit {
+                        hit_id: get_s(m, HIT_ID)?,
+                        hit_type_id: get_s(m, HIT_TYPE)?,
+                        title: get_s(m, TITLE),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(WatchRun {
+            ran_at: get_time(OP, &item, RAN_AT)?,
+            counts,
+            unguarded,
+        }))
+    }
+}
