@@ -66,6 +66,15 @@ pub struct Settlement {
     pub exposure: Option<StdDuration>,
 }
 
+/// What the ledger decided for one attempt, and when MTurk answered its grant.
+struct Decided {
+    version: u64,
+    settled: Settled,
+    outcome: Outcome,
+    released_at: Option<String>,
+    granted_at: Option<OffsetDateTime>,
+}
+
 /// What settling submissions came to, one count per outcome: the one tally
 /// the handler, the watch and `exclude` keep.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -485,74 +494,7 @@ impl Excluder {
         // it unfinished (pending): then it is that item this path settles.
         let mut taken: Option<Participation> = None;
         for _ in 0..MAX_DECISIONS {
-            // When MTurk answered this attempt's grant.
-            let mut granted_at = None;
-            let begun = self
-                .ledger
-                .begin_exclusion(
-                    &worker,
-                    &self.qualification,
-                    again,
-                    &cause,
-                    now(),
-                    duration(self.timing.grant_window),
-                )
-                .await?;
-            let (version, settled, outcome, released_at) = match begun {
-                Begin::Grant { version, until } => {
-                    // Every attempt must start while 40 % of the window is
-                    // left, so that it ends (the SDK bounds an operation)
-                    // before a release, waiting the window out, revokes.
-                    let budget = duration(self.timing.grant_window.mul_f64(0.4));
-                    let start_by = StdDuration::try_from(until - budget - now())
-                        .ok()
-                        .map(|left| tokio::time::Instant::now() + left);
-                    let Some(start_by) = start_by else {
-                        return Err(ExclusionError::GrantWindowClosed(crate::ledger::stamp(
-                            until,
-                        )));
-                    };
-                    if let Err(e) = self
-                        .mturk
-                        .exclude_starting_by(&worker, &self.qualification, Some(start_by))
-                        .await
-                    {
-                        // Let the next attempt take the window over at once.
-                        let _ = self
-                            .ledger
-                            .close_grant_window(&worker, &self.qualification, version, now())
-                            .await;
-                        return Err(e.into());
-                    }
-                    granted_at = Some(now());
-                    (
-                        version,
-                        Settled::Excluded { granted: true },
-                        Outcome::Excluded,
-                        None,
-                    )
-                }
-                Begin::GrantInFlight { until } => {
-                    return Err(ExclusionError::InProgress(format!(
-                        "a grant for this worker is in flight (window open until {until})"
-                    )))
-                }
-                Begin::AlreadyExcluded { version } => (
-                    version,
-                    Settled::Excluded { granted: false },
-                    Outcome::AlreadyExcluded,
-                    None,
-                ),
-                Begin::KeptReleased {
-                    version,
-                    released_at,
-                } => (
-                    version,
-                    Settled::KeptReleased,
-                    Outcome::KeptReleased,
-                    released_at,
-                ),
-            };
+            let decided = self.decide(&worker, again, &cause).await?;
             let this = match (&taken, &record) {
                 (Some(p), _) => ToSettle::Existing(p),
                 (
@@ -567,63 +509,170 @@ impl Excluder {
                 },
                 (None, ToSettle::Existing(p)) => ToSettle::Existing(p),
             };
-            let granted = settled == Settled::Excluded { granted: true };
-            match self
+            let finished = self
                 .ledger
                 .finish_exclusion(
                     this,
                     &self.qualification,
-                    version,
-                    settled,
-                    released_at.as_deref(),
+                    decided.version,
+                    decided.settled,
+                    decided.released_at.as_deref(),
                     now(),
                 )
-                .await?
-            {
+                .await?;
+            match finished {
                 Finished::Done => {
                     // Clocks apart (MTurk's and this one) never make it negative.
-                    let exposure = granted_at.zip(submitted).map(|(granted, submitted)| {
-                        StdDuration::try_from(granted - submitted).unwrap_or_default()
+                    let exposure = decided
+                        .granted_at
+                        .zip(submitted)
+                        .map(|(granted, submitted)| {
+                            StdDuration::try_from(granted - submitted).unwrap_or_default()
+                        });
+                    return Ok(Settlement {
+                        outcome: decided.outcome,
+                        exposure,
                     });
-                    return Ok(Settlement { outcome, exposure });
                 }
                 Finished::ParticipationTaken => {
-                    // Nothing was written: close the window this attempt
-                    // opened, then look at what the other writer left.
-                    if granted {
-                        self.ledger
-                            .close_grant_window(&worker, &self.qualification, version, now())
-                            .await?;
-                    }
-                    let ToSettle::New { participation, .. } = &record else {
-                        return Ok(Settlement::only(Outcome::Duplicate));
-                    };
-                    match self
-                        .ledger
-                        .participation(&participation.assignment_id)
-                        .await?
-                    {
-                        Some(p) if p.is_pending() => {
-                            taken = Some(p);
-                            continue;
-                        }
-                        Some(_) => return Ok(Settlement::only(Outcome::Duplicate)),
-                        // Nothing is recorded: another copy took the lease
-                        // over (this one's ran out) and holds it, or gave it
-                        // back. Acknowledging now would end this notification
-                        // with no participation, so it is retried instead.
-                        None => {
-                            return Err(ExclusionError::InProgress(
-                                "another copy of this notification took the assignment over; nothing is recorded yet".into(),
-                            ))
-                        }
+                    match self.after_taken(&record, &worker, &decided).await? {
+                        Some(pending) => taken = Some(pending),
+                        None => return Ok(Settlement::only(Outcome::Duplicate)),
                     }
                 }
                 // A release (or another exclusion) came in between: decide again.
-                Finished::WorkerChanged => continue,
+                Finished::WorkerChanged => {}
             }
         }
         Err(ExclusionError::Contended(MAX_DECISIONS))
+    }
+
+    /// Steps 3 and 4: the ledger decides, and a grant it allows is sent
+    /// while its window is open.
+    async fn decide(
+        &self,
+        worker: &WorkerId,
+        again: AgainIf,
+        cause: &str,
+    ) -> Result<Decided, ExclusionError> {
+        let begun = self
+            .ledger
+            .begin_exclusion(
+                worker,
+                &self.qualification,
+                again,
+                cause,
+                now(),
+                duration(self.timing.grant_window),
+            )
+            .await?;
+        let decided = |version, settled, outcome, released_at| Decided {
+            version,
+            settled,
+            outcome,
+            released_at,
+            granted_at: None,
+        };
+        match begun {
+            Begin::Grant { version, until } => {
+                self.grant(worker, version, until).await?;
+                Ok(Decided {
+                    granted_at: Some(now()),
+                    ..decided(
+                        version,
+                        Settled::Excluded { granted: true },
+                        Outcome::Excluded,
+                        None,
+                    )
+                })
+            }
+            Begin::GrantInFlight { until } => Err(ExclusionError::InProgress(format!(
+                "a grant for this worker is in flight (window open until {until})"
+            ))),
+            Begin::AlreadyExcluded { version } => Ok(decided(
+                version,
+                Settled::Excluded { granted: false },
+                Outcome::AlreadyExcluded,
+                None,
+            )),
+            Begin::KeptReleased {
+                version,
+                released_at,
+            } => Ok(decided(
+                version,
+                Settled::KeptReleased,
+                Outcome::KeptReleased,
+                released_at,
+            )),
+        }
+    }
+
+    /// The grant the ledger's window `until` allows. Every attempt must start
+    /// while 40 % of the window is left, so that it ends (the SDK bounds an
+    /// operation) before a release, waiting the window out, revokes.
+    async fn grant(
+        &self,
+        worker: &WorkerId,
+        version: u64,
+        until: OffsetDateTime,
+    ) -> Result<(), ExclusionError> {
+        let budget = duration(self.timing.grant_window.mul_f64(0.4));
+        let start_by = StdDuration::try_from(until - budget - now())
+            .ok()
+            .map(|left| tokio::time::Instant::now() + left);
+        let Some(start_by) = start_by else {
+            return Err(ExclusionError::GrantWindowClosed(crate::ledger::stamp(
+                until,
+            )));
+        };
+        if let Err(e) = self
+            .mturk
+            .exclude_starting_by(worker, &self.qualification, Some(start_by))
+            .await
+        {
+            // Let the next attempt take the window over at once.
+            let _ = self
+                .ledger
+                .close_grant_window(worker, &self.qualification, version, now())
+                .await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Another writer recorded the participation first; nothing was written.
+    /// Closes the window this attempt opened, then looks at what the other
+    /// writer left: a pending participation to settle (`Some`), or a
+    /// finished one (`None`: a duplicate).
+    async fn after_taken(
+        &self,
+        record: &ToSettle<'_>,
+        worker: &WorkerId,
+        decided: &Decided,
+    ) -> Result<Option<Participation>, ExclusionError> {
+        if decided.settled == (Settled::Excluded { granted: true }) {
+            self.ledger
+                .close_grant_window(worker, &self.qualification, decided.version, now())
+                .await?;
+        }
+        let ToSettle::New { participation, .. } = record else {
+            return Ok(None);
+        };
+        match self
+            .ledger
+            .participation(&participation.assignment_id)
+            .await?
+        {
+            Some(p) if p.is_pending() => Ok(Some(p)),
+            Some(_) => Ok(None),
+            // Nothing is recorded: another copy took the lease over (this
+            // one's ran out) and holds it, or gave it back. Acknowledging now
+            // would end this notification with no participation, so it is
+            // retried instead.
+            None => Err(ExclusionError::InProgress(
+                "another copy of this notification took the assignment over; nothing is recorded yet".into(),
+            )),
+        }
     }
 
     /// Excludes a worker the lab named directly (no assignment known):

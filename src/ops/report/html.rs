@@ -154,35 +154,7 @@ fn bar_chart(
         );
         v += step;
     }
-    // Bars.
-    let group_w = slot * 0.8;
-    let k = series.len().max(1) as f64;
-    for (i, title) in titles.iter().enumerate() {
-        let x0 = LEFT + slot * i as f64 + (slot - group_w) / 2.0;
-        let mut base = 0;
-        for (j, s) in series.iter().enumerate() {
-            let c = s.counts.get(i).copied().unwrap_or(0);
-            if c == 0 {
-                continue;
-            }
-            let (x, w, lo, hi) = if stacked {
-                (x0, group_w, base, base + c)
-            } else {
-                (x0 + group_w / k * j as f64, group_w / k, 0, c)
-            };
-            base += c;
-            let _ = write!(
-                svg,
-                r#"<rect class="bar" data-count="{c}" x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} {c}</title></rect>"#,
-                y(hi),
-                (w - 0.5).max(0.5),
-                (y(lo) - y(hi)).max(0.5),
-                s.colour,
-                escape(title),
-                escape(s.name),
-            );
-        }
-    }
+    bars(&mut svg, titles, series, stacked, slot, &y);
     // X labels: at most 14 (the histogram's 13 all show).
     let every = labels.len().div_ceil(14).max(1);
     for (i, label) in labels.iter().enumerate() {
@@ -214,6 +186,45 @@ fn bar_chart(
         TOP + plot_h
     );
     svg
+}
+
+/// The bars of [`bar_chart`], each with its tooltip and count.
+fn bars(
+    svg: &mut String,
+    titles: &[String],
+    series: &[Drawn],
+    stacked: bool,
+    slot: f64,
+    y: &dyn Fn(u64) -> f64,
+) {
+    let group_w = slot * 0.8;
+    let k = series.len().max(1) as f64;
+    for (i, title) in titles.iter().enumerate() {
+        let x0 = LEFT + slot * i as f64 + (slot - group_w) / 2.0;
+        let mut base = 0;
+        for (j, s) in series.iter().enumerate() {
+            let c = s.counts.get(i).copied().unwrap_or(0);
+            if c == 0 {
+                continue;
+            }
+            let (x, w, lo, hi) = if stacked {
+                (x0, group_w, base, base + c)
+            } else {
+                (x0 + group_w / k * j as f64, group_w / k, 0, c)
+            };
+            base += c;
+            let _ = write!(
+                svg,
+                r#"<rect class="bar" data-count="{c}" x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} {c}</title></rect>"#,
+                y(hi),
+                (w - 0.5).max(0.5),
+                (y(lo) - y(hi)).max(0.5),
+                s.colour,
+                escape(title),
+                escape(s.name),
+            );
+        }
+    }
 }
 
 fn legend(series: &[Drawn]) -> String {
