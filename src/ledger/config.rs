@@ -82,15 +82,63 @@ pub struct UnguardedHit {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WatchRun {
     pub ran_at: Option<OffsetDateTime>,
-    /// Counts by name (`unguarded_hits`, `hit_types_subscribed`, ...).
-    pub counts: Vec<(String, u64)>,
+    pub counts: WatchCounts,
     /// The live unguarded HITs, at most [`WATCH_RUN_LISTED`] of them.
     pub unguarded: Vec<UnguardedHit>,
 }
 
-impl WatchRun {
-    pub fn count(&self, name: &str) -> Option<u64> {
-        self.counts.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+/// What a watch run counted. Stored as a map under these names; a count a
+/// record lacks (written by an older version) reads as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatchCounts {
+    /// HITs listed, and of them: the pool's, another list's, unguarded.
+    pub hits: u64,
+    pub ours: u64,
+    pub other_list: u64,
+    pub unguarded: u64,
+    /// Unguarded and offered to workers now.
+    pub live_unguarded: u64,
+    pub odd_requirements: u64,
+    pub hit_types_subscribed: u64,
+    pub submissions_backfilled: u64,
+    pub backfill_left: u64,
+    pub errors: u64,
+}
+
+impl WatchCounts {
+    /// Each count with its name in the ledger.
+    fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("hits", self.hits),
+            ("ours", self.ours),
+            ("other_list", self.other_list),
+            ("unguarded", self.unguarded),
+            ("live_unguarded", self.live_unguarded),
+            ("odd_requirements", self.odd_requirements),
+            ("hit_types_subscribed", self.hit_types_subscribed),
+            ("submissions_backfilled", self.submissions_backfilled),
+            ("backfill_left", self.backfill_left),
+            ("errors", self.errors),
+        ]
+    }
+
+    fn read(m: &HashMap<String, AttributeValue>) -> WatchCounts {
+        let get = |name: &str| match m.get(name) {
+            Some(AttributeValue::N(x)) => x.parse().unwrap_or(0),
+            _ => 0,
+        };
+        WatchCounts {
+            hits: get("hits"),
+            ours: get("ours"),
+            other_list: get("other_list"),
+            unguarded: get("unguarded"),
+            live_unguarded: get("live_unguarded"),
+            odd_requirements: get("odd_requirements"),
+            hit_types_subscribed: get("hit_types_subscribed"),
+            submissions_backfilled: get("submissions_backfilled"),
+            backfill_left: get("backfill_left"),
+            errors: get("errors"),
+        }
     }
 }
 
@@ -298,8 +346,9 @@ impl Ledger {
     pub async fn record_watch_run(&self, run: &WatchRun) -> Result<(), LedgerError> {
         let counts = run
             .counts
-            .iter()
-            .map(|(name, v)| (name.clone(), n(*v)))
+            .named()
+            .into_iter()
+            .map(|(name, v)| (name.to_owned(), n(v)))
             .collect();
         let unguarded = run
             .unguarded
@@ -348,17 +397,10 @@ impl Ledger {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let mut counts: Vec<(String, u64)> = match item.get(COUNTS) {
-            Some(AttributeValue::M(m)) => m
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    AttributeValue::N(x) => x.parse().ok().map(|x| (k.clone(), x)),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
+        let counts = match item.get(COUNTS) {
+            Some(AttributeValue::M(m)) => WatchCounts::read(m),
+            _ => WatchCounts::default(),
         };
-        counts.sort();
         let unguarded = match item.get(UNGUARDED) {
             Some(AttributeValue::L(list)) => list
                 .iter()

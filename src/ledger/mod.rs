@@ -82,7 +82,7 @@ pub mod subscription;
 
 pub use claims::{Claim, ClaimEnd, ClaimEnded, Replaceable, Standing, StoredClaim};
 pub use config::{
-    OwnCustomer, PoolRate, UnguardedHit, WatchRun, POOL_RATE_KEPT, POOL_RATE_TOGETHER,
+    OwnCustomer, PoolRate, UnguardedHit, WatchCounts, WatchRun, POOL_RATE_KEPT, POOL_RATE_TOGETHER,
     WATCH_RUN_LISTED,
 };
 pub use exclusion::{

@@ -219,7 +219,7 @@ pub async fn coverage(ledger: &Ledger) -> Result<Option<Coverage>, LedgerError> 
     let run = run.unwrap_or_default();
     Ok(Some(Coverage {
         last_run_at: run.ran_at,
-        live_unguarded: run.count("live_unguarded").unwrap_or(0),
+        live_unguarded: run.counts.live_unguarded,
         unguarded: run.unguarded,
         subscribed_by_watch,
     }))

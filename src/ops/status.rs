@@ -239,8 +239,8 @@ pub async fn summary(
     }
     let watch = ledger.last_watch_run().await?.map(|run| WatchReport {
         last_run_at: run.ran_at.map(ledger::stamp),
-        live_unguarded_hits: run.count("live_unguarded").unwrap_or(0),
-        errors: run.count("errors").unwrap_or(0),
+        live_unguarded_hits: run.counts.live_unguarded,
+        errors: run.counts.errors,
         unguarded: run.unguarded,
         hit_types_subscribed_by_watch: hit_types
             .iter()

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, Env};
 use crate::exclusion::{Outcome, Releases};
 use crate::ids::HitTypeId;
-use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchRun};
+use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchCounts, WatchRun};
 use crate::metrics::{Document, Unit};
 use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
 use crate::ops::backfill::{self, Gathered, Item};
@@ -511,27 +511,18 @@ async fn backfill_type(
 async fn finish(lab: &Lab, mut report: Report) -> Report {
     let run = WatchRun {
         ran_at: Some(OffsetDateTime::now_utc()),
-        counts: vec![
-            ("hits".into(), report.counts.hits as u64),
-            ("ours".into(), report.counts.ours as u64),
-            ("other_list".into(), report.counts.other_list as u64),
-            ("unguarded".into(), report.counts.unguarded as u64),
-            ("live_unguarded".into(), report.counts.live_unguarded as u64),
-            (
-                "odd_requirements".into(),
-                report.counts.odd_requirements as u64,
-            ),
-            (
-                "hit_types_subscribed".into(),
-                report.hit_types_subscribed.len() as u64,
-            ),
-            (
-                "submissions_backfilled".into(),
-                report.submissions_backfilled as u64,
-            ),
-            ("backfill_left".into(), report.backfill_left.len() as u64),
-            ("errors".into(), report.errors.len() as u64),
-        ],
+        counts: WatchCounts {
+            hits: report.counts.hits as u64,
+            ours: report.counts.ours as u64,
+            other_list: report.counts.other_list as u64,
+            unguarded: report.counts.unguarded as u64,
+            live_unguarded: report.counts.live_unguarded as u64,
+            odd_requirements: report.counts.odd_requirements as u64,
+            hit_types_subscribed: report.hit_types_subscribed.len() as u64,
+            submissions_backfilled: report.submissions_backfilled as u64,
+            backfill_left: report.backfill_left.len() as u64,
+            errors: report.errors.len() as u64,
+        },
         unguarded: report.live_unguarded.clone(),
     };
     if let Err(e) = lab.ledger.record_watch_run(&run).await {

@@ -235,7 +235,7 @@ async fn without_cover_unguarded_an_unguarded_type_is_counted_and_left_alone() {
     let doc: Value = serde_json::from_str(line).unwrap();
     assert_eq!(doc["UnguardedHits"], 1);
     let recorded = p.ledger.last_watch_run().await.unwrap().expect("heartbeat");
-    assert_eq!(recorded.count("live_unguarded"), Some(1));
+    assert_eq!(recorded.counts.live_unguarded, 1);
     assert_eq!(recorded.unguarded[0].hit_id, hit);
 
     // With the default, the same HIT type is covered.
