@@ -9,7 +9,7 @@ use aws_sdk_mturk::types::{
 use time::OffsetDateTime;
 
 use super::{
-    Assignment, Hit, HitProperties, Locale, MturkError, MturkErrorKind, Requirement,
+    Assignment, Hit, HitProperties, HitStatus, Locale, MturkError, MturkErrorKind, Requirement,
     NOTIFICATION_VERSION,
 };
 use crate::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
@@ -112,10 +112,7 @@ pub(super) fn hit_from(
         )
         .map_err(|e| MturkError::unusable(operation, e))?,
         title: h.title,
-        status: h
-            .hit_status
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
+        status: HitStatus::from(h.hit_status.as_ref().map_or("", |s| s.as_str())),
     })
 }
 

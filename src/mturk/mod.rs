@@ -85,14 +85,83 @@ pub struct Hit {
     pub hit_id: HitId,
     pub hit_type_id: HitTypeId,
     pub title: Option<String>,
-    /// Assignable, Unassignable, Reviewable, Reviewing or Disposed.
-    pub status: String,
+    pub status: HitStatus,
     /// As MTurk lists them, odd values and all: `ops::coverage` sorts them,
     /// nothing here refuses them.
     pub requirements: Vec<Requirement>,
     /// What its HIT type is made of, when MTurk gave all of it (a HIT type
     /// like it can then be made, `coverage --fix`).
     pub properties: Option<HitProperties>,
+}
+
+/// Where a HIT is in its life, as MTurk names it. Which statuses count for
+/// what is asked of [`HitStatus::is_offered`] and
+/// [`HitStatus::may_have_submissions`], nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HitStatus {
+    /// Offered to workers: they can find, preview and accept it.
+    Assignable,
+    /// Every assignment is taken, some still being worked on.
+    Unassignable,
+    /// Every assignment is submitted, or the HIT expired.
+    Reviewable,
+    /// The requester marked it as being reviewed.
+    Reviewing,
+    /// Deleted, or disposed of 120 days after creation: ListHITs may still
+    /// name it for a while, but its assignments are gone.
+    Disposed,
+    /// A status this version does not know (or none), as MTurk wrote it:
+    /// MTurk may add one, and a HIT is never refused for it.
+    Other(String),
+}
+
+impl HitStatus {
+    /// Offered to workers now (Assignable): a HIT the lab's excluded
+    /// workers could take, so the one the unguarded count, the guard and
+    /// `coverage` look at.
+    pub fn is_offered(&self) -> bool {
+        matches!(self, HitStatus::Assignable)
+    }
+
+    /// May have submissions to exclude, now or later: anything not
+    /// Disposed, whatever the lab did with it since (an Unassignable HIT's
+    /// workers are still at work, a Reviewable or Reviewing one keeps its
+    /// submitted assignments), and a status this version does not know.
+    /// The HITs the watch and `subscribe --all-active` cover.
+    pub fn may_have_submissions(&self) -> bool {
+        !matches!(self, HitStatus::Disposed)
+    }
+
+    /// As MTurk writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HitStatus::Assignable => "Assignable",
+            HitStatus::Unassignable => "Unassignable",
+            HitStatus::Reviewable => "Reviewable",
+            HitStatus::Reviewing => "Reviewing",
+            HitStatus::Disposed => "Disposed",
+            HitStatus::Other(other) => other,
+        }
+    }
+}
+
+impl From<&str> for HitStatus {
+    fn from(status: &str) -> Self {
+        match status {
+            "Assignable" => HitStatus::Assignable,
+            "Unassignable" => HitStatus::Unassignable,
+            "Reviewable" => HitStatus::Reviewable,
+            "Reviewing" => HitStatus::Reviewing,
+            "Disposed" => HitStatus::Disposed,
+            other => HitStatus::Other(other.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for HitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One of a HIT's `QualificationRequirements`, values kept as given.
@@ -651,5 +720,29 @@ impl Mturk {
             })
             .await?;
         Ok(out.available_balance.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_assignable_is_offered_and_only_disposed_has_no_submissions() {
+        let asked = |s: &str| {
+            let status = HitStatus::from(s);
+            assert_eq!(status.as_str(), s, "kept as MTurk wrote it");
+            (status.is_offered(), status.may_have_submissions())
+        };
+        assert_eq!(asked("Assignable"), (true, true));
+        assert_eq!(asked("Unassignable"), (false, true));
+        assert_eq!(asked("Reviewable"), (false, true));
+        assert_eq!(asked("Reviewing"), (false, true));
+        assert_eq!(asked("Disposed"), (false, false));
+        // A status MTurk may add one day, or none at all: never offered
+        // as far as we know, and covered in case it has submissions.
+        assert_eq!(asked("Archived"), (false, true));
+        assert_eq!(asked(""), (false, true));
+        assert_eq!(HitStatus::from("Reviewing"), HitStatus::Reviewing);
     }
 }

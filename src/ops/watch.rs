@@ -168,7 +168,7 @@ pub async fn run(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
     sorted
         .iter()
-        .filter(|(h, s)| s.class == Class::Unguarded && coverage::is_live(h))
+        .filter(|(h, s)| s.class == Class::Unguarded && h.status.is_offered())
         .map(|(h, _)| UnguardedHit {
             hit_id: h.hit_id.to_string(),
             title: h.title.clone(),
