@@ -47,6 +47,12 @@ impl MturkError {
         }
     }
 
+    /// MTurk no longer knows the HIT asked about: disposed (120 days after
+    /// creation, or deleted), or it never existed.
+    pub fn is_hit_gone(&self) -> bool {
+        self.turk_error_code() == Some("AWS.MechanicalTurk.HITDoesNotExist")
+    }
+
     /// The same error with the worker's id taken out of MTurk's text.
     /// MTurk echoes the ids it was sent (`"A1… is not a valid worker ID."`),
     /// and worker ids are personal data that must not reach the logs.
@@ -213,6 +219,21 @@ mod tests {
     use aws_credential_types::provider::error::CredentialsError;
     use aws_sdk_mturk::config::http::HttpResponse;
     use aws_sdk_mturk::operation::get_assignment::GetAssignmentError;
+
+    #[test]
+    fn a_hit_is_gone_only_when_mturk_says_it_does_not_exist() {
+        let rejected = |code: Option<&str>| MturkError {
+            operation: "GetHIT",
+            kind: MturkErrorKind::Rejected {
+                turk_error_code: code.map(str::to_owned),
+            },
+            message: String::new(),
+            source: None,
+        };
+        assert!(rejected(Some("AWS.MechanicalTurk.HITDoesNotExist")).is_hit_gone());
+        assert!(!rejected(Some("AWS.MechanicalTurk.QualificationDoesNotExist")).is_hit_gone());
+        assert!(!rejected(None).is_hit_gone());
+    }
 
     /// "No credentials" never reaches MTurk: the SDK fails to build the
     /// request. It is a setup problem like a refused signature, told by its

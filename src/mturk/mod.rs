@@ -413,7 +413,7 @@ impl Mturk {
     }
 
     /// One HIT, with its HIT type. A disposed or unknown HIT is `Rejected`
-    /// with `AWS.MechanicalTurk.HITDoesNotExist`.
+    /// with `AWS.MechanicalTurk.HITDoesNotExist` ([`MturkError::is_hit_gone`]).
     pub async fn hit(&self, id: &HitId) -> Result<Hit, MturkError> {
         const OP: &str = "GetHIT";
         let out = self

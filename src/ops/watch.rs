@@ -459,7 +459,7 @@ async fn backfill_type(
                 }
             }
             // Disposed since it was listed: nothing of it can be listed any more.
-            Err(e) if e.turk_error_code() == Some(backfill::HIT_GONE) => {}
+            Err(e) if e.is_hit_gone() => {}
             Err(e) => {
                 report.errors.push(format!(
                     "listing the assignments of HIT {} (HIT type {hit_type}): {e}",
