@@ -13,7 +13,9 @@
 //! - [`config`]: the handler's environment, read once at cold start.
 //! - [`aws`]: SDK clients with one HTTP client, timeouts and bounded retries.
 //! - [`rate`]: the per-instance limit on MTurk calls.
-//! - [`mturk`]: the lab's MTurk account: look up, grant (never emailing).
+//! - [`mturk`]: the lab's MTurk account: look up, grant (never emailing); what a HIT's
+//!   status means ([`mturk::HitStatus`]); MTurk's errors, the conversions and the call
+//!   counting in files of their own.
 //! - [`ledger`]: the DynamoDB table; the only module that knows its attributes,
 //!   one file per kind of item it keeps: [`ledger::participation`] (who took
 //!   part in what), [`ledger::exclusion`] (who is excluded, and the lease,

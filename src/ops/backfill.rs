@@ -24,8 +24,6 @@ use super::{Lab, Progress};
 /// and a rerun resumes where it stopped.
 pub const FAILURE_STREAK_LIMIT: usize = 25;
 
-pub(crate) const HIT_GONE: &str = "AWS.MechanicalTurk.HITDoesNotExist";
-
 fn hit_gone_reason() -> String {
     "MTurk no longer knows this HIT (disposed 120 days after creation, or a typo); its workers \
      can still be excluded by worker id or from the batch CSV you downloaded"
@@ -250,7 +248,7 @@ pub async fn gather(
                 }
             }
             // Disposed between the look-up and the listing.
-            Err(e) if e.turk_error_code() == Some(HIT_GONE) => report.not_found.push(NotFound {
+            Err(e) if e.is_hit_gone() => report.not_found.push(NotFound {
                 kind: "hit",
                 id: hit.hit_id.to_string(),
                 reason: hit_gone_reason(),
@@ -426,7 +424,7 @@ async fn hits_to_walk(
                 seen.insert(id.clone());
                 hits.push(hit);
             }
-            Err(e) if e.turk_error_code() == Some(HIT_GONE) => report.not_found.push(NotFound {
+            Err(e) if e.is_hit_gone() => report.not_found.push(NotFound {
                 kind: "hit",
                 id: id.to_string(),
                 reason: hit_gone_reason(),
@@ -442,7 +440,7 @@ async fn hits_to_walk(
 async fn hit_type_of(lab: &Lab, hit: &HitId, report: &mut Report) -> Option<HitTypeId> {
     match lab.mturk.hit(hit).await {
         Ok(h) => Some(h.hit_type_id),
-        Err(e) if e.turk_error_code() == Some(HIT_GONE) => {
+        Err(e) if e.is_hit_gone() => {
             report.notes.push(format!(
                 "HIT {hit} (from a CSV): MTurk no longer knows this HIT; its rows are recorded \
                  without a HIT type"

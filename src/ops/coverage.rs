@@ -105,16 +105,6 @@ pub fn classify(requirements: &[Requirement], pool: &QualificationTypeId) -> Sor
     }
 }
 
-/// Live: MTurk still offers it to workers.
-pub fn is_live(hit: &Hit) -> bool {
-    hit.status == "Assignable"
-}
-
-/// Not disposed: ListHITs may still name one mid-disposal.
-pub fn is_listed(hit: &Hit) -> bool {
-    hit.status != "Disposed"
-}
-
 /// The requirement `coverage --fix` adds: the pool's qualification must not
 /// exist, guarding discovery, preview and accept.
 pub fn pool_requirement(pool: &QualificationTypeId) -> Requirement {
@@ -147,7 +137,7 @@ impl Counts {
             Class::OtherList => self.other_list += 1,
             Class::Unguarded => {
                 self.unguarded += 1;
-                if is_live(hit) {
+                if hit.status.is_offered() {
                     self.live_unguarded += 1;
                 }
             }
@@ -159,12 +149,13 @@ impl Counts {
     }
 }
 
-/// The HITs MTurk lists (disposed ones left out), each with its class.
+/// The HITs MTurk lists that may have submissions (disposed ones left
+/// out), each with its class.
 pub fn sort_hits(hits: Vec<Hit>, pool: &QualificationTypeId) -> (Vec<(Hit, Sorted)>, Counts) {
     let mut counts = Counts::default();
     let sorted: Vec<(Hit, Sorted)> = hits
         .into_iter()
-        .filter(is_listed)
+        .filter(|h| h.status.may_have_submissions())
         .map(|h| {
             let s = classify(&h.requirements, pool);
             counts.add(&h, s);
@@ -237,7 +228,7 @@ pub async fn survey(
     let (sorted, counts) = sort_hits(hits, pool);
     let mut live: Vec<HitLine> = sorted
         .into_iter()
-        .filter(|(h, _)| is_live(h))
+        .filter(|(h, _)| h.status.is_offered())
         .map(|(h, s)| HitLine {
             hit_id: h.hit_id.to_string(),
             hit_type_id: h.hit_type_id.to_string(),
@@ -309,7 +300,7 @@ pub fn plan_fix<'a>(
     let mut plan = FixPlan::default();
     let mut by_type: BTreeMap<HitTypeId, PlannedType> = BTreeMap::new();
     for hit in hits {
-        if !is_live(hit) || classify(&hit.requirements, pool).class != Class::Unguarded {
+        if !hit.status.is_offered() || classify(&hit.requirements, pool).class != Class::Unguarded {
             continue;
         }
         let cannot = |reason: &str| CannotFix {
@@ -558,16 +549,18 @@ mod tests {
                 hit("Assignable", vec![req("3POOLQUAL", "DoesNotExist")]),
                 hit("Unassignable", vec![req("3OTHER", "DoesNotExist")]),
                 hit("Disposed", vec![]),
+                // Listed (it may have submissions), not offered.
+                hit("Reviewing", vec![]),
             ],
             &pool(),
         );
         assert_eq!(
             counts,
             Counts {
-                hits: 4,
+                hits: 5,
                 ours: 1,
                 other_list: 1,
-                unguarded: 2,
+                unguarded: 3,
                 live_unguarded: 1,
                 odd_requirements: 0,
                 hits_with_odd_requirements: 0,

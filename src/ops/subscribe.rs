@@ -104,32 +104,28 @@ pub struct UnsubscribeReport {
 }
 
 /// The HIT types to subscribe: those named, each once and in order, then
-/// with `all_active` every HIT type of a live HIT in the account, for HITs
-/// made with other tools.
+/// with `all_active` every HIT type of a HIT in the account that may have
+/// submissions (not Disposed, as the watch covers), for HITs made with
+/// other tools.
 pub async fn hit_types(
     mturk: &Mturk,
     named: &[HitTypeId],
     all_active: bool,
 ) -> Result<Vec<HitTypeId>, MturkError> {
-    let live = if all_active {
+    let hits = if all_active {
         mturk.hits().await?
     } else {
         Vec::new()
     };
-    Ok(each_once(named, &live))
+    Ok(each_once(named, &hits))
 }
 
 fn each_once(named: &[HitTypeId], hits: &[Hit]) -> Vec<HitTypeId> {
-    let live = hits.iter().filter(|h| {
-        matches!(
-            h.status.as_str(),
-            "Assignable" | "Unassignable" | "Reviewable"
-        )
-    });
+    let active = hits.iter().filter(|h| h.status.may_have_submissions());
     let mut seen = HashSet::new();
     named
         .iter()
-        .chain(live.map(|h| &h.hit_type_id))
+        .chain(active.map(|h| &h.hit_type_id))
         .filter(|t| seen.insert(*t))
         .cloned()
         .collect()
@@ -740,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn hit_types_are_subscribed_once_each_named_first_then_live() {
+    fn hit_types_are_subscribed_once_each_named_first_then_not_disposed() {
         let t = |id: &str| HitTypeId::parse(id).unwrap();
         let hit = |id: &str, hit_type: &str, status: &str| Hit {
             hit_id: HitId::parse(id).unwrap(),
@@ -755,12 +751,22 @@ mod tests {
             hit("3HIT2", "3TYPENAMED", "Reviewable"),
             hit("3HIT3", "3TYPELIVE", "Unassignable"),
             hit("3HIT4", "3TYPEGONE", "Disposed"),
-            hit("3HIT5", "3TYPEDONE", "Reviewing"),
+            hit("3HIT5", "3TYPEREVIEWING", "Reviewing"),
         ];
+        // A Reviewing HIT may still have submissions to exclude.
         assert_eq!(
             each_once(&[t("3TYPENAMED"), t("3TYPEOTHER"), t("3TYPENAMED")], &hits),
-            [t("3TYPENAMED"), t("3TYPEOTHER"), t("3TYPELIVE")]
+            [
+                t("3TYPENAMED"),
+                t("3TYPEOTHER"),
+                t("3TYPELIVE"),
+                t("3TYPEREVIEWING")
+            ]
         );
+        let reviewing = [hit("3HIT6", "3TYPEREVIEWING", "Reviewing")];
+        assert_eq!(each_once(&[], &reviewing), [t("3TYPEREVIEWING")]);
+        let disposed = [hit("3HIT7", "3TYPEGONE", "Disposed")];
+        assert!(each_once(&[], &disposed).is_empty());
         assert!(each_once(&[], &[]).is_empty());
     }
 }

@@ -150,7 +150,7 @@ pub async fn run(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
     sorted
         .iter()
-        .filter(|(h, s)| s.class == Class::Unguarded && coverage::is_live(h))
+        .filter(|(h, s)| s.class == Class::Unguarded && h.status.is_offered())
         .map(|(h, _)| UnguardedHit {
             hit_id: h.hit_id.to_string(),
             title: h.title.clone(),
@@ -441,7 +441,7 @@ async fn backfill_type(
                 }
             }
             // Disposed since it was listed: nothing of it can be listed any more.
-            Err(e) if e.turk_error_code() == Some(backfill::HIT_GONE) => {}
+            Err(e) if e.is_hit_gone() => {}
             Err(e) => {
                 report.errors.push(format!(
                     "listing the assignments of HIT {} (HIT type {hit_type}): {e}",

@@ -52,8 +52,9 @@ pub struct Args {
     /// HIT type ids to subscribe (as in the HIT's HITTypeId).
     #[arg(value_name = "HIT_TYPE_ID")]
     pub hit_types: Vec<HitTypeId>,
-    /// Also subscribe every HIT type that has a live HIT in the account
-    /// (Assignable, Unassignable or Reviewable), for HITs made with other tools.
+    /// Also subscribe every HIT type that has a HIT in the account that may
+    /// still have submissions (Assignable, Unassignable, Reviewable or
+    /// Reviewing: any but Disposed), for HITs made with other tools.
     #[arg(long)]
     pub all_active: bool,
     /// How long to wait for the heartbeat: seconds, or with a unit (90s, 2m).

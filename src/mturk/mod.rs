@@ -8,42 +8,38 @@
 //! failure is classified as throttling, transient, or MTurk refusing the
 //! request, so callers decide between retrying and giving up.
 
+//!
+//! - `calls`: how calls are counted and throttled ones retried;
+//! - `convert`: what MTurk answers, checked into this module's types, and
+//!   what is sent, built from them;
+//! - `error`: [`MturkError`] and how an SDK failure is classified.
+
+mod calls;
+mod convert;
+mod error;
+
+pub(crate) use calls::ThrottlesGoToTheLimiter;
+pub use calls::{counting_calls, retrying_throttles_until, CallCount, THROTTLE_BUDGET};
+pub use error::{redact_worker, MturkError, MturkErrorKind};
+
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aws_sdk_mturk::config::interceptors::InterceptorContext;
-use aws_sdk_mturk::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_mturk::types::{
+    AssignmentStatus, EventType, QualificationStatus, QualificationTypeStatus,
+};
 use futures::{Stream, TryStreamExt};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::debug;
 
-use aws_sdk_mturk::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError;
-use aws_sdk_mturk::operation::create_hit_type::CreateHITTypeError;
-use aws_sdk_mturk::operation::create_qualification_type::CreateQualificationTypeError;
-use aws_sdk_mturk::operation::disassociate_qualification_from_worker::DisassociateQualificationFromWorkerError;
-use aws_sdk_mturk::operation::get_account_balance::GetAccountBalanceError;
-use aws_sdk_mturk::operation::get_assignment::GetAssignmentError;
-use aws_sdk_mturk::operation::get_hit::GetHITError;
-use aws_sdk_mturk::operation::get_qualification_type::GetQualificationTypeError;
-use aws_sdk_mturk::operation::list_assignments_for_hit::ListAssignmentsForHITError;
-use aws_sdk_mturk::operation::list_hits::ListHITsError;
-use aws_sdk_mturk::operation::list_qualification_types::ListQualificationTypesError;
-use aws_sdk_mturk::operation::list_workers_with_qualification_type::ListWorkersWithQualificationTypeError;
-use aws_sdk_mturk::operation::send_test_event_notification::SendTestEventNotificationError;
-use aws_sdk_mturk::operation::update_hit_type_of_hit::UpdateHITTypeOfHITError;
-use aws_sdk_mturk::operation::update_notification_settings::UpdateNotificationSettingsError;
-use aws_sdk_mturk::types::{
-    AssignmentStatus, Comparator, EventType, HitAccessActions, Locale as SdkLocale,
-    NotificationSpecification, NotificationTransport, QualificationRequirement,
-    QualificationStatus, QualificationTypeStatus,
-};
-use time::OffsetDateTime;
-
-use crate::ids::{AssignmentId, HitId, HitTypeId, InvalidId, QualificationTypeId, WorkerId};
+use self::calls::{throttle_deadline, CALLS, MAX_THROTTLED_ATTEMPTS};
+use self::convert::{assignment_from, hit_from, requirement_to, specification};
+use self::error::{classify, TurkCoded};
+use crate::ids::{AssignmentId, HitId, HitTypeId, QualificationTypeId, WorkerId};
 use crate::rate::RateLimiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,108 +76,6 @@ pub struct Assignment {
     pub submit_time: Option<OffsetDateTime>,
 }
 
-/// What went wrong talking to MTurk, in the terms a caller acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MturkErrorKind {
-    /// "Rate exceeded": retry later, more slowly.
-    Throttled,
-    /// ServiceFault, 5xx, timeouts, broken connections: retry later.
-    Transient,
-    /// MTurk refused the request (RequestError, ParameterValidationError):
-    /// retrying the same request will not help.
-    Rejected { turk_error_code: Option<String> },
-    /// AWS refused the caller, not the request: no credentials, credentials
-    /// it does not know or that expired, or an identity not allowed to call
-    /// MTurk. Fixed by the lab's setup (profile, role, requester account
-    /// link), after which the same request works.
-    Denied,
-    /// MTurk answered with something we cannot use (for example an id that
-    /// is not a plausible MTurk id).
-    Unusable,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("MTurk {operation}: {message}")]
-pub struct MturkError {
-    pub operation: &'static str,
-    pub kind: MturkErrorKind,
-    pub message: String,
-    #[source]
-    source: Option<Box<dyn StdError + Send + Sync>>,
-}
-
-impl MturkError {
-    pub fn turk_error_code(&self) -> Option<&str> {
-        match &self.kind {
-            MturkErrorKind::Rejected { turk_error_code } => turk_error_code.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// The same error with the worker's id taken out of MTurk's text.
-    /// MTurk echoes the ids it was sent (`"A1… is not a valid worker ID."`),
-    /// and worker ids are personal data that must not reach the logs.
-    fn without_worker(mut self, worker: &WorkerId) -> Self {
-        self.message = redact_worker(&self.message, worker);
-        self
-    }
-
-    fn unusable(operation: &'static str, err: InvalidId) -> Self {
-        MturkError {
-            operation,
-            kind: MturkErrorKind::Unusable,
-            message: format!("answer contains an unusable id: {err}"),
-            source: Some(Box::new(err)),
-        }
-    }
-}
-
-/// The `TurkErrorCode` that MTurk's RequestError and ServiceFault carry.
-trait TurkCoded {
-    fn turk_error_code(&self) -> Option<&str>;
-}
-
-macro_rules! turk_coded {
-    ($($error:ty),* $(,)?) => {$(
-        impl TurkCoded for $error {
-            fn turk_error_code(&self) -> Option<&str> {
-                match self {
-                    Self::RequestError(e) => e.turk_error_code(),
-                    Self::ServiceFault(e) => e.turk_error_code(),
-                    _ => None,
-                }
-            }
-        }
-    )*};
-}
-
-/// Calls `$apply!` with the error type of every MTurk operation this crate
-/// uses: the one list that both `turk_coded!` and the retry classifier's
-/// `throttled!` must cover, so a new operation cannot be missed by one.
-macro_rules! each_operation_error {
-    ($apply:ident) => {
-        $apply!(
-            GetAssignmentError,
-            AssociateQualificationWithWorkerError,
-            CreateHITTypeError,
-            CreateQualificationTypeError,
-            DisassociateQualificationFromWorkerError,
-            GetAccountBalanceError,
-            GetHITError,
-            GetQualificationTypeError,
-            ListAssignmentsForHITError,
-            ListHITsError,
-            ListQualificationTypesError,
-            ListWorkersWithQualificationTypeError,
-            SendTestEventNotificationError,
-            UpdateHITTypeOfHITError,
-            UpdateNotificationSettingsError,
-        );
-    };
-}
-
-each_operation_error!(turk_coded);
-
 /// MTurk's version of the notification document, the only one it sends.
 pub const NOTIFICATION_VERSION: &str = "2014-08-15";
 
@@ -191,14 +85,83 @@ pub struct Hit {
     pub hit_id: HitId,
     pub hit_type_id: HitTypeId,
     pub title: Option<String>,
-    /// Assignable, Unassignable, Reviewable, Reviewing or Disposed.
-    pub status: String,
+    pub status: HitStatus,
     /// As MTurk lists them, odd values and all: `ops::coverage` sorts them,
     /// nothing here refuses them.
     pub requirements: Vec<Requirement>,
     /// What its HIT type is made of, when MTurk gave all of it (a HIT type
     /// like it can then be made, `coverage --fix`).
     pub properties: Option<HitProperties>,
+}
+
+/// Where a HIT is in its life, as MTurk names it. Which statuses count for
+/// what is asked of [`HitStatus::is_offered`] and
+/// [`HitStatus::may_have_submissions`], nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HitStatus {
+    /// Offered to workers: they can find, preview and accept it.
+    Assignable,
+    /// Every assignment is taken, some still being worked on.
+    Unassignable,
+    /// Every assignment is submitted, or the HIT expired.
+    Reviewable,
+    /// The requester marked it as being reviewed.
+    Reviewing,
+    /// Deleted, or disposed of 120 days after creation: ListHITs may still
+    /// name it for a while, but its assignments are gone.
+    Disposed,
+    /// A status this version does not know (or none), as MTurk wrote it:
+    /// MTurk may add one, and a HIT is never refused for it.
+    Other(String),
+}
+
+impl HitStatus {
+    /// Offered to workers now (Assignable): a HIT the lab's excluded
+    /// workers could take, so the one the unguarded count, the guard and
+    /// `coverage` look at.
+    pub fn is_offered(&self) -> bool {
+        matches!(self, HitStatus::Assignable)
+    }
+
+    /// May have submissions to exclude, now or later: anything not
+    /// Disposed, whatever the lab did with it since (an Unassignable HIT's
+    /// workers are still at work, a Reviewable or Reviewing one keeps its
+    /// submitted assignments), and a status this version does not know.
+    /// The HITs the watch and `subscribe --all-active` cover.
+    pub fn may_have_submissions(&self) -> bool {
+        !matches!(self, HitStatus::Disposed)
+    }
+
+    /// As MTurk writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HitStatus::Assignable => "Assignable",
+            HitStatus::Unassignable => "Unassignable",
+            HitStatus::Reviewable => "Reviewable",
+            HitStatus::Reviewing => "Reviewing",
+            HitStatus::Disposed => "Disposed",
+            HitStatus::Other(other) => other,
+        }
+    }
+}
+
+impl From<&str> for HitStatus {
+    fn from(status: &str) -> Self {
+        match status {
+            "Assignable" => HitStatus::Assignable,
+            "Unassignable" => HitStatus::Unassignable,
+            "Reviewable" => HitStatus::Reviewable,
+            "Reviewing" => HitStatus::Reviewing,
+            "Disposed" => HitStatus::Disposed,
+            other => HitStatus::Other(other.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for HitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One of a HIT's `QualificationRequirements`, values kept as given.
@@ -228,365 +191,12 @@ pub struct HitProperties {
     pub keywords: Option<String>,
 }
 
-fn requirement_from(r: &QualificationRequirement) -> Requirement {
-    // MTurk's older RequiredToPreview=true means what ActionsGuarded
-    // PreviewAndAccept says now; read it as that, so a HIT type made like
-    // this one (`coverage --fix`) guards the same actions.
-    #[allow(deprecated)]
-    let preview = r.required_to_preview() == Some(true);
-    let actions_guarded = r
-        .actions_guarded()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| preview.then(|| "PreviewAndAccept".to_owned()));
-    Requirement {
-        qualification_type_id: r.qualification_type_id().to_owned(),
-        comparator: r.comparator().as_str().to_owned(),
-        integer_values: r.integer_values().to_vec(),
-        locale_values: r
-            .locale_values()
-            .iter()
-            .map(|l| Locale {
-                country: l.country().to_owned(),
-                subdivision: l.subdivision().map(str::to_owned),
-            })
-            .collect(),
-        actions_guarded,
-    }
-}
-
-fn requirement_to(r: &Requirement) -> Result<QualificationRequirement, MturkError> {
-    let refused = |e: aws_sdk_mturk::error::BuildError| MturkError {
-        operation: "QualificationRequirement",
-        kind: MturkErrorKind::Rejected {
-            turk_error_code: None,
-        },
-        message: e.to_string(),
-        source: Some(Box::new(e)),
-    };
-    let mut locales = Vec::new();
-    for l in &r.locale_values {
-        locales.push(
-            SdkLocale::builder()
-                .country(&l.country)
-                .set_subdivision(l.subdivision.clone())
-                .build()
-                .map_err(refused)?,
-        );
-    }
-    QualificationRequirement::builder()
-        .qualification_type_id(&r.qualification_type_id)
-        .comparator(Comparator::from(r.comparator.as_str()))
-        .set_integer_values((!r.integer_values.is_empty()).then(|| r.integer_values.clone()))
-        .set_locale_values((!locales.is_empty()).then_some(locales))
-        .set_actions_guarded(r.actions_guarded.as_deref().map(HitAccessActions::from))
-        .build()
-        .map_err(refused)
-}
-
 /// What revoking came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
     Now,
     /// The worker did not hold the qualification (never granted, or already revoked).
     NotHeld,
-}
-
-fn hit_from(operation: &'static str, h: aws_sdk_mturk::types::Hit) -> Result<Hit, MturkError> {
-    let missing = |what: &str| MturkError {
-        operation,
-        kind: MturkErrorKind::Unusable,
-        message: format!("a HIT without {what}"),
-        source: None,
-    };
-    let requirements = h
-        .qualification_requirements()
-        .iter()
-        .map(requirement_from)
-        .collect();
-    let properties = match (
-        &h.title,
-        &h.description,
-        &h.reward,
-        h.assignment_duration_in_seconds,
-    ) {
-        (Some(title), Some(description), Some(reward), Some(duration)) => Some(HitProperties {
-            title: title.clone(),
-            description: description.clone(),
-            reward: reward.clone(),
-            assignment_duration_secs: duration,
-            auto_approval_delay_secs: h.auto_approval_delay_in_seconds,
-            keywords: h.keywords.clone(),
-        }),
-        _ => None,
-    };
-    Ok(Hit {
-        requirements,
-        properties,
-        hit_id: HitId::parse(h.hit_id.as_deref().ok_or_else(|| missing("HITId"))?)
-            .map_err(|e| MturkError::unusable(operation, e))?,
-        hit_type_id: HitTypeId::parse(
-            h.hit_type_id
-                .as_deref()
-                .ok_or_else(|| missing("HITTypeId"))?,
-        )
-        .map_err(|e| MturkError::unusable(operation, e))?,
-        title: h.title,
-        status: h
-            .hit_status
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
-    })
-}
-
-fn assignment_from(
-    operation: &'static str,
-    a: aws_sdk_mturk::types::Assignment,
-    hit_type_id: Option<&HitTypeId>,
-) -> Result<Assignment, MturkError> {
-    let missing = |what: &str| MturkError {
-        operation,
-        kind: MturkErrorKind::Unusable,
-        message: format!("an assignment without {what}"),
-        source: None,
-    };
-    let unusable = |e| MturkError::unusable(operation, e);
-    Ok(Assignment {
-        assignment_id: AssignmentId::parse(
-            a.assignment_id
-                .as_deref()
-                .ok_or_else(|| missing("AssignmentId"))?,
-        )
-        .map_err(unusable)?,
-        worker_id: WorkerId::parse(a.worker_id.as_deref().ok_or_else(|| missing("WorkerId"))?)
-            .map_err(unusable)?,
-        hit_id: HitId::parse(a.hit_id.as_deref().ok_or_else(|| missing("HITId"))?)
-            .map_err(unusable)?,
-        hit_type_id: hit_type_id.cloned(),
-        status: a
-            .assignment_status
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
-        submit_time: a.submit_time.and_then(|t| {
-            OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos()),
-            )
-            .ok()
-        }),
-    })
-}
-
-fn specification(
-    queue_url: &str,
-    events: &[EventType],
-) -> Result<NotificationSpecification, MturkError> {
-    NotificationSpecification::builder()
-        .destination(queue_url)
-        .transport(NotificationTransport::Sqs)
-        .version(NOTIFICATION_VERSION)
-        .set_event_types(Some(events.to_vec()))
-        .build()
-        .map_err(|e| MturkError {
-            operation: "NotificationSpecification",
-            kind: MturkErrorKind::Rejected {
-                turk_error_code: None,
-            },
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })
-}
-
-fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> MturkError
-where
-    E: ProvideErrorMetadata + TurkCoded + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let (kind, message) = match &err {
-        SdkError::ServiceError(ctx) => {
-            let e = ctx.err();
-            let code = e.code().unwrap_or_default();
-            let message = e.message().unwrap_or("no message").to_owned();
-            let turk_error_code = e.turk_error_code().map(str::to_owned);
-            let kind = if is_throttling(Some(code), Some(&message)) {
-                MturkErrorKind::Throttled
-            } else if DENIED_CODES.contains(&code) {
-                MturkErrorKind::Denied
-            } else if code == "ServiceFault" || code == "InternalFailure" || code.is_empty() {
-                // An empty code means a body we could not read as an MTurk
-                // error, such as a bare 5xx from a load balancer.
-                MturkErrorKind::Transient
-            } else {
-                MturkErrorKind::Rejected { turk_error_code }
-            };
-            let shown_code = e.turk_error_code().unwrap_or(code);
-            (kind, format!("{shown_code}: {}", bounded(&message)))
-        }
-        SdkError::TimeoutError(_) => (MturkErrorKind::Transient, "timed out".to_owned()),
-        SdkError::DispatchFailure(d) => (
-            MturkErrorKind::Transient,
-            format!("could not reach MTurk ({d:?})"),
-        ),
-        SdkError::ResponseError(_) => (MturkErrorKind::Transient, "unreadable response".to_owned()),
-        // The request was never sent because no credentials could be found.
-        SdkError::ConstructionFailure(_) if caused_by_credentials(&err) => (
-            MturkErrorKind::Denied,
-            DisplayErrorContext(&err).to_string(),
-        ),
-        _ => (
-            MturkErrorKind::Rejected {
-                turk_error_code: None,
-            },
-            err.to_string(),
-        ),
-    };
-    MturkError {
-        operation,
-        kind,
-        message,
-        source: Some(Box::new(err)),
-    }
-}
-
-/// The error codes AWS answers when it refuses the caller rather than the
-/// request (signature, token, identity, IAM).
-const DENIED_CODES: &[&str] = &[
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "AccessDeniedException",
-    "AccessDenied",
-];
-
-/// Whether a request could not be built for want of credentials.
-fn caused_by_credentials(err: &(dyn StdError + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
-/// How much of MTurk's own error text is kept: enough to read, bounded
-/// whatever the service answers.
-const MESSAGE_LIMIT: usize = 300;
-
-fn bounded(message: &str) -> String {
-    match message.char_indices().nth(MESSAGE_LIMIT) {
-        Some((cut, _)) => format!("{}\u{2026}", &message[..cut]),
-        None => message.to_owned(),
-    }
-}
-
-/// `text` with every occurrence of the worker's id replaced by `<worker>`.
-pub fn redact_worker(text: &str, worker: &WorkerId) -> String {
-    text.replace(worker.as_str(), "<worker>")
-}
-
-tokio::task_local! {
-    /// Until when a throttled call may wait for its next slot and try again.
-    static THROTTLE_DEADLINE: Instant;
-}
-
-tokio::task_local! {
-    /// Where the calls of one piece of work are counted, if anywhere.
-    static CALLS: Arc<CallCounter>;
-}
-
-#[derive(Default)]
-struct CallCounter {
-    sent: AtomicU64,
-    throttled: AtomicU64,
-}
-
-/// MTurk calls made by one piece of work (see [`counting_calls`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallCount {
-    /// Calls sent: each attempt, throttled ones included.
-    pub sent: u64,
-    /// Of those, how many MTurk throttled.
-    pub throttled: u64,
-}
-
-/// Runs `work`, counting the MTurk calls it makes (in its own task, as the
-/// handler's records are): the handler's metrics per invocation, exact even
-/// when several batches share one [`Mturk`] at once.
-pub async fn counting_calls<F: Future>(work: F) -> (F::Output, CallCount) {
-    let counter = Arc::new(CallCounter::default());
-    let output = CALLS.scope(counter.clone(), work).await;
-    let count = CallCount {
-        sent: counter.sent.load(Ordering::Relaxed),
-        throttled: counter.throttled.load(Ordering::Relaxed),
-    };
-    (output, count)
-}
-
-/// How long a throttled call keeps retrying when no deadline was set (the CLI).
-pub const THROTTLE_BUDGET: Duration = Duration::from_secs(120);
-
-/// Throttled calls are retried at most this often, whatever the time left.
-const MAX_THROTTLED_ATTEMPTS: u32 = 50;
-
-/// Runs `work` so that its throttled MTurk calls wait in the process for
-/// their next slot and try again, until `deadline`; only then does a call
-/// fail as [`MturkErrorKind::Throttled`]. Without it a call keeps retrying
-/// for [`THROTTLE_BUDGET`].
-pub async fn retrying_throttles_until<F: Future>(deadline: Instant, work: F) -> F::Output {
-    THROTTLE_DEADLINE.scope(deadline, work).await
-}
-
-fn throttle_deadline() -> Instant {
-    THROTTLE_DEADLINE
-        .try_with(|d| *d)
-        .unwrap_or_else(|_| Instant::now() + THROTTLE_BUDGET)
-}
-
-/// MTurk's throttling, as `classify` and the SDK's retry classifier see it.
-fn is_throttling(code: Option<&str>, message: Option<&str>) -> bool {
-    code.unwrap_or_default().contains("Throttl")
-        || message.unwrap_or_default().contains("Rate exceeded")
-}
-
-/// Keeps the SDK from retrying throttled MTurk calls. Those retries would
-/// go out unspaced, behind the limiter's back, and hide from it that MTurk
-/// is throttling until all attempts failed; `Mturk` retries them itself,
-/// each in a slot of the (then slower) limiter. Transient faults are still
-/// the SDK's to retry.
-#[derive(Debug)]
-pub(crate) struct ThrottlesGoToTheLimiter;
-
-impl ClassifyRetry for ThrottlesGoToTheLimiter {
-    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        let Some(Err(err)) = ctx.output_or_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        let Some(err) = err.as_operation_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        macro_rules! throttled {
-            ($($error:ty),* $(,)?) => {
-                $(if let Some(e) = err.downcast_ref::<$error>() {
-                    return if is_throttling(e.code(), e.message()) {
-                        RetryAction::RetryForbidden
-                    } else {
-                        RetryAction::NoActionIndicated
-                    };
-                })*
-            };
-        }
-        each_operation_error!(throttled);
-        RetryAction::NoActionIndicated
-    }
-
-    fn name(&self) -> &'static str {
-        "ThrottlesGoToTheLimiter"
-    }
 }
 
 #[derive(Clone)]
@@ -803,7 +413,7 @@ impl Mturk {
     }
 
     /// One HIT, with its HIT type. A disposed or unknown HIT is `Rejected`
-    /// with `AWS.MechanicalTurk.HITDoesNotExist`.
+    /// with `AWS.MechanicalTurk.HITDoesNotExist` ([`MturkError::is_hit_gone`]).
     pub async fn hit(&self, id: &HitId) -> Result<Hit, MturkError> {
         const OP: &str = "GetHIT";
         let out = self
@@ -1116,24 +726,23 @@ impl Mturk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_credential_types::provider::error::CredentialsError;
-    use aws_sdk_mturk::config::http::HttpResponse;
 
-    /// "No credentials" never reaches MTurk: the SDK fails to build the
-    /// request. It is a setup problem like a refused signature, told by its
-    /// type whatever the SDK's wording.
     #[test]
-    fn missing_credentials_are_denied() {
-        let err = SdkError::<GetAssignmentError, HttpResponse>::construction_failure(
-            CredentialsError::not_loaded("no profile, no environment variables"),
-        );
-        assert_eq!(classify("GetAssignment", err).kind, MturkErrorKind::Denied);
-        let other = SdkError::<GetAssignmentError, HttpResponse>::construction_failure(
-            std::io::Error::other("something else"),
-        );
-        assert!(matches!(
-            classify("GetAssignment", other).kind,
-            MturkErrorKind::Rejected { .. }
-        ));
+    fn only_assignable_is_offered_and_only_disposed_has_no_submissions() {
+        let asked = |s: &str| {
+            let status = HitStatus::from(s);
+            assert_eq!(status.as_str(), s, "kept as MTurk wrote it");
+            (status.is_offered(), status.may_have_submissions())
+        };
+        assert_eq!(asked("Assignable"), (true, true));
+        assert_eq!(asked("Unassignable"), (false, true));
+        assert_eq!(asked("Reviewable"), (false, true));
+        assert_eq!(asked("Reviewing"), (false, true));
+        assert_eq!(asked("Disposed"), (false, false));
+        // A status MTurk may add one day, or none at all: never offered
+        // as far as we know, and covered in case it has submissions.
+        assert_eq!(asked("Archived"), (false, true));
+        assert_eq!(asked(""), (false, true));
+        assert_eq!(HitStatus::from("Reviewing"), HitStatus::Reviewing);
     }
 }
