@@ -64,8 +64,37 @@ pub fn shown(raw: &str) -> String {
 macro_rules! mturk_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $example:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        ///
+        /// Serialized as its bare string, so a report that carries it prints
+        /// what a `String` would; deserialized through [`Self::parse`].
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
         pub struct $name(String);
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
 
         impl $name {
             pub fn parse(raw: &str) -> Result<Self, InvalidId> {
@@ -145,6 +174,19 @@ mod tests {
         assert!(err.to_string().contains("\\0\\n"), "{err}");
         // Non-ASCII letters are alphanumeric to Unicode but not to MTurk.
         assert!(HitId::parse("ÄBC").is_err());
+    }
+
+    #[test]
+    fn ids_serialize_as_their_bare_string_and_deserialize_only_when_valid() {
+        let hit = HitId::parse("3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN").unwrap();
+        assert_eq!(
+            serde_json::to_string(&hit).unwrap(),
+            r#""3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN""#
+        );
+        let back: HitId = serde_json::from_str(r#""3ZC62PVYDIVS0QE7NFAMN5S6YNQXXN""#).unwrap();
+        assert_eq!(back, hit);
+        let err = serde_json::from_str::<WorkerId>(r#""A1 B2""#).unwrap_err();
+        assert!(err.to_string().contains("worker id"), "{err}");
     }
 
     #[test]

@@ -72,10 +72,10 @@ pub struct BadRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
-    pub worker_id: Option<String>,
-    pub assignment_id: Option<String>,
-    pub hit_id: Option<String>,
-    pub hit_type_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
+    pub assignment_id: Option<AssignmentId>,
+    pub hit_id: Option<HitId>,
+    pub hit_type_id: Option<HitTypeId>,
     pub reason: String,
 }
 
@@ -84,7 +84,7 @@ impl Failure {
         Failure {
             worker_id: None,
             assignment_id: None,
-            hit_id: Some(hit.to_string()),
+            hit_id: Some(hit.clone()),
             hit_type_id: None,
             reason: e.to_string(),
         }
@@ -101,17 +101,17 @@ pub struct NotFound {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HitLine {
-    pub hit_id: String,
-    pub hit_type_id: String,
+    pub hit_id: HitId,
+    pub hit_type_id: HitTypeId,
     pub assignments: usize,
 }
 
 /// A released worker's participations that were kept released.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeptReleased {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// The participations kept released (absent for a worker named by hand).
-    pub assignment_ids: Vec<String>,
+    pub assignment_ids: Vec<AssignmentId>,
 }
 
 /// A file row whose WorkerId disagrees with who did that assignment
@@ -120,11 +120,11 @@ pub struct KeptReleased {
 pub struct Mismatch {
     pub file: String,
     pub line: u64,
-    pub assignment_id: String,
+    pub assignment_id: AssignmentId,
     /// What the row says.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// What the other source says.
-    pub other_worker_id: String,
+    pub other_worker_id: WorkerId,
     /// "ledger", "mturk" or "file" (two rows disagree).
     pub according_to: &'static str,
 }
@@ -147,8 +147,8 @@ pub struct Report {
     pub dry_run: bool,
     pub override_releases: bool,
     pub summary: Summary,
-    pub newly_excluded: Vec<String>,
-    pub already_excluded: Vec<String>,
+    pub newly_excluded: Vec<WorkerId>,
+    pub already_excluded: Vec<WorkerId>,
     pub kept_released: Vec<KeptReleased>,
     pub failed: Vec<Failure>,
     pub not_found: Vec<NotFound>,
@@ -232,8 +232,8 @@ pub async fn gather(
         match assignments {
             Ok(assignments) => {
                 report.hits.push(HitLine {
-                    hit_id: hit.hit_id.to_string(),
-                    hit_type_id: hit.hit_type_id.to_string(),
+                    hit_id: hit.hit_id.clone(),
+                    hit_type_id: hit.hit_type_id.clone(),
                     assignments: assignments.len(),
                 });
                 for a in assignments {
@@ -322,9 +322,9 @@ async fn trusted_rows(
     let mismatch = |row: &CsvParticipation, other: &WorkerId, according_to| Mismatch {
         file: row.file.clone(),
         line: row.line,
-        assignment_id: row.assignment.to_string(),
-        worker_id: row.worker.to_string(),
-        other_worker_id: other.to_string(),
+        assignment_id: row.assignment.clone(),
+        worker_id: row.worker.clone(),
+        other_worker_id: other.clone(),
         according_to,
     };
     // Assignment → the workers the files name for it.
@@ -408,7 +408,7 @@ async fn hits_to_walk(
                         worker_id: None,
                         assignment_id: None,
                         hit_id: None,
-                        hit_type_id: Some(t.to_string()),
+                        hit_type_id: Some(t.clone()),
                         reason: e.to_string(),
                     });
                 }
@@ -551,9 +551,9 @@ fn failure(worker: &WorkerId, item: &Item, reason: String) -> Failure {
         Item::ByHand => None,
     };
     Failure {
-        worker_id: Some(worker.to_string()),
-        assignment_id: p.map(|p| p.assignment_id.to_string()),
-        hit_id: p.map(|p| p.hit_id.to_string()),
+        worker_id: Some(worker.clone()),
+        assignment_id: p.map(|p| p.assignment_id.clone()),
+        hit_id: p.map(|p| p.hit_id.clone()),
         hit_type_id: None,
         reason,
     }
@@ -594,7 +594,7 @@ pub fn tally(report: &mut Report, results: Vec<WorkerResult>) {
     let mut results = results;
     results.sort_by(|a, b| a.worker.cmp(&b.worker));
     for r in results {
-        let worker = r.worker.to_string();
+        let worker = r.worker;
         report.summary.participations += r.outcomes.len() + r.failures.len();
         let any = |want: &[Outcome]| r.outcomes.iter().any(|(_, o)| want.contains(o));
         if any(&[Outcome::Excluded]) {
@@ -609,7 +609,7 @@ pub fn tally(report: &mut Report, results: Vec<WorkerResult>) {
                     .outcomes
                     .iter()
                     .filter(|(_, o)| *o == Outcome::KeptReleased)
-                    .filter_map(|(a, _)| a.as_ref().map(ToString::to_string))
+                    .filter_map(|(a, _)| a.clone())
                     .collect(),
             });
         }

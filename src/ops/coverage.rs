@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_mturk::types::Comparator;
 use serde::Serialize;
 
-use crate::ids::{HitTypeId, QualificationTypeId};
+use crate::ids::{HitId, HitTypeId, QualificationTypeId};
 use crate::ledger::{self, Ledger, LedgerError, SubscribedBy, Subscription};
 use crate::mturk::{Hit, Mturk, MturkError, Requirement};
 use crate::ops::subscribe;
@@ -189,8 +189,8 @@ impl From<&Subscription> for SubscriptionLine {
 /// One live HIT, as `coverage` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HitLine {
-    pub hit_id: String,
-    pub hit_type_id: String,
+    pub hit_id: HitId,
+    pub hit_type_id: HitTypeId,
     pub title: Option<String>,
     pub class: Class,
     pub odd_requirements: usize,
@@ -204,7 +204,7 @@ pub struct HitLine {
 /// What `coverage` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Survey {
-    pub qualification_type_id: String,
+    pub qualification_type_id: QualificationTypeId,
     /// Every HIT MTurk lists (live or not).
     pub counts: Counts,
     /// The live (Assignable) HITs, unguarded first.
@@ -230,8 +230,8 @@ pub async fn survey(
         .into_iter()
         .filter(|(h, _)| h.status.is_offered())
         .map(|(h, s)| HitLine {
-            hit_id: h.hit_id.to_string(),
-            hit_type_id: h.hit_type_id.to_string(),
+            hit_id: h.hit_id.clone(),
+            hit_type_id: h.hit_type_id.clone(),
             title: h.title.clone(),
             class: s.class,
             odd_requirements: s.odd_requirements,
@@ -244,7 +244,7 @@ pub async fn survey(
     // Unguarded first: they need the lab; stable within a class.
     live.sort_by_key(|l| std::cmp::Reverse(l.class == Class::Unguarded));
     Ok(Survey {
-        qualification_type_id: pool.to_string(),
+        qualification_type_id: pool.clone(),
         counts,
         live,
     })
@@ -262,9 +262,9 @@ pub enum SurveyError {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedType {
     /// The HIT type the HITs have now.
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     pub title: Option<String>,
-    pub hit_ids: Vec<String>,
+    pub hit_ids: Vec<HitId>,
     #[serde(skip)]
     hits: Vec<Hit>,
 }
@@ -272,8 +272,8 @@ pub struct PlannedType {
 /// A live unguarded HIT that cannot be guarded this way, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct CannotFix {
-    pub hit_id: String,
-    pub hit_type_id: String,
+    pub hit_id: HitId,
+    pub hit_type_id: HitTypeId,
     pub reason: String,
 }
 
@@ -304,8 +304,8 @@ pub fn plan_fix<'a>(
             continue;
         }
         let cannot = |reason: &str| CannotFix {
-            hit_id: hit.hit_id.to_string(),
-            hit_type_id: hit.hit_type_id.to_string(),
+            hit_id: hit.hit_id.clone(),
+            hit_type_id: hit.hit_type_id.clone(),
             reason: reason.to_owned(),
         };
         if hit.properties.is_none() {
@@ -323,12 +323,12 @@ pub fn plan_fix<'a>(
         let t = by_type
             .entry(hit.hit_type_id.clone())
             .or_insert_with(|| PlannedType {
-                hit_type_id: hit.hit_type_id.to_string(),
+                hit_type_id: hit.hit_type_id.clone(),
                 title: hit.title.clone(),
                 hit_ids: Vec::new(),
                 hits: Vec::new(),
             });
-        t.hit_ids.push(hit.hit_id.to_string());
+        t.hit_ids.push(hit.hit_id.clone());
         t.hits.push(hit.clone());
     }
     plan.hit_types = by_type.into_values().collect();
@@ -338,10 +338,10 @@ pub fn plan_fix<'a>(
 /// What fixing one HIT came to.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fixed {
-    pub hit_id: String,
-    pub old_hit_type_id: String,
+    pub hit_id: HitId,
+    pub old_hit_type_id: HitTypeId,
     /// The new HIT type, once MTurk made it.
-    pub new_hit_type_id: Option<String>,
+    pub new_hit_type_id: Option<HitTypeId>,
     /// The HIT now requires the pool's qualification.
     pub guarded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,7 +363,7 @@ pub struct FixReport {
 /// A subscribed HIT type whose backfill a fix marked due again.
 #[derive(Debug, Clone, Serialize)]
 pub struct MarkedDue {
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     /// The `due_mark` this fix wrote.
     #[serde(skip)]
     pub due_mark: u64,
@@ -413,7 +413,7 @@ pub async fn fix(
             Err(e) => {
                 for hit in &planned.hits {
                     report.hits.push(Fixed {
-                        hit_id: hit.hit_id.to_string(),
+                        hit_id: hit.hit_id.clone(),
                         old_hit_type_id: planned.hit_type_id.clone(),
                         new_hit_type_id: None,
                         guarded: false,
@@ -428,9 +428,9 @@ pub async fn fix(
             let result = mturk.update_hit_type_of_hit(&hit.hit_id, &new_type).await;
             moved += usize::from(result.is_ok());
             report.hits.push(Fixed {
-                hit_id: hit.hit_id.to_string(),
+                hit_id: hit.hit_id.clone(),
                 old_hit_type_id: planned.hit_type_id.clone(),
-                new_hit_type_id: Some(new_type.to_string()),
+                new_hit_type_id: Some(new_type.clone()),
                 guarded: result.is_ok(),
                 error: result.err().map(|e| e.to_string()),
             });
@@ -446,7 +446,7 @@ pub async fn fix(
                 Some(sub) if sub.active => {
                     if let Some(due_mark) = ledger.record_backfill_due(&new_type).await? {
                         report.marked_due.push(MarkedDue {
-                            hit_type_id: new_type.to_string(),
+                            hit_type_id: new_type.clone(),
                             due_mark,
                         });
                     }
@@ -461,7 +461,6 @@ pub async fn fix(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::HitId;
     use crate::mturk::Locale;
     use proptest::prelude::*;
 

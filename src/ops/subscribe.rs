@@ -27,7 +27,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Serialize, Debug, Clone)]
 pub struct HitTypeOutcome {
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     pub subscribed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -92,7 +92,7 @@ pub struct Report {
 
 #[derive(Serialize, Debug)]
 pub struct UnsubscribeOutcome {
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     pub unsubscribed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -154,7 +154,7 @@ pub async fn subscribe(
             .await?;
     }
     Ok(HitTypeOutcome {
-        hit_type_id: hit_type.to_string(),
+        hit_type_id: hit_type.clone(),
         subscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
         due_mark: None,
@@ -175,7 +175,7 @@ pub async fn subscribe_covering(
 ) -> Result<HitTypeOutcome, LedgerError> {
     if let Err(e) = mturk.subscribe(hit_type, queue_url).await {
         return Ok(HitTypeOutcome {
-            hit_type_id: hit_type.to_string(),
+            hit_type_id: hit_type.clone(),
             subscribed: false,
             error: Some(e.to_string()),
             due_mark: None,
@@ -195,7 +195,7 @@ pub async fn subscribe_covering(
             if !sub.active {
                 let undone = mturk.unsubscribe(hit_type).await;
                 return Ok(HitTypeOutcome {
-                    hit_type_id: hit_type.to_string(),
+                    hit_type_id: hit_type.clone(),
                     subscribed: false,
                     error: Some(match undone {
                         Ok(()) => "the lab unsubscribed this HIT type meanwhile; left unsubscribed".into(),
@@ -207,7 +207,7 @@ pub async fn subscribe_covering(
         }
     }
     Ok(HitTypeOutcome {
-        hit_type_id: hit_type.to_string(),
+        hit_type_id: hit_type.clone(),
         subscribed: true,
         error: None,
         due_mark: recorded,
@@ -233,7 +233,7 @@ pub async fn unsubscribe(
     ledger.record_unsubscribed(hit_type).await?;
     let refused = mturk.unsubscribe(hit_type).await.err();
     Ok(UnsubscribeOutcome {
-        hit_type_id: hit_type.to_string(),
+        hit_type_id: hit_type.clone(),
         unsubscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
     })

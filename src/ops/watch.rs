@@ -316,17 +316,14 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 /// and the backfill is left due for the next run).
 fn own_marks(marks: &mut HashMap<HitTypeId, Option<u64>>, fixed: &coverage::FixReport) {
     for s in &fixed.subscribed {
-        if let (Some(mark), Ok(t)) = (s.due_mark, HitTypeId::parse(&s.hit_type_id)) {
-            marks.insert(t, Some(mark));
+        if let Some(mark) = s.due_mark {
+            marks.insert(s.hit_type_id.clone(), Some(mark));
         }
     }
     for m in &fixed.marked_due {
-        let Ok(t) = HitTypeId::parse(&m.hit_type_id) else {
-            continue;
-        };
-        let read = marks.get(&t).copied().flatten().unwrap_or(0);
+        let read = marks.get(&m.hit_type_id).copied().flatten().unwrap_or(0);
         if m.due_mark == read + 1 {
-            marks.insert(t, Some(m.due_mark));
+            marks.insert(m.hit_type_id.clone(), Some(m.due_mark));
         }
     }
 }
@@ -387,23 +384,18 @@ async fn guard(
                 .errors
                 .push(format!("guarding HIT {}: {e}", f.hit_id));
         }
-        let Some(new_type) = f.new_hit_type_id.as_deref().filter(|_| f.guarded) else {
+        let Some(new_type) = f.new_hit_type_id.as_ref().filter(|_| f.guarded) else {
             continue;
         };
-        if let Some((hit, _)) = sorted
-            .iter_mut()
-            .find(|(h, _)| h.hit_id.as_str() == f.hit_id)
-        {
-            if let Ok(t) = HitTypeId::parse(new_type) {
-                hit.hit_type_id = t;
-                hit.requirements
-                    .push(coverage::pool_requirement(&lab.qualification));
-            }
+        if let Some((hit, _)) = sorted.iter_mut().find(|(h, _)| h.hit_id == f.hit_id) {
+            hit.hit_type_id = new_type.clone();
+            hit.requirements
+                .push(coverage::pool_requirement(&lab.qualification));
         }
     }
     for s in &fixed.subscribed {
         if s.subscribed {
-            report.hit_types_subscribed.push(s.hit_type_id.clone());
+            report.hit_types_subscribed.push(s.hit_type_id.to_string());
         } else if let Some(e) = &s.error {
             report
                 .errors

@@ -236,7 +236,7 @@ fn print_plan(plan: &FixPlan, qualification: &str) {
             "Plan: HIT type {} (\"{}\"): a new HIT type with the same properties plus {qualification} DoesNotExist (DiscoverPreviewAndAccept); move HIT {} to it; subscribe it.",
             t.hit_type_id,
             t.title.as_deref().unwrap_or(""),
-            t.hit_ids.join(", HIT ")
+            super::exclude::joined(&t.hit_ids, ", HIT ")
         );
     }
     for c in &plan.cannot {

@@ -219,13 +219,21 @@ fn workers(n: usize) -> String {
     }
 }
 
+/// Ids one after the other, as a `String` list's `join` would.
+pub(crate) fn joined(ids: &[impl AsRef<str>], separator: &str) -> String {
+    ids.iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 /// Lists ids inline when there are few enough to read.
-fn few(ids: &[String]) -> String {
+fn few(ids: &[WorkerId]) -> String {
     const SHOWN: usize = 20;
     if ids.is_empty() {
         String::new()
     } else if ids.len() <= SHOWN {
-        format!(": {}", ids.join(", "))
+        format!(": {}", joined(ids, ", "))
     } else {
         " (--json lists them)".into()
     }
@@ -297,7 +305,7 @@ fn print(report: &Report, json: bool) -> Result<(), CliError> {
                 println!(
                     "  {} (assignments {})",
                     k.worker_id,
-                    k.assignment_ids.join(", ")
+                    joined(&k.assignment_ids, ", ")
                 );
             }
         }
