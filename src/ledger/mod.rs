@@ -21,7 +21,7 @@
 //!   path was last proven; `status` lists them. One made by the watch or a
 //!   fix carries `subscribed_by` and `backfill_due` until its earlier
 //!   submissions are excluded (`backfilled_at`); HITs moved into a
-//!   subscribed type mark its backfill due again, and `due_mark` counts the
+//!   subscribed type mark its backfill due again, and `due_generation` counts the
 //!   marks. A record marked inactive is the lab's `unsubscribe`, which the
 //!   watch never undoes.
 //! - [`heartbeat`]: `HEARTBEAT` / `<received_at>#<event doc id>`, a test

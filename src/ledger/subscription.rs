@@ -6,7 +6,7 @@
 //!   proven; `status` lists them. One made by the watch or a fix carries
 //!   `subscribed_by` and `backfill_due` until its earlier submissions are
 //!   excluded (`backfilled_at`); HITs moved into a subscribed type mark its
-//!   backfill due again, and `due_mark` counts the marks. A record marked
+//!   backfill due again, and `due_generation` counts the marks. A record marked
 //!   inactive is the lab's `unsubscribe`, which the watch never undoes.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -32,9 +32,11 @@ const BACKFILLED_AT: &str = "backfilled_at";
 /// records itself done only if the count is still what it read before it
 /// listed the HITs: one marked due meanwhile (a HIT moved into the type)
 /// stays due.
-const DUE_MARK: &str = "due_mark";
-/// The `due_mark` a covering subscription is recorded with.
-const FIRST_DUE_MARK: u64 = 1;
+/// The backfill's generation: how often it was marked due. Stored as
+/// `due_mark`, the attribute's name since the first version.
+const DUE_GENERATION: &str = "due_mark";
+/// The `due_generation` a covering subscription is recorded with.
+const FIRST_DUE_GENERATION: u64 = 1;
 
 /// Who pointed a HIT type at the queue ("lab" or "watch" in JSON and text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -80,7 +82,7 @@ pub struct Subscription {
     /// How many times the backfill was marked due (`None` for records
     /// written before it was counted): what a backfill checks it is still
     /// current against when it records itself done.
-    pub due_mark: Option<u64>,
+    pub due_generation: Option<u64>,
     pub backfilled_at: Option<OffsetDateTime>,
 }
 
@@ -131,7 +133,7 @@ impl Ledger {
 
     /// Records a subscription that covers a HIT type nobody had subscribed
     /// (the watch, `coverage --fix`), with its backfill due. Only where the
-    /// ledger has no record of the HIT type: returns the `due_mark` written,
+    /// ledger has no record of the HIT type: returns the `due_generation` written,
     /// or `None` when it had one (the lab subscribed or unsubscribed it
     /// meanwhile), and nothing is written.
     pub async fn record_covering_subscription(
@@ -158,11 +160,11 @@ impl Ledger {
             )
             .item(SUBSCRIBED_BY, s(by.as_str()))
             .item(BACKFILL_DUE, AttributeValue::Bool(true))
-            .item(DUE_MARK, n(FIRST_DUE_MARK))
+            .item(DUE_GENERATION, n(FIRST_DUE_GENERATION))
             .condition_expression(format!("attribute_not_exists({PK})"))
             .send()
             .await;
-        Ok(unless_condition_failed(OP, result)?.map(|_| FIRST_DUE_MARK))
+        Ok(unless_condition_failed(OP, result)?.map(|_| FIRST_DUE_GENERATION))
     }
 
     /// Marks an active subscription's backfill due again: HITs with
@@ -180,7 +182,9 @@ impl Ledger {
             .table_name(&self.table)
             .key(PK, s(SUBSCRIPTION_PK))
             .key(SK, s(hit_type.as_str()))
-            .update_expression(format!("SET {BACKFILL_DUE} = :due ADD {DUE_MARK} :one"))
+            .update_expression(format!(
+                "SET {BACKFILL_DUE} = :due ADD {DUE_GENERATION} :one"
+            ))
             .condition_expression(format!(
                 "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
             ))
@@ -189,20 +193,23 @@ impl Ledger {
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
-        Ok(unless_condition_failed(OP, result)?
-            .and_then(|out| out.attributes.as_ref().and_then(|a| get_n(a, DUE_MARK))))
+        Ok(unless_condition_failed(OP, result)?.and_then(|out| {
+            out.attributes
+                .as_ref()
+                .and_then(|a| get_n(a, DUE_GENERATION))
+        }))
     }
 
     /// Notes that a covering subscription's earlier submissions are all
     /// excluded: written only once they are, so a run stopped halfway leaves
     /// the backfill due for the next; and only if its backfill was not
-    /// marked due again since the backfill read `due_mark` (before listing
+    /// marked due again since the backfill read `due_generation` (before listing
     /// the HITs it went through), so a HIT moved in meanwhile is not passed
     /// over. Returns whether it was recorded.
     pub async fn record_backfilled(
         &self,
         hit_type: &HitTypeId,
-        due_mark: Option<u64>,
+        due_generation: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<bool, LedgerError> {
         const OP: &str = "UpdateItem(subscription backfilled)";
@@ -214,12 +221,14 @@ impl Ledger {
             .key(SK, s(hit_type.as_str()))
             .update_expression(format!("SET {BACKFILLED_AT} = :at REMOVE {BACKFILL_DUE}"))
             .expression_attribute_values(":at", s(stamp(now)));
-        let update = match due_mark {
+        let update = match due_generation {
             Some(mark) => update
-                .condition_expression(format!("attribute_exists({PK}) AND {DUE_MARK} = :mark"))
+                .condition_expression(format!(
+                    "attribute_exists({PK}) AND {DUE_GENERATION} = :mark"
+                ))
                 .expression_attribute_values(":mark", n(mark)),
             None => update.condition_expression(format!(
-                "attribute_exists({PK}) AND attribute_not_exists({DUE_MARK})"
+                "attribute_exists({PK}) AND attribute_not_exists({DUE_GENERATION})"
             )),
         };
         Ok(unless_condition_failed(OP, update.send().await)?.is_some())
@@ -305,7 +314,7 @@ fn subscription_from(op: &'static str, i: &Item) -> Result<Subscription, LedgerE
             _ => SubscribedBy::Lab,
         },
         backfill_due: matches!(i.get(BACKFILL_DUE), Some(AttributeValue::Bool(true))),
-        due_mark: get_n(i, DUE_MARK),
+        due_generation: get_n(i, DUE_GENERATION),
         backfilled_at: get_time(op, i, BACKFILLED_AT)?,
     })
 }

@@ -364,9 +364,9 @@ pub struct FixReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct MarkedDue {
     pub hit_type_id: HitTypeId,
-    /// The `due_mark` this fix wrote.
+    /// The `due_generation` this fix wrote.
     #[serde(skip)]
-    pub due_mark: u64,
+    pub due_generation: u64,
 }
 
 impl FixReport {
@@ -444,10 +444,10 @@ pub async fn fix(
                     subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by).await?,
                 ),
                 Some(sub) if sub.active => {
-                    if let Some(due_mark) = ledger.record_backfill_due(&new_type).await? {
+                    if let Some(due_generation) = ledger.record_backfill_due(&new_type).await? {
                         report.marked_due.push(MarkedDue {
                             hit_type_id: new_type.clone(),
-                            due_mark,
+                            due_generation,
                         });
                     }
                 }

@@ -31,11 +31,11 @@ pub struct HitTypeOutcome {
     pub subscribed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The `due_mark` this call wrote with the ledger's record (a covering
+    /// The `due_generation` this call wrote with the ledger's record (a covering
     /// subscription, its backfill due): the watch's own backfill of it in
     /// the same run is then current.
     #[serde(skip)]
-    pub due_mark: Option<u64>,
+    pub due_generation: Option<u64>,
 }
 
 /// Where the test event got stuck.
@@ -157,7 +157,7 @@ pub async fn subscribe(
         hit_type_id: hit_type.clone(),
         subscribed: refused.is_none(),
         error: refused.map(|e| e.to_string()),
-        due_mark: None,
+        due_generation: None,
     })
 }
 
@@ -178,7 +178,7 @@ pub async fn subscribe_covering(
             hit_type_id: hit_type.clone(),
             subscribed: false,
             error: Some(e.to_string()),
-            due_mark: None,
+            due_generation: None,
         });
     }
     let recorded = ledger
@@ -201,7 +201,7 @@ pub async fn subscribe_covering(
                         Ok(()) => "the lab unsubscribed this HIT type meanwhile; left unsubscribed".into(),
                         Err(e) => format!("the lab unsubscribed this HIT type meanwhile, and turning its notifications off again failed ({e}); run `mturk-exclusion unsubscribe {hit_type}`"),
                     }),
-                    due_mark: None,
+                    due_generation: None,
                 });
             }
         }
@@ -210,7 +210,7 @@ pub async fn subscribe_covering(
         hit_type_id: hit_type.clone(),
         subscribed: true,
         error: None,
-        due_mark: recorded,
+        due_generation: recorded,
     })
 }
 

@@ -24,20 +24,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, Env};
-use crate::exclusion::{Outcome, Releases};
+use crate::exclusion::Releases;
 use crate::ids::HitTypeId;
 use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchCounts, WatchRun};
 use crate::metrics::{Document, Unit};
 use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
-use crate::ops::backfill::{self, Gathered, Item};
+use crate::ops::backfill;
+use crate::ops::backfill::engine::{self, Gathered, Listed, NotStarted};
 use crate::ops::coverage::{self, Class, Counts, Sorted};
-use crate::ops::{subscribe, Lab};
+use crate::ops::{subscribe, Lab, Quiet};
 
 /// What a run is told (the function's environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,15 +164,14 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     // Read before the HITs are listed: a backfill goes through the HITs
     // this run listed, so one marked due after that (a HIT moved into its
     // type by `coverage --fix`) must not record itself done. Each backfill's
-    // mark is checked against this read, or against this run's own writes
-    // (its subscriptions and guard).
-    let mut subscriptions = match read_subscriptions(lab, &mut report).await {
-        Some(subs) => subs,
-        None => return report,
+    // generation is checked against this read, or against this run's own
+    // writes (its subscriptions and guard).
+    let Some(mut subscriptions) = read_subscriptions(lab, &mut report).await else {
+        return report;
     };
-    let mut marks: HashMap<HitTypeId, Option<u64>> = subscriptions
+    let mut generations: Generations = subscriptions
         .iter()
-        .map(|(t, s)| (t.clone(), s.due_mark))
+        .map(|(t, s)| (t.clone(), s.due_generation))
         .collect();
     let hits = match lab.mturk.hits().await {
         Ok(hits) => hits,
@@ -185,12 +184,12 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     if settings.guard_unguarded && counts.live_unguarded > 0 {
         let guarded = guard(lab, settings, &mut sorted, &mut report).await;
         if let Some(fixed) = &report.guarded {
-            own_marks(&mut marks, fixed);
+            own_generations(&mut generations, fixed);
             // Read again: the guard subscribed and marked HIT types.
-            subscriptions = match read_subscriptions(lab, &mut report).await {
-                Some(subs) => subs,
-                None => return report,
+            let Some(read) = read_subscriptions(lab, &mut report).await else {
+                return report;
             };
+            subscriptions = read;
         }
         // What moved is sorted again: it now requires the pool's qualification.
         let hits = sorted.into_iter().map(|(h, _)| h).collect();
@@ -204,126 +203,266 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     }
     report.counts = counts;
     report.live_unguarded = unguarded_lines(&sorted);
+    let cover = Cover {
+        lab,
+        settings,
+        deadline,
+    };
+    if let Some(due) = cover
+        .subscribe_new(&sorted, &subscriptions, &mut generations, &mut report)
+        .await
+    {
+        cover
+            .backfill_due(&sorted, &due, &generations, &mut report)
+            .await;
+    }
+    record_run(lab, report).await
+}
 
-    // The HIT types to cover, in the order MTurk listed their HITs.
-    let mut seen = HashSet::new();
-    let mut due: Vec<HitTypeId> = Vec::new();
-    for (hit, s) in &sorted {
-        let t = &hit.hit_type_id;
-        if !seen.insert(t.clone()) {
-            continue;
-        }
-        match s.class {
-            Class::OtherList => continue,
-            Class::Unguarded if !settings.cover_unguarded => {
-                report.unguarded_not_covered.push(t.to_string());
+/// Each HIT type's backfill generation as this run knows it: read before
+/// the HITs were listed, or written by the run itself.
+type Generations = HashMap<HitTypeId, Option<u64>>;
+
+/// What one run covers with: the lab, the function's settings, and the
+/// time after which it starts no work.
+struct Cover<'a> {
+    lab: &'a Lab,
+    settings: &'a Settings,
+    deadline: Instant,
+}
+
+impl Cover<'_> {
+    /// Subscribes the HIT types the ledger has no record of, in the order
+    /// MTurk listed their HITs, and returns every HIT type whose backfill is
+    /// due; `None` when a subscription could not be recorded (the run stops).
+    async fn subscribe_new(
+        &self,
+        sorted: &[(Hit, Sorted)],
+        subscriptions: &HashMap<HitTypeId, Subscription>,
+        generations: &mut Generations,
+        report: &mut Report,
+    ) -> Option<Vec<HitTypeId>> {
+        let mut seen = HashSet::new();
+        let mut due: Vec<HitTypeId> = Vec::new();
+        for (hit, s) in sorted {
+            let t = &hit.hit_type_id;
+            if !seen.insert(t.clone()) {
                 continue;
             }
-            Class::Ours | Class::Unguarded => {}
-        }
-        match subscriptions.get(t) {
-            // The lab's `unsubscribe` stands.
-            Some(sub) if !sub.active => report.left_unsubscribed.push(t.to_string()),
-            Some(sub) if sub.backfill_due => due.push(t.clone()),
-            Some(_) => {}
-            None => {
-                if Instant::now() >= deadline {
+            match s.class {
+                Class::OtherList => continue,
+                Class::Unguarded if !self.settings.cover_unguarded => {
+                    report.unguarded_not_covered.push(t.to_string());
+                    continue;
+                }
+                Class::Ours | Class::Unguarded => {}
+            }
+            match subscriptions.get(t) {
+                // The lab's `unsubscribe` stands.
+                Some(sub) if !sub.active => report.left_unsubscribed.push(t.to_string()),
+                Some(sub) if sub.backfill_due => due.push(t.clone()),
+                Some(_) => {}
+                None if Instant::now() >= self.deadline => {
                     report.stopped_at_deadline = true;
                     break;
                 }
-                match subscribe::subscribe_covering(
-                    &lab.mturk,
-                    &lab.ledger,
-                    t,
-                    &settings.queue_url,
-                    SubscribedBy::Watch,
-                )
-                .await
-                {
-                    Ok(outcome) if outcome.subscribed => {
-                        if let Some(mark) = outcome.due_mark {
-                            marks.insert(t.clone(), Some(mark));
-                        }
-                        report.hit_types_subscribed.push(t.to_string());
-                        due.push(t.clone());
-                    }
-                    Ok(outcome) => report.errors.push(format!(
-                        "subscribing HIT type {t}: {}",
-                        outcome.error.unwrap_or_default()
-                    )),
-                    Err(e) => {
-                        // Subscribed on MTurk but not recorded: the next run
-                        // finds no record and subscribes (harmlessly) again.
-                        report.errors.push(format!("recording HIT type {t}: {e}"));
-                        return finish(lab, report).await;
+                None => {
+                    if !self.subscribe(t, generations, &mut due, report).await {
+                        return None;
                     }
                 }
             }
         }
-    }
-    // Backfills still due for HIT types with no HIT listed any more (or not
-    // covered now): nothing MTurk can list is left of them but their record.
-    for sub in subscriptions.values() {
-        if sub.active && sub.backfill_due && !seen.contains(&sub.hit_type_id) {
-            due.push(sub.hit_type_id.clone());
+        // Backfills still due for HIT types with no HIT listed any more (or
+        // not covered now): nothing MTurk can list is left of them but their record.
+        for sub in subscriptions.values() {
+            if sub.active && sub.backfill_due && !seen.contains(&sub.hit_type_id) {
+                due.push(sub.hit_type_id.clone());
+            }
         }
+        Some(due)
     }
 
-    let mut hits_of: HashMap<&HitTypeId, Vec<&Hit>> = HashMap::new();
-    for (hit, _) in &sorted {
-        hits_of.entry(&hit.hit_type_id).or_default().push(hit);
-    }
-    for (i, t) in due.iter().enumerate() {
-        if Instant::now() >= deadline {
-            report.stopped_at_deadline = true;
-            report
-                .backfill_left
-                .extend(due[i..].iter().map(ToString::to_string));
-            break;
-        }
-        let hits = hits_of.get(t).cloned().unwrap_or_default();
-        let done = backfill_type(lab, settings, t, &hits, deadline, &mut report).await;
-        if !done {
-            report.backfill_left.push(t.to_string());
-            continue;
-        }
-        let mark = marks.get(t).copied().flatten();
-        match lab
-            .ledger
-            .record_backfilled(t, mark, OffsetDateTime::now_utc())
-            .await
+    /// Subscribes one HIT type nobody subscribed, its backfill due; false
+    /// when MTurk took it but the ledger did not record it.
+    async fn subscribe(
+        &self,
+        t: &HitTypeId,
+        generations: &mut Generations,
+        due: &mut Vec<HitTypeId>,
+        report: &mut Report,
+    ) -> bool {
+        let lab = self.lab;
+        match subscribe::subscribe_covering(
+            &lab.mturk,
+            &lab.ledger,
+            t,
+            &self.settings.queue_url,
+            SubscribedBy::Watch,
+        )
+        .await
         {
-            Ok(true) => report.backfilled_hit_types.push(t.to_string()),
-            // Marked due again since this run listed its HITs.
-            Ok(false) => report.backfill_left.push(t.to_string()),
+            Ok(outcome) if outcome.subscribed => {
+                if let Some(generation) = outcome.due_generation {
+                    generations.insert(t.clone(), Some(generation));
+                }
+                report.hit_types_subscribed.push(t.to_string());
+                due.push(t.clone());
+                true
+            }
+            Ok(outcome) => {
+                report.errors.push(format!(
+                    "subscribing HIT type {t}: {}",
+                    outcome.error.unwrap_or_default()
+                ));
+                true
+            }
             Err(e) => {
-                report
-                    .errors
-                    .push(format!("recording HIT type {t}'s backfill as done: {e}"));
-                report
-                    .backfill_left
-                    .extend(due[i..].iter().map(ToString::to_string));
-                return finish(lab, report).await;
+                // Subscribed on MTurk but not recorded: the next run finds
+                // no record and subscribes (harmlessly) again.
+                report.errors.push(format!("recording HIT type {t}: {e}"));
+                false
             }
         }
     }
-    finish(lab, report).await
+
+    /// Backfills each HIT type in `due`, and records as done each one all
+    /// of whose submissions are settled, unless marked due again since.
+    async fn backfill_due(
+        &self,
+        sorted: &[(Hit, Sorted)],
+        due: &[HitTypeId],
+        generations: &Generations,
+        report: &mut Report,
+    ) {
+        let mut hits_of: HashMap<&HitTypeId, Vec<&Hit>> = HashMap::new();
+        for (hit, _) in sorted {
+            hits_of.entry(&hit.hit_type_id).or_default().push(hit);
+        }
+        for (i, t) in due.iter().enumerate() {
+            if Instant::now() >= self.deadline {
+                report.stopped_at_deadline = true;
+                report
+                    .backfill_left
+                    .extend(due[i..].iter().map(ToString::to_string));
+                return;
+            }
+            let hits = hits_of.get(t).cloned().unwrap_or_default();
+            if !self.backfill_type(t, &hits, report).await {
+                report.backfill_left.push(t.to_string());
+                continue;
+            }
+            let generation = generations.get(t).copied().flatten();
+            match self
+                .lab
+                .ledger
+                .record_backfilled(t, generation, OffsetDateTime::now_utc())
+                .await
+            {
+                Ok(true) => report.backfilled_hit_types.push(t.to_string()),
+                // Marked due again since this run listed its HITs.
+                Ok(false) => report.backfill_left.push(t.to_string()),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("recording HIT type {t}'s backfill as done: {e}"));
+                    report
+                        .backfill_left
+                        .extend(due[i..].iter().map(ToString::to_string));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Excludes the workers of one HIT type's HITs through the backfill
+    /// engine. True when every assignment MTurk listed is settled
+    /// (recorded, excluded or kept released), so the backfill may be
+    /// recorded as done.
+    async fn backfill_type(
+        &self,
+        hit_type: &HitTypeId,
+        hits: &[&Hit],
+        report: &mut Report,
+    ) -> bool {
+        let lab = self.lab;
+        let mut gathered = Gathered::new();
+        let mut listed = HashMap::new();
+        for hit in hits {
+            if Instant::now() >= self.deadline {
+                report.stopped_at_deadline = true;
+                return false;
+            }
+            match engine::submissions_of(lab, hit, |_| {}).await {
+                Ok(Listed::Assignments(assignments)) => {
+                    engine::add_listed(&mut gathered, &mut listed, assignments);
+                }
+                Ok(Listed::Gone) => {}
+                Err(e) => {
+                    report.errors.push(format!(
+                        "listing the assignments of HIT {} (HIT type {hit_type}): {e}",
+                        hit.hit_id
+                    ));
+                    return false;
+                }
+            }
+        }
+        let options = backfill::Options {
+            dry_run: false,
+            releases: Releases::Respect,
+            concurrency: self.settings.concurrency,
+            deadline: Some(self.deadline),
+        };
+        let results = engine::exclude_all(lab, gathered, options, &Quiet).await;
+        let tally = engine::tally(&results);
+        report.submissions_backfilled += tally.recorded();
+        report.newly_excluded += tally.excluded;
+        report.kept_released += tally.kept_released;
+        let mut done = true;
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        for r in results {
+            if r.not_started == Some(NotStarted::Deadline) {
+                // Not a failure: the next run goes on.
+                report.stopped_at_deadline = true;
+                done = false;
+                continue;
+            }
+            if !r.failures.is_empty() {
+                done = false;
+                for f in r.failures {
+                    // Worker ids stay out of the function's logs.
+                    let reason = f.reason.replace(r.worker.as_str(), "<worker>");
+                    *failures.entry(reason).or_default() += 1;
+                }
+            }
+        }
+        for (reason, n) in failures {
+            report.errors.push(format!(
+                "backfilling HIT type {hit_type}: {n} submission(s) not settled: {reason}"
+            ));
+        }
+        done
+    }
 }
 
-/// Takes the marks a guard wrote as current: a HIT type it subscribed
-/// (recorded with the first mark), and one it marked due again, when no one
-/// else marked it since this run read its mark (else the read one stays,
-/// and the backfill is left due for the next run).
-fn own_marks(marks: &mut HashMap<HitTypeId, Option<u64>>, fixed: &coverage::FixReport) {
+/// Takes the generations a guard wrote as current: a HIT type it subscribed
+/// (recorded with the first generation), and one it marked due again, when
+/// no one else marked it since this run read its generation (else the read
+/// one stays, and the backfill is left due for the next run).
+fn own_generations(generations: &mut Generations, fixed: &coverage::FixReport) {
     for s in &fixed.subscribed {
-        if let Some(mark) = s.due_mark {
-            marks.insert(s.hit_type_id.clone(), Some(mark));
+        if let Some(generation) = s.due_generation {
+            generations.insert(s.hit_type_id.clone(), Some(generation));
         }
     }
     for m in &fixed.marked_due {
-        let read = marks.get(&m.hit_type_id).copied().flatten().unwrap_or(0);
-        if m.due_mark == read + 1 {
-            marks.insert(m.hit_type_id.clone(), Some(m.due_mark));
+        let read = generations
+            .get(&m.hit_type_id)
+            .copied()
+            .flatten()
+            .unwrap_or(0);
+        if m.due_generation == read + 1 {
+            generations.insert(m.hit_type_id.clone(), Some(m.due_generation));
         }
     }
 }
@@ -406,101 +545,9 @@ async fn guard(
     Ok(())
 }
 
-/// Excludes the workers of one HIT type's HITs. True when every assignment
-/// MTurk listed is settled (recorded, excluded or kept released), so the
-/// backfill may be recorded as done.
-async fn backfill_type(
-    lab: &Lab,
-    settings: &Settings,
-    hit_type: &HitTypeId,
-    hits: &[&Hit],
-    deadline: Instant,
-    report: &mut Report,
-) -> bool {
-    let mut gathered = Gathered::new();
-    for hit in hits {
-        if Instant::now() >= deadline {
-            report.stopped_at_deadline = true;
-            return false;
-        }
-        match lab.mturk.assignments_for_hit(hit, |_| {}).await {
-            Ok(assignments) => {
-                for a in assignments {
-                    gathered
-                        .entry(a.worker_id.clone())
-                        .or_default()
-                        .push(Item::Participation(backfill::participation_of(a)));
-                }
-            }
-            // Disposed since it was listed: nothing of it can be listed any more.
-            Err(e) if e.is_hit_gone() => {}
-            Err(e) => {
-                report.errors.push(format!(
-                    "listing the assignments of HIT {} (HIT type {hit_type}): {e}",
-                    hit.hit_id
-                ));
-                return false;
-            }
-        }
-    }
-    let options = backfill::Options {
-        dry_run: false,
-        releases: Releases::Respect,
-        concurrency: settings.concurrency,
-    };
-    let results: Vec<Option<backfill::WorkerResult>> = stream::iter(gathered)
-        .map(|(worker, items)| async move {
-            // No worker is started after the deadline; one started finishes.
-            if Instant::now() >= deadline {
-                None
-            } else {
-                Some(backfill::exclude_worker(lab, worker, items, options).await)
-            }
-        })
-        .buffer_unordered(settings.concurrency.max(1))
-        .collect()
-        .await;
-    let mut done = true;
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    for r in results {
-        let Some(r) = r else {
-            report.stopped_at_deadline = true;
-            done = false;
-            continue;
-        };
-        for (_, outcome) in &r.outcomes {
-            match outcome {
-                Outcome::Duplicate => {}
-                Outcome::Excluded => {
-                    report.submissions_backfilled += 1;
-                    report.newly_excluded += 1;
-                }
-                Outcome::AlreadyExcluded => report.submissions_backfilled += 1,
-                Outcome::KeptReleased => {
-                    report.submissions_backfilled += 1;
-                    report.kept_released += 1;
-                }
-            }
-        }
-        if !r.failures.is_empty() {
-            done = false;
-            for f in r.failures {
-                // Worker ids stay out of the function's logs.
-                let reason = f.reason.replace(r.worker.as_str(), "<worker>");
-                *failures.entry(reason).or_default() += 1;
-            }
-        }
-    }
-    for (reason, n) in failures {
-        report.errors.push(format!(
-            "backfilling HIT type {hit_type}: {n} submission(s) not settled: {reason}"
-        ));
-    }
-    done
-}
-
-/// The run's heartbeat: what it counted and the live unguarded HITs.
-async fn finish(lab: &Lab, mut report: Report) -> Report {
+/// Writes the run's record (its heartbeat): what it counted and the live
+/// unguarded HITs.
+async fn record_run(lab: &Lab, mut report: Report) -> Report {
     let run = WatchRun {
         ran_at: Some(OffsetDateTime::now_utc()),
         counts: WatchCounts {

@@ -63,6 +63,7 @@ fn backfilling(dry_run: bool, releases: Releases) -> Backfill {
         dry_run,
         releases,
         concurrency: 2,
+        deadline: None,
     }
 }
 
@@ -255,6 +256,44 @@ async fn a_dry_run_predicts_what_the_real_run_does_for_a_released_assignment() {
     assert_eq!(lot(&dry), lot(&real), "dry {dry:?}\nreal {real:?}");
     assert_eq!(real.kept_released.len(), 1, "{real:?}");
     assert_eq!(real.kept_released[0].worker_id, "A1TWICE");
+}
+
+#[tokio::test]
+async fn a_backfill_past_its_time_starts_no_worker_and_a_rerun_finishes() {
+    let p = Pipeline::start().await;
+    let lab = lab(&p);
+    let (hit_id, _) = p
+        .double
+        .post_hit(testkit::mturk_double::HitOptions::default());
+    let workers: Vec<String> = (0..3).map(|i| format!("A1LATE{i}")).collect();
+    for w in &workers {
+        p.double.submit_assignment(&hit_id, w).await.unwrap();
+    }
+    let late = Backfill {
+        deadline: Some(tokio::time::Instant::now()),
+        ..backfilling(false, Releases::Respect)
+    };
+
+    let stopped = backfill(&lab, &[&hit_id], late).await;
+
+    assert!(stopped.newly_excluded.is_empty(), "{stopped:?}");
+    assert_eq!(stopped.failed.len(), 3, "{stopped:?}");
+    assert!(stopped
+        .failed
+        .iter()
+        .all(|f| f.reason.starts_with("not attempted: the run's time was up")));
+    assert_eq!(
+        p.double.call_count("AssociateQualificationWithWorker"),
+        0,
+        "nothing granted"
+    );
+    for w in &workers {
+        assert_eq!(standing(&p, w).await, None, "{w} recorded");
+    }
+
+    let rerun = backfill(&lab, &[&hit_id], backfilling(false, Releases::Respect)).await;
+    assert_eq!(rerun.newly_excluded.len(), 3, "{rerun:?}");
+    assert!(rerun.failed.is_empty(), "{rerun:?}");
 }
 
 #[tokio::test]

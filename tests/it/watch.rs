@@ -341,6 +341,46 @@ async fn a_run_failing_mid_backfill_leaves_it_due_and_the_next_run_finishes() {
 }
 
 #[tokio::test]
+async fn a_streak_of_failed_workers_stops_the_run_starting_new_ones() {
+    // MTurk refuses every grant: after the streak, the rest of the HIT
+    // type's workers are not attempted, and the backfill stays due.
+    let p = Pipeline::start().await;
+    let limit = mturk_exclusion::ops::backfill::FAILURE_STREAK_LIMIT;
+    let (hit, t) = post(&p, "Grants refused", vec![]);
+    let ws = workers("STREAK", limit + 10);
+    submit_unnotified(&p, &hit, &ws).await;
+    p.double
+        .fail_next(Some(GRANT), 10 * ws.len(), Fault::ParameterValidation);
+    let one_at_a_time = Settings {
+        concurrency: 1,
+        ..settings(&p)
+    };
+
+    let first = run(&p, &one_at_a_time).await;
+
+    assert_eq!(p.double.call_count(GRANT), limit, "grants tried");
+    assert_eq!(first.backfill_left, [t.as_str()], "{first:?}");
+    assert!(
+        first
+            .errors
+            .iter()
+            .any(|e| e.contains("10 submission(s) not settled: not attempted")),
+        "{:?}",
+        first.errors
+    );
+    assert!(!first.stopped_at_deadline);
+    let sub = p.ledger.subscription(&hit_type(&t)).await.unwrap().unwrap();
+    assert!(sub.backfill_due);
+
+    p.double.clear_faults();
+    let second = run(&p, &settings(&p)).await;
+    assert_eq!(second.backfilled_hit_types, [t.as_str()], "{second:?}");
+    for w in &ws {
+        assert!(p.granted(w), "{w} lost");
+    }
+}
+
+#[tokio::test]
 async fn a_run_nearing_its_deadline_stops_cleanly_and_the_next_finishes() {
     // An SDK attempt outlasts the held grant, so that grant is one call that
     // ends after the deadline, not a timeout and a retry before it.

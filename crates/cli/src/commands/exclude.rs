@@ -81,6 +81,11 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=32))]
     pub concurrency: u16,
+    /// Start no new worker after this many minutes (a worker started finishes); those not
+    /// started are listed as not attempted, and running the same command again goes on.
+    #[arg(long, value_name = "MINUTES",
+          value_parser = clap::value_parser!(u32).range(1..=10_080))]
+    pub time_limit: Option<u32>,
 }
 
 struct Input {
@@ -179,6 +184,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
             Releases::Respect
         },
         concurrency: usize::from(args.concurrency),
+        deadline: args.time_limit.map(|minutes| {
+            tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(minutes) * 60)
+        }),
     };
     let bar = output::Bar::new(json);
     let report = backfill::run(&lab, input.request, input.bad_rows, options, &bar).await?;

@@ -2,27 +2,31 @@
 //! participation through the Lambda's own path, so the ledger and MTurk end
 //! up as if notifications had always been on.
 //!
-//! A dry run and a real run take the same decision, `exclusion::decide`:
-//! the real run through `Excluder::exclude_*`, the dry run through
-//! `Excluder::predict_*`, which reads the ledger and writes nothing.
+//! This module is `exclude`'s gathering (HITs, HIT types, CSV rows, workers
+//! by hand) and its report; the work itself is the one backfill [`engine`],
+//! which the watch uses too. A dry run and a real run take the same
+//! decision, `exclusion::decide`: the real run through
+//! `Excluder::exclude_*`, the dry run through `Excluder::predict_*`, which
+//! reads the ledger and writes nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod engine;
 
-use futures::stream::{self, StreamExt};
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
+use tokio::time::Instant;
 
-use crate::exclusion::{ExclusionError, Outcome, Releases};
+use crate::exclusion::{Outcome, Releases};
 use crate::ids::{AssignmentId, HitId, HitTypeId, WorkerId};
 use crate::ledger::{Learned, LedgerError, NewParticipation};
-use crate::mturk::{Assignment, Hit, MturkError};
+use crate::mturk::{Hit, MturkError};
+
+pub use engine::{
+    exclude_all, exclude_worker, participation_of, Gathered, Item, Listed, NotStarted,
+    WorkerResult, FAILURE_STREAK_LIMIT,
+};
 
 use super::{Lab, Progress};
-
-/// After this many workers in a row failed, the run stops starting new
-/// ones: the cause is almost surely shared (throttling, a network outage),
-/// and a rerun resumes where it stopped.
-pub const FAILURE_STREAK_LIMIT: usize = 25;
 
 fn hit_gone_reason() -> String {
     "MTurk no longer knows this HIT (disposed 120 days after creation, or a typo); its workers \
@@ -60,6 +64,9 @@ pub struct Options {
     pub releases: Releases,
     /// Workers handled at once (MTurk calls stay within the rate limit).
     pub concurrency: usize,
+    /// No worker is started after this (one started finishes); the rest
+    /// are reported as not attempted, for a rerun.
+    pub deadline: Option<Instant>,
 }
 
 /// A row that was skipped, and why.
@@ -158,26 +165,6 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// One thing to exclude.
-#[derive(Debug, Clone)]
-pub enum Item {
-    Participation(NewParticipation),
-    /// The worker, named by hand (no assignment known).
-    ByHand,
-}
-
-impl Item {
-    fn assignment(&self) -> Option<&AssignmentId> {
-        match self {
-            Item::Participation(p) => Some(&p.assignment_id),
-            Item::ByHand => None,
-        }
-    }
-}
-
-/// Each worker's items, in the order they are to be excluded.
-pub type Gathered = BTreeMap<WorkerId, Vec<Item>>;
-
 /// Gathers, then excludes (or predicts) everything the lab named.
 /// A ledger that cannot be read at all stops here, before anything is done.
 pub async fn run(
@@ -222,33 +209,22 @@ pub async fn gather(
 
     progress.start(hits.len() as u64, "listing HITs");
     for hit in &hits {
-        let assignments = lab
-            .mturk
-            .assignments_for_hit(hit, |n| {
-                progress.message(format!("HIT {}: {n} assignments", hit.hit_id))
-            })
-            .await;
+        let listing = engine::submissions_of(lab, hit, |n| {
+            progress.message(format!("HIT {}: {n} assignments", hit.hit_id))
+        })
+        .await;
         progress.inc();
-        match assignments {
-            Ok(assignments) => {
+        match listing {
+            Ok(Listed::Assignments(assignments)) => {
                 report.hits.push(HitLine {
                     hit_id: hit.hit_id.clone(),
                     hit_type_id: hit.hit_type_id.clone(),
                     assignments: assignments.len(),
                 });
-                for a in assignments {
-                    if listed.contains_key(&a.assignment_id) {
-                        continue;
-                    }
-                    listed.insert(a.assignment_id.clone(), a.worker_id.clone());
-                    by_worker
-                        .entry(a.worker_id.clone())
-                        .or_default()
-                        .push(Item::Participation(participation_of(a)));
-                }
+                engine::add_listed(&mut by_worker, &mut listed, assignments);
             }
             // Disposed between the look-up and the listing.
-            Err(e) if e.is_hit_gone() => report.not_found.push(NotFound {
+            Ok(Listed::Gone) => report.not_found.push(NotFound {
                 kind: "hit",
                 id: hit.hit_id.to_string(),
                 reason: hit_gone_reason(),
@@ -294,19 +270,6 @@ pub async fn gather(
         }
     }
     Ok(by_worker)
-}
-
-/// What a listed assignment is recorded as: a participation learned by
-/// backfilling (the CLI's `exclude`, the watch).
-pub fn participation_of(a: Assignment) -> NewParticipation {
-    NewParticipation {
-        worker_id: a.worker_id,
-        assignment_id: a.assignment_id,
-        hit_id: a.hit_id,
-        hit_type_id: a.hit_type_id,
-        submit_time: a.submit_time,
-        learned: Learned::Backfill,
-    }
 }
 
 /// The file rows that can be recorded: one per assignment, and only when
@@ -454,136 +417,6 @@ async fn hit_type_of(lab: &Lab, hit: &HitId, report: &mut Report) -> Option<HitT
             ));
             None
         }
-    }
-}
-
-/// What one worker's items came to.
-#[derive(Debug)]
-pub struct WorkerResult {
-    pub worker: WorkerId,
-    pub outcomes: Vec<(Option<AssignmentId>, Outcome)>,
-    pub failures: Vec<Failure>,
-}
-
-/// Each worker's items one after the other (so one worker is never granted
-/// twice at once), several workers at a time.
-pub async fn exclude_all(
-    lab: &Lab,
-    gathered: Gathered,
-    options: Options,
-    progress: &dyn Progress,
-) -> Vec<WorkerResult> {
-    let what = if options.dry_run {
-        "checking"
-    } else {
-        "excluding"
-    };
-    progress.start(gathered.len() as u64, what);
-    let streak = AtomicUsize::new(0);
-    let results = stream::iter(gathered)
-        .map(|(worker, items)| {
-            let streak = &streak;
-            async move {
-                let result = if streak.load(Ordering::Relaxed) >= FAILURE_STREAK_LIMIT {
-                    not_attempted(worker, &items)
-                } else {
-                    exclude_worker(lab, worker, items, options).await
-                };
-                if result.outcomes.is_empty() && !result.failures.is_empty() {
-                    streak.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    streak.store(0, Ordering::Relaxed);
-                }
-                progress.inc();
-                result
-            }
-        })
-        .buffer_unordered(options.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    progress.finish();
-    results
-}
-
-/// One worker's items: excluded for real, or predicted by the same decision.
-pub async fn exclude_worker(
-    lab: &Lab,
-    worker: WorkerId,
-    items: Vec<Item>,
-    options: Options,
-) -> WorkerResult {
-    let excluder = &lab.excluder;
-    let mut result = WorkerResult {
-        worker,
-        outcomes: Vec::new(),
-        failures: Vec::new(),
-    };
-    for item in items {
-        let outcome = match (&item, options.dry_run) {
-            (Item::Participation(p), false) => {
-                excluder
-                    .exclude_participation(p.clone(), options.releases)
-                    .await
-            }
-            (Item::Participation(p), true) => {
-                excluder.predict_participation(p, options.releases).await
-            }
-            (Item::ByHand, false) => {
-                excluder
-                    .exclude_worker(&result.worker, Learned::Manual)
-                    .await
-            }
-            (Item::ByHand, true) => excluder.predict_worker(&result.worker).await,
-        };
-        match outcome {
-            Ok(o) => result.outcomes.push((item.assignment().cloned(), o)),
-            Err(e) => result
-                .failures
-                .push(exclusion_failure(&result.worker, &item, &e)),
-        }
-    }
-    result
-}
-
-fn failure(worker: &WorkerId, item: &Item, reason: String) -> Failure {
-    let p = match item {
-        Item::Participation(p) => Some(p),
-        Item::ByHand => None,
-    };
-    Failure {
-        worker_id: Some(worker.clone()),
-        assignment_id: p.map(|p| p.assignment_id.clone()),
-        hit_id: p.map(|p| p.hit_id.clone()),
-        hit_type_id: None,
-        reason,
-    }
-}
-
-fn exclusion_failure(worker: &WorkerId, item: &Item, e: &ExclusionError) -> Failure {
-    let mut reason = e.to_string();
-    if e.is_throttling() {
-        reason.push_str(" (MTurk is throttling: lower --max-rps and run again)");
-    }
-    failure(worker, item, reason)
-}
-
-fn not_attempted(worker: WorkerId, items: &[Item]) -> WorkerResult {
-    WorkerResult {
-        failures: items
-            .iter()
-            .map(|item| {
-                failure(
-                    &worker,
-                    item,
-                    format!(
-                        "not attempted: {FAILURE_STREAK_LIMIT} workers in a row had failed, so \
-                         the run stopped starting new ones; run again once the cause is fixed"
-                    ),
-                )
-            })
-            .collect(),
-        worker,
-        outcomes: Vec::new(),
     }
 }
 
