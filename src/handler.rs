@@ -713,6 +713,9 @@ impl Handler {
     /// dead-letters a record. Records that failed for a transient fault back
     /// off by receive count: base × 2^(receives − 1), capped, with a little
     /// jitter so a burst's failures do not all return at once.
+    // Its two cases (waiting for the rate, backing off) share one pass over
+    // the failed records and the queue's depth read once for both.
+    #[allow(clippy::too_many_lines)]
     async fn defer(&self, records: &[SqsMessage], report: &mut BatchReport) {
         let Some(redelivery) = &self.redelivery else {
             return;

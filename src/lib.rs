@@ -10,8 +10,11 @@
 //! Map of the crate:
 //! - [`ids`]: MTurk ids as newtypes, validated at the boundary.
 //! - [`notification`]: MTurk's notification document, parsed per record.
-//! - [`config`]: the handler's environment, read once at cold start.
-//! - [`aws`]: SDK clients with one HTTP client, timeouts and bounded retries.
+//! - [`config`]: the handler's environment, read once at cold start, and the one
+//!   environment reader ([`config::Env`]) of all three functions.
+//! - [`aws`]: SDK clients with one HTTP client, timeouts and bounded retries;
+//!   [`aws::Clients`], built once per cold start, from which [`ops::Lab`] is the
+//!   one set-up of the handler and the watch.
 //! - [`rate`]: the per-instance limit on MTurk calls.
 //! - [`mturk`]: the lab's MTurk account: look up, grant (never emailing); what a HIT's
 //!   status means ([`mturk::HitStatus`]); MTurk's errors, the conversions and the call
@@ -31,7 +34,10 @@
 //!     wins), acting only on the plan shown, re-checked just before acting;
 //!   - [`ops::reconcile`]: the ledger against MTurk, each difference classified and fixed;
 //!   - [`ops::backfill`]: `exclude`'s gathering (HITs, HIT types, files, workers by hand)
-//!     and its real and dry runs, both through [`exclusion::decide`];
+//!     and its real and dry runs, both through [`exclusion::decide`], on the one
+//!     backfill engine ([`ops::backfill::engine`]: a HIT's submissions listed, workers
+//!     run with a deadline and a failure streak, outcomes counted as the handler's
+//!     [`exclusion::Tally`]) that the watch runs too;
 //!   - [`ops::redrive`]: the dead-letter queue, peeked at and moved back without losing a message;
 //!   - [`ops::export`]: each worker's standing, spreadsheet-safe CSV cells;
 //!   - [`ops::report`]: the ledger as one self-contained HTML page;
@@ -42,7 +48,8 @@
 //!   - [`ops::coverage`]: each HIT sorted by its requirements (ours, another
 //!     list's, unguarded), and the fix that guards a live unguarded HIT;
 //!   - [`ops::watch`]: one run of the `exclusion-watch` Lambda: every HIT type
-//!     nobody subscribed is subscribed and backfilled, unguarded HITs counted.
+//!     nobody subscribed is subscribed and backfilled (through the engine),
+//!     unguarded HITs counted.
 //! - [`check`]: the accept-time check a HIT page asks (the `exclusion-check` Lambda).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, for both functions.
 //! - `lambda` (feature `lambda`): what only the Lambda binaries need, such as
@@ -52,6 +59,8 @@
 //! (the SQS Lambda), `crates/check` (the Function URL Lambda),
 //! `crates/watch` (the scheduled Lambda, [`ops::watch`]) and `crates/cli`
 //! (the admin CLI, whose commands call [`ops`]).
+
+#![deny(clippy::too_many_lines)]
 
 pub mod aws;
 pub mod check;

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use crate::ids::{HitId, HitTypeId};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::{Duration, OffsetDateTime};
 
@@ -73,8 +74,8 @@ pub const POOL_RATE_KEPT: Duration = Duration::days(1);
 /// lab excluded. As the watch saw it, and as `status` and `report` show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UnguardedHit {
-    pub hit_id: String,
-    pub hit_type_id: String,
+    pub hit_id: HitId,
+    pub hit_type_id: HitTypeId,
     pub title: Option<String>,
 }
 
@@ -405,9 +406,11 @@ impl Ledger {
             Some(AttributeValue::L(list)) => list
                 .iter()
                 .filter_map(|v| match v {
+                    // One the ledger cannot read as ids is left out, as one
+                    // missing them always was.
                     AttributeValue::M(m) => Some(UnguardedHit {
-                        hit_id: get_s(m, HIT_ID)?,
-                        hit_type_id: get_s(m, HIT_TYPE)?,
+                        hit_id: HitId::parse(&get_s(m, HIT_ID)?).ok()?,
+                        hit_type_id: HitTypeId::parse(&get_s(m, HIT_TYPE)?).ok()?,
                         title: get_s(m, TITLE),
                     }),
                     _ => None,

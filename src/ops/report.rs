@@ -656,8 +656,8 @@ mod coverage_tests {
             last_run_at: Some(time::macros::datetime!(2026-03-10 12:00 UTC)),
             live_unguarded: 1,
             unguarded: vec![crate::ledger::UnguardedHit {
-                hit_id: "3HITOPEN".into(),
-                hit_type_id: "3TYPEOPEN".into(),
+                hit_id: crate::ids::HitId::parse("3HITOPEN").unwrap(),
+                hit_type_id: crate::ids::HitTypeId::parse("3TYPEOPEN").unwrap(),
                 title: Some("<b>Study</b>".into()),
             }],
             subscribed_by_watch: vec![("3TYPEWATCHED".into(), None, true)],
@@ -724,6 +724,8 @@ mod tests {
         }
     }
 
+    // One fixture, item by item: the ledger every aggregate test reads.
+    #[allow(clippy::too_many_lines)]
     fn snapshot() -> LedgerContents {
         let mut released = took_part(
             "A1RELEASED",

@@ -152,9 +152,9 @@ fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
         .iter()
         .filter(|(h, s)| s.class == Class::Unguarded && h.status.is_offered())
         .map(|(h, _)| UnguardedHit {
-            hit_id: h.hit_id.to_string(),
+            hit_id: h.hit_id.clone(),
             title: h.title.clone(),
-            hit_type_id: h.hit_type_id.to_string(),
+            hit_type_id: h.hit_type_id.clone(),
         })
         .collect()
 }
@@ -613,9 +613,9 @@ mod tests {
                 ..Counts::default()
             },
             live_unguarded: vec![UnguardedHit {
-                hit_id: "3HITSECRET".into(),
+                hit_id: crate::ids::HitId::parse("3HITSECRET").unwrap(),
                 title: None,
-                hit_type_id: "3TYPESECRET".into(),
+                hit_type_id: HitTypeId::parse("3TYPESECRET").unwrap(),
             }],
             hit_types_subscribed: vec!["3TYPESECRET".into()],
             submissions_backfilled: 7,

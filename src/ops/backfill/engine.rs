@@ -4,7 +4,7 @@
 //!
 //! 1. [`submissions_of`] lists a HIT's submitted, approved and rejected
 //!    assignments (a HIT MTurk no longer knows is [`Listed::Gone`]), and
-//!    [`Gathered::add_listed`] files them by worker, each assignment once;
+//!    [`add_listed`] files them by worker, each assignment once;
 //! 2. [`exclude_all`] takes each worker's items one after the other (so a
 //!    worker is never granted twice at once), several workers at a time,
 //!    and starts no worker after the run's deadline or after

@@ -706,8 +706,8 @@ fn coverage(page: &mut String, c: &super::Coverage) {
             let _ = write!(
                 page,
                 "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-                escape(&h.hit_id),
-                escape(&h.hit_type_id),
+                escape(h.hit_id.as_str()),
+                escape(h.hit_type_id.as_str()),
                 escape(h.title.as_deref().unwrap_or(""))
             );
         }
