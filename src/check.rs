@@ -106,13 +106,7 @@ impl CheckConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = crate::config::Env::new(lookup);
         let table_name = env.required("TABLE_NAME")?;
-        let qualification_type_id =
-            QualificationTypeId::parse(&env.required("QUALIFICATION_TYPE_ID")?).map_err(|e| {
-                ConfigError {
-                    variable: "QUALIFICATION_TYPE_ID",
-                    problem: e.to_string(),
-                }
-            })?;
+        let qualification_type_id = env.qualification()?;
         let claim = env
             .in_range(
                 "CLAIM_MINUTES",

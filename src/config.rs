@@ -89,6 +89,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })
     }
 
+    /// `QUALIFICATION_TYPE_ID`: the pool's exclusion qualification, which
+    /// every function needs.
+    pub fn qualification(&self) -> Result<QualificationTypeId, ConfigError> {
+        const VARIABLE: &str = "QUALIFICATION_TYPE_ID";
+        QualificationTypeId::parse(&self.required(VARIABLE)?).map_err(|e| ConfigError {
+            variable: VARIABLE,
+            problem: e.to_string(),
+        })
+    }
+
     /// `true`/`1` or `false`/`0`; unset is `default`.
     pub fn flag(&self, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(variable).as_deref().map(str::trim) {
@@ -143,13 +153,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(lookup);
         let table_name = env.required("TABLE_NAME")?;
-        let qualification_type_id =
-            QualificationTypeId::parse(&env.required("QUALIFICATION_TYPE_ID")?).map_err(|e| {
-                ConfigError {
-                    variable: "QUALIFICATION_TYPE_ID",
-                    problem: e.to_string(),
-                }
-            })?;
+        let qualification_type_id = env.qualification()?;
         let mturk_environment = match env.required("MTURK_ENVIRONMENT")?.as_str() {
             "sandbox" => MturkEnvironment::Sandbox,
             "production" => MturkEnvironment::Production,
