@@ -47,6 +47,7 @@
 //!     where a test event got stuck when it did not come back;
 //!   - [`ops::coverage`]: each HIT sorted by its requirements (ours, another
 //!     list's, unguarded), and the fix that guards a live unguarded HIT;
+//!   - [`ops::sandbox`]: a first sandbox study that carries the pool's requirement;
 //!   - [`ops::watch`]: one run of the `exclusion-watch` Lambda: every HIT type
 //!     nobody subscribed is subscribed and backfilled (through the engine),
 //!     unguarded HITs counted.

@@ -99,6 +99,7 @@ macro_rules! each_operation_error {
             aws_sdk_mturk::operation::get_assignment::GetAssignmentError,
             aws_sdk_mturk::operation::associate_qualification_with_worker::AssociateQualificationWithWorkerError,
             aws_sdk_mturk::operation::create_hit_type::CreateHITTypeError,
+            aws_sdk_mturk::operation::create_hit_with_hit_type::CreateHITWithHITTypeError,
             aws_sdk_mturk::operation::create_qualification_type::CreateQualificationTypeError,
             aws_sdk_mturk::operation::disassociate_qualification_from_worker::DisassociateQualificationFromWorkerError,
             aws_sdk_mturk::operation::get_account_balance::GetAccountBalanceError,

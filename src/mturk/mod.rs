@@ -428,6 +428,37 @@ impl Mturk {
         hit_from(OP, hit)
     }
 
+    /// Posts a HIT of a HIT type `create_hit_type` made: it takes on that
+    /// type's properties (requirements included). `question` is an
+    /// HTMLQuestion or ExternalQuestion document.
+    pub async fn create_hit(
+        &self,
+        hit_type: &HitTypeId,
+        question: &str,
+        max_assignments: i32,
+        lifetime_secs: i64,
+    ) -> Result<Hit, MturkError> {
+        const OP: &str = "CreateHITWithHITType";
+        let out = self
+            .call(OP, || {
+                self.client
+                    .create_hit_with_hit_type()
+                    .hit_type_id(hit_type.as_str())
+                    .question(question)
+                    .max_assignments(max_assignments)
+                    .lifetime_in_seconds(lifetime_secs)
+                    .send()
+            })
+            .await?;
+        let hit = out.hit.ok_or_else(|| MturkError {
+            operation: OP,
+            kind: MturkErrorKind::Unusable,
+            message: "no HIT in the answer".into(),
+            source: None,
+        })?;
+        hit_from(OP, hit)
+    }
+
     /// Every Submitted, Approved or Rejected assignment of a HIT, all pages.
     /// `on_page` hears the running count, for progress.
     pub async fn assignments_for_hit(

@@ -22,6 +22,8 @@
 //!   none came back.
 //! - [`coverage`]: each HIT sorted by its requirements (ours, another list's,
 //!   unguarded), and the fix that adds the pool's requirement to a live HIT.
+//! - [`sandbox`]: a first sandbox study carrying the pool's requirement, to
+//!   try the path from an empty account.
 //! - [`watch`]: the scheduled run that subscribes and backfills every HIT type
 //!   nobody subscribed, and counts what it cannot fix.
 //!
@@ -36,6 +38,7 @@ pub mod reconcile;
 pub mod redrive;
 pub mod release;
 pub mod report;
+pub mod sandbox;
 pub mod status;
 pub mod subscribe;
 pub mod watch;

@@ -49,6 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Init(commands::init::Args),
+    Try(commands::try_path::Args),
     Subscribe(commands::subscribe::Args),
     Unsubscribe(commands::subscribe::UnsubscribeArgs),
     Requirement(commands::requirement::Args),
@@ -96,6 +97,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let ctx = Context::connect(cli.global).await?;
     match cli.command {
         Command::Init(args) => commands::init::run(&ctx, args).await,
+        Command::Try(args) => commands::try_path::run(&ctx, args).await,
         Command::Subscribe(args) => commands::subscribe::run(&ctx, args).await,
         Command::Unsubscribe(args) => commands::subscribe::run_unsubscribe(&ctx, args).await,
         Command::Requirement(_) | Command::Guard(_) => unreachable!("handled above"),

@@ -34,6 +34,7 @@ pub const OPERATIONS: &[&str] = &[
     "SendTestEventNotification",
     "GetAccountBalance",
     "CreateHITType",
+    "CreateHITWithHITType",
     "UpdateHITTypeOfHIT",
 ];
 
@@ -75,6 +76,7 @@ pub(crate) fn dispatch(
         }
         "GetAccountBalance" => json!({ "AvailableBalance": "10000.00" }),
         "CreateHITType" => create_hit_type(model, parse(input)?)?,
+        "CreateHITWithHITType" => create_hit_with_hit_type(model, parse(input)?, now)?,
         "UpdateHITTypeOfHIT" => update_hit_type_of_hit(model, parse(input)?)?,
         other => {
             return Err(ApiError::UnknownOperation(format!(
@@ -929,6 +931,73 @@ fn create_hit_type(model: &mut Model, input: CreateHitTypeInput) -> Result<Value
         qualification_requirements: requirements,
     });
     Ok(json!({ "HITTypeId": id }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateHitWithHitTypeInput {
+    #[serde(rename = "HITTypeId")]
+    hit_type_id: Option<String>,
+    max_assignments: Option<i64>,
+    lifetime_in_seconds: Option<i64>,
+    question: Option<String>,
+    #[serde(rename = "HITLayoutId")]
+    hit_layout_id: Option<String>,
+    requester_annotation: Option<String>,
+}
+
+/// `CreateHITWithHITType`: a HIT that takes on a HIT type's properties
+/// (one `CreateHITType` made; a HIT type known only by id has none to give).
+fn create_hit_with_hit_type(
+    model: &mut Model,
+    input: CreateHitWithHitTypeInput,
+    now: SystemTime,
+) -> Result<Value, ApiError> {
+    let hit_type_id = entity("HITTypeId", &input.hit_type_id)?;
+    let lifetime = input
+        .lifetime_in_seconds
+        .ok_or_else(|| ApiError::missing("LifetimeInSeconds"))?;
+    if !(30..=31_536_000).contains(&lifetime) {
+        return Err(invalid_value(format!(
+            "LifetimeInSeconds must be between 30 and 31536000 (got {lifetime})."
+        )));
+    }
+    let max_assignments = input.max_assignments.unwrap_or(1);
+    if !(1..=1_000_000).contains(&max_assignments) {
+        return Err(invalid_value(format!(
+            "MaxAssignments must be between 1 and 1000000 (got {max_assignments})."
+        )));
+    }
+    match (&input.question, &input.hit_layout_id) {
+        (Some(q), None) if q.contains("Question") => {}
+        _ => {
+            return Err(invalid_value(
+                "Exactly one of Question (an HTMLQuestion or ExternalQuestion) and HITLayoutId is required.",
+            ))
+        }
+    }
+    let props = model
+        .hit_type_props
+        .get(hit_type_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::request(
+                "HITTypeDoesNotExist",
+                format!("HIT type {hit_type_id} does not exist."),
+            )
+        })?;
+    let mut options = crate::model::HitOptions {
+        max_assignments: max_assignments as u32,
+        lifetime: std::time::Duration::from_secs(lifetime as u64),
+        requester_annotation: input.requester_annotation,
+        ..crate::model::HitOptions::default()
+    };
+    props.apply_to(&mut options);
+    let id = model.create_hit(hit_type_id, options, now);
+    let hit = model
+        .live_hit(&id)
+        .ok_or_else(|| ApiError::request("HITDoesNotExist", format!("Hit {id} does not exist.")))?;
+    Ok(json!({ "HIT": hit_json(hit, now) }))
 }
 
 #[derive(Deserialize)]

@@ -13,3 +13,4 @@ pub mod report;
 pub mod requirement;
 pub mod status;
 pub mod subscribe;
+pub mod try_path;

@@ -91,3 +91,57 @@ fn a_mistyped_qualification_id_names_the_id_and_the_expected_form() {
     assert!(run.stderr.contains("\"3LB30G6J-HY4J\""), "{}", run.stderr);
     assert!(run.stderr.contains("letters and digits"), "{}", run.stderr);
 }
+
+/// `try` on an empty sandbox account: one HIT that carries the pool's
+/// requirement, its HIT type subscribed before it is posted, so the first
+/// submission is notified and its worker excluded.
+#[tokio::test]
+async fn try_posts_a_guarded_sandbox_hit_whose_submission_excludes_its_worker() {
+    let p = Pipeline::start().await;
+    let run = p.cli(&["try", "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let study = run.json();
+    let hit = study["hit_id"].as_str().unwrap().to_owned();
+    let hit_type = study["hit_type_id"].as_str().unwrap().to_owned();
+    assert_eq!(study["subscribed"], true);
+    assert_eq!(
+        study["worker_link"],
+        format!("https://workersandbox.mturk.com/projects/{hit_type}/tasks")
+    );
+    let requirements = p.double.requirements_of(&hit).unwrap();
+    assert_eq!(requirements.len(), 1, "{requirements:?}");
+    assert_eq!(
+        requirements[0]["QualificationTypeId"],
+        p.qualification.as_str()
+    );
+    assert_eq!(requirements[0]["Comparator"], "DoesNotExist");
+    assert_eq!(
+        requirements[0]["ActionsGuarded"],
+        "DiscoverPreviewAndAccept"
+    );
+    let setting = p.double.notification_setting(&hit_type).unwrap();
+    assert_eq!(setting.destination, p.queues.url);
+
+    let submitted = p
+        .double
+        .submit_assignment(&hit, "A1TRYINGIT")
+        .await
+        .unwrap();
+    assert!(submitted.notification.is_some(), "not notified");
+    p.drain().await;
+    assert!(p.granted("A1TRYINGIT"));
+}
+
+#[tokio::test]
+async fn try_refuses_production_and_posts_nothing() {
+    let p = Pipeline::start().await;
+    let run = p.cli(&["try", "--production"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("sandbox workers only"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.double.call_count("CreateHITType"), 0);
+    assert_eq!(p.double.call_count("CreateHITWithHITType"), 0);
+}
