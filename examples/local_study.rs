@@ -443,8 +443,26 @@ where
     use mturk_exclusion::check::{respond, Checker};
     use testkit::function_url::{http, Cors, FunctionUrl};
 
+    // The demo's two HITs, known to the ledger as the lab's (what the
+    // watch's listing or the check's own GetHIT records): the check answers
+    // about a worker on the lab's HITs only.
+    let ledger = Ledger::new(stack.dynamodb.clone(), table);
+    for hit in [
+        "3DEMOHITAAAAAAAAAAAAAAAAAAAAA1",
+        "3DEMOHITBBBBBBBBBBBBBBBBBBBBB2",
+    ] {
+        ledger
+            .record_verified_hit(
+                &mturk_exclusion::ids::HitId::parse(hit)?,
+                &HitTypeId::parse("3DEMOHITTYPE00000000000000000")?,
+                Some(3600),
+                mturk_exclusion::ledger::VerifiedBy::Watch,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
+    }
     let checker = Arc::new(Checker::new(
-        Ledger::new(stack.dynamodb.clone(), table),
+        ledger,
         qualification.clone(),
         time::Duration::minutes(60),
     ));

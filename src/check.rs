@@ -6,19 +6,29 @@
 //! `200 {"eligible": bool, "reason": R}`, with R one of
 //!
 //! - `preview`: assignmentId is `ASSIGNMENT_ID_NOT_AVAILABLE`, or there is
-//!   no workerId. Nothing is written. With a workerId (a preview of a worker
-//!   MTurk let see the page) the ledger is still read, and a worker who took
-//!   part is answered `took_part` (not eligible) so the page can say so
-//!   before they accept; otherwise `preview` (eligible). A preview never
-//!   answers `busy`: the worker may return the other HIT before accepting.
+//!   no workerId. Nothing is read and nothing is written, whatever else the
+//!   request carries (MTurk's previews carry no workerId; one that does was
+//!   not sent by MTurk, and a preview must not tell anyone about a worker).
+//! - `unknown_hit`: the hitId is not a HIT of the lab, or could not be
+//!   verified now (the check's `GetHIT` budget is spent, or MTurk did not
+//!   answer). Eligible (the page goes on, as it does when the check fails),
+//!   the same for every worker, and nothing about the worker is read or
+//!   written: only the lab's own HITs get an answer about a worker. A HIT
+//!   is the lab's when the ledger remembers it (verified before, by this
+//!   check or the watch's listing) or when `GetHIT` answers for it (MTurk
+//!   answers only for the caller's own HITs; at most
+//!   `HIT_LOOKUPS_PER_MINUTE` calls per instance and minute).
 //! - `took_part`: the worker's exclusion is `excluded` (a participation the
 //!   lab has not released). Wins over any claim. Nothing is written.
-//! - `same_assignment`: the worker's open claim is for this very assignment
-//!   (a reload). Eligible; the claim is not extended.
+//! - `same_assignment`: the worker's claim is for this very assignment
+//!   (a reload). Eligible; the claim is not extended, not even once it has
+//!   expired.
 //! - `busy`: an open claim on another assignment. Not eligible.
 //! - `new`: free; the worker is now claimed for this assignment. Eligible.
 //!
-//! A claim is open until it expires (`CLAIM_MINUTES`), its assignment is
+//! A claim is open until it expires (the shorter of `CLAIM_MINUTES` and the
+//! HIT's `AssignmentDurationInSeconds`: never longer than the assignment
+//! can stay open, and never extended by a later check), its assignment is
 //! returned or abandoned (marker written by the SQS handler), or the lab
 //! releases the worker (a claim made at or before the release no longer
 //! counts). Once the submission is recorded the worker "took part", which
@@ -30,14 +40,18 @@
 //! says nothing about other workers, studies, dates or counts, and nothing
 //! here logs a worker id.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
+use tokio::time::Instant;
 
 use crate::ids::{AssignmentId, HitId, InvalidId, QualificationTypeId, WorkerId};
 use crate::ledger::claims::MAX_CLAIM;
-use crate::ledger::{Ledger, LedgerError, Replaceable, Standing};
+use crate::ledger::{Ledger, LedgerError, Replaceable, Standing, VerifiedBy, VerifiedHit};
+use crate::mturk::{Mturk, MturkEnvironment, MturkErrorKind};
 
 /// The assignment id MTurk puts on a HIT page in preview.
 pub const PREVIEW_ASSIGNMENT: &str = "ASSIGNMENT_ID_NOT_AVAILABLE";
@@ -56,6 +70,17 @@ pub const NOTIFIED_EVENT_TYPES: &[&str] = &[
 ];
 /// How often a lost race is read again before giving up (503).
 const ATTEMPTS: usize = 3;
+/// `HIT_LOOKUPS_PER_MINUTE` unless set: a study posted as 20 new HITs is
+/// verified by one instance within its first minute, while a flood of
+/// made-up HIT ids costs MTurk at most 20 calls a minute per instance (100
+/// at the default reserved concurrency of 5).
+pub const DEFAULT_HIT_LOOKUPS_PER_MINUTE: u32 = 20;
+/// The longest a check waits for `GetHIT` before answering `unknown_hit`
+/// (the page gives up after 4 s).
+const HIT_LOOKUP_TIMEOUT: StdDuration = StdDuration::from_millis(1500);
+/// Verified HITs one instance keeps in memory (forgotten all at once when
+/// full; the ledger still knows them).
+const KNOWN_HITS_KEPT: usize = 4096;
 
 /// The answer's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +90,11 @@ pub enum Reason {
     SameAssignment,
     Busy,
     TookPart,
+    /// The HIT is not the lab's.
+    UnknownHit,
+    /// The HIT could not be verified now (budget spent, MTurk slow): the
+    /// same answer as [`Reason::UnknownHit`], another metric.
+    HitUnverified,
 }
 
 impl Reason {
@@ -75,11 +105,27 @@ impl Reason {
             Reason::SameAssignment => "same_assignment",
             Reason::Busy => "busy",
             Reason::TookPart => "took_part",
+            Reason::UnknownHit | Reason::HitUnverified => "unknown_hit",
+        }
+    }
+
+    /// The `Reason` dimension of the metrics.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Reason::HitUnverified => "hit_unverified",
+            other => other.as_str(),
         }
     }
 
     pub fn eligible(self) -> bool {
-        matches!(self, Reason::Preview | Reason::New | Reason::SameAssignment)
+        matches!(
+            self,
+            Reason::Preview
+                | Reason::New
+                | Reason::SameAssignment
+                | Reason::UnknownHit
+                | Reason::HitUnverified
+        )
     }
 }
 
@@ -94,6 +140,16 @@ pub struct CheckConfig {
     pub claim: Duration,
     /// `METRICS_POOL`: the `Pool` dimension of the metrics (default `default`).
     pub pool: String,
+    /// `MTURK_ENVIRONMENT`: `sandbox` or `production` (default `sandbox`),
+    /// where `GetHIT` verifies a HIT.
+    pub mturk_environment: MturkEnvironment,
+    /// `AWS_ENDPOINT_URL_MTURK`: overrides the environment's endpoint (tests).
+    pub mturk_endpoint: Option<String>,
+    /// `HIT_LOOKUPS_PER_MINUTE` (0 to 600, default 20): the most `GetHIT`
+    /// calls one instance makes in a minute to verify HIT ids it does not
+    /// know. 0: only HITs the ledger already knows (the watch's listing)
+    /// get an answer about a worker.
+    pub hit_lookups_per_minute: u32,
 }
 
 pub use crate::config::ConfigError;
@@ -114,10 +170,26 @@ impl CheckConfig {
                 1..=MAX_CLAIM.whole_minutes(),
             )?
             .map_or(Duration::minutes(60), Duration::minutes);
+        let mturk_environment = match env.get("MTURK_ENVIRONMENT").as_deref().map(str::trim) {
+            None | Some("sandbox") => MturkEnvironment::Sandbox,
+            Some("production") => MturkEnvironment::Production,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "MTURK_ENVIRONMENT",
+                    problem: format!("{other:?} is neither sandbox nor production"),
+                })
+            }
+        };
+        let hit_lookups_per_minute = env
+            .in_range("HIT_LOOKUPS_PER_MINUTE", "a whole number", 0..=600)?
+            .unwrap_or(DEFAULT_HIT_LOOKUPS_PER_MINUTE);
         Ok(CheckConfig {
             table_name,
             qualification_type_id,
             claim,
+            mturk_endpoint: env.get("AWS_ENDPOINT_URL_MTURK"),
+            mturk_environment,
+            hit_lookups_per_minute,
             pool: crate::metrics::pool(|v| env.get(v)),
         })
     }
@@ -275,14 +347,151 @@ pub fn assess(standing: &Standing, assignment: &str, now: OffsetDateTime) -> Ass
         .released_at
         .as_deref()
         .is_some_and(|r| claim.claimed_at.as_str() <= r);
-    if expired || before_release {
+    if before_release {
         Assessment::Free
     } else if claim.assignment_id == assignment {
+        // Even once expired: the assignment it names is over by then, and
+        // claiming it again would extend a claim past its assignment.
         Assessment::SameAssignment
+    } else if expired {
+        Assessment::Free
     } else {
         Assessment::Busy {
             assignment: claim.assignment_id.clone(),
         }
+    }
+}
+
+/// At most `per_minute` calls in each minute, counted per instance in
+/// fixed windows (a window starts with its first call).
+#[derive(Debug)]
+pub struct LookupBudget {
+    per_minute: u32,
+    window: Mutex<(Option<Instant>, u32)>,
+}
+
+impl LookupBudget {
+    pub fn per_minute(per_minute: u32) -> Self {
+        LookupBudget {
+            per_minute,
+            window: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Takes one call from this minute's budget, if any is left.
+    pub fn take(&self) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if window
+            .0
+            .is_none_or(|start| now.duration_since(start) >= StdDuration::from_secs(60))
+        {
+            *window = (Some(now), 0);
+        }
+        if window.1 < self.per_minute {
+            window.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether a HIT id is one of the lab's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HitCheck {
+    Lab(VerifiedHit),
+    /// MTurk says it is not the lab's (or no source could say it is).
+    NotLab,
+    /// Not known, and not verifiable now (budget spent, MTurk slow or down).
+    Unverified,
+}
+
+/// How the check learns which HIT ids are the lab's: memory, then the
+/// ledger, then (within the budget) `GetHIT`.
+struct Hits {
+    known: Mutex<HashMap<HitId, VerifiedHit>>,
+    lookup: Option<(Mturk, LookupBudget)>,
+}
+
+impl Hits {
+    fn remembered(&self, hit: &HitId) -> Option<VerifiedHit> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(hit).cloned()
+    }
+
+    fn remember(&self, hit: &HitId, verified: &VerifiedHit) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_HITS_KEPT {
+            known.clear();
+        }
+        known.insert(hit.clone(), verified.clone());
+    }
+
+    async fn verify(
+        &self,
+        ledger: &Ledger,
+        hit: &HitId,
+        now: OffsetDateTime,
+    ) -> Result<HitCheck, LedgerError> {
+        if let Some(v) = self.remembered(hit) {
+            return Ok(HitCheck::Lab(v));
+        }
+        if let Some(v) = ledger.verified_hit(hit).await? {
+            self.remember(hit, &v);
+            return Ok(HitCheck::Lab(v));
+        }
+        let Some((mturk, budget)) = &self.lookup else {
+            return Ok(HitCheck::NotLab);
+        };
+        if !budget.take() {
+            return Ok(HitCheck::Unverified);
+        }
+        let deadline = Instant::now() + HIT_LOOKUP_TIMEOUT;
+        let call = crate::mturk::retrying_throttles_until(
+            deadline,
+            tokio::time::timeout_at(deadline, mturk.hit(hit)),
+        );
+        let found = match call.await {
+            Ok(Ok(found)) if &found.hit_id == hit => found,
+            Ok(Ok(_)) => return Ok(HitCheck::NotLab),
+            Ok(Err(e)) if matches!(e.kind, MturkErrorKind::Rejected { .. }) => {
+                // GetHIT refuses another requester's HIT (HITDoesNotExist or
+                // similar). A refusal of another kind (the role lacking
+                // GetHIT) is logged: it makes every new HIT unknown.
+                if !e
+                    .turk_error_code()
+                    .is_some_and(|c| c.contains("DoesNotExist"))
+                {
+                    tracing::warn!(error = %e, "GetHIT refused; the HIT counts as not the lab's");
+                }
+                return Ok(HitCheck::NotLab);
+            }
+            Ok(Err(e)) => {
+                // The error names the HIT and the operation, never a worker.
+                tracing::warn!(error = %e, "GetHIT failed; the HIT stays unverified");
+                return Ok(HitCheck::Unverified);
+            }
+            Err(_) => return Ok(HitCheck::Unverified),
+        };
+        let verified = VerifiedHit {
+            hit_type_id: found.hit_type_id.to_string(),
+            assignment_duration_secs: found
+                .properties
+                .as_ref()
+                .map(|p| p.assignment_duration_secs),
+        };
+        ledger
+            .record_verified_hit(
+                hit,
+                &found.hit_type_id,
+                verified.assignment_duration_secs,
+                VerifiedBy::Check,
+                now,
+            )
+            .await?;
+        self.remember(hit, &verified);
+        Ok(HitCheck::Lab(verified))
     }
 }
 
@@ -292,27 +501,74 @@ pub struct Checker {
     ledger: Ledger,
     qualification: QualificationTypeId,
     claim: Duration,
+    hits: Arc<Hits>,
 }
 
 impl Checker {
+    /// A check that knows the HITs the ledger knows, and looks up no other
+    /// ([`Checker::with_hit_lookups`] adds `GetHIT`).
     pub fn new(ledger: Ledger, qualification: QualificationTypeId, claim: Duration) -> Self {
         Checker {
             ledger,
             qualification,
             claim,
+            hits: Arc::new(Hits {
+                known: Mutex::new(HashMap::new()),
+                lookup: None,
+            }),
         }
     }
 
-    pub fn from_config(config: &CheckConfig, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+    /// Verifies HIT ids the ledger does not know with `GetHIT`, at most
+    /// `per_minute` calls a minute (0: never).
+    pub fn with_hit_lookups(mut self, mturk: Mturk, per_minute: u32) -> Self {
+        self.hits = Arc::new(Hits {
+            known: Mutex::new(HashMap::new()),
+            lookup: (per_minute > 0).then(|| (mturk, LookupBudget::per_minute(per_minute))),
+        });
+        self
+    }
+
+    pub fn from_config(config: &CheckConfig, sdk: &aws_config::SdkConfig) -> Self {
+        // The budget is the real cap; the limiter only spaces out a burst
+        // of lookups so that they do not reach MTurk all at once.
+        let mturk = Mturk::new(
+            crate::aws::mturk_client(
+                sdk,
+                config.mturk_environment,
+                config.mturk_endpoint.as_deref(),
+            ),
+            Arc::new(crate::rate::RateLimiter::fixed(10.0)),
+        );
         Checker::new(
-            Ledger::new(dynamodb, &config.table_name),
+            Ledger::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             config.qualification_type_id.clone(),
             config.claim,
         )
+        .with_hit_lookups(mturk, config.hit_lookups_per_minute)
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Whether `hit` is the lab's, as the check decides it (memory, ledger,
+    /// then `GetHIT` within the budget).
+    pub async fn verify_hit(
+        &self,
+        hit: &HitId,
+        now: OffsetDateTime,
+    ) -> Result<HitCheck, LedgerError> {
+        self.hits.verify(&self.ledger, hit, now).await
+    }
+
+    /// How long a claim on this HIT lasts: `CLAIM_MINUTES`, or the HIT's
+    /// assignment duration if shorter.
+    pub fn claim_for(&self, hit: &VerifiedHit) -> Duration {
+        match hit.assignment_duration_secs {
+            Some(secs) => self.claim.min(Duration::seconds(secs.max(1))),
+            None => self.claim,
+        }
     }
 
     /// Decides, and claims the worker when free.
@@ -322,26 +578,41 @@ impl Checker {
         now: OffsetDateTime,
     ) -> Result<Reason, CheckFailure> {
         let (worker, assignment, hit) = match request {
-            CheckRequest::Preview { worker: None, .. } => return Ok(Reason::Preview),
-            CheckRequest::Preview {
-                worker: Some(worker),
-                ..
-            } => {
-                let standing = self.ledger.standing(worker, &self.qualification).await?;
-                return Ok(if standing.took_part {
-                    Reason::TookPart
-                } else {
-                    Reason::Preview
-                });
-            }
+            // Nothing read: a preview says nothing about any worker.
+            CheckRequest::Preview { .. } => return Ok(Reason::Preview),
             CheckRequest::Accepted {
                 worker,
                 assignment,
                 hit,
             } => (worker, assignment, hit),
         };
+        let verified = match self.verify_hit(hit, now).await? {
+            HitCheck::Lab(v) => v,
+            HitCheck::NotLab => return Ok(Reason::UnknownHit),
+            HitCheck::Unverified => return Ok(Reason::HitUnverified),
+        };
+        let duration = self.claim_for(&verified);
         for _ in 0..ATTEMPTS {
             let standing = self.ledger.standing(worker, &self.qualification).await?;
+            if let Some(legacy) = &standing.legacy_claim {
+                // A claim of the old layout, read-only: it holds the worker
+                // until it ends, and no new claim is made meanwhile.
+                let old = Standing {
+                    claim: Some(legacy.clone()),
+                    legacy_claim: None,
+                    ..standing.clone()
+                };
+                match assess(&old, assignment.as_str(), now) {
+                    Assessment::TookPart => return Ok(Reason::TookPart),
+                    Assessment::SameAssignment => return Ok(Reason::SameAssignment),
+                    Assessment::Busy { assignment: other } => {
+                        if !self.ledger.claim_ended(&other).await? {
+                            return Ok(Reason::Busy);
+                        }
+                    }
+                    Assessment::Free => {}
+                }
+            }
             let mut ended = None;
             match assess(&standing, assignment.as_str(), now) {
                 Assessment::TookPart => return Ok(Reason::TookPart),
@@ -362,7 +633,7 @@ impl Checker {
                     assignment,
                     hit,
                     now,
-                    self.claim,
+                    duration,
                     Replaceable {
                         released_at: standing.released_at.as_deref(),
                         ended_assignment: ended.as_deref(),
@@ -402,7 +673,7 @@ impl Response {
         Response {
             status: 200,
             body: json!({"eligible": reason.eligible(), "reason": reason.as_str()}).to_string(),
-            metric_reason: reason.as_str(),
+            metric_reason: reason.metric(),
         }
     }
 
@@ -443,6 +714,26 @@ pub async fn respond(
             )
         }
     }
+}
+
+/// The check's log filter for the level Lambda passes
+/// (`AWS_LAMBDA_LOG_LEVEL`, the template's `LogLevel`): this crate's and
+/// the binary's own events at that level, everything else (the Lambda
+/// runtime, which logs the raw event with its query string at DEBUG and
+/// TRACE, and the SDKs, which log request bodies at TRACE) at INFO at most.
+/// The check's own events name no worker, so no level a lab can set puts a
+/// worker id in its logs.
+pub fn log_filter(level: Option<&str>) -> String {
+    let level = match level.map(|l| l.trim().to_ascii_lowercase()).as_deref() {
+        Some(l @ ("trace" | "debug" | "info" | "warn" | "error")) => l.to_owned(),
+        Some("fatal") => "error".to_owned(),
+        _ => "info".to_owned(),
+    };
+    let others = match level.as_str() {
+        "trace" | "debug" => "info",
+        l => l,
+    };
+    format!("{others},mturk_exclusion={level},exclusion_check={level}")
 }
 
 /// One CloudWatch Embedded Metric Format document for one request: `Checks`

@@ -204,11 +204,11 @@ async function main() {
 
   // Opens the page as MTurk would, waits for guard.js's own verdict
   // (MturkExclusionGuard.auto), and reports what a worker would see.
-  async function visit(name, endpointKey, { workerId, assignmentId }) {
+  async function visit(name, endpointKey, { workerId, assignmentId, turkSubmitTo = 'https://workersandbox.mturk.com' }) {
     const q = new URLSearchParams({
       assignmentId,
       hitId: opts.hitId,
-      turkSubmitTo: 'https://workersandbox.mturk.com',
+      turkSubmitTo,
     });
     if (workerId) q.set('workerId', workerId);
     const page = await context.newPage();
@@ -233,6 +233,9 @@ async function main() {
         messageVisible: await page.locator('#guard-message').isVisible(),
         messageRole: await page.locator('#guard-message').getAttribute('role'),
         messageText: (await page.locator('#guard-message').innerText()).replace(/\s+/g, ' ').trim(),
+        formAction: await page.locator('#task-form').getAttribute('action'),
+        submitDisabled: await page.locator('#submit').isDisabled(),
+        submitRefusedShown: await page.locator('#submit-refused').isVisible(),
         checkRequests,
         guardSaid,
       };
@@ -298,6 +301,34 @@ async function main() {
       ['answer "new", checked (CORS let the page read it)', seen.result?.reason === 'new' && seen.result?.checked === true],
       ...onePlainRequest(seen),
       ...taskShown(seen),
+    ]);
+  });
+
+  // The sample page posts answers to MTurk's own hosts only: a link with a
+  // turkSubmitTo of someone else's gets no form action and no submit button.
+  await scenario('foreign-turk-submit-to', async () => {
+    const seen = await visit('foreign-turk-submit-to', 'real', {
+      workerId: opts.newWorker,
+      assignmentId: newAssignment,
+      turkSubmitTo: 'https://collector.example',
+    });
+    return verdict(seen, [
+      ['no form action', seen.formAction === null],
+      ['the submit button disabled', seen.submitDisabled],
+      ['the refusal shown', seen.submitRefusedShown],
+    ]);
+  });
+
+  await scenario('mturk-turk-submit-to', async () => {
+    const seen = await visit('mturk-turk-submit-to', 'real', {
+      workerId: opts.newWorker,
+      assignmentId: newAssignment,
+      turkSubmitTo: 'https://www.mturk.com/',
+    });
+    return verdict(seen, [
+      ['the form posts to MTurk', seen.formAction === 'https://www.mturk.com/mturk/externalSubmit'],
+      ['the submit button enabled', !seen.submitDisabled],
+      ['no refusal', !seen.submitRefusedShown],
     ]);
   });
 

@@ -1,12 +1,20 @@
 //! Claims: the accept-time check's hold on a worker, one study at a time.
 //!
 //! Items (pk / sk):
-//! - `W#<worker>` / `C#<qualification>`: the worker's one claim. Attributes
+//! - `WC#<worker>` / `C#<qualification>`: the worker's one claim. Attributes
 //!   `claim_assignment`, `claim_hit`, `claimed_at` (stamp) and `expires_at`
 //!   (epoch seconds, the table's TTL attribute, which also removes it some
-//!   time after it expired). It sits in the worker's partition next to the
-//!   exclusion item (`W#<worker>` / `X#<qualification>`), so one consistent
-//!   Query on the table (no index) reads both.
+//!   time after it expired). A partition of its own, apart from the
+//!   worker's exclusion (`W#<worker>` / `X#<qualification>`): IAM can limit
+//!   a role's writes by partition key only (`dynamodb:LeadingKeys`), so this
+//!   is what lets the public check's role write claims and nothing of the
+//!   exclusions. The check reads both at once (a GetItem and a Query, in
+//!   parallel).
+//! - `W#<worker>` / `C#<qualification>`: a claim as releases up to 0.2.0
+//!   wrote it, next to the exclusion. No longer written; the check still
+//!   honours one that is live (read-only, in the same Query as the
+//!   exclusion) until it expires, at most `ClaimMinutes` after the upgrade,
+//!   and `clear-claim` removes it.
 //! - `CLAIMEND#<assignment>` / `E`: an assignment returned or abandoned,
 //!   written by the SQS handler from the notification alone (which carries
 //!   no worker id). A claim on that assignment is over; the check reads the
@@ -16,6 +24,10 @@
 //! The claim items deliberately carry none of the indexed attributes
 //! (`worker_id`, `hit_id`, `hit_type_id`, `excluded_q`), so they never show
 //! up in the ledger's indexes, which list participations and exclusions.
+//!
+//! A claim lasts the shorter of `ClaimMinutes` and its HIT's
+//! `AssignmentDurationInSeconds`: it never outlives the assignment it names,
+//! and no later check extends it.
 //!
 //! Exactly one claim per worker: a claim is only ever written by a
 //! conditional UpdateItem whose condition says the claim it replaces is
@@ -71,12 +83,16 @@ pub struct Standing {
     /// do not count).
     pub released_at: Option<String>,
     pub claim: Option<Claim>,
+    /// A claim where releases up to 0.2.0 wrote it (`W#<worker>` /
+    /// `C#<qualification>`), honoured until it expires.
+    pub legacy_claim: Option<Claim>,
 }
 
 /// A claim as a report reads it: no worker id (the claim item's key holds
 /// it; a report counts claims, one per worker, and needs no more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredClaim {
+    pub assignment_id: String,
     pub hit_id: String,
     pub claimed_at: OffsetDateTime,
     /// Epoch seconds.
@@ -87,6 +103,7 @@ pub struct StoredClaim {
 /// learned of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimEnded {
+    pub assignment_id: String,
     /// `returned` or `abandoned`.
     pub ended_by: String,
     pub ended_at: Option<OffsetDateTime>,
@@ -104,6 +121,7 @@ pub(super) fn stored_claim(
         return Ok(None);
     };
     Ok(Some(StoredClaim {
+        assignment_id: get_s(item, CLAIM_ASSIGNMENT).unwrap_or_default(),
         hit_id: get_s(item, CLAIM_HIT).unwrap_or_default(),
         claimed_at,
         expires_at: get_n(item, EXPIRES_AT).unwrap_or(0),
@@ -116,12 +134,13 @@ pub(super) fn claim_ended_from(
     pk: &str,
     item: &Item,
 ) -> Result<Option<ClaimEnded>, LedgerError> {
-    if !pk.starts_with("CLAIMEND#") {
+    let Some(assignment_id) = pk.strip_prefix("CLAIMEND#") else {
         return Ok(None);
-    }
+    };
     let ended_by =
         get_s(item, ENDED_BY).ok_or_else(|| corrupt(op, "claim end without ended_by".into()))?;
     Ok(Some(ClaimEnded {
+        assignment_id: assignment_id.to_owned(),
         ended_by,
         ended_at: get_time(op, item, ENDED_AT)?,
     }))
@@ -152,11 +171,41 @@ pub struct Replaceable<'a> {
     pub ended_assignment: Option<&'a str>,
 }
 
+/// The partition prefix of claims (the check's role may write it).
+pub const CLAIM_PREFIX: &str = "WC#";
+
 fn claim_key(worker: &WorkerId, qualification: &QualificationTypeId) -> Item {
+    HashMap::from([
+        (PK.to_owned(), s(format!("{CLAIM_PREFIX}{worker}"))),
+        (SK.to_owned(), s(format!("C#{qualification}"))),
+    ])
+}
+
+fn legacy_claim_key(worker: &WorkerId, qualification: &QualificationTypeId) -> Item {
     HashMap::from([
         (PK.to_owned(), s(format!("W#{worker}"))),
         (SK.to_owned(), s(format!("C#{qualification}"))),
     ])
+}
+
+/// Whether an item with these keys is a claim under `claim_sk`, in either
+/// layout.
+pub(super) fn is_claim(pk: &str, sk: &str, claim_sk: &str) -> bool {
+    sk == claim_sk && (pk.starts_with(CLAIM_PREFIX) || pk.starts_with("W#"))
+}
+
+fn claim_from(item: &Item) -> Option<Claim> {
+    let (Some(assignment_id), Some(claimed_at)) =
+        (get_s(item, CLAIM_ASSIGNMENT), get_s(item, CLAIMED_AT))
+    else {
+        return None;
+    };
+    Some(Claim {
+        assignment_id,
+        hit_id: get_s(item, CLAIM_HIT).unwrap_or_default(),
+        claimed_at,
+        expires_at: get_n(item, EXPIRES_AT).unwrap_or(0),
+    })
 }
 
 fn end_marker_pk(assignment: &str) -> String {
@@ -171,18 +220,20 @@ fn get_n(item: &Item, name: &str) -> Option<i64> {
 }
 
 impl Ledger {
-    /// The worker's exclusion and claim under `qualification`, in one
+    /// The worker's exclusion and claim under `qualification`: one
     /// consistent Query of the worker's partition (sk from `C#<q>` to
-    /// `X#<q>`).
+    /// `X#<q>`: the exclusion and a claim of the old layout) and, at the same
+    /// time, one consistent GetItem of the claim.
     pub async fn standing(
         &self,
         worker: &WorkerId,
         qualification: &QualificationTypeId,
     ) -> Result<Standing, LedgerError> {
         const OP: &str = "Query(worker standing)";
+        const GET: &str = "GetItem(claim)";
         let claim_sk = format!("C#{qualification}");
         let exclusion_sk = format!("X#{qualification}");
-        let items: Vec<Item> = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -194,10 +245,21 @@ impl Ledger {
             .into_paginator()
             .items()
             .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        let mut standing = Standing::default();
+            .collect::<Result<Vec<_>, _>>();
+        let get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(claim_key(worker, qualification)))
+            .consistent_read(true)
+            .send();
+        let (items, claim) = futures::join!(query, get);
+        let items: Vec<Item> = items.map_err(|e| sdk_error(OP, e))?;
+        let claim = claim.map_err(|e| sdk_error(GET, e))?;
+        let mut standing = Standing {
+            claim: claim.item.as_ref().and_then(claim_from),
+            ..Standing::default()
+        };
         for item in &items {
             let sk = get_s(item, SK).unwrap_or_default();
             if sk == exclusion_sk {
@@ -205,16 +267,7 @@ impl Ledger {
                     get_s(item, STATE).as_deref() == Some(ExclusionState::Excluded.as_str());
                 standing.released_at = get_s(item, RELEASED_AT);
             } else if sk == claim_sk {
-                if let (Some(assignment_id), Some(claimed_at)) =
-                    (get_s(item, CLAIM_ASSIGNMENT), get_s(item, CLAIMED_AT))
-                {
-                    standing.claim = Some(Claim {
-                        assignment_id,
-                        hit_id: get_s(item, CLAIM_HIT).unwrap_or_default(),
-                        claimed_at,
-                        expires_at: get_n(item, EXPIRES_AT).unwrap_or(0),
-                    });
-                }
+                standing.legacy_claim = claim_from(item);
             }
         }
         Ok(standing)
@@ -337,5 +390,66 @@ impl Ledger {
             .await
             .map_err(|e| sdk_error(OP, e))?;
         Ok(())
+    }
+
+    /// Clears the worker's claim under `qualification` (the lab's
+    /// `clear-claim`), in either layout: two DeleteItems. Returns the claims
+    /// removed (none: the worker had no claim stored).
+    pub async fn clear_claim(
+        &self,
+        worker: &WorkerId,
+        qualification: &QualificationTypeId,
+    ) -> Result<Vec<StoredClaim>, LedgerError> {
+        const OP: &str = "DeleteItem(claim)";
+        let mut cleared = Vec::new();
+        for key in [
+            claim_key(worker, qualification),
+            legacy_claim_key(worker, qualification),
+        ] {
+            let out = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| sdk_error(OP, e))?;
+            if let Some(old) = out.attributes {
+                cleared.extend(stored_claim(OP, &old)?);
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// Every claim stored under `qualification`, live or not, without worker
+    /// ids (`status` counts them). A filtered scan of the table: for the CLI,
+    /// never for the check.
+    pub async fn stored_claims(
+        &self,
+        qualification: &QualificationTypeId,
+    ) -> Result<Vec<StoredClaim>, LedgerError> {
+        const OP: &str = "Scan(claims)";
+        let items: Vec<Item> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(format!(
+                "{SK} = :c AND (begins_with({PK}, :new) OR begins_with({PK}, :old))"
+            ))
+            .expression_attribute_values(":c", s(format!("C#{qualification}")))
+            .expression_attribute_values(":new", s(CLAIM_PREFIX))
+            .expression_attribute_values(":old", s("W#"))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let mut claims = Vec::new();
+        for item in &items {
+            claims.extend(stored_claim(OP, item)?);
+        }
+        Ok(claims)
     }
 }

@@ -38,9 +38,12 @@
 //!     its share of the pool's rate ([`PoolRate`]).
 //!   - `CONFIG` / `WATCH`: the watch's last run (when, what it counted, the
 //!     live HITs it found unguarded), written once per run.
-//! - [`claims`]: `W#<worker>` / `C#<qualification>` and
+//! - [`claims`]: `WC#<worker>` / `C#<qualification>` (and, from releases up
+//!   to 0.2.0, `W#<worker>` / `C#<qualification>`) and
 //!   `CLAIMEND#<assignment>` / `E`, the accept-time check's claims and their
 //!   ends.
+//! - [`verified`]: `HIT#<hit>` / `V`, a HIT verified as the lab's (by the
+//!   check's `GetHIT` or the watch's listing).
 //!
 //! This file keeps what they share: the [`Ledger`] itself, its error
 //! ([`LedgerError`]), the codecs (attribute values, stored times) and the
@@ -79,6 +82,7 @@ pub mod exclusion;
 pub mod heartbeat;
 pub mod participation;
 pub mod subscription;
+pub mod verified;
 
 pub use claims::{Claim, ClaimEnd, ClaimEnded, Replaceable, Standing, StoredClaim};
 pub use config::{
@@ -92,6 +96,7 @@ pub use exclusion::{
 pub use heartbeat::{Heartbeat, Sender};
 pub use participation::{Learned, LedgerContents, NewParticipation, Participation};
 pub use subscription::{SubscribedBy, Subscription};
+pub use verified::{VerifiedBy, VerifiedHit};
 
 // The key schema: the table's keys, its indexes and their key attributes
 // (declared in template.yaml), and the attributes more than one item kind

@@ -462,7 +462,7 @@ impl Ledger {
                         reason: get_s(&item, RELEASE_REASON),
                     });
                 }
-            } else if pk.starts_with("W#") && sk == claim_sk {
+            } else if claims::is_claim(&pk, &sk, &claim_sk) {
                 snapshot.claims.extend(claims::stored_claim(OP, &item)?);
             } else if let Some(ended) = claims::claim_ended_from(OP, &pk, &item)? {
                 snapshot.claim_ends.push(ended);

@@ -24,6 +24,8 @@
 //!   unguarded), and the fix that adds the pool's requirement to a live HIT.
 //! - [`sandbox`]: a first sandbox study carrying the pool's requirement, to
 //!   try the path from an empty account.
+//! - [`claims`]: the accept-time check's claims, counted for `status` and
+//!   cleared by `clear-claim`.
 //! - [`watch`]: the scheduled run that subscribes and backfills every HIT type
 //!   nobody subscribed, and counts what it cannot fix.
 //!
@@ -31,6 +33,7 @@
 //! the caller; the others take just the clients they read.
 
 pub mod backfill;
+pub mod claims;
 pub mod coverage;
 pub mod export;
 pub mod queues;

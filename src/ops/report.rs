@@ -123,6 +123,11 @@ pub struct Check {
     pub claims: Series,
     /// Claims whose time has not run out.
     pub claims_open: u64,
+    /// Claims whose time ran out with no word from MTurk about their
+    /// assignment: no submission, return or abandon. A worker who simply
+    /// ran out of time looks so, and so does a claim a stranger made on a
+    /// made-up assignment (docs/security.md); many of them are worth a look.
+    pub claims_unnotified: u64,
     pub returned: Series,
     pub abandoned: Series,
     /// Participations by a worker who already had one: repeats that were
@@ -347,7 +352,7 @@ pub fn aggregate(snapshot: &LedgerContents, source: Source, options: &Options) -
     // Exposure: notification-learned participations with both times.
     let windows: Vec<Duration> = studied.iter().filter_map(|(_, p)| p.exposure()).collect();
     let not_measured = (studied.len() - windows.len()) as u64;
-    let mut check = check_of(&claims, &ends, &timeline, options.now);
+    let mut check = check_of(snapshot, &claims, &ends, &timeline, options.now);
     (check.repeats, check.repeat_workers, check.repeat_list) =
         repeats_of(snapshot, &keep, &timeline, with_ids);
     let mut per_bucket = timeline.empty("releases");
@@ -565,17 +570,34 @@ fn studies_of(studied: &[Dated], timeline: &Timeline) -> (Vec<Study>, Vec<Series
 /// The accept-time check's claims and their ends; the repeats are filled in
 /// by [`repeats_of`].
 fn check_of(
+    snapshot: &LedgerContents,
     claims: &[&crate::ledger::StoredClaim],
     ends: &[(OffsetDateTime, &str)],
     timeline: &Timeline,
     now: OffsetDateTime,
 ) -> Check {
+    // The assignments MTurk said something about: submitted (a
+    // participation), returned or abandoned.
+    let heard: HashSet<&str> = snapshot
+        .claim_ends
+        .iter()
+        .map(|e| e.assignment_id.as_str())
+        .chain(
+            snapshot
+                .participations
+                .iter()
+                .filter_map(|p| p.assignment_id.as_ref().map(|a| a.as_str())),
+        )
+        .collect();
     let mut claim_series = timeline.empty("claims made (still stored)");
     let mut claims_open = 0;
+    let mut claims_unnotified = 0;
     for c in claims {
         claim_series.counts[timeline.index(c.claimed_at)] += 1;
         if c.expires_at > now.unix_timestamp() {
             claims_open += 1;
+        } else if !heard.contains(c.assignment_id.as_str()) {
+            claims_unnotified += 1;
         }
     }
     let mut returned = timeline.empty("returned");
@@ -589,6 +611,7 @@ fn check_of(
     Check {
         claims: claim_series,
         claims_open,
+        claims_unnotified,
         returned,
         abandoned,
         repeats: timeline.empty(""),
@@ -816,11 +839,13 @@ mod tests {
             ],
             claims: vec![
                 StoredClaim {
+                    assignment_id: "3ASGOPEN".into(),
                     hit_id: "3HIT".into(),
                     claimed_at: datetime!(2026-03-09 10:00 UTC),
                     expires_at: (NOW + Duration::minutes(30)).unix_timestamp(),
                 },
                 StoredClaim {
+                    assignment_id: "3ASGEXPIRED".into(),
                     hit_id: "3HIT".into(),
                     claimed_at: datetime!(2026-03-08 10:00 UTC),
                     expires_at: (NOW - Duration::days(1)).unix_timestamp(),
@@ -828,10 +853,12 @@ mod tests {
             ],
             claim_ends: vec![
                 ClaimEnded {
+                    assignment_id: "3ASGOPEN".into(),
                     ended_by: "returned".into(),
                     ended_at: Some(datetime!(2026-03-09 11:00 UTC)),
                 },
                 ClaimEnded {
+                    assignment_id: "3ASGOTHER".into(),
                     ended_by: "abandoned".into(),
                     ended_at: Some(datetime!(2026-03-08 11:00 UTC)),
                 },
@@ -898,6 +925,10 @@ mod tests {
         assert!(r.check.repeat_list.is_empty(), "no ids unless asked");
         assert_eq!((r.check.claims.total(), r.check.claims_open), (2, 1));
         assert_eq!(
+            r.check.claims_unnotified, 1,
+            "the expired claim, of which MTurk said nothing"
+        );
+        assert_eq!(
             (r.check.returned.total(), r.check.abandoned.total()),
             (1, 1)
         );
@@ -915,6 +946,22 @@ mod tests {
         );
         assert!(rel.list.iter().all(|x| x.worker_id.is_none()));
         assert_eq!(rel.per_bucket.counts[4] + rel.per_bucket.counts[5], 2);
+    }
+
+    #[test]
+    fn an_expired_claim_is_flagged_unless_mturk_said_how_its_assignment_ended() {
+        let mut s = snapshot();
+        s.claim_ends[1].assignment_id = "3ASGEXPIRED".into();
+        let r = aggregate(&s, source(), &options(false));
+        assert_eq!(r.check.claims_unnotified, 0, "abandoned: MTurk said so");
+        let mut s = snapshot();
+        s.claims[1].assignment_id = s.participations[0]
+            .assignment_id
+            .as_ref()
+            .expect("a participation from an assignment")
+            .to_string();
+        let r = aggregate(&s, source(), &options(false));
+        assert_eq!(r.check.claims_unnotified, 0, "submitted");
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub struct Report {
     pub qualification_type_id: Option<String>,
     /// `null` without a qualification id (pass --qualification or --stack).
     pub excluded_workers: Option<usize>,
+    /// The accept-time check's claims, counted (no worker ids); `null`
+    /// without a qualification id.
+    pub claims: Option<crate::ops::claims::Summary>,
     pub participations: Participations,
     pub last_heartbeat_at: Option<String>,
     /// The exposure window over the last 24 hours, from the ledger.
@@ -196,6 +199,20 @@ fn last_recorded(all: &[Participation]) -> HashMap<&HitTypeId, OffsetDateTime> {
     last
 }
 
+/// The counts that need the pool's qualification (`None` without it): the
+/// excluded workers, and the accept-time check's claims.
+async fn qualified_counts(
+    ledger: &Ledger,
+    qualification: Option<&QualificationTypeId>,
+) -> Result<(Option<usize>, Option<crate::ops::claims::Summary>), LedgerError> {
+    let Some(q) = qualification else {
+        return Ok((None, None));
+    };
+    let excluded = ledger.excluded_workers(q).await?.len();
+    let claims = crate::ops::claims::summary(ledger, q, OffsetDateTime::now_utc()).await?;
+    Ok((Some(excluded), Some(claims)))
+}
+
 /// Reads the ledger (one full scan of its participations: fine for a lab's
 /// ledger, and nothing is read per worker) and the queues, and concludes
 /// what needs attention. A queue that cannot be read is one of the
@@ -205,10 +222,8 @@ pub async fn summary(
     sqs: &aws_sdk_sqs::Client,
     request: &Request,
 ) -> Result<Report, LedgerError> {
-    let excluded_workers = match &request.qualification {
-        Some(q) => Some(ledger.excluded_workers(q).await?.len()),
-        None => None,
-    };
+    let (excluded_workers, claims) =
+        qualified_counts(ledger, request.qualification.as_ref()).await?;
     let all = ledger.all_participations(None).await?;
     let mut stuck: Vec<&Participation> = all.iter().filter(|p| p.is_pending()).collect();
     stuck.sort_by_key(|p| std::cmp::Reverse(p.recorded_at));
@@ -267,6 +282,7 @@ pub async fn summary(
         table: ledger.table().to_owned(),
         qualification_type_id: request.qualification.as_ref().map(ToString::to_string),
         excluded_workers,
+        claims,
         participations: Participations {
             total: all.len(),
             stuck: stuck.len(),
@@ -470,6 +486,7 @@ mod tests {
             table: "ledger".into(),
             qualification_type_id: None,
             excluded_workers: None,
+            claims: None,
             participations: Participations { total: 3, stuck: 0 },
             last_heartbeat_at: None,
             exposure_last_24h: exposure(&[], NOW),

@@ -313,12 +313,14 @@ impl Step {
 }
 
 /// Steps measured in each round, in order.
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 7] = [
     "new worker, first submission",
     "excluded worker, next submission",
     "duplicate notification",
-    "check: claim (new worker)",
+    "check: claim (new worker), the HIT's first check (GetHIT)",
+    "check: claim (new worker), the HIT known",
     "check: worker took part",
+    "check: a HIT not the lab's",
 ];
 
 /// The size AWS bills an item at (attribute names plus values), in bytes.
@@ -365,8 +367,9 @@ async fn measure(rounds: usize) -> anyhow::Result<(Vec<Step>, usize)> {
         ),
         Arc::new(RateLimiter::per_second(1000.0)),
     );
-    let excluder = Excluder::new(mturk, ledger.clone(), qualification.clone());
-    let checker = Checker::new(ledger, qualification, time::Duration::minutes(60));
+    let excluder = Excluder::new(mturk.clone(), ledger.clone(), qualification.clone());
+    let checker = Checker::new(ledger, qualification, time::Duration::minutes(60))
+        .with_hit_lookups(mturk, 600);
     let hit_type = double.new_hit_type_id();
 
     let mut all: Vec<Vec<Step>> = Vec::new();
@@ -403,21 +406,35 @@ async fn measure(rounds: usize) -> anyhow::Result<(Vec<Step>, usize)> {
             }
             steps.push(Step::new(what, recorder.take()));
         }
-        let claimant = WorkerId::parse(&format!("A1WRUCLAIM{round}"))?;
         let hit = HitId::parse(&double.create_hit(&hit_type))?;
-        let claim = CheckRequest::Accepted {
-            worker: claimant,
-            assignment: AssignmentId::parse(&format!("CLAIMASSIGNMENT{round}"))?,
-            hit: hit.clone(),
+        let accepted = |worker: &str, assignment: String, hit: &HitId| -> anyhow::Result<_> {
+            Ok(CheckRequest::Accepted {
+                worker: WorkerId::parse(worker)?,
+                assignment: AssignmentId::parse(&assignment)?,
+                hit: hit.clone(),
+            })
         };
-        let took_part = CheckRequest::Accepted {
-            worker: WorkerId::parse(&worker)?,
-            assignment: AssignmentId::parse(&format!("TOOKPARTASSIGNMENT{round}"))?,
-            hit,
-        };
+        let claim = accepted(
+            &format!("A1WRUCLAIM{round}"),
+            format!("CLAIMASSIGNMENT{round}"),
+            &hit,
+        )?;
+        let claim_known = accepted(
+            &format!("A1WRUCLAIMKNOWN{round}"),
+            format!("CLAIMKNOWNASSIGNMENT{round}"),
+            &hit,
+        )?;
+        let took_part = accepted(&worker, format!("TOOKPARTASSIGNMENT{round}"), &hit)?;
+        let foreign = accepted(
+            &format!("A1WRUFOREIGN{round}"),
+            format!("FOREIGNASSIGNMENT{round}"),
+            &HitId::parse(&format!("3NOTTHELABSHIT{round}"))?,
+        )?;
         for (what, request, expected) in [
             (STEPS[3], &claim, Reason::New),
-            (STEPS[4], &took_part, Reason::TookPart),
+            (STEPS[4], &claim_known, Reason::New),
+            (STEPS[5], &took_part, Reason::TookPart),
+            (STEPS[6], &foreign, Reason::UnknownHit),
         ] {
             let reason = checker
                 .check(request, time::OffsetDateTime::now_utc())

@@ -8,15 +8,16 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use lambda_http::tracing::subscriber::EnvFilter;
 use lambda_http::{service_fn, Body, Error, Request, Response};
 use mturk_exclusion::aws::{self, Limits};
-use mturk_exclusion::check::{emf_line, respond, CheckConfig, Checker};
+use mturk_exclusion::check::{emf_line, log_filter, respond, CheckConfig, Checker};
 use mturk_exclusion::lambda::configured;
 use time::OffsetDateTime;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    init_logs();
     let config = configured(CheckConfig::from_env()).await?;
     // A HIT page waits for the answer (and fails open after 4 s): short
     // timeouts, two attempts, well inside the function's 5 s.
@@ -29,10 +30,7 @@ async fn main() -> Result<(), Error> {
         ..Limits::default()
     };
     let sdk = aws::load(None, limits).await;
-    let checker = Arc::new(Checker::from_config(
-        &config,
-        aws_sdk_dynamodb::Client::new(&sdk),
-    ));
+    let checker = Arc::new(Checker::from_config(&config, &sdk));
     let pool: Arc<str> = config.pool.into();
     lambda_http::run(service_fn(move |request: Request| {
         let checker = Arc::clone(&checker);
@@ -40,6 +38,25 @@ async fn main() -> Result<(), Error> {
         async move { handle(&checker, &pool, request).await }
     }))
     .await
+}
+
+/// Like `lambda_http::tracing::init_default_subscriber`, but with
+/// [`log_filter`]: the runtime and the SDKs never log below INFO here, as
+/// at DEBUG and TRACE they log the request (its query string names the
+/// worker). `RUST_LOG` is not read, for the same reason.
+fn init_logs() {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let filter = EnvFilter::builder().parse_lossy(log_filter(level.as_deref()));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = lambda_http::tracing::subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 async fn handle(checker: &Checker, pool: &str, request: Request) -> Result<Response<Body>, Error> {
@@ -58,6 +75,11 @@ async fn handle(checker: &Checker, pool: &str, request: Request) -> Result<Respo
         OffsetDateTime::now_utc(),
     )
     .await;
+    tracing::debug!(
+        status = answer.status,
+        reason = answer.metric_reason,
+        "answered"
+    );
     let timestamp_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

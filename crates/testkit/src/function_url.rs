@@ -59,12 +59,27 @@ pub struct Cors {
 
 impl Cors {
     /// The `FunctionUrlConfig.Cors` of `function` (a logical id) in
-    /// template.yaml; it must be a literal mapping.
+    /// template.yaml, its parameters at their defaults; a mapping whose
+    /// lists are literal or a `!Ref` to a parameter.
     pub fn from_template(function: &str) -> anyhow::Result<Cors> {
         Self::from_template_text(crate::table::TEMPLATE, function)
     }
 
+    /// [`Cors::from_template`] as deployed with these parameter values
+    /// (`(name, value)`; a `CommaDelimitedList` as its comma-separated text).
+    pub fn from_template_with(function: &str, parameters: &[(&str, &str)]) -> anyhow::Result<Cors> {
+        Self::from_template_text_with(crate::table::TEMPLATE, function, parameters)
+    }
+
     pub fn from_template_text(template: &str, function: &str) -> anyhow::Result<Cors> {
+        Self::from_template_text_with(template, function, &[])
+    }
+
+    pub fn from_template_text_with(
+        template: &str,
+        function: &str,
+        parameters: &[(&str, &str)],
+    ) -> anyhow::Result<Cors> {
         let doc: serde_yaml::Value =
             serde_yaml::from_str(template).context("template.yaml is not YAML")?;
         let url = doc
@@ -76,12 +91,37 @@ impl Cors {
         let Some(cors) = url.get("Cors") else {
             return Ok(Cors::default());
         };
+        // `!Ref Name`: the value given, else the parameter's Default, split
+        // on commas as CloudFormation splits a CommaDelimitedList.
+        let parameter = |name: &str| -> anyhow::Result<Vec<String>> {
+            let text = match parameters.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) => (*v).to_owned(),
+                None => doc
+                    .get("Parameters")
+                    .and_then(|p| p.get(name))
+                    .and_then(|p| p.get("Default"))
+                    .and_then(serde_yaml::Value::as_str)
+                    .with_context(|| {
+                        format!("template.yaml: no parameter {name} with a Default, and none given")
+                    })?
+                    .to_owned(),
+            };
+            Ok(text.split(',').map(|s| s.trim().to_owned()).collect())
+        };
         let list = |name: &str| -> anyhow::Result<Vec<String>> {
             match cors.get(name) {
                 None => Ok(Vec::new()),
+                Some(serde_yaml::Value::Tagged(tagged)) if tagged.tag == "Ref" => {
+                    let referred = tagged.value.as_str().with_context(|| {
+                        format!("template.yaml: Cors.{name} is a Ref to no name")
+                    })?;
+                    parameter(referred)
+                }
                 Some(v) => v
                     .as_sequence()
-                    .with_context(|| format!("template.yaml: Cors.{name} is not a literal list"))?
+                    .with_context(|| {
+                        format!("template.yaml: Cors.{name} is neither a list nor a !Ref")
+                    })?
                     .iter()
                     .map(|x| {
                         x.as_str().map(str::to_owned).with_context(|| {
@@ -631,6 +671,36 @@ mod tests {
         assert!(pre.contains(&("access-control-allow-origin".into(), "*".into())));
         assert!(pre.contains(&("access-control-max-age".into(), "300".into())));
         assert!(cors.preflight("http://127.0.0.1:1234", "POST").is_empty());
+    }
+
+    #[test]
+    fn allowed_origins_follow_the_templates_parameter() {
+        let cors = Cors::from_template_with(
+            "ExclusionCheckFunction",
+            &[(
+                "CheckAllowedOrigins",
+                "https://www.mturk.com, https://workersandbox.mturk.com",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            cors.allow_origins,
+            ["https://www.mturk.com", "https://workersandbox.mturk.com"]
+        );
+        let pre = cors.preflight("https://workersandbox.mturk.com", "GET");
+        assert!(pre.contains(&(
+            "access-control-allow-origin".into(),
+            "https://workersandbox.mturk.com".into()
+        )));
+        assert!(cors.preflight("https://evil.example", "GET").is_empty());
+        // Not a Ref: a literal list, as before.
+        let literal = "Resources:\n  F:\n    Properties:\n      FunctionUrlConfig:\n        Cors:\n          AllowOrigins: [\"https://a.example\"]\n";
+        assert_eq!(
+            Cors::from_template_text(literal, "F")
+                .unwrap()
+                .allow_origins,
+            ["https://a.example"]
+        );
     }
 
     #[test]

@@ -575,11 +575,12 @@ fn check(page: &mut String, r: &Report, axis: &Axis) {
     ];
     let _ = write!(
         page,
-        r#"<div class="stats"><span>repeats not stopped: <b>{}</b> by <b>{}</b></span><span>claims stored: <b>{}</b> ({} open now)</span><span>returned: <b>{}</b></span><span>abandoned: <b>{}</b></span></div>"#,
+        r#"<div class="stats"><span>repeats not stopped: <b>{}</b> by <b>{}</b></span><span>claims stored: <b>{}</b> ({} open now)</span><span>claims ended with no word from MTurk: <b>{}</b></span><span>returned: <b>{}</b></span><span>abandoned: <b>{}</b></span></div>"#,
         c.repeats.total(),
         plural(c.repeat_workers, "worker", "workers"),
         c.claims.total(),
         c.claims_open,
+        c.claims_unnotified,
         c.returned.total(),
         c.abandoned.total()
     );

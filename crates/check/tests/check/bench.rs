@@ -46,11 +46,7 @@ async fn bench_warm_latency_and_cold_start() {
     }
     // Cold: a new process per start; spawn → first poll (init), and spawn →
     // first answer (init + the first request, with its new connection).
-    let env = check_env(
-        p.ledger.table(),
-        p.qualification.as_str(),
-        &local_dynamodb(),
-    );
+    let env = env_of(&p);
     let mut init = Vec::new();
     let mut first = Vec::new();
     for _ in 0..COLD_STARTS {

@@ -24,6 +24,20 @@ async fn items(p: &Pipeline) -> i32 {
         .count
 }
 
+/// Records `hit` as a HIT of the lab, as the watch's listing would.
+pub async fn verified(p: &Pipeline, hit: &HitId, duration_secs: Option<i64>) {
+    p.ledger
+        .record_verified_hit(
+            hit,
+            &mturk_exclusion::ids::HitTypeId::parse(&p.hit_type).unwrap(),
+            duration_secs,
+            mturk_exclusion::ledger::VerifiedBy::Watch,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .expect("record a verified HIT");
+}
+
 async fn exclude(p: &Pipeline, worker: &str) {
     p.ledger
         .record_exclusion(
@@ -69,6 +83,9 @@ async fn a_worker_who_took_part_is_told_so_and_nothing_is_written() {
     let (p, d) = deployed(1).await;
     let repeat = fresh("A");
     exclude(&p, &repeat).await;
+    // The HIT already known as the lab's: its first check writes that
+    // (once per HIT, nothing about any worker).
+    verified(&p, &HitId::parse(HIT).unwrap(), Some(3600)).await;
     let before = items(&p).await;
     assert_eq!(
         verdict(&d.check(&repeat, &fresh("3ASG")).await),
@@ -95,9 +112,8 @@ async fn the_submission_ends_the_claim_because_took_part_wins() {
 }
 
 #[tokio::test]
-async fn previews_write_nothing_and_still_consult_the_ledger_for_a_worker() {
+async fn previews_read_nothing_and_say_nothing_about_any_worker() {
     let (p, d) = deployed(1).await;
-    let before = items(&p).await;
     let preview = "ASSIGNMENT_ID_NOT_AVAILABLE";
     let r = d.get(&format!("assignmentId={preview}&hitId={HIT}")).await;
     assert_eq!(verdict(&r), (true, "preview".into()));
@@ -109,25 +125,51 @@ async fn previews_write_nothing_and_still_consult_the_ledger_for_a_worker() {
         (true, "preview".into()),
         "no workerId is a preview"
     );
-    let worker = fresh("A");
-    assert_eq!(
-        verdict(&d.check(&worker, preview).await),
-        (true, "preview".into())
-    );
     let repeat = fresh("A");
     exclude(&p, &repeat).await;
-    let before = before + 1;
+    let busy = fresh("A");
     assert_eq!(
-        verdict(&d.check(&repeat, preview).await),
-        (false, "took_part".into()),
-        "a preview with a workerId reads the ledger"
+        verdict(&d.check(&busy, &fresh("3ASG")).await),
+        (true, "new".into())
     );
+    let before = items(&p).await;
+    // MTurk's previews carry no workerId; one that does gets the same
+    // answer for a worker who took part, a busy one and a new one, on the
+    // lab's HIT or any other, and costs no read.
+    let worker = fresh("A");
+    for w in [&repeat, &busy, &worker] {
+        for hit in [HIT, "3MADEUPHIT0000000000000000000"] {
+            let r = d
+                .get(&format!("workerId={w}&assignmentId={preview}&hitId={hit}"))
+                .await;
+            assert_eq!(verdict(&r), (true, "preview".into()), "{w} on {hit}");
+        }
+    }
     assert_eq!(items(&p).await, before, "previews write nothing");
     assert_eq!(
         verdict(&d.check(&worker, &fresh("3ASG")).await),
         (true, "new".into()),
         "the preview claimed nothing"
     );
+    // Nothing read: with the ledger unreachable, a preview with a workerId
+    // is still answered.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let env = check_env(
+        p.ledger.table(),
+        p.qualification.as_str(),
+        &dead,
+        &p.double.endpoint(),
+    );
+    let offline = Deployed::start(1, &env).await;
+    let r = offline
+        .get(&format!(
+            "workerId={repeat}&assignmentId={preview}&hitId={HIT}"
+        ))
+        .await;
+    assert_eq!(verdict(&r), (true, "preview".into()));
+    assert_eq!(offline.check(&repeat, &fresh("3ASG")).await.status, 503);
 }
 
 #[tokio::test]
@@ -227,7 +269,12 @@ async fn an_unreachable_ledger_is_503() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let env = check_env(p.ledger.table(), p.qualification.as_str(), &dead);
+    let env = check_env(
+        p.ledger.table(),
+        p.qualification.as_str(),
+        &dead,
+        &p.double.endpoint(),
+    );
     let d = Deployed::start(1, &env).await;
     let started = std::time::Instant::now();
     let r = d.check(&fresh("A"), &fresh("3ASG")).await;
@@ -385,6 +432,7 @@ async fn an_expired_claim_frees_the_worker() {
     );
     let worker = WorkerId::parse(&fresh("A")).unwrap();
     let hit = HitId::parse(HIT).unwrap();
+    verified(&p, &hit, Some(3600)).await;
     let accepted = |a: &str| CheckRequest::Accepted {
         worker: worker.clone(),
         assignment: AssignmentId::parse(a).unwrap(),

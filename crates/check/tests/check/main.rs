@@ -7,6 +7,7 @@ mod bench;
 mod browser;
 mod contract;
 mod race;
+mod stranger;
 
 use std::time::Duration;
 
@@ -28,13 +29,22 @@ pub fn binary() -> std::path::PathBuf {
     testkit::runtime_api::binary_under_test(BINARY_VAR, BINARY)
 }
 
-/// The check's environment as the template sets it, on this table.
-pub fn check_env(table: &str, qualification: &str, dynamodb: &str) -> Vec<(String, String)> {
+/// The check's environment as the template sets it, on this table, with
+/// MTurk at `mturk` (the pipeline's double).
+pub fn check_env(
+    table: &str,
+    qualification: &str,
+    dynamodb: &str,
+    mturk: &str,
+) -> Vec<(String, String)> {
     [
         ("TABLE_NAME", table),
         ("QUALIFICATION_TYPE_ID", qualification),
         ("CLAIM_MINUTES", "60"),
         ("METRICS_POOL", "test-pool"),
+        ("MTURK_ENVIRONMENT", "sandbox"),
+        ("HIT_LOOKUPS_PER_MINUTE", "20"),
+        ("AWS_ENDPOINT_URL_MTURK", mturk),
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
         ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
@@ -58,6 +68,11 @@ pub struct Deployed {
 
 impl Deployed {
     pub async fn start(n: usize, env: &[(String, String)]) -> Deployed {
+        let cors = Cors::from_template("ExclusionCheckFunction").expect("the template's Cors");
+        Self::start_with_cors(n, env, cors).await
+    }
+
+    pub async fn start_with_cors(n: usize, env: &[(String, String)], cors: Cors) -> Deployed {
         let mut apis = Vec::new();
         let mut processes = Vec::new();
         for _ in 0..n {
@@ -67,7 +82,6 @@ impl Deployed {
             processes.push(FunctionProcess::spawn(&binary(), &api, env).expect("spawn"));
             apis.push(api);
         }
-        let cors = Cors::from_template("ExclusionCheckFunction").expect("the template's Cors");
         let url = FunctionUrl::start(
             FUNCTION,
             cors,
@@ -107,16 +121,24 @@ impl Deployed {
 }
 
 /// A pipeline (ledger table, queue, handler, MTurk double) with the check
-/// deployed on its table.
+/// deployed on its table, and [`HIT`] posted on the double (a HIT of the
+/// lab, one hour per assignment).
 pub async fn deployed(n: usize) -> (Pipeline, Deployed) {
     let p = Pipeline::start().await;
-    let env = check_env(
+    p.double.create_hit_with_id(HIT, &p.hit_type);
+    let env = env_of(&p);
+    let d = Deployed::start(n, &env).await;
+    (p, d)
+}
+
+/// [`check_env`] for this pipeline.
+pub fn env_of(p: &Pipeline) -> Vec<(String, String)> {
+    check_env(
         p.ledger.table(),
         p.qualification.as_str(),
         &local_dynamodb(),
-    );
-    let d = Deployed::start(n, &env).await;
-    (p, d)
+        &p.double.endpoint(),
+    )
 }
 
 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

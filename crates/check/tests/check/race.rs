@@ -76,6 +76,7 @@ async fn thirty_two_independent_handlers_make_one_claim() {
         .collect();
     let worker = WorkerId::parse(&fresh("A")).unwrap();
     let hit = HitId::parse(HIT).unwrap();
+    super::contract::verified(&p, &hit, None).await;
     let now = OffsetDateTime::now_utc();
     let answers = join_all(checkers.iter().map(|c| {
         let request = CheckRequest::Accepted {

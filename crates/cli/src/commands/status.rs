@@ -89,6 +89,12 @@ fn print_text(r: &Report) {
             "Excluded workers: unknown (pass --qualification ID or --stack NAME to count them)"
         ),
     }
+    if let Some(c) = &r.claims {
+        println!(
+            "Claims of the accept-time check: {} live ({} stored; `mturk-exclusion clear-claim --worker ID` frees a worker)",
+            c.live, c.stored
+        );
+    }
     println!(
         "Participations: {} ({} stuck: recorded but neither excluded nor released)",
         r.participations.total, r.participations.stuck
