@@ -198,7 +198,8 @@ impl CheckConfig {
 /// A request the check will answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckRequest {
-    /// Preview: no claim. With a worker id the ledger is still read.
+    /// Preview: nothing is read or written. A worker id, if one came, is
+    /// parsed and otherwise ignored.
     Preview {
         worker: Option<WorkerId>,
         hit: HitId,
@@ -881,6 +882,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(assess(&expired, "OTHER", now), Assessment::Free);
+        assert_eq!(
+            assess(&expired, A, now),
+            Assessment::SameAssignment,
+            "an expired claim is not renewed by its own assignment"
+        );
         let released = Standing {
             released_at: Some("2026-03-02T16:59:30.000Z".into()),
             claim: claim(A, "2026-03-02T16:59:00.000Z", later),
@@ -910,6 +916,84 @@ mod tests {
         assert_eq!(r.body, r#"{"eligible":false,"reason":"busy"}"#);
         let r = Response::answer(Reason::SameAssignment);
         assert_eq!(r.body, r#"{"eligible":true,"reason":"same_assignment"}"#);
+    }
+
+    #[test]
+    fn the_runtime_and_the_sdks_never_log_below_info() {
+        assert_eq!(
+            log_filter(Some("TRACE")),
+            "info,mturk_exclusion=trace,exclusion_check=trace"
+        );
+        assert_eq!(
+            log_filter(Some("debug")),
+            "info,mturk_exclusion=debug,exclusion_check=debug"
+        );
+        assert_eq!(
+            log_filter(Some("WARN")),
+            "warn,mturk_exclusion=warn,exclusion_check=warn"
+        );
+        assert_eq!(log_filter(None), log_filter(Some("INFO")));
+        assert_eq!(log_filter(Some("lambda_runtime=trace")), log_filter(None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lookup_budget_is_per_minute() {
+        let budget = LookupBudget::per_minute(3);
+        assert_eq!((0..5).filter(|_| budget.take()).count(), 3);
+        tokio::time::advance(StdDuration::from_secs(59)).await;
+        assert!(!budget.take());
+        tokio::time::advance(StdDuration::from_secs(1)).await;
+        assert_eq!((0..5).filter(|_| budget.take()).count(), 3);
+        assert!(!LookupBudget::per_minute(0).take());
+    }
+
+    #[test]
+    fn hit_lookups_per_minute_are_bounded() {
+        let with = |v: &'static str| {
+            move |k: &str| match k {
+                "TABLE_NAME" => Some("t".to_owned()),
+                "QUALIFICATION_TYPE_ID" => Some("3LB30G6JHY4JQ4T5QRCEBZ6B9YDKQD".to_owned()),
+                "HIT_LOOKUPS_PER_MINUTE" => Some(v.to_owned()),
+                "MTURK_ENVIRONMENT" => Some("production".to_owned()),
+                _ => None,
+            }
+        };
+        let c = CheckConfig::from_lookup(with("0")).unwrap();
+        assert_eq!(c.hit_lookups_per_minute, 0);
+        assert_eq!(c.mturk_environment, MturkEnvironment::Production);
+        assert_eq!(
+            CheckConfig::from_lookup(with(""))
+                .unwrap()
+                .hit_lookups_per_minute,
+            DEFAULT_HIT_LOOKUPS_PER_MINUTE
+        );
+        for bad in ["601", "-1", "many"] {
+            assert_eq!(
+                CheckConfig::from_lookup(with(bad)).unwrap_err().variable,
+                "HIT_LOOKUPS_PER_MINUTE"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_lasts_no_longer_than_its_hits_assignments() {
+        let hit = |secs| VerifiedHit {
+            hit_type_id: "3T".into(),
+            assignment_duration_secs: secs,
+        };
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let c = Checker::new(
+            Ledger::new(client, "t"),
+            QualificationTypeId::parse("3LB30G6JHY4JQ4T5QRCEBZ6B9YDKQD").unwrap(),
+            Duration::minutes(60),
+        );
+        assert_eq!(c.claim_for(&hit(Some(30))), Duration::seconds(30));
+        assert_eq!(c.claim_for(&hit(Some(7200))), Duration::minutes(60));
+        assert_eq!(c.claim_for(&hit(None)), Duration::minutes(60));
     }
 
     #[test]

@@ -132,15 +132,28 @@ impl Ledger {
     }
 
     /// What the watch calls with the HITs it listed (`ListHITs` answers
-    /// only with the lab's own): each is remembered as verified, so the
-    /// check knows a HIT the watch saw without a `GetHIT` of its own.
-    /// One PutItem per HIT; stops at the first ledger error.
+    /// only with the lab's own): each HIT a worker may hold (Assignable or
+    /// Unassignable) that the ledger does not know yet is remembered as
+    /// verified, so the check knows it without a `GetHIT` of its own. An
+    /// eventually consistent GetItem per such HIT (0.5 read unit), a PutItem
+    /// per new one; stops at the first ledger error. Returns how many were
+    /// new.
     pub async fn record_listed_hits(
         &self,
         hits: &[crate::mturk::Hit],
         now: OffsetDateTime,
-    ) -> Result<(), LedgerError> {
-        for hit in hits {
+    ) -> Result<usize, LedgerError> {
+        let mut recorded = 0;
+        let open = |h: &&crate::mturk::Hit| {
+            matches!(
+                h.status,
+                crate::mturk::HitStatus::Assignable | crate::mturk::HitStatus::Unassignable
+            )
+        };
+        for hit in hits.iter().filter(open) {
+            if self.verified_hit(&hit.hit_id).await?.is_some() {
+                continue;
+            }
             self.record_verified_hit(
                 &hit.hit_id,
                 &hit.hit_type_id,
@@ -149,7 +162,8 @@ impl Ledger {
                 now,
             )
             .await?;
+            recorded += 1;
         }
-        Ok(())
+        Ok(recorded)
     }
 }

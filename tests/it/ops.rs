@@ -494,8 +494,10 @@ async fn report_snapshot_sorts_every_item_kind_and_skips_the_rest() {
     assert_eq!(s.releases[0].state, ExclusionState::Released);
     assert_eq!(s.claims.len(), 1);
     assert_eq!(s.claims[0].hit_id, "3SNAPHIT");
+    assert_eq!(s.claims[0].assignment_id, "3SNAPCLAIMED");
     assert_eq!(s.claim_ends.len(), 1);
     assert_eq!(s.claim_ends[0].ended_by, "returned");
+    assert_eq!(s.claim_ends[0].assignment_id, "3SNAPCLAIMED");
 
     let source = Source {
         stack: None,

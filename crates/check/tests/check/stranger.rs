@@ -342,3 +342,110 @@ async fn allowed_origins_follow_the_parameter() {
         .header_values("access-control-allow-origin")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_claim_of_the_old_layout_holds_until_it_ends_and_is_never_written_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let p = Pipeline::start().await;
+    let hit = HitId::parse(HIT).unwrap();
+    super::contract::verified(&p, &hit, Some(3600)).await;
+    let checker = Checker::new(
+        p.ledger.clone(),
+        p.qualification.clone(),
+        time::Duration::minutes(60),
+    );
+    let worker = fresh("A");
+    let old = fresh("3OLDASG");
+    let now = OffsetDateTime::now_utc();
+    // A claim as releases up to 0.2.0 wrote it: next to the exclusion.
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    p.stack
+        .dynamodb
+        .put_item()
+        .table_name(p.ledger.table())
+        .item("pk", s(&format!("W#{worker}")))
+        .item("sk", s(&format!("C#{}", p.qualification)))
+        .item("claim_assignment", s(&old))
+        .item("claim_hit", s(HIT))
+        .item("claimed_at", s(&mturk_exclusion::ledger::stamp(now)))
+        .item(
+            "expires_at",
+            AttributeValue::N((now.unix_timestamp() + 600).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let other = fresh("3ASG");
+    let ask = |a: &str, at| {
+        let request = accepted(&worker, a, HIT);
+        let checker = checker.clone();
+        async move { checker.check(&request, at).await.unwrap() }
+    };
+    assert_eq!(ask(&old, now).await, Reason::SameAssignment);
+    assert_eq!(ask(&other, now).await, Reason::Busy);
+    let summary = mturk_exclusion::ops::claims::summary(&p.ledger, &p.qualification, now)
+        .await
+        .unwrap();
+    assert_eq!(summary.live, 1, "status counts it");
+    // Once it ended, a new claim is made in the new layout.
+    let later = now + time::Duration::seconds(601);
+    assert_eq!(ask(&other, later).await, Reason::New);
+    assert_eq!(ask(&fresh("3ASG"), later).await, Reason::Busy);
+    // clear-claim removes both.
+    let w = WorkerId::parse(&worker).unwrap();
+    let cleared = p.ledger.clear_claim(&w, &p.qualification).await.unwrap();
+    assert_eq!(cleared.len(), 2);
+    assert_eq!(ask(&fresh("3ASG"), later).await, Reason::New);
+}
+
+#[tokio::test]
+async fn a_hit_the_watch_listed_is_known_without_a_get_hit() {
+    let p = Pipeline::start().await;
+    let hit = p.double.create_hit_with(
+        &p.hit_type,
+        HitOptions {
+            assignment_duration: Duration::from_secs(600),
+            ..HitOptions::default()
+        },
+    );
+    let expired = p.double.create_hit(&p.hit_type);
+    p.double.expire_hit(&expired);
+    let listed = mturk_on(&p).hits().await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(p.ledger.record_listed_hits(&listed, now).await.unwrap(), 1);
+    assert_eq!(
+        p.ledger.record_listed_hits(&listed, now).await.unwrap(),
+        0,
+        "known HITs are not written again"
+    );
+    // A check that may not call GetHIT at all.
+    let checker = Checker::new(
+        p.ledger.clone(),
+        p.qualification.clone(),
+        time::Duration::minutes(60),
+    );
+    let calls = p.double.call_count("GetHIT");
+    assert_eq!(
+        checker
+            .check(&accepted(&fresh("A"), &fresh("3ASG"), &hit), now)
+            .await
+            .unwrap(),
+        Reason::New
+    );
+    assert_eq!(
+        checker
+            .check(&accepted(&fresh("A"), &fresh("3ASG"), &expired), now)
+            .await
+            .unwrap(),
+        Reason::UnknownHit,
+        "only HITs a worker may hold are recorded"
+    );
+    assert_eq!(p.double.call_count("GetHIT"), calls);
+    let known = p
+        .ledger
+        .verified_hit(&HitId::parse(&hit).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(known.assignment_duration_secs, Some(600));
+}
