@@ -306,9 +306,17 @@ impl Step {
         }
     }
 
-    /// What the step's figures are, for comparing rounds.
+    /// What the step's figures are, for comparing rounds. The calls in
+    /// their order of completion, sorted: requests sent at once (the
+    /// check's two reads of a worker) complete in either order.
     fn shape(&self) -> String {
-        serde_json::to_string(&(&self.calls, self.rru, self.wru)).unwrap_or_default()
+        let mut calls: Vec<String> = self
+            .calls
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap_or_default())
+            .collect();
+        calls.sort();
+        serde_json::to_string(&(calls, self.rru, self.wru)).unwrap_or_default()
     }
 }
 
