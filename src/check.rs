@@ -476,7 +476,7 @@ impl Hits {
             Err(_) => return Ok(HitCheck::Unverified),
         };
         let verified = VerifiedHit {
-            hit_type_id: found.hit_type_id.to_string(),
+            hit_type_id: found.hit_type_id.clone(),
             assignment_duration_secs: found
                 .properties
                 .as_ref()
@@ -978,7 +978,7 @@ mod tests {
     #[test]
     fn a_claim_lasts_no_longer_than_its_hits_assignments() {
         let hit = |secs| VerifiedHit {
-            hit_type_id: "3T".into(),
+            hit_type_id: crate::ids::HitTypeId::parse("3T").unwrap(),
             assignment_duration_secs: secs,
         };
         let client = aws_sdk_dynamodb::Client::from_conf(

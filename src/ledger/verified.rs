@@ -58,7 +58,7 @@ impl VerifiedBy {
 /// A HIT of the lab, as the check needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedHit {
-    pub hit_type_id: String,
+    pub hit_type_id: HitTypeId,
     /// `AssignmentDurationInSeconds`, when MTurk gave it.
     pub assignment_duration_secs: Option<i64>,
 }
@@ -86,7 +86,7 @@ impl Ledger {
             .map_err(|e| sdk_error(OP, e))?;
         Ok(out.item.and_then(|item| {
             Some(VerifiedHit {
-                hit_type_id: get_s(&item, VERIFIED_HIT_TYPE)?,
+                hit_type_id: HitTypeId::parse(&get_s(&item, VERIFIED_HIT_TYPE)?).ok()?,
                 assignment_duration_secs: match item.get(ASSIGNMENT_DURATION_SECS) {
                     Some(AttributeValue::N(n)) => n.parse().ok(),
                     _ => None,

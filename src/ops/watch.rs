@@ -20,7 +20,8 @@
 //! 5. writes its one heartbeat (what it counted, the live unguarded HITs).
 //!
 //! A run that finds nothing new makes only the ListHITs calls, one ledger
-//! read (the subscriptions) and the heartbeat write.
+//! read (the subscriptions), one read per open HIT (is it known to the
+//! accept-time check?) and the heartbeat write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -180,6 +181,17 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
             return report;
         }
     };
+    // The accept-time check answers only for the lab's own HITs: these are
+    // (ListHITs lists no other requester's), so it need not ask MTurk.
+    if let Err(e) = lab
+        .ledger
+        .record_listed_hits(&hits, OffsetDateTime::now_utc())
+        .await
+    {
+        report
+            .errors
+            .push(format!("remembering the listed HITs for the check: {e}"));
+    }
     let (mut sorted, mut counts) = coverage::sort_hits(hits, &lab.qualification);
     if settings.guard_unguarded && counts.live_unguarded > 0 {
         let guarded = guard(lab, settings, &mut sorted, &mut report).await;

@@ -270,6 +270,20 @@ async fn ledger_items(p: &Pipeline) -> BTreeSet<String> {
 }
 
 #[tokio::test]
+async fn the_hits_a_run_lists_are_known_to_the_check_without_asking_mturk() {
+    let p = Pipeline::start().await;
+    let (hit, t) = post(&p, "Listed for the check", vec![]);
+    run(&p, &settings(&p)).await;
+    let known = p
+        .ledger
+        .verified_hit(&mturk_exclusion::ids::HitId::parse(&hit).unwrap())
+        .await
+        .unwrap()
+        .expect("the listed HIT is remembered as the lab's");
+    assert_eq!(known.hit_type_id.as_str(), t);
+}
+
+#[tokio::test]
 async fn a_second_run_with_nothing_new_only_lists_hits() {
     let p = Pipeline::start().await;
     let (hit, _) = post(&p, "Covered once", vec![]);
