@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<EOF
-Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [rate] [all]   (default: all but rate)
+Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [rate] [starts] [all]   (default: all but rate and starts)
 
   size        release binary size and profile
   cold-start  spawn -> first response, RUNS runs (default 20), also under
@@ -24,6 +24,12 @@ Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [rate] [all]   
               RATE_MATRIX (default "2x5 5x5 2x20 5x20 2x2 5x2 2x50 5x50");
               with OLD_BINARY set, each cell again with that (pre-adaptive)
               handler binary at the old fixed MTURK_MAX_RPS=2 per instance
+  starts      the rate's bad starts (issue 31), SEEDS seeds each (default
+              "1 2 3 4 5"), the handler not told R: 120 submissions by 100
+              workers at R = 8 with 10 % stray throttles, each instance's
+              first call throttled (--throttle-first 2), then the bucket full
+              (case D), then empty (--empty-bucket yes); with OLD_BINARY set,
+              each run again with that handler, also not told R
 
 Environment:
   AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_SQS  use these local services
@@ -46,7 +52,7 @@ WHAT=()
 for a in "$@"; do
   case "$a" in
     -h | --help) usage; exit 0 ;;
-    size | cold-start | per-record | burst | rate) WHAT+=("$a") ;;
+    size | cold-start | per-record | burst | rate | starts) WHAT+=("$a") ;;
     all) WHAT+=(size cold-start per-record burst) ;;
     *) usage >&2; die "unknown argument: $a" ;;
   esac
@@ -60,6 +66,7 @@ BURST_WORKERS="${BURST_WORKERS:-714}"
 BURST_TIME_LIMIT="${BURST_TIME_LIMIT:-1800}"
 BURST_MATRIX="${BURST_MATRIX:-2x20 5x20 2x5 5x5}"
 RATE_MATRIX="${RATE_MATRIX:-2x5 5x5 2x20 5x20 2x2 5x2 2x50 5x50}"
+SEEDS="${SEEDS:-1 2 3 4 5}"
 OLD_BINARY="${OLD_BINARY:-}"
 mkdir -p "$LOCAL_DIR/bench"
 BENCH_OUT="${BENCH_OUT:-$LOCAL_DIR/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).log}"
@@ -115,6 +122,19 @@ for w in "${WHAT[@]}"; do
             --concurrency "${cell%x*}" --rps "${cell#*x}" --time-limit "$BURST_TIME_LIMIT" \
             --handler-rps 2 --binary "$OLD_BINARY" --label "old $cell" || warn "rate $cell (old) failed"
         fi
+      done
+      ;;
+    starts)
+      for start in "--throttle-first 2" "" "--empty-bucket yes"; do
+        for seed in $SEEDS; do
+          for binary in "" ${OLD_BINARY:+"$OLD_BINARY"}; do
+            # shellcheck disable=SC2086 # $start is two words or none
+            run burst --submissions 120 --workers 100 --concurrency 2 --rps 8 \
+              --stray-throttle 0.1 --timeout 60 --prefill yes --time-limit 300 \
+              --handler-rps default --seed "$seed" $start ${binary:+--binary "$binary"} \
+              --label "${binary:+old }${start:-bucket full} seed $seed" || warn "starts $start seed $seed failed"
+          done
+        done
       done
       ;;
   esac

@@ -143,6 +143,15 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     // A share of calls the double throttles whatever the rate (another
     // script of the lab, MTurk itself), on top of its account limit.
     let stray: f64 = args.number("stray-throttle", 0.0)?;
+    // The two ways a start goes wrong: MTurk throttles the first N calls
+    // (with two instances, each one's first for N = 2), or its bucket is
+    // empty when the burst begins (another script of the lab spent it).
+    let throttle_first: usize = args.number("throttle-first", 0usize)?;
+    let empty_bucket = match args.get("empty-bucket") {
+        None | Some("no") => false,
+        Some("yes") => true,
+        Some(other) => bail!("--empty-bucket takes yes or no, not {other:?}"),
+    };
     // The function's timeout (template.yaml: 60 s); the stray case
     // used 20 s.
     let timeout_secs: u64 = args.number("timeout", 60u64)?;
@@ -319,6 +328,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     // --prefill the moment the queue held the whole burst.
     let submitting_started = started;
     let started = if prefill { Instant::now() } else { started };
+    if throttle_first > 0 {
+        double.throttle_first(throttle_first);
+    }
+    if empty_bucket {
+        double.empty_bucket();
+    }
     let mut totals = Totals::default();
     let mut drained = false;
     while let Some(remaining) = time_limit.checked_sub(started.elapsed()) {
@@ -451,6 +466,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             "visibility_secs": visibility,
             "max_receive_count": max_receive,
             "stray_throttle": stray,
+            "throttle_first": throttle_first,
+            "empty_bucket": empty_bucket,
             "timeout_s": timeout_secs,
             "pool_rate_seeded": pool_rate,
             "time_limit_s": time_limit.as_secs(),

@@ -46,14 +46,17 @@ Commands:
               [--submit-concurrency 8] [--seed 1] [--backoff-base SECS (30)]
               [--backoff-max SECS (900)] [--visibility SECS (360)] [--max-receive 8]
               [--keep-logs DIR] [--prefill yes|no (no)] [--stray-throttle SHARE (0)]
-              [--timeout SECS (60)] [--pool-rate RPS]
+              [--timeout SECS (60)] [--pool-rate RPS] [--throttle-first N (0)]
+              [--empty-bucket yes|no (no)]
               a burst of skewed submissions through the MTurk double, SQS, the
               event-source loop and the real handler, the double throttling above R/s;
               with --prefill yes every notification is queued before the first poll
               and the drain is timed from then (the handler and R alone);
               --stray-throttle: that share of calls throttled whatever the rate;
               --timeout: the function's (template.yaml: 60); --pool-rate: the pool's
-              rate already in the ledger, as after an earlier spell of work
+              rate already in the ledger, as after an earlier spell of work;
+              --throttle-first: the burst's first N calls throttled (2: each of two
+              instances' first); --empty-bucket: the double's bucket empty as it begins
 
   backfill    [--assignments 10000] [--rps 50] [--concurrency 4] [--cli PATH]
               the release `mturk-exclusion exclude --hit` over one HIT with that many

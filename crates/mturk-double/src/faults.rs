@@ -128,6 +128,15 @@ impl Faults {
         self.bucket = requests_per_second.map(|rate| TokenBucket::new(rate, Instant::now()));
     }
 
+    /// Spends the account-wide bucket's tokens now, as another script of
+    /// the lab would have; a no-op without a limit.
+    pub(crate) fn empty_bucket(&mut self) {
+        if let Some(bucket) = &mut self.bucket {
+            bucket.tokens = 0.0;
+            bucket.last = Instant::now();
+        }
+    }
+
     pub(crate) fn fail_next(&mut self, operation: Option<&str>, count: usize, fault: Fault) {
         if count > 0 {
             self.queue.push(Queued {
@@ -237,5 +246,18 @@ mod tests {
         assert_eq!(admitted, 5);
         assert!(bucket.admit(start + Duration::from_millis(200)));
         assert!(!bucket.admit(start + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn an_emptied_bucket_admits_only_what_it_refilled() {
+        let mut faults = Faults::default();
+        faults.throttle_above(Some(5.0));
+        faults.empty_bucket();
+        let now = Instant::now();
+        assert!(!faults.admit(now));
+        // One token back after a fifth of a second, not the whole burst.
+        let later = now + Duration::from_millis(250);
+        assert!(faults.admit(later));
+        assert!(!faults.admit(later));
     }
 }

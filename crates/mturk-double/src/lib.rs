@@ -623,6 +623,20 @@ impl MturkDouble {
         self.lock().faults.throttle_above(requests_per_second);
     }
 
+    /// The account-wide bucket of [`MturkDouble::throttle_above`] empty now,
+    /// as when another script of the lab has just spent it: requests are
+    /// admitted only as it refills.
+    pub fn empty_bucket(&self) {
+        self.lock().faults.empty_bucket();
+    }
+
+    /// The next `count` requests, whatever their operation, throttled: a
+    /// start whose first calls MTurk throttles (with two instances starting
+    /// at once, each one's first call for `count` 2).
+    pub fn throttle_first(&self, count: usize) {
+        self.fail_next(None, count, Fault::Throttle);
+    }
+
     /// The next `count` requests to `operation` (any operation for `None`) get
     /// `fault`. Queued faults are used in the order they were queued.
     pub fn fail_next(&self, operation: Option<&str>, count: usize, fault: Fault) {
