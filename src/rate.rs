@@ -848,6 +848,16 @@ impl RateLimiter {
         if s.last_cut.is_some_and(|cut| permit.sent_at < cut) {
             return;
         }
+        // Before MTurk accepted any call, its first throttles say nothing
+        // of the rate: an empty bucket (another script of the lab spent it)
+        // or a stray throttle. Ending slow start there left the instance at
+        // half its start, and every stray throttle after cut it further,
+        // with no peak to hold a floor: 0.5-0.8 calls/s for a whole burst
+        // where MTurk took 8 (BENCHMARKS.md, bad starts). A third throttle
+        // with nothing accepted is MTurk taking very little: it cuts.
+        if s.slow_start && s.last_accepted.is_none() && s.throttles <= 2 {
+            return;
+        }
         let thrown = Self::window(s).0;
         // Slow start overshoots on purpose: its first throttle ends it.
         if !s.slow_start && thrown <= Self::tolerated(s, Instant::now()) {
@@ -1135,15 +1145,28 @@ mod tests {
         assert_eq!(limiter.snapshot().rate, INITIAL_RATE);
     }
 
-    /// Slow start ends at half the rate MTurk took lately, but a first call
-    /// throttled (nothing taken yet) leaves half the start, not the minimum:
-    /// a caller with a deadline would otherwise give up at once.
+    /// A throttled first call (nothing accepted yet: an empty bucket, or a
+    /// stray throttle) does not end slow start, which goes on from where it
+    /// was once MTurk takes calls; a third throttle with nothing accepted
+    /// does end it, at half the start (nothing taken yet).
     #[tokio::test(start_paused = true)]
-    async fn a_throttled_first_call_leaves_half_the_start() {
-        let limiter = RateLimiter::per_second(4.0);
+    async fn a_throttled_first_call_does_not_end_slow_start() {
+        let limiter = RateLimiter::per_second(25.0);
         let p = limiter.acquire().await;
         limiter.throttled(&p);
         let seen = limiter.snapshot();
+        assert!(seen.slow_start && seen.cuts == 0, "{seen:?}");
+        assert_eq!(seen.rate, INITIAL_RATE);
+        accept(&limiter, 3).await;
+        let seen = limiter.snapshot();
+        assert!(seen.slow_start && seen.rate > INITIAL_RATE, "{seen:?}");
+
+        let starved = RateLimiter::per_second(4.0);
+        for _ in 0..3 {
+            let p = starved.acquire().await;
+            starved.throttled(&p);
+        }
+        let seen = starved.snapshot();
         assert!(!seen.slow_start, "{seen:?}");
         assert_eq!(seen.rate, SLOW_START_DECREASE * INITIAL_RATE);
     }
@@ -1206,14 +1229,24 @@ mod tests {
     pub(crate) struct Stray {
         share: f64,
         state: u64,
+        /// Calls still to throttle at the start, whatever the share.
+        first: usize,
     }
 
     impl Stray {
         pub(crate) fn new(share: f64, seed: u64) -> Self {
-            Stray { share, state: seed }
+            Stray {
+                share,
+                state: seed,
+                first: 0,
+            }
         }
 
         pub(crate) fn hits(&mut self) -> bool {
+            if self.first > 0 {
+                self.first -= 1;
+                return true;
+            }
             // SplitMix64.
             self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.state;
@@ -1452,8 +1485,11 @@ mod tests {
     /// throttles, and 0-20 % stray at R = 8 with 2 instances; each the mean
     /// of three runs with differently seeded stray throttles, with the
     /// lowest accepted rate of the three (one seed flatters or wrongs a
-    /// mechanism this sensitive to where the throttles fall).
+    /// mechanism this sensitive to where the throttles fall). It asserts
+    /// nothing (the tests above hold the goals) and simulates 140 minutes,
+    /// so it runs only when asked: `-- --ignored --nocapture`.
     #[tokio::test(start_paused = true)]
+    #[ignore = "prints BENCHMARKS.md's simulation table"]
     async fn figures() {
         let mut rows = Vec::new();
         for stray in [0.0, 0.1] {
@@ -1505,8 +1541,23 @@ mod tests {
     /// rate. Returns the time to the last accepted call ÷ the floor
     /// (`calls` ÷ `r`), and the throttled share of calls.
     async fn burst(r: f64, instances: usize, calls: usize, stray: f64, seed: u64) -> (f64, f64) {
+        burst_from(r, instances, calls, stray, seed, Account::new(r), 0).await
+    }
+
+    /// [`burst`] against `account` as it is at the start.
+    async fn burst_from(
+        r: f64,
+        instances: usize,
+        calls: usize,
+        stray: f64,
+        seed: u64,
+        account: Account,
+        first: usize,
+    ) -> (f64, f64) {
         use std::sync::Arc;
-        let account = Arc::new(Mutex::new((Account::new(r), Stray::new(stray, seed))));
+        let mut strays = Stray::new(stray, seed);
+        strays.first = first;
+        let account = Arc::new(Mutex::new((account, strays)));
         let left = Arc::new(Mutex::new(calls));
         let thrown = Arc::new(Mutex::new(0usize));
         let start = Instant::now();
@@ -1562,6 +1613,28 @@ mod tests {
             println!("{line}");
             assert!(mean <= at_most, "{line}");
         }
+    }
+
+    /// A bad start: each cold instance's first call throttled, or the
+    /// account's bucket empty when the burst begins, under 10 % stray
+    /// throttles at R = 8. When a throttled first call ended slow start
+    /// (at half the start, with every stray throttle after it cutting
+    /// further), these bursts took 4.4-5.3 × the floor on every seed; now
+    /// 1.39-2.03 × and 2.31-3.00 ×. Still short of 1.5 ×: slow start's end
+    /// at the first stray throttle after it is the same as in case D.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_whose_first_calls_are_throttled_is_not_held_back() {
+        let (mut first, mut empty) = (0.0f64, 0.0f64);
+        for seed in 1..=5u64 {
+            let (over, _) = burst_from(8.0, 2, 240, 0.1, seed, Account::new(8.0), 2).await;
+            first = first.max(over);
+            let mut account = Account::new(8.0);
+            account.tokens = 0.0;
+            let (over, _) = burst_from(8.0, 2, 240, 0.1, seed, account, 0).await;
+            empty = empty.max(over);
+        }
+        assert!(first <= 2.2, "first calls throttled: worst {first:.2}");
+        assert!(empty <= 3.2, "bucket empty: worst {empty:.2}");
     }
 
     /// [`burst`] from two cold instances over five seeds: the mean drain ÷
@@ -1834,8 +1907,11 @@ mod tests {
         }
         assert_eq!(throttle(&limiter).await.cuts, exit.cuts + 1);
 
-        // Did not climb: the first call throttled leaves half the start.
+        // Did not climb: three throttles before MTurk took any call leave
+        // half the start.
         let limiter = RateLimiter::per_second(DEFAULT_CEILING);
+        throttle(&limiter).await;
+        throttle(&limiter).await;
         let exit = throttle(&limiter).await;
         assert!(exit.rate < INITIAL_RATE, "{exit:?}");
         accept(&limiter, 3).await;
