@@ -22,7 +22,9 @@
 //!   waited for their slot, or, like a burst's first, succeeded while
 //!   another caller waited or, if other records are in progress
 //!   ([`RateLimiter::busy`]), before the next caller has to wait) and that
-//!   succeeded, until the first throttle. That ends it at half the rate
+//!   succeeded, until the first throttle after MTurk accepted a call (two
+//!   before it, an empty bucket or stray ones, are passed over; a third
+//!   ends it at half where it began). That ends it at half the rate
 //!   MTurk accepted this instance's calls at in the last second (never
 //!   below half where it began), not at half the rate it had reached:
 //!   doubling per round trip outruns the throttles (MTurk's bucket lets a
