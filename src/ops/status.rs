@@ -24,6 +24,9 @@ pub struct Request {
     pub dlq_url: Option<String>,
     /// How many stuck participations to list, newest first.
     pub failures: usize,
+    /// Whether the deployed stack's `AlarmEmail` names an address; `None`
+    /// when no stack was read.
+    pub alarm_email: Option<bool>,
 }
 
 #[derive(Serialize, Debug)]
@@ -169,6 +172,9 @@ pub struct Report {
     pub watch: Option<WatchReport>,
     /// Stuck participations, newest first (at most [`Request::failures`]).
     pub recent_failures: Vec<StuckReport>,
+    /// Whether the stack's alarms e-mail anyone (its `AlarmEmail` is set);
+    /// `null` when no stack was read.
+    pub alarm_email: Option<bool>,
     /// What needs attention, each with what to do; empty when all is well.
     pub problems: Vec<String>,
 }
@@ -298,6 +304,7 @@ pub async fn summary(
             .take(request.failures)
             .map(|p| StuckReport::from(*p))
             .collect(),
+        alarm_email: request.alarm_email,
         problems: Vec::new(),
     };
     report.problems = needs_attention(&report);
@@ -360,6 +367,17 @@ fn needs_attention(r: &Report) -> Vec<String> {
                 "{what} {url}: {e}; check {flag} (or --stack) and the region"
             ));
         }
+    }
+    // An empty AlarmEmail is the guided deploy's easy default; the alarms
+    // then exist and go off with nobody told. Only the stack's parameter is
+    // read: something else subscribed to AlarmTopicArn is not seen.
+    if r.alarm_email == Some(false) {
+        problems.push(
+            "the stack's AlarmEmail is empty, so its alarms e-mail no one: run `sam deploy --guided` \
+             again, enter an address at AlarmEmail and click the link AWS e-mails (or subscribe something else \
+             to the stack's AlarmTopicArn output)"
+                .to_owned(),
+        );
     }
     if let Some(d) = r.dead_letter_queue.as_ref().and_then(|q| q.depth) {
         if d.total() > 0 {
@@ -495,8 +513,21 @@ mod tests {
             hit_types: Vec::new(),
             watch: None,
             recent_failures: Vec::new(),
+            alarm_email: None,
             problems: Vec::new(),
         }
+    }
+
+    #[test]
+    fn alarms_that_e_mail_no_one_need_attention_only_when_the_stack_says_so() {
+        let mut r = healthy();
+        assert!(needs_attention(&r).is_empty(), "no stack read: not known");
+        r.alarm_email = Some(true);
+        assert!(needs_attention(&r).is_empty());
+        r.alarm_email = Some(false);
+        let problems = needs_attention(&r);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("AlarmEmail is empty"), "{problems:#?}");
     }
 
     fn subscribed(id: &str, active: bool, verified: bool, lacks: &[&str]) -> HitTypeReport {

@@ -557,6 +557,7 @@ async fn status_finds_the_dead_letter_queue_and_names_what_needs_attention() {
         queue_url: Some(p.queues.url.clone()),
         dlq_url: None,
         failures: 10,
+        alarm_email: None,
     };
     let report = status::summary(&p.ledger, &p.stack.sqs, &request)
         .await

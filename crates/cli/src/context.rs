@@ -18,13 +18,17 @@ pub struct Global {
     /// AWS profile for the lab's account (default: the standard chain).
     #[arg(long, global = true, env = "AWS_PROFILE")]
     pub profile: Option<String>,
-    /// Use the MTurk requester sandbox (the default).
+    /// Use the MTurk requester sandbox (the default without --stack; with
+    /// --stack, the stack's MTurkEnvironment decides and a flag that
+    /// disagrees is refused).
     #[arg(long, global = true, conflicts_with = "production")]
     pub sandbox: bool,
-    /// Use real MTurk: real workers, real grants.
+    /// Use real MTurk: real workers, real grants (with --stack, only
+    /// together with a production stack).
     #[arg(long, global = true, env = "MTURK_EXCLUSION_PRODUCTION")]
     pub production: bool,
-    /// The deployed SAM stack; its outputs supply the table, queues and qualification.
+    /// The deployed SAM stack; its outputs supply the table, queues and
+    /// qualification, and its MTurkEnvironment the MTurk environment.
     #[arg(
         long,
         global = true,
@@ -197,6 +201,8 @@ pub struct Context {
     pub dlq_url: Option<String>,
     /// The stack's `RequireSourceAccount` parameter, when --stack was read.
     pub require_source_account: Option<bool>,
+    /// Whether the stack's `AlarmEmail` parameter is set, when --stack was read.
+    pub alarm_email: Option<bool>,
 }
 
 impl Context {
@@ -209,10 +215,16 @@ impl Context {
         }
         let sdk = aws::load(global.profile.as_deref(), Limits::default()).await;
         check_credentials(&sdk, global.profile.as_deref()).await?;
-        let environment = if global.production {
-            MturkEnvironment::Production
-        } else {
-            MturkEnvironment::Sandbox
+        // The stack is read before the MTurk client is built: a deployed
+        // stack's MTurkEnvironment decides which MTurk the CLI talks to.
+        let deployed = match global.stack.as_deref() {
+            Some(stack) => Some((stack.to_owned(), read_stack(&sdk, stack).await?)),
+            None => None,
+        };
+        let environment = match &deployed {
+            Some((stack, d)) => stack_environment(stack, d, &global)?,
+            None if global.production => MturkEnvironment::Production,
+            None => MturkEnvironment::Sandbox,
         };
         let endpoint = std::env::var("AWS_ENDPOINT_URL_MTURK")
             .ok()
@@ -227,24 +239,28 @@ impl Context {
             queue_url: global.queue_url.clone(),
             dlq_url: global.dlq_url.clone(),
             require_source_account: None,
+            alarm_email: None,
             global,
             sdk,
             environment,
             mturk,
         };
-        if let Some(stack) = ctx.global.stack.clone() {
-            ctx.fill_from_stack(&stack).await?;
+        if let Some((_, deployed)) = deployed {
+            ctx.fill_from_stack(deployed);
         }
         Ok(ctx)
     }
 
     /// Fills what the flags left open from the stack's outputs.
-    async fn fill_from_stack(&mut self, stack: &str) -> Result<(), CliError> {
-        let deployed = read_stack(&self.sdk, stack).await?;
+    fn fill_from_stack(&mut self, deployed: DeployedStack) {
         self.require_source_account = deployed
             .parameters
             .get("RequireSourceAccount")
             .map(|v| v.eq_ignore_ascii_case("true"));
+        self.alarm_email = deployed
+            .parameters
+            .get("AlarmEmail")
+            .map(|v| !v.trim().is_empty());
         let outputs = deployed.outputs;
         let get = |key: &str| outputs.get(key).cloned();
         self.table = self.table.take().or_else(|| get("TableName"));
@@ -254,7 +270,12 @@ impl Context {
             .qualification
             .take()
             .or_else(|| get("QualificationTypeId"));
-        Ok(())
+    }
+
+    /// Whether the stack's `AlarmEmail` names an address (None: no stack
+    /// was read, or it has no such parameter).
+    pub fn alarm_email(&self) -> Option<bool> {
+        self.alarm_email
     }
 
     /// Whether the stack's queue policy requires aws:SourceAccount (None:
@@ -331,7 +352,55 @@ impl Context {
     }
 }
 
-/// Fails early, with a hint, when no credentials can be found at all.
+/// The MTurk a deployed stack's functions talk to (its `MTurkEnvironment`
+/// parameter, or the output of the same name) is the one the CLI talks to:
+/// a command against a production stack that reached the sandbox would
+/// report a pool that is not the lab's. A flag that disagrees is refused,
+/// never silently overridden either way. A stack that names no environment
+/// (none this template makes) leaves the flags to decide.
+fn stack_environment(
+    stack: &str,
+    deployed: &DeployedStack,
+    global: &Global,
+) -> Result<MturkEnvironment, CliError> {
+    let flag = if global.production {
+        Some(MturkEnvironment::Production)
+    } else if global.sandbox {
+        Some(MturkEnvironment::Sandbox)
+    } else {
+        None
+    };
+    let named = deployed
+        .parameters
+        .get("MTurkEnvironment")
+        .or_else(|| deployed.outputs.get("MTurkEnvironment"));
+    let Some(named) = named else {
+        return Ok(flag.unwrap_or(MturkEnvironment::Sandbox));
+    };
+    let of_stack = match named.trim() {
+        "sandbox" => MturkEnvironment::Sandbox,
+        "production" => MturkEnvironment::Production,
+        other => {
+            return Err(CliError::environment(
+                format!("stack {stack} has MTurkEnvironment {other:?}, which is neither sandbox nor production"),
+                "check --stack: is it an mturk-exclusion stack?",
+            ))
+        }
+    };
+    match flag {
+        Some(f) if f != of_stack => Err(CliError::Usage(format!(
+            "stack {stack} talks to MTurk {} (its MTurkEnvironment), but --{} was given: \
+             drop --{} (the stack decides), or name the {} stack with --stack \
+             (MTURK_EXCLUSION_PRODUCTION also counts as --production)",
+            of_stack.name(),
+            f.name(),
+            f.name(),
+            f.name()
+        ))),
+        _ => Ok(of_stack),
+    }
+}
+
 /// What the CLI reads of a deployed stack. One stack is one exclusion pool:
 /// its outputs name the pool's table, queues, qualification and check URL.
 pub struct DeployedStack {
@@ -383,6 +452,7 @@ pub async fn stack_outputs(
     Ok(read_stack(sdk, stack).await?.outputs)
 }
 
+/// Fails early, with a hint, when no credentials can be found at all.
 async fn check_credentials(sdk: &SdkConfig, profile: Option<&str>) -> Result<(), CliError> {
     use aws_sdk_sqs::config::ProvideCredentials;
     let Some(provider) = sdk.credentials_provider() else {

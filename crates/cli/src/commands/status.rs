@@ -53,6 +53,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
         queue_url: ctx.queue_url.clone(),
         dlq_url: ctx.dlq_url.clone(),
         failures: args.failures,
+        alarm_email: ctx.alarm_email(),
     };
     let report = status::summary(&ledger, &ctx.sqs(), &request).await?;
     if ctx.global.json {
@@ -173,6 +174,13 @@ fn print_text(r: &Report) {
                 );
             }
         }
+    }
+    match r.alarm_email {
+        Some(true) => println!(
+            "Alarms: e-mailed to the stack's AlarmEmail (once that address confirmed AWS's link)"
+        ),
+        Some(false) => println!("Alarms: reach no one (the stack's AlarmEmail is empty)"),
+        None => println!("Alarms: unknown (pass --stack NAME to see whether they e-mail anyone)"),
     }
     if !r.recent_failures.is_empty() {
         println!("Recent failures (stuck participations, newest first):");

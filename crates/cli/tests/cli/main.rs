@@ -13,6 +13,7 @@ mod redrive;
 mod release;
 mod report;
 mod setup;
+mod stack;
 mod status;
 mod subscribe;
 
