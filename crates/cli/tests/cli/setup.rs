@@ -5,7 +5,7 @@ use crate::CliExt;
 use testkit::pipeline::{CliRun, Pipeline};
 
 #[tokio::test]
-async fn init_creates_the_qualification_once_then_finds_it() {
+async fn init_creates_the_qualification_once_and_finds_it_only_with_reuse() {
     let p = Pipeline::start().await;
     let first = p
         .cli(&["init", "--json", "--name", "Smith Lab participant"])
@@ -18,16 +18,64 @@ async fn init_creates_the_qualification_once_then_finds_it() {
         .unwrap()
         .to_owned();
 
+    // The same name again is a second pool about to share the first's
+    // list: refused, with the existing id and both ways on.
     let again = p
         .cli(&["init", "--json", "--name", "Smith Lab participant"])
         .await;
-    assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(again.json()["created"], false);
-    assert_eq!(again.json()["qualification_type_id"], id.as_str());
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stdout.is_empty(), "{again:?}");
+    for needle in [id.as_str(), "--reuse", "--name"] {
+        assert!(again.stderr.contains(needle), "{needle}: {}", again.stderr);
+    }
+
+    let reused = p
+        .cli(&[
+            "init",
+            "--json",
+            "--name",
+            "Smith Lab participant",
+            "--reuse",
+        ])
+        .await;
+    assert_eq!(reused.code, 0, "{reused:?}");
+    assert_eq!(reused.json()["created"], false);
+    assert_eq!(reused.json()["qualification_type_id"], id.as_str());
     assert_eq!(p.double.call_count("CreateQualificationType"), 1);
     let call = &p.double.calls_to("CreateQualificationType")[0].request;
     assert_eq!(call["QualificationTypeStatus"], "Active");
     assert_eq!(call["AutoGranted"], false);
+}
+
+/// A second pool, as docs/several-pools.md makes it: `init` with the
+/// default name finds the first pool's list and stops; `init --name` gives
+/// the second pool a list of its own.
+#[tokio::test]
+async fn a_second_pool_gets_a_list_of_its_own() {
+    let p = Pipeline::start().await;
+    let first = p.cli(&["init", "--json"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let first_id = first.json()["qualification_type_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let shared = p.cli(&["init", "--json"]).await;
+    assert_eq!(shared.code, 2, "{shared:?}");
+    assert!(shared.stderr.contains(&first_id), "{}", shared.stderr);
+
+    let second = p
+        .cli(&[
+            "init",
+            "--json",
+            "--name",
+            "Took part in a pilot of this lab",
+        ])
+        .await;
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(second.json()["created"], true);
+    assert_ne!(second.json()["qualification_type_id"], first_id.as_str());
+    assert_eq!(p.double.call_count("CreateQualificationType"), 2);
 }
 
 /// Credentials AWS does not know: exit 3 (the environment) with a hint at
