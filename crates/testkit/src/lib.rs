@@ -19,6 +19,7 @@ pub mod emf;
 pub mod event_source;
 pub mod function_url;
 pub mod pipeline;
+pub mod recorder;
 pub mod runtime_api;
 pub mod table;
 

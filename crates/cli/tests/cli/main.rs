@@ -7,6 +7,7 @@ mod coverage;
 mod dist;
 mod exclude;
 mod export;
+mod policy;
 mod pools;
 mod reconcile;
 mod redrive;

@@ -12,7 +12,7 @@ use testkit::pipeline::{CliRun, Options, Pipeline};
 
 /// Runs `cli` while the event source feeds the queue to `function`, as the
 /// deployed function would be doing while the lab waits.
-async fn while_consuming<F, Fut>(
+pub(crate) async fn while_consuming<F, Fut>(
     p: &Pipeline,
     cli: impl Future<Output = CliRun>,
     function: F,
