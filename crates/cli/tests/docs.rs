@@ -8,6 +8,8 @@
 //!   `UPDATE_DOCS=1` (`scripts/docs.sh update`) rewrites the blocks instead;
 //! - every parameter and output of template.yaml has a row in the tables of
 //!   docs/deploy.md, and every row there names one the template declares.
+//! - docs/cost.md counts the custom metrics, alarms and dashboards that
+//!   template.yaml and the functions' metric code make.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -525,5 +527,153 @@ fn every_row_of_the_deploy_page_names_something_the_template_declares() {
         stale.is_empty(),
         "docs/deploy.md and template.yaml disagree:\n  {}",
         stale.join("\n  ")
+    );
+}
+
+// ------------------------------------------------------------ cost page
+
+/// How many resources of a type template.yaml declares.
+fn resources_of_type(template: &str, kind: &str) -> usize {
+    template
+        .lines()
+        .filter(|l| l.trim() == format!("Type: {kind}"))
+        .count()
+}
+
+/// The quoted strings of a line, in order.
+fn quoted(line: &str) -> Vec<&str> {
+    line.split('"').skip(1).step_by(2).collect()
+}
+
+/// The custom metrics the template reads (its dashboard and alarms), each
+/// as its name plus any dimension besides `Pool`: `Checks/Reason=busy`.
+fn template_metrics(template: &str) -> BTreeSet<String> {
+    let mut metrics = BTreeSet::new();
+    let lines: Vec<&str> = template.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        // The dashboard: ["MturkExclusion", "Name", "Pool", "...", "Reason", "busy", {...}]
+        if line.contains("\"MturkExclusion\", \"") {
+            let before_options = line.split(", {").next().unwrap_or(line);
+            let q = quoted(before_options);
+            let start = q.iter().position(|s| *s == "MturkExclusion").unwrap();
+            let name = q[start + 1];
+            let extra: Vec<String> = q[start + 2..]
+                .chunks(2)
+                .filter(|pair| pair.len() == 2 && pair[0] != "Pool")
+                .map(|pair| format!("/{}={}", pair[0], pair[1]))
+                .collect();
+            metrics.insert(format!("{name}{}", extra.concat()));
+        }
+        // An alarm: Namespace: MturkExclusion, then MetricName.
+        if line.trim() == "Namespace: MturkExclusion" {
+            if let Some(name) = lines[i + 1..]
+                .iter()
+                .take(3)
+                .find_map(|l| l.trim().strip_prefix("MetricName: "))
+            {
+                metrics.insert(name.trim().to_owned());
+            }
+        }
+    }
+    metrics
+}
+
+/// The metric names the functions write (`.value("Name"` and
+/// `.values("Name"` in their EMF code, tests left out).
+fn code_metric_names(root: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in ["src/handler.rs", "src/check.rs", "src/ops/watch.rs"] {
+        let text = read(root, Path::new(file));
+        let code = text.split("#[cfg(test)]").next().unwrap_or(&text);
+        for call in [".value(", ".values("] {
+            for (at, _) in code.match_indices(call) {
+                let rest = code[at + call.len()..].trim_start();
+                if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The number in a table row of docs/cost.md whose first cell is `label`.
+fn cost_row(page: &str, label: &str) -> Option<usize> {
+    page.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let at = cells.iter().position(|c| c.trim_matches('*') == label)?;
+        cells.get(at + 1)?.trim_matches('*').parse().ok()
+    })
+}
+
+#[test]
+fn the_cost_page_counts_what_the_template_and_the_functions_make() {
+    let root = repo_root();
+    let template = read(&root, Path::new("template.yaml"));
+    let page = read(&root, Path::new("docs/cost.md"));
+
+    let mut metrics = template_metrics(&template);
+    assert!(
+        metrics.len() > 10 && metrics.iter().any(|m| m.contains("/Reason=")),
+        "the template's dashboard no longer reads as expected: {metrics:?}"
+    );
+    let code = code_metric_names(&root);
+    assert!(code.contains("SubmissionsSeen"), "{code:?}");
+    // A metric the code writes but no alarm or widget shows is billed too.
+    for name in &code {
+        let base = |m: &String| m.split('/').next() == Some(name.as_str());
+        if !metrics.iter().any(base) {
+            metrics.insert(name.clone());
+        }
+    }
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    let dashboards = resources_of_type(&template, "AWS::CloudWatch::Dashboard");
+
+    let mut wrong = Vec::new();
+    for (label, counted) in [
+        ("CloudWatch custom metrics", metrics.len()),
+        ("custom metrics", metrics.len()),
+        ("CloudWatch alarms", alarms),
+        ("CloudWatch dashboard", dashboards),
+    ] {
+        if cost_row(&page, label) != Some(counted) {
+            wrong.push(format!(
+                "the row \"{label}\" says {:?}; template.yaml and the functions make {counted}",
+                cost_row(&page, label)
+            ));
+        }
+    }
+    for metric in &metrics {
+        for part in metric.split(['/', '=']) {
+            if part != "Reason" && !page.contains(&format!("`{part}`")) {
+                wrong.push(format!("{metric}: `{part}` is not on the page"));
+            }
+        }
+    }
+    let stated = format!("The {alarms} alarms");
+    if !page.contains(&stated) {
+        wrong.push(format!("the page does not say \"{stated}\""));
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/cost.md no longer matches template.yaml ({} metrics: {metrics:?}):\n  {}",
+        metrics.len(),
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn the_cost_counter_reads_the_dashboard_and_alarm_forms() {
+    let t = "  Dash:\n    Type: AWS::CloudWatch::Dashboard\n        [\"MturkExclusion\", \"Checks\", \"Pool\", \"${AWS::StackName}\", \"Reason\", \"busy\", { \"stat\": \"Sum\" }],\n        [\"MturkExclusion\", \"CheckLatency\", \"Pool\", \"${AWS::StackName}\", { \"stat\": \"p50\", \"label\": \"a, b\" }],\n  A:\n    Type: AWS::CloudWatch::Alarm\n    Properties:\n      Namespace: MturkExclusion\n      MetricName: WatchErrors\n  B:\n    Type: AWS::CloudWatch::Alarm\n      Namespace: AWS/SQS\n      MetricName: ApproximateAgeOfOldestMessage\n";
+    let got: Vec<String> = template_metrics(t).into_iter().collect();
+    assert_eq!(got, ["CheckLatency", "Checks/Reason=busy", "WatchErrors"]);
+    assert_eq!(resources_of_type(t, "AWS::CloudWatch::Alarm"), 2);
+    assert_eq!(
+        cost_row("| CloudWatch alarms | 8 | $0.10 |", "CloudWatch alarms"),
+        Some(8)
+    );
+    assert_eq!(
+        cost_row("| | **custom metrics** | **21** |", "custom metrics"),
+        Some(21)
     );
 }
