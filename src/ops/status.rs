@@ -219,6 +219,25 @@ async fn qualified_counts(
     Ok((Some(excluded), Some(claims)))
 }
 
+/// The queue and the dead-letter queue, each `None` when its URL is not
+/// known (without one given, the queue's redrive policy names the
+/// dead-letter queue).
+async fn queue_reports(
+    sqs: &aws_sdk_sqs::Client,
+    request: &Request,
+) -> (Option<QueueReport>, Option<QueueReport>) {
+    let queue_url = request.queue_url.as_deref().filter(|u| !u.is_empty());
+    let queue = match queue_url {
+        Some(url) => Some(queue_report(sqs, url).await),
+        None => None,
+    };
+    let dlq = match resolve_dlq(sqs, request.dlq_url.as_deref(), queue_url).await {
+        Some(url) => Some(queue_report(sqs, &url).await),
+        None => None,
+    };
+    (queue, dlq)
+}
+
 /// Reads the ledger (one full scan of its participations: fine for a lab's
 /// ledger, and nothing is read per worker) and the queues, and concludes
 /// what needs attention. A queue that cannot be read is one of the
@@ -273,15 +292,7 @@ pub async fn summary(
             .count(),
     });
 
-    let queue_url = request.queue_url.as_deref().filter(|u| !u.is_empty());
-    let queue = match queue_url {
-        Some(url) => Some(queue_report(sqs, url).await),
-        None => None,
-    };
-    let dlq = match resolve_dlq(sqs, request.dlq_url.as_deref(), queue_url).await {
-        Some(url) => Some(queue_report(sqs, &url).await),
-        None => None,
-    };
+    let (queue, dlq) = queue_reports(sqs, request).await;
 
     let mut report = Report {
         environment: request.environment.name(),
