@@ -187,7 +187,7 @@ pub fn iam_actions(target: Option<&str>, body: &[u8], query_service: &str) -> Ve
             "sqs:{}",
             operation.strip_suffix("Batch").unwrap_or(operation)
         )],
-        p if p.starts_with("MTurkRequesterService") => vec![format!("mturk:{operation}")],
+        p if p.starts_with("MTurkRequesterService") => vec![format!("mechanicalturk:{operation}")],
         _ => vec![format!("unknown:{target}")],
     }
 }
@@ -217,7 +217,7 @@ mod tests {
         );
         assert_eq!(
             iam_actions(Some("MTurkRequesterServiceV20170117.ListHITs"), b"{}", "x"),
-            ["mturk:ListHITs"]
+            ["mechanicalturk:ListHITs"]
         );
         assert_eq!(
             iam_actions(

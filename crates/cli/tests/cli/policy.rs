@@ -49,7 +49,7 @@ async fn the_operator_policy_allows_exactly_what_the_cli_asks_for() {
     let cloudformation = Recorder::start(&local("AWS_ENDPOINT_URL_SQS"), "cloudformation")
         .await
         .unwrap();
-    let mturk = Recorder::start(&p.double.endpoint(), "mturk")
+    let mturk = Recorder::start(&p.double.endpoint(), "mechanicalturk")
         .await
         .unwrap();
     let stack = Deployed::new(
@@ -107,6 +107,9 @@ async fn the_operator_policy_allows_exactly_what_the_cli_asks_for() {
     .await;
     ran.push("subscribe".into());
     assert_eq!(subscribe.code, 0, "{subscribe:?}");
+
+    let run = cli!("try", "--json");
+    assert_eq!(run.code, 0, "{run:?}");
 
     let hit = p.double.create_hit(&p.hit_type);
     for worker in ["A1POLICYONE", "A1POLICYTWO"] {
@@ -219,7 +222,7 @@ async fn the_operator_policy_allows_exactly_what_the_cli_asks_for() {
          Commands run: {ran:#?}"
     );
     // The tour reached every service the policy names.
-    for service in ["dynamodb:", "sqs:", "cloudformation:", "mturk:"] {
+    for service in ["dynamodb:", "sqs:", "cloudformation:", "mechanicalturk:"] {
         assert!(
             recorded.iter().any(|a| a.starts_with(service)),
             "{service} {recorded:?}"
