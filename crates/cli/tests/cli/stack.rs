@@ -53,6 +53,13 @@ async fn the_stack_decides_the_environment_and_a_disagreeing_flag_is_refused() {
             run.stderr
         );
     }
+    // `try` posts for sandbox workers only: a production stack is refused
+    // without any flag, since the stack is what decides.
+    let run = p
+        .cli_with_env(&["try", "--stack", &production.name], &env)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(p.double.call_count("CreateHITWithHITType"), 0);
     // MTURK_EXCLUSION_PRODUCTION is --production by another name.
     let mut by_env = sandbox.env();
     by_env.push(("MTURK_EXCLUSION_PRODUCTION", Some("true")));
