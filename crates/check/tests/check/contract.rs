@@ -12,18 +12,6 @@ use time::OffsetDateTime;
 
 use super::*;
 
-async fn items(p: &Pipeline) -> i32 {
-    p.stack
-        .dynamodb
-        .scan()
-        .table_name(p.ledger.table())
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("scan")
-        .count
-}
-
 /// Records `hit` as a HIT of the lab, as the watch's listing would.
 pub async fn verified(p: &Pipeline, hit: &HitId, duration_secs: Option<i64>) {
     p.ledger

@@ -144,6 +144,19 @@ pub fn env_of(p: &Pipeline) -> Vec<(String, String)> {
 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A fresh id of MTurk's shape with a prefix (`A` for workers).
+/// How many items the ledger holds (a check that writes nothing leaves it).
+pub async fn items(p: &Pipeline) -> i32 {
+    p.stack
+        .dynamodb
+        .scan()
+        .table_name(p.ledger.table())
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan")
+        .count
+}
+
 pub fn fresh(prefix: &str) -> String {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()

@@ -16,18 +16,6 @@ use time::OffsetDateTime;
 
 use super::*;
 
-async fn items(p: &Pipeline) -> i32 {
-    p.stack
-        .dynamodb
-        .scan()
-        .table_name(p.ledger.table())
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("scan")
-        .count
-}
-
 fn mturk_on(p: &Pipeline) -> Mturk {
     Mturk::new(
         mturk_exclusion::aws::mturk_client(
