@@ -74,14 +74,7 @@ impl Ledger {
         if let Some(a) = sender.source_account {
             item.insert(SOURCE_ACCOUNT.to_owned(), s(a));
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        Ok(())
+        self.put(OP, item).await
     }
 
     /// Heartbeats received after `since`, oldest first.

@@ -326,6 +326,19 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Writes a whole item, whatever was there: the records whose newest
+    /// copy is simply the truth (a heartbeat, a verified HIT).
+    async fn put(&self, operation: &'static str, item: Item) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error(operation, e))?;
+        Ok(())
+    }
+
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Ledger {
             client,

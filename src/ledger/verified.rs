@@ -121,14 +121,7 @@ impl Ledger {
                 AttributeValue::N(d.to_string()),
             );
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        Ok(())
+        self.put(OP, item).await
     }
 
     /// What the watch calls with the HITs it listed (`ListHITs` answers
