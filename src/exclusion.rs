@@ -77,7 +77,7 @@ struct Decided {
 
 /// What settling submissions came to, one count per outcome: the one tally
 /// the handler, the watch and `exclude` keep.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Tally {
     pub excluded: usize,
     pub already_excluded: usize,
@@ -86,6 +86,7 @@ pub struct Tally {
     pub kept_released: usize,
     /// For each exclusion granted whose submission time is known: how long
     /// the worker stayed exposed (submission to grant).
+    #[serde(skip)]
     pub exposure: Vec<StdDuration>,
 }
 

@@ -12,10 +12,17 @@
 //!   the pool's rate ([`PoolRate`]).
 //! - `CONFIG` / `WATCH`: the watch's last run (when, what it counted, the
 //!   live HITs it found unguarded), written once per run.
+//! - `CONFIG` / `WATCH_TEST_EVENT`: when the watch last asked MTurk for a
+//!   test event, to learn the lab's CustomerId from it on a later run
+//!   (`sent_at`).
+//! - `CONFIG` / `LISTS`: the lab's earlier exclusion qualifications whose
+//!   holders `adopt --from-qualification` carried into the pool (a string
+//!   set, `carried`): HITs that require one of them with DoesNotExist count
+//!   as the pool's.
 
 use std::collections::HashMap;
 
-use crate::ids::{HitId, HitTypeId};
+use crate::ids::{HitId, HitTypeId, QualificationTypeId};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::{Duration, OffsetDateTime};
 
@@ -35,6 +42,10 @@ const UNGUARDED: &str = "unguarded";
 const TITLE: &str = "title";
 /// The watch's record lists at most this many unguarded HITs (the count is whole).
 pub const WATCH_RUN_LISTED: usize = 100;
+const WATCH_TEST_EVENT_SK: &str = "WATCH_TEST_EVENT";
+const SENT_AT: &str = "sent_at";
+const LISTS_SK: &str = "LISTS";
+const CARRIED: &str = "carried";
 const MTURK_RATE_SK: &str = "MTURK_RATE";
 /// An instance's attribute in the `MTURK_RATE` item: this prefix and its id.
 const RATE_OF: &str = "rate_of_";
@@ -103,12 +114,15 @@ pub struct WatchCounts {
     pub hit_types_subscribed: u64,
     pub submissions_backfilled: u64,
     pub backfill_left: u64,
+    /// Submissions the backfills finished by the run left out as the
+    /// lab's history (each HIT type's count is on its subscription).
+    pub history_left_out: u64,
     pub errors: u64,
 }
 
 impl WatchCounts {
     /// Each count with its name in the ledger.
-    fn named(&self) -> [(&'static str, u64); 10] {
+    fn named(&self) -> [(&'static str, u64); 11] {
         [
             ("hits", self.hits),
             ("ours", self.ours),
@@ -119,6 +133,7 @@ impl WatchCounts {
             ("hit_types_subscribed", self.hit_types_subscribed),
             ("submissions_backfilled", self.submissions_backfilled),
             ("backfill_left", self.backfill_left),
+            ("history_left_out", self.history_left_out),
             ("errors", self.errors),
         ]
     }
@@ -138,6 +153,7 @@ impl WatchCounts {
             hit_types_subscribed: get("hit_types_subscribed"),
             submissions_backfilled: get("submissions_backfilled"),
             backfill_left: get("backfill_left"),
+            history_left_out: get("history_left_out"),
             errors: get("errors"),
         }
     }
@@ -161,6 +177,82 @@ fn rate_entry(name: &str, value: &AttributeValue) -> Option<(f64, OffsetDateTime
 }
 
 impl Ledger {
+    /// When the watch last asked MTurk for a test event, if it ever did.
+    pub async fn watch_test_event(&self) -> Result<Option<OffsetDateTime>, LedgerError> {
+        const OP: &str = "GetItem(watch test event)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(WATCH_TEST_EVENT_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        match out.item {
+            Some(item) => get_time(OP, &item, SENT_AT),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that the watch asked MTurk for a test event at `sent_at`.
+    pub async fn record_watch_test_event(
+        &self,
+        sent_at: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        let item: Item = HashMap::from([
+            (PK.to_owned(), s(CONFIG_PK)),
+            (SK.to_owned(), s(WATCH_TEST_EVENT_SK)),
+            (SENT_AT.to_owned(), s(stamp(sent_at))),
+        ]);
+        self.put("PutItem(watch test event)", item).await
+    }
+
+    /// The earlier exclusion qualifications the lab carried into the pool.
+    pub async fn carried_lists(&self) -> Result<Vec<QualificationTypeId>, LedgerError> {
+        const OP: &str = "GetItem(lists)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(LISTS_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let mut carried: Vec<QualificationTypeId> =
+            match out.item.as_ref().and_then(|i| i.get(CARRIED)) {
+                Some(AttributeValue::Ss(ids)) => ids
+                    .iter()
+                    .map(|q| {
+                        QualificationTypeId::parse(q)
+                            .map_err(|e| corrupt(OP, format!("carried list {q:?}: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => Vec::new(),
+            };
+        carried.sort();
+        Ok(carried)
+    }
+
+    /// Adds an earlier exclusion qualification to the lists carried into
+    /// the pool (idempotent: a set).
+    pub async fn record_carried_list(&self, q: &QualificationTypeId) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(CONFIG_PK))
+            .key(SK, s(LISTS_SK))
+            .update_expression(format!("ADD {CARRIED} :q"))
+            .expression_attribute_values(":q", AttributeValue::Ss(vec![q.to_string()]))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem(lists)", e))?;
+        Ok(())
+    }
+
     /// The lab's own CustomerId, if `subscribe` has learned it. One strongly
     /// consistent GetItem: the handler reads it once per cold start and
     /// caches it.

@@ -95,7 +95,7 @@ pub use exclusion::{
 };
 pub use heartbeat::{Heartbeat, Sender};
 pub use participation::{Learned, LedgerContents, NewParticipation, Participation};
-pub use subscription::{SubscribedBy, Subscription};
+pub use subscription::{HistoryLeftOut, SubscribedBy, Subscription};
 pub use verified::{VerifiedBy, VerifiedHit};
 
 // The key schema: the table's keys, its indexes and their key attributes
@@ -348,6 +348,28 @@ impl Ledger {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// When the pool started: its ledger table's `CreationDateTime`, to the
+    /// whole second below. Durable and exact: CloudFormation keeps the table
+    /// across stack updates (and retains it when the stack is deleted), and
+    /// no item can change it. Submissions from before it are the lab's
+    /// history, which the watch leaves for the lab to adopt.
+    pub async fn pool_start(&self) -> Result<OffsetDateTime, LedgerError> {
+        const OP: &str = "DescribeTable";
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        let created = out
+            .table
+            .and_then(|t| t.creation_date_time)
+            .ok_or_else(|| corrupt(OP, "the table has no CreationDateTime".into()))?;
+        OffsetDateTime::from_unix_timestamp(created.secs())
+            .map_err(|e| corrupt(OP, format!("CreationDateTime {created}: {e}")))
     }
 
     /// Every item under one key value, all pages: of the table

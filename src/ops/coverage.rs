@@ -23,7 +23,7 @@ use aws_sdk_mturk::types::Comparator;
 use serde::Serialize;
 
 use crate::ids::{HitId, HitTypeId, QualificationTypeId};
-use crate::ledger::{self, Ledger, LedgerError, SubscribedBy, Subscription};
+use crate::ledger::{self, HistoryLeftOut, Ledger, LedgerError, SubscribedBy, Subscription};
 use crate::mturk::{Hit, Mturk, MturkError, Requirement};
 use crate::ops::subscribe;
 
@@ -34,11 +34,48 @@ pub const LOCALE_QUALIFICATION: &str = "00000000000000000071";
 /// cannot take the pool's as well.
 pub const MAX_REQUIREMENTS: usize = 10;
 
+/// The lists that keep the pool's workers out: the pool's own
+/// qualification, and the lab's earlier exclusion qualifications carried
+/// into the pool (`adopt --from-qualification`). A HIT requiring any of them
+/// with DoesNotExist is the pool's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLists {
+    pub own: QualificationTypeId,
+    pub carried: Vec<QualificationTypeId>,
+}
+
+impl PoolLists {
+    /// The pool's own qualification only.
+    pub fn own(own: QualificationTypeId) -> PoolLists {
+        PoolLists {
+            own,
+            carried: Vec::new(),
+        }
+    }
+
+    /// The pool's qualification and the lists the ledger says were carried in.
+    pub async fn read(
+        ledger: &Ledger,
+        own: &QualificationTypeId,
+    ) -> Result<PoolLists, LedgerError> {
+        Ok(PoolLists {
+            own: own.clone(),
+            carried: ledger.carried_lists().await?,
+        })
+    }
+
+    fn holds(&self, qualification: &str) -> bool {
+        self.own.as_str() == qualification
+            || self.carried.iter().any(|q| q.as_str() == qualification)
+    }
+}
+
 /// How a HIT keeps the lab's excluded workers out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
-    /// It requires the pool's qualification with DoesNotExist.
+    /// It requires the pool's qualification (or a list carried into the
+    /// pool) with DoesNotExist.
     Ours,
     /// It requires another qualification with DoesNotExist (another list).
     OtherList,
@@ -86,12 +123,12 @@ pub fn is_odd(r: &Requirement) -> bool {
 /// Only `DoesNotExist` keeps the qualification's holders out: value
 /// comparators also fail for workers who lack the qualification, so no
 /// lab writes "not excluded" with them (see DESIGN.md).
-pub fn classify(requirements: &[Requirement], pool: &QualificationTypeId) -> Sorted {
+pub fn classify(requirements: &[Requirement], lists: &PoolLists) -> Sorted {
     let does_not_exist = |r: &&Requirement| r.comparator == "DoesNotExist";
     let class = if requirements
         .iter()
         .filter(does_not_exist)
-        .any(|r| r.qualification_type_id == pool.as_str())
+        .any(|r| lists.holds(&r.qualification_type_id))
     {
         Class::Ours
     } else if requirements.iter().any(|r| does_not_exist(&r)) {
@@ -151,13 +188,13 @@ impl Counts {
 
 /// The HITs MTurk lists that may have submissions (disposed ones left
 /// out), each with its class.
-pub fn sort_hits(hits: Vec<Hit>, pool: &QualificationTypeId) -> (Vec<(Hit, Sorted)>, Counts) {
+pub fn sort_hits(hits: Vec<Hit>, lists: &PoolLists) -> (Vec<(Hit, Sorted)>, Counts) {
     let mut counts = Counts::default();
     let sorted: Vec<(Hit, Sorted)> = hits
         .into_iter()
         .filter(|h| h.status.may_have_submissions())
         .map(|h| {
-            let s = classify(&h.requirements, pool);
+            let s = classify(&h.requirements, lists);
             counts.add(&h, s);
             (h, s)
         })
@@ -173,6 +210,9 @@ pub struct SubscriptionLine {
     pub subscribed_at: Option<String>,
     /// A covering subscription whose earlier submissions are not all excluded yet.
     pub backfill_due: bool,
+    /// What its last backfill left out as the lab's history (`adopt`).
+    #[serde(skip_serializing_if = "HistoryLeftOut::is_empty")]
+    pub history_left_out: HistoryLeftOut,
 }
 
 impl From<&Subscription> for SubscriptionLine {
@@ -182,6 +222,7 @@ impl From<&Subscription> for SubscriptionLine {
             by: s.subscribed_by,
             subscribed_at: s.subscribed_at.map(ledger::stamp),
             backfill_due: s.backfill_due,
+            history_left_out: s.history_left_out,
         }
     }
 }
@@ -209,6 +250,14 @@ pub struct Survey {
     pub counts: Counts,
     /// The live (Assignable) HITs, unguarded first.
     pub live: Vec<HitLine>,
+    /// Earlier lists carried into the pool: HITs they guard are ours.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub carried_lists: Vec<QualificationTypeId>,
+    /// What the watch left out as the lab's history, over every HIT type
+    /// (live HITs or not).
+    pub history_left_out: HistoryLeftOut,
+    #[serde(skip)]
+    pub lists: PoolLists,
 }
 
 /// Lists the lab's HITs (every page, through the one limiter) and the
@@ -225,7 +274,12 @@ pub async fn survey(
         .into_iter()
         .map(|s| (s.hit_type_id.clone(), s))
         .collect();
-    let (sorted, counts) = sort_hits(hits, pool);
+    let lists = PoolLists::read(ledger, pool).await?;
+    let mut history_left_out = HistoryLeftOut::default();
+    for s in subscriptions.values() {
+        history_left_out.add(s.history_left_out);
+    }
+    let (sorted, counts) = sort_hits(hits, &lists);
     let mut live: Vec<HitLine> = sorted
         .into_iter()
         .filter(|(h, _)| h.status.is_offered())
@@ -247,6 +301,9 @@ pub async fn survey(
         qualification_type_id: pool.clone(),
         counts,
         live,
+        carried_lists: lists.carried.clone(),
+        history_left_out,
+        lists,
     })
 }
 
@@ -293,14 +350,12 @@ impl FixPlan {
 
 /// Plans the fix of every live unguarded HIT among `hits`, grouped by HIT
 /// type (all HITs of one type share its properties, so one new type each).
-pub fn plan_fix<'a>(
-    hits: impl IntoIterator<Item = &'a Hit>,
-    pool: &QualificationTypeId,
-) -> FixPlan {
+pub fn plan_fix<'a>(hits: impl IntoIterator<Item = &'a Hit>, lists: &PoolLists) -> FixPlan {
     let mut plan = FixPlan::default();
     let mut by_type: BTreeMap<HitTypeId, PlannedType> = BTreeMap::new();
     for hit in hits {
-        if !hit.status.is_offered() || classify(&hit.requirements, pool).class != Class::Unguarded {
+        if !hit.status.is_offered() || classify(&hit.requirements, lists).class != Class::Unguarded
+        {
             continue;
         }
         let cannot = |reason: &str| CannotFix {
@@ -423,10 +478,12 @@ pub async fn fix(
                 continue;
             }
         };
-        let mut moved = 0;
+        let mut moved = Vec::new();
         for hit in &planned.hits {
             let result = mturk.update_hit_type_of_hit(&hit.hit_id, &new_type).await;
-            moved += usize::from(result.is_ok());
+            if result.is_ok() {
+                moved.push(hit.hit_id.clone());
+            }
             report.hits.push(Fixed {
                 hit_id: hit.hit_id.clone(),
                 old_hit_type_id: planned.hit_type_id.clone(),
@@ -435,16 +492,21 @@ pub async fn fix(
                 error: result.err().map(|e| e.to_string()),
             });
         }
-        if moved > 0 {
+        if !moved.is_empty() {
             // The lab's own subscription of that type, if any, stands; the
             // submissions the moved HITs bring along may have gone
-            // unnotified under their old type.
+            // unnotified under their old type. The moved HITs are named on
+            // the record: the requirement they gained does not make their
+            // history the pool's.
             match ledger.subscription(&new_type).await? {
                 None => report.subscribed.push(
-                    subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by).await?,
+                    subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by, &moved)
+                        .await?,
                 ),
                 Some(sub) if sub.active => {
-                    if let Some(due_generation) = ledger.record_backfill_due(&new_type).await? {
+                    if let Some(due_generation) =
+                        ledger.record_backfill_due(&new_type, &moved).await?
+                    {
                         report.marked_due.push(MarkedDue {
                             hit_type_id: new_type.clone(),
                             due_generation,
@@ -464,8 +526,8 @@ mod tests {
     use crate::mturk::Locale;
     use proptest::prelude::*;
 
-    fn pool() -> QualificationTypeId {
-        QualificationTypeId::parse("3POOLQUAL").unwrap()
+    fn pool() -> PoolLists {
+        PoolLists::own(QualificationTypeId::parse("3POOLQUAL").unwrap())
     }
 
     fn req(qual: &str, comparator: &str) -> Requirement {

@@ -22,6 +22,9 @@
 //!   none came back.
 //! - [`coverage`]: each HIT sorted by its requirements (ours, another list's,
 //!   unguarded), and the fix that adds the pool's requirement to a live HIT.
+//! - [`history`]: which earlier submissions are the pool's (from its start,
+//!   or guarded by its lists), `adopt` for the rest, an earlier list carried
+//!   over, and the watch's first run predicted before the deploy.
 //! - [`sandbox`]: a first sandbox study carrying the pool's requirement, to
 //!   try the path from an empty account.
 //! - [`claims`]: the accept-time check's claims, counted for `status` and
@@ -36,6 +39,7 @@ pub mod backfill;
 pub mod claims;
 pub mod coverage;
 pub mod export;
+pub mod history;
 pub mod queues;
 pub mod reconcile;
 pub mod redrive;

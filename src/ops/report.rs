@@ -199,14 +199,21 @@ pub struct Coverage {
     pub unguarded: Vec<crate::ledger::UnguardedHit>,
     /// (HIT type id, when the watch subscribed it, backfill still due).
     pub subscribed_by_watch: Vec<(String, Option<OffsetDateTime>, bool)>,
+    /// Each HIT type's history the watch left out (submitted before the
+    /// pool's start to HITs its list did not guard), not adopted yet.
+    pub history_left_out: Vec<(String, crate::ledger::HistoryLeftOut)>,
 }
 
 /// Reads the subscriptions and the watch's last run (two small reads).
 pub async fn coverage(ledger: &Ledger) -> Result<Option<Coverage>, LedgerError> {
     let run = ledger.last_watch_run().await?;
-    let mut subscribed_by_watch: Vec<_> = ledger
-        .subscriptions()
-        .await?
+    let subscriptions = ledger.subscriptions().await?;
+    let history_left_out: Vec<_> = subscriptions
+        .iter()
+        .filter(|s| !s.history_left_out.is_empty())
+        .map(|s| (s.hit_type_id.to_string(), s.history_left_out))
+        .collect();
+    let mut subscribed_by_watch: Vec<_> = subscriptions
         .into_iter()
         .filter(|s| s.subscribed_by == crate::ledger::SubscribedBy::Watch)
         .map(|s| {
@@ -227,6 +234,7 @@ pub async fn coverage(ledger: &Ledger) -> Result<Option<Coverage>, LedgerError> 
         live_unguarded: run.counts.live_unguarded,
         unguarded: run.unguarded,
         subscribed_by_watch,
+        history_left_out,
     }))
 }
 
@@ -684,9 +692,19 @@ mod coverage_tests {
                 title: Some("<b>Study</b>".into()),
             }],
             subscribed_by_watch: vec![("3TYPEWATCHED".into(), None, true)],
+            history_left_out: vec![(
+                "3TYPEPILOT".into(),
+                crate::ledger::HistoryLeftOut {
+                    hits: 2,
+                    submissions: 17,
+                },
+            )],
         });
         let page = html::render(&r);
         assert!(page.contains(r#"id="coverage""#));
+        assert!(page.contains("3TYPEPILOT"), "the history left out is shown");
+        assert!(page.contains("<td>2</td><td>17</td>"));
+        assert!(page.contains("mturk-exclusion adopt"));
         assert!(page.contains("3HITOPEN"));
         assert!(page.contains("&lt;b&gt;Study&lt;/b&gt;"));
         assert!(page.contains("3TYPEWATCHED"));

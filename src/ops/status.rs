@@ -76,6 +76,20 @@ pub struct HitTypeReport {
     /// (the watch's next run goes on).
     pub backfill_due: bool,
     pub backfilled_at: Option<String>,
+    /// What its last backfill left out as the lab's history, not adopted yet.
+    pub history_left_out: ledger::HistoryLeftOut,
+}
+
+/// The lab's history the watch left out, over every HIT type.
+#[derive(Serialize, Debug, Default)]
+pub struct HistoryReport {
+    /// When the pool started (its ledger table was made): submissions from
+    /// before it to HITs its lists did not guard are the lab's history.
+    /// `null` if the table could not be described.
+    pub pool_start: Option<String>,
+    pub hit_types: usize,
+    pub hits: u64,
+    pub submissions: u64,
 }
 
 /// What the watch's last run found (`null` if it never ran).
@@ -168,6 +182,8 @@ pub struct Report {
     pub queue: Option<QueueReport>,
     pub dead_letter_queue: Option<QueueReport>,
     pub hit_types: Vec<HitTypeReport>,
+    /// The history left out, for `adopt`.
+    pub history: HistoryReport,
     /// Coverage, as the watch last saw it.
     pub watch: Option<WatchReport>,
     /// Stuck participations, newest first (at most [`Request::failures`]).
@@ -238,6 +254,22 @@ async fn queue_reports(
     (queue, dlq)
 }
 
+/// The pool's start and the history its HIT types left out.
+async fn history_left_out(ledger: &Ledger, hit_types: &[HitTypeReport]) -> HistoryReport {
+    let mut history = HistoryReport {
+        // Described for the record only: a role without DescribeTable
+        // still gets the rest of the status.
+        pool_start: ledger.pool_start().await.ok().map(ledger::stamp),
+        ..HistoryReport::default()
+    };
+    for t in hit_types.iter().filter(|t| !t.history_left_out.is_empty()) {
+        history.hit_types += 1;
+        history.hits += t.history_left_out.hits;
+        history.submissions += t.history_left_out.submissions;
+    }
+    history
+}
+
 /// Reads the ledger (one full scan of its participations: fine for a lab's
 /// ledger, and nothing is read per worker) and the queues, and concludes
 /// what needs attention. A queue that cannot be read is one of the
@@ -275,8 +307,10 @@ pub async fn summary(
             subscribed_by,
             backfill_due,
             backfilled_at,
+            history_left_out: sub.history_left_out,
         });
     }
+    let history = history_left_out(ledger, &hit_types).await;
     let watch = ledger.last_watch_run().await?.map(|run| WatchReport {
         last_run_at: run.ran_at.map(ledger::stamp),
         live_unguarded_hits: run.counts.live_unguarded,
@@ -309,6 +343,7 @@ pub async fn summary(
         queue,
         dead_letter_queue: dlq,
         hit_types,
+        history,
         watch,
         recent_failures: stuck
             .iter()
@@ -522,6 +557,7 @@ mod tests {
             queue: None,
             dead_letter_queue: None,
             hit_types: Vec::new(),
+            history: HistoryReport::default(),
             watch: None,
             recent_failures: Vec::new(),
             alarm_email: None,
@@ -554,6 +590,7 @@ mod tests {
             subscribed_by: ledger::SubscribedBy::Lab,
             backfill_due: false,
             backfilled_at: None,
+            history_left_out: ledger::HistoryLeftOut::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::check::NOTIFIED_EVENT_TYPES;
-use crate::ids::{shown, HitTypeId};
+use crate::ids::{shown, HitId, HitTypeId};
 use crate::ledger::{parse_stamp, Heartbeat, Ledger, LedgerError, OwnCustomer, SubscribedBy};
 use crate::mturk::{Hit, Mturk, MturkError};
 use crate::ops::queues::{self, Depth, Probe};
@@ -172,6 +172,7 @@ pub async fn subscribe_covering(
     hit_type: &HitTypeId,
     queue_url: &str,
     by: SubscribedBy,
+    moved: &[HitId],
 ) -> Result<HitTypeOutcome, LedgerError> {
     if let Err(e) = mturk.subscribe(hit_type, queue_url).await {
         return Ok(HitTypeOutcome {
@@ -187,6 +188,7 @@ pub async fn subscribe_covering(
             queue_url,
             NOTIFIED_EVENT_TYPES,
             by,
+            moved,
             OffsetDateTime::now_utc(),
         )
         .await?;
@@ -392,6 +394,28 @@ impl Sent {
             only_foreign(&foreign, self.own.as_ref(), account)
         };
         Ok(Trip::failed(diagnosis, foreign.len()))
+    }
+}
+
+/// Learns the lab's CustomerId from its own test event sent at `sent_at`
+/// (the watch's, which does not wait for it): the first such heartbeat in
+/// the ledger, recognised as [`Sent::wait`] recognises one. `None` when none
+/// came through yet. The first CustomerId learned stays.
+pub async fn learn_from_test_event(
+    ledger: &Ledger,
+    queue_url: &str,
+    sent_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<Option<OwnCustomer>, LedgerError> {
+    let account = queue_account(queue_url);
+    let own = ledger
+        .heartbeats_since(sent_at - CLOCK_SKEW)
+        .await?
+        .into_iter()
+        .find(|h| is_own(h, None, account, sent_at, now));
+    match own {
+        Some(hb) => Ok(Some(ledger.learn_own_customer(&hb, now).await?)),
+        None => Ok(None),
     }
 }
 

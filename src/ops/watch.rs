@@ -12,16 +12,27 @@
 //!    their backfill due. A HIT type the lab unsubscribed has a record
 //!    (inactive): it is never subscribed again;
 //! 4. backfills each subscription whose backfill is due: every submitted,
-//!    approved or rejected assignment of its HITs goes through the one
-//!    exclusion path (silent grants, a release stands, exclusion wins, a
-//!    duplicate costs no second grant). "Backfill done" is written only once
-//!    all of a HIT type's assignments are settled, so a run stopped by an
-//!    outage or its deadline leaves the rest due for the next run;
-//! 5. writes its one heartbeat (what it counted, the live unguarded HITs).
+//!    approved or rejected assignment of its HITs that is the pool's goes
+//!    through the one exclusion path (silent grants, a release stands,
+//!    exclusion wins, a duplicate costs no second grant). Submissions from
+//!    before the pool's start to HITs the pool's lists did not guard are
+//!    the lab's history ([`history`]): left out, and counted on the HIT
+//!    type's subscription for `status`, the report and `adopt`. "Backfill
+//!    done" is written only once all of a HIT type's assignments are
+//!    settled, so a run stopped by an outage or its deadline leaves the rest
+//!    due for the next run;
+//! 5. until the pool knows the lab's CustomerId, proves the notification
+//!    path as `subscribe` does, without waiting: it asks MTurk for a test
+//!    event (again an hour later if none came through) and, on a later run,
+//!    learns the CustomerId from the heartbeat the handler recorded, so the
+//!    handler can tell other requesters' documents from the lab's even if
+//!    nobody ever runs `subscribe`;
+//! 6. writes its one heartbeat (what it counted, the live unguarded HITs).
 //!
-//! A run that finds nothing new makes only the ListHITs calls, one ledger
-//! read (the subscriptions), one read per open HIT (is it known to the
-//! accept-time check?) and the heartbeat write.
+//! A run that finds nothing new makes only the ListHITs calls, three ledger
+//! reads (the subscriptions, the carried lists, the table's start), one
+//! read per open HIT (is it known to the accept-time check?) and the
+//! heartbeat write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -32,13 +43,15 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, Env};
 use crate::exclusion::Releases;
 use crate::ids::HitTypeId;
-use crate::ledger::{SubscribedBy, Subscription, UnguardedHit, WatchCounts, WatchRun};
+use crate::ledger::{
+    HistoryLeftOut, SubscribedBy, Subscription, UnguardedHit, WatchCounts, WatchRun,
+};
 use crate::metrics::{Document, Unit};
 use crate::mturk::{counting_calls, retrying_throttles_until, Hit};
 use crate::ops::backfill;
 use crate::ops::backfill::engine::{self, Gathered, Listed, NotStarted};
-use crate::ops::coverage::{self, Class, Counts, Sorted};
-use crate::ops::{subscribe, Lab, Quiet};
+use crate::ops::coverage::{self, Class, Counts, PoolLists, Sorted};
+use crate::ops::{history, subscribe, Lab, Quiet};
 
 /// What a run is told (the function's environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +111,9 @@ pub struct Report {
     pub newly_excluded: usize,
     /// Of those, kept released (submitted before the worker's release).
     pub kept_released: usize,
+    /// What the backfills this run finished left out as the lab's history,
+    /// by HIT type (only HIT types with some).
+    pub history_left_out: Vec<HistoryLine>,
     /// What guarding unguarded HITs came to (GuardUnguardedHits=true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guarded: Option<coverage::FixReport>,
@@ -106,6 +122,10 @@ pub struct Report {
     pub stopped_at_deadline: bool,
     /// MTurk calls sent, throttled retries included.
     pub mturk_calls: u64,
+    /// The run asked MTurk for a test event (the pool has no CustomerId yet).
+    pub test_event_sent: bool,
+    /// The run learned the lab's CustomerId from its earlier test event.
+    pub customer_id_learned: bool,
 }
 
 impl Report {
@@ -133,6 +153,14 @@ impl Report {
             .value("WatchErrors", Unit::Count, self.errors.len() as f64)
             .lines()
     }
+}
+
+/// One HIT type's history left out by a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryLine {
+    pub hit_type_id: HitTypeId,
+    #[serde(flatten)]
+    pub left_out: HistoryLeftOut,
 }
 
 /// One run, which starts no work after `deadline` (give the caller's
@@ -174,6 +202,9 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
         .iter()
         .map(|(t, s)| (t.clone(), s.due_generation))
         .collect();
+    let Some((lists, start)) = read_pool(lab, &mut report).await else {
+        return report;
+    };
     let hits = match lab.mturk.hits().await {
         Ok(hits) => hits,
         Err(e) => {
@@ -192,9 +223,9 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
             .errors
             .push(format!("remembering the listed HITs for the check: {e}"));
     }
-    let (mut sorted, mut counts) = coverage::sort_hits(hits, &lab.qualification);
+    let (mut sorted, mut counts) = coverage::sort_hits(hits, &lists);
     if settings.guard_unguarded && counts.live_unguarded > 0 {
-        let guarded = guard(lab, settings, &mut sorted, &mut report).await;
+        let guarded = guard(lab, settings, &lists, &mut sorted, &mut report).await;
         if let Some(fixed) = &report.guarded {
             own_generations(&mut generations, fixed);
             // Read again: the guard subscribed and marked HIT types.
@@ -205,7 +236,7 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
         }
         // What moved is sorted again: it now requires the pool's qualification.
         let hits = sorted.into_iter().map(|(h, _)| h).collect();
-        (sorted, counts) = coverage::sort_hits(hits, &lab.qualification);
+        (sorted, counts) = coverage::sort_hits(hits, &lists);
         if let Err(e) = guarded {
             report.counts = counts;
             report.live_unguarded = unguarded_lines(&sorted);
@@ -219,15 +250,17 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
         lab,
         settings,
         deadline,
+        start,
     };
     if let Some(due) = cover
         .subscribe_new(&sorted, &subscriptions, &mut generations, &mut report)
         .await
     {
         cover
-            .backfill_due(&sorted, &due, &generations, &mut report)
+            .backfill_due(&sorted, &due, &subscriptions, &generations, &mut report)
             .await;
     }
+    prove_path(lab, settings, &mut report).await;
     record_run(lab, report).await
 }
 
@@ -235,12 +268,13 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 /// the HITs were listed, or written by the run itself.
 type Generations = HashMap<HitTypeId, Option<u64>>;
 
-/// What one run covers with: the lab, the function's settings, and the
-/// time after which it starts no work.
+/// What one run covers with: the lab, the function's settings, the time
+/// after which it starts no work, and the pool's start.
 struct Cover<'a> {
     lab: &'a Lab,
     settings: &'a Settings,
     deadline: Instant,
+    start: OffsetDateTime,
 }
 
 impl Cover<'_> {
@@ -311,6 +345,7 @@ impl Cover<'_> {
             t,
             &self.settings.queue_url,
             SubscribedBy::Watch,
+            &[],
         )
         .await
         {
@@ -344,12 +379,13 @@ impl Cover<'_> {
         &self,
         sorted: &[(Hit, Sorted)],
         due: &[HitTypeId],
+        subscriptions: &HashMap<HitTypeId, Subscription>,
         generations: &Generations,
         report: &mut Report,
     ) {
-        let mut hits_of: HashMap<&HitTypeId, Vec<&Hit>> = HashMap::new();
-        for (hit, _) in sorted {
-            hits_of.entry(&hit.hit_type_id).or_default().push(hit);
+        let mut hits_of: HashMap<&HitTypeId, Vec<(&Hit, Sorted)>> = HashMap::new();
+        for (hit, s) in sorted {
+            hits_of.entry(&hit.hit_type_id).or_default().push((hit, *s));
         }
         for (i, t) in due.iter().enumerate() {
             if Instant::now() >= self.deadline {
@@ -360,18 +396,29 @@ impl Cover<'_> {
                 return;
             }
             let hits = hits_of.get(t).cloned().unwrap_or_default();
-            if !self.backfill_type(t, &hits, report).await {
+            let Some(left_out) = self
+                .backfill_type(t, &hits, subscriptions.get(t), report)
+                .await
+            else {
                 report.backfill_left.push(t.to_string());
                 continue;
-            }
+            };
             let generation = generations.get(t).copied().flatten();
             match self
                 .lab
                 .ledger
-                .record_backfilled(t, generation, OffsetDateTime::now_utc())
+                .record_backfilled(t, generation, left_out, OffsetDateTime::now_utc())
                 .await
             {
-                Ok(true) => report.backfilled_hit_types.push(t.to_string()),
+                Ok(true) => {
+                    report.backfilled_hit_types.push(t.to_string());
+                    if !left_out.is_empty() {
+                        report.history_left_out.push(HistoryLine {
+                            hit_type_id: t.clone(),
+                            left_out,
+                        });
+                    }
+                }
                 // Marked due again since this run listed its HITs.
                 Ok(false) => report.backfill_left.push(t.to_string()),
                 Err(e) => {
@@ -388,26 +435,31 @@ impl Cover<'_> {
     }
 
     /// Excludes the workers of one HIT type's HITs through the backfill
-    /// engine. True when every assignment MTurk listed is settled
-    /// (recorded, excluded or kept released), so the backfill may be
-    /// recorded as done.
+    /// engine, the lab's history left out. What was left out when every
+    /// other assignment MTurk listed is settled (recorded, excluded or kept
+    /// released), so the backfill may be recorded as done; else `None`.
     async fn backfill_type(
         &self,
         hit_type: &HitTypeId,
-        hits: &[&Hit],
+        hits: &[(&Hit, Sorted)],
+        subscription: Option<&Subscription>,
         report: &mut Report,
-    ) -> bool {
+    ) -> Option<HistoryLeftOut> {
         let lab = self.lab;
         let mut gathered = Gathered::new();
         let mut listed = HashMap::new();
-        for hit in hits {
+        let mut left_out = HistoryLeftOut::default();
+        for (hit, sorted) in hits {
             if Instant::now() >= self.deadline {
                 report.stopped_at_deadline = true;
-                return false;
+                return None;
             }
-            match engine::submissions_of(lab, hit, |_| {}).await {
+            match engine::submissions_of(&lab.mturk, hit, |_| {}).await {
                 Ok(Listed::Assignments(assignments)) => {
-                    engine::add_listed(&mut gathered, &mut listed, assignments);
+                    let pools = history::history_is_pools(hit, *sorted, subscription);
+                    let (pool, lab_history) = history::split(assignments, pools, self.start);
+                    left_out.add(history::left_out(&lab_history));
+                    engine::add_listed(&mut gathered, &mut listed, pool);
                 }
                 Ok(Listed::Gone) => {}
                 Err(e) => {
@@ -415,7 +467,7 @@ impl Cover<'_> {
                         "listing the assignments of HIT {} (HIT type {hit_type}): {e}",
                         hit.hit_id
                     ));
-                    return false;
+                    return None;
                 }
             }
         }
@@ -453,7 +505,7 @@ impl Cover<'_> {
                 "backfilling HIT type {hit_type}: {n} submission(s) not settled: {reason}"
             ));
         }
-        done
+        done.then_some(left_out)
     }
 }
 
@@ -475,6 +527,71 @@ fn own_generations(generations: &mut Generations, fixed: &coverage::FixReport) {
             .unwrap_or(0);
         if m.due_generation == read + 1 {
             generations.insert(m.hit_type_id.clone(), Some(m.due_generation));
+        }
+    }
+}
+
+/// A test event the watch asked for and never saw is asked for again after this.
+const TEST_EVENT_AGAIN_AFTER: time::Duration = time::Duration::hours(1);
+
+/// Until the pool knows the lab's CustomerId: learns it from the test event
+/// an earlier run asked for, or asks for one. One ledger read once it is known.
+async fn prove_path(lab: &Lab, settings: &Settings, report: &mut Report) {
+    let now = OffsetDateTime::now_utc();
+    let known = async {
+        if lab.ledger.own_customer().await?.is_some() {
+            return Ok(true);
+        }
+        let Some(sent_at) = lab.ledger.watch_test_event().await? else {
+            return Ok(false);
+        };
+        let learned =
+            subscribe::learn_from_test_event(&lab.ledger, &settings.queue_url, sent_at, now)
+                .await?;
+        report.customer_id_learned = learned.is_some();
+        // Still on its way: not asked for again yet.
+        Ok(learned.is_some() || now - sent_at < TEST_EVENT_AGAIN_AFTER)
+    };
+    match known.await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            let e: crate::ledger::LedgerError = e;
+            report
+                .errors
+                .push(format!("proving the notification path: {e}"));
+            return;
+        }
+    }
+    if let Err(e) = lab.mturk.send_test_event(&settings.queue_url).await {
+        report
+            .errors
+            .push(format!("asking MTurk for a test event: {e}"));
+        return;
+    }
+    match lab.ledger.record_watch_test_event(now).await {
+        Ok(()) => report.test_event_sent = true,
+        Err(e) => report
+            .errors
+            .push(format!("recording the test event asked for: {e}")),
+    }
+}
+
+/// The lists that guard for the pool and the pool's start; `None` (noted in
+/// the report) if they cannot be read: without the start no history can be
+/// told from the pool's, so the run stops.
+async fn read_pool(lab: &Lab, report: &mut Report) -> Option<(PoolLists, OffsetDateTime)> {
+    let read = async {
+        let lists = PoolLists::read(&lab.ledger, &lab.qualification).await?;
+        Ok::<_, crate::ledger::LedgerError>((lists, lab.ledger.pool_start().await?))
+    };
+    match read.await {
+        Ok(pool) => Some(pool),
+        Err(e) => {
+            report
+                .errors
+                .push(format!("reading the pool's lists and start: {e}"));
+            None
         }
     }
 }
@@ -506,10 +623,11 @@ async fn read_subscriptions(
 async fn guard(
     lab: &Lab,
     settings: &Settings,
+    lists: &PoolLists,
     sorted: &mut [(Hit, Sorted)],
     report: &mut Report,
 ) -> Result<(), String> {
-    let plan = coverage::plan_fix(sorted.iter().map(|(h, _)| h), &lab.qualification);
+    let plan = coverage::plan_fix(sorted.iter().map(|(h, _)| h), lists);
     for c in &plan.cannot {
         report.errors.push(format!(
             "guarding HIT {} (HIT type {}): {}",
@@ -572,6 +690,11 @@ async fn record_run(lab: &Lab, mut report: Report) -> Report {
             hit_types_subscribed: report.hit_types_subscribed.len() as u64,
             submissions_backfilled: report.submissions_backfilled as u64,
             backfill_left: report.backfill_left.len() as u64,
+            history_left_out: report
+                .history_left_out
+                .iter()
+                .map(|l| l.left_out.submissions)
+                .sum(),
             errors: report.errors.len() as u64,
         },
         unguarded: report.live_unguarded.clone(),

@@ -5,6 +5,7 @@
 
 mod events;
 mod faults;
+mod history;
 mod hostile_input;
 mod indexes;
 mod ops;

@@ -24,7 +24,7 @@ const SETTINGS: &str = "UpdateNotificationSettings";
 
 /// The watch's side, on the pipeline's clients, with the pipeline's short
 /// grant window (a release waits it out).
-fn lab(p: &Pipeline) -> Lab {
+pub(crate) fn lab(p: &Pipeline) -> Lab {
     let mturk = Mturk::new(p.mturk.clone(), Arc::new(RateLimiter::per_second(100.0)));
     let mut lab = Lab::new(mturk.clone(), p.ledger.clone(), p.qualification.clone());
     lab.excluder =
@@ -35,7 +35,7 @@ fn lab(p: &Pipeline) -> Lab {
     lab
 }
 
-fn settings(p: &Pipeline) -> Settings {
+pub(crate) fn settings(p: &Pipeline) -> Settings {
     Settings {
         queue_url: p.queues.url.clone(),
         cover_unguarded: true,
@@ -45,7 +45,7 @@ fn settings(p: &Pipeline) -> Settings {
 }
 
 /// Guarding unguarded HITs instead of covering their HIT types.
-fn guarding(p: &Pipeline) -> Settings {
+pub(crate) fn guarding(p: &Pipeline) -> Settings {
     Settings {
         cover_unguarded: false,
         guard_unguarded: true,
@@ -53,7 +53,7 @@ fn guarding(p: &Pipeline) -> Settings {
     }
 }
 
-async fn run(p: &Pipeline, settings: &Settings) -> Report {
+pub(crate) async fn run(p: &Pipeline, settings: &Settings) -> Report {
     watch::run(&lab(p), settings, Instant::now() + Duration::from_secs(120)).await
 }
 
@@ -77,7 +77,7 @@ async fn run_held_at_first_grant(
 }
 
 /// A HIT another tool posted: its own title, these requirements.
-fn post(p: &Pipeline, title: &str, requirements: Vec<Value>) -> (String, String) {
+pub(crate) fn post(p: &Pipeline, title: &str, requirements: Vec<Value>) -> (String, String) {
     p.double.post_hit(HitOptions {
         title: title.into(),
         qualification_requirements: requirements,
@@ -86,18 +86,18 @@ fn post(p: &Pipeline, title: &str, requirements: Vec<Value>) -> (String, String)
 }
 
 /// Workers who submitted before anyone subscribed: no notification.
-async fn submit_unnotified(p: &Pipeline, hit: &str, workers: &[String]) {
+pub(crate) async fn submit_unnotified(p: &Pipeline, hit: &str, workers: &[String]) {
     for w in workers {
         let s = p.double.submit_assignment(hit, w).await.unwrap();
         assert!(s.notification.is_none(), "nothing was subscribed yet");
     }
 }
 
-fn workers(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn workers(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("A1{prefix}{i:04}")).collect()
 }
 
-fn hit_type(id: &str) -> HitTypeId {
+pub(crate) fn hit_type(id: &str) -> HitTypeId {
     HitTypeId::parse(id).unwrap()
 }
 
@@ -844,7 +844,10 @@ async fn a_hit_moved_into_a_hit_type_while_its_backfill_runs_is_backfilled_by_th
     // Meanwhile the lab fixes the unguarded HIT: it moves into T.
     let l = lab(&p);
     let hits = l.mturk.hits().await.unwrap();
-    let plan = coverage::plan_fix(hits.iter(), &p.qualification);
+    let plan = coverage::plan_fix(
+        hits.iter(),
+        &coverage::PoolLists::own(p.qualification.clone()),
+    );
     let fixed = coverage::fix(
         &l.mturk,
         &l.ledger,
@@ -942,4 +945,36 @@ async fn an_unsubscribe_racing_the_watchs_subscribe_stands() {
     // And the next run leaves it alone.
     let next = run(&p, &settings(&p)).await;
     assert_eq!(next.left_unsubscribed, [t.as_str()], "{next:?}");
+}
+
+/// A lab that never runs `subscribe`: the watch asks MTurk for a test event
+/// once, and learns the lab's CustomerId from it on a later run, so the
+/// handler's filter of other requesters' documents is on.
+#[tokio::test]
+async fn the_watch_proves_the_path_once_and_learns_the_labs_customer_id() {
+    let p = Pipeline::start().await;
+
+    let first = run(&p, &settings(&p)).await;
+
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(first.test_event_sent, "{first:?}");
+    assert!(p.ledger.own_customer().await.unwrap().is_none());
+    // Before the handler has seen it: nothing learned, nothing asked again.
+    p.double.clear_calls();
+    let waiting = run(&p, &settings(&p)).await;
+    assert!(!waiting.test_event_sent && !waiting.customer_id_learned);
+    assert_eq!(p.double.call_count("SendTestEventNotification"), 0);
+
+    p.drain().await;
+    let learned = run(&p, &settings(&p)).await;
+
+    assert!(learned.errors.is_empty(), "{:?}", learned.errors);
+    assert!(learned.customer_id_learned, "{learned:?}");
+    let own = p.ledger.own_customer().await.unwrap().expect("learned");
+    assert_eq!(own.customer_id, testkit::mturk_double::CUSTOMER_ID);
+    // Known now: never asked again.
+    p.double.clear_calls();
+    let after = run(&p, &settings(&p)).await;
+    assert!(!after.test_event_sent && !after.customer_id_learned);
+    assert_eq!(p.double.call_count("SendTestEventNotification"), 0);
 }

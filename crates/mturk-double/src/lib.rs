@@ -463,6 +463,30 @@ impl MturkDouble {
         }
     }
 
+    /// Seeds an assignment submitted at `submitted` (no notification): the
+    /// history of a requester account from before the system under test
+    /// was deployed. A HIT posted now with work submitted days ago is not
+    /// what MTurk would list, but nothing the double serves compares the two.
+    ///
+    /// # Panics
+    /// If no HIT `hit_id` was created: that is a mistake in the test.
+    pub fn add_assignment_submitted_at(
+        &self,
+        hit_id: &str,
+        worker_id: &str,
+        status: AssignmentStatus,
+        submitted: SystemTime,
+    ) -> String {
+        let id = self
+            .lock()
+            .model
+            .add_assignment(hit_id, worker_id, status, submitted);
+        match id {
+            Some(id) => id,
+            None => panic!("mturk-double: add_assignment_submitted_at on unknown HIT {hit_id}"),
+        }
+    }
+
     /// The HIT and its assignments vanish from the API, as MTurk disposes of
     /// HITs 120 days after creation. Unknown ids are ignored.
     pub fn dispose_hit(&self, hit_id: &str) {

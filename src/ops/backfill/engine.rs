@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::exclusion::{ExclusionError, Outcome, Tally};
 use crate::ids::{AssignmentId, WorkerId};
 use crate::ledger::{Learned, NewParticipation};
-use crate::mturk::{Assignment, Hit, MturkError};
+use crate::mturk::{Assignment, Hit, Mturk, MturkError};
 use crate::ops::{Lab, Progress};
 
 use super::{Failure, Options};
@@ -65,11 +65,11 @@ pub enum Listed {
 /// A HIT's submitted, approved and rejected assignments, every page;
 /// `on_page` hears how many were listed so far.
 pub async fn submissions_of(
-    lab: &Lab,
+    mturk: &Mturk,
     hit: &Hit,
     on_page: impl Fn(usize),
 ) -> Result<Listed, MturkError> {
-    match lab.mturk.assignments_for_hit(hit, on_page).await {
+    match mturk.assignments_for_hit(hit, on_page).await {
         Ok(assignments) => Ok(Listed::Assignments(assignments)),
         Err(e) if e.is_hit_gone() => Ok(Listed::Gone),
         Err(e) => Err(e),

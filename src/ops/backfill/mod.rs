@@ -209,7 +209,7 @@ pub async fn gather(
 
     progress.start(hits.len() as u64, "listing HITs");
     for hit in &hits {
-        let listing = engine::submissions_of(lab, hit, |n| {
+        let listing = engine::submissions_of(&lab.mturk, hit, |n| {
             progress.message(format!("HIT {}: {n} assignments", hit.hit_id))
         })
         .await;

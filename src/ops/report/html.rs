@@ -727,5 +727,30 @@ fn coverage(page: &mut String, c: &super::Coverage) {
         }
         page.push_str("</tbody></table>");
     }
+    history_left_out(page, &c.history_left_out);
     page.push_str("</section>\n");
+}
+
+/// The lab's history the watch left out, by HIT type, for `adopt`.
+fn history_left_out(page: &mut String, left: &[(String, crate::ledger::HistoryLeftOut)]) {
+    if left.is_empty() {
+        return;
+    }
+    let submissions: u64 = left.iter().map(|(_, l)| l.submissions).sum();
+    page.push_str(&read(&format!(
+        "{submissions} earlier submission(s) were left out as the lab's history: made before \
+         the pool started, to HITs its list did not guard. Their workers are not excluded; \
+         mturk-exclusion adopt takes them in when the lab chooses."
+    )));
+    page.push_str("<table><thead><tr><th>HIT type with history left out</th><th>HITs</th><th>Submissions</th></tr></thead><tbody>");
+    for (hit_type, l) in left {
+        let _ = write!(
+            page,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            escape(hit_type),
+            l.hits,
+            l.submissions
+        );
+    }
+    page.push_str("</tbody></table>");
 }

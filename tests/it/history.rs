@@ -1,0 +1,351 @@
+//! The lab's history (`ops::history`): the watch covers from the pool's
+//! start, leaves earlier submissions to unguarded HITs for the lab, and
+//! `adopt` takes them in; an earlier list is carried over; the first run is
+//! predicted before the deploy. Against the local services and the double.
+
+use std::time::{Duration, SystemTime};
+
+use mturk_exclusion::ids::QualificationTypeId;
+use mturk_exclusion::ledger::HistoryLeftOut;
+use mturk_exclusion::mturk::MturkEnvironment;
+use mturk_exclusion::ops::coverage::PoolLists;
+use mturk_exclusion::ops::history::{self, Covering};
+use mturk_exclusion::ops::{status, Quiet};
+use testkit::mturk_double::AssignmentStatus;
+use testkit::pipeline::{does_not_exist, Pipeline};
+
+use super::watch::{guarding, hit_type, lab, post, run, settings, submit_unnotified, workers};
+
+/// Ten days before the pool was deployed (its table made).
+fn before_the_pool() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(10 * 24 * 3600)
+}
+
+/// Workers who took part in `hit` before the pool existed.
+fn seed_history(p: &Pipeline, hit: &str, workers: &[String]) {
+    for w in workers {
+        p.double
+            .add_assignment_submitted_at(hit, w, AssignmentStatus::Approved, before_the_pool());
+    }
+}
+
+#[tokio::test]
+async fn an_unguarded_hits_history_is_left_out_counted_and_adopted_by_the_lab() {
+    let p = Pipeline::start().await;
+    let (pilot, pilot_type) = post(&p, "Norming survey (no requirement)", vec![]);
+    let (study, study_type) = post(
+        &p,
+        "Study one (the pool's list)",
+        vec![does_not_exist(p.qualification.as_str())],
+    );
+    let norming = workers("NORM", 3);
+    seed_history(&p, &pilot, &norming);
+    let early = workers("EARLY", 2);
+    seed_history(&p, &study, &early);
+    // Submitted after the deploy, before the HIT type was subscribed.
+    let late = workers("LATE", 1);
+    submit_unnotified(&p, &pilot, &late).await;
+
+    let report = run(&p, &settings(&p)).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let mut subscribed = report.hit_types_subscribed.clone();
+    subscribed.sort();
+    let mut both = vec![pilot_type.clone(), study_type.clone()];
+    both.sort();
+    assert_eq!(subscribed, both);
+    for w in norming.iter() {
+        assert!(
+            !p.granted(w),
+            "{w}'s norming survey was taken as the pool's"
+        );
+    }
+    for w in early.iter().chain(&late) {
+        assert!(p.granted(w), "{w} was not excluded");
+    }
+    assert_eq!(report.submissions_backfilled, 3, "{report:?}");
+    assert_eq!(report.history_left_out.len(), 1, "{report:?}");
+    assert_eq!(report.history_left_out[0].hit_type_id.as_str(), pilot_type);
+    let left = HistoryLeftOut {
+        hits: 1,
+        submissions: 3,
+    };
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&pilot_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.history_left_out, left);
+    assert!(!sub.backfill_due, "left out is not left due: {sub:?}");
+    let watch_run = p.ledger.last_watch_run().await.unwrap().unwrap();
+    assert_eq!(watch_run.counts.history_left_out, 3);
+
+    // `status` shows it, with the pool's start.
+    let shown = status::summary(&p.ledger, &p.clients.sqs, &status_request(&p))
+        .await
+        .unwrap();
+    assert_eq!(shown.history.submissions, 3);
+    assert_eq!((shown.history.hit_types, shown.history.hits), (1, 1));
+    assert!(shown.history.pool_start.is_some());
+
+    // A dry run predicts, changes nothing.
+    let l = lab(&p);
+    let plan = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
+    assert_eq!(plan.workers(), 3);
+    assert_eq!(plan.submissions(), 3);
+    let predicted = history::adopt(&l, plan, true, 4, &Quiet).await.unwrap();
+    assert_eq!(predicted.tally.excluded, 3);
+    for w in &norming {
+        assert!(!p.granted(w), "a dry run granted {w}");
+    }
+
+    let plan = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
+    let adopted = history::adopt(&l, plan, false, 4, &Quiet).await.unwrap();
+
+    assert!(adopted.failures.is_empty(), "{:?}", adopted.failures);
+    assert_eq!(adopted.tally.excluded, 3);
+    for w in &norming {
+        assert!(p.granted(w), "{w} was not adopted");
+    }
+    p.assert_every_grant_silent();
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&pilot_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sub.history_left_out.is_empty(), "{sub:?}");
+    assert!(sub.history_adopted_at.is_some());
+    // Nothing is left to adopt; a second adopt does nothing.
+    let again = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
+    assert_eq!(again.workers(), 0);
+}
+
+fn status_request(p: &Pipeline) -> status::Request {
+    status::Request {
+        environment: MturkEnvironment::Sandbox,
+        qualification: Some(p.qualification.clone()),
+        queue_url: Some(p.queues.url.clone()),
+        dlq_url: None,
+        failures: 5,
+        alarm_email: None,
+    }
+}
+
+/// The watch's guard adds the pool's requirement to a live unguarded HIT,
+/// moving it into a guarded HIT type: what was submitted to it before the
+/// pool's start stays the lab's history; what came after is covered.
+#[tokio::test]
+async fn a_requirement_the_guard_added_does_not_make_a_hits_history_the_pools() {
+    let p = Pipeline::start().await;
+    let (hit, _) = post(&p, "Pilot, guarded later", vec![]);
+    let before = workers("GBEFORE", 2);
+    seed_history(&p, &hit, &before);
+    let after = workers("GAFTER", 2);
+    submit_unnotified(&p, &hit, &after).await;
+
+    let report = run(&p, &guarding(&p)).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let new_type = p.double.hit_type_of(&hit).unwrap();
+    assert_eq!(report.backfilled_hit_types, [new_type.as_str()]);
+    for w in &after {
+        assert!(
+            p.granted(w),
+            "{w} submitted after the start and was not excluded"
+        );
+    }
+    for w in &before {
+        assert!(
+            !p.granted(w),
+            "the guard made {w}'s earlier work the pool's"
+        );
+    }
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&new_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.moved_hits.len(), 1, "{sub:?}");
+    assert_eq!(sub.moved_hits[0].as_str(), hit);
+    assert_eq!(
+        sub.history_left_out,
+        HistoryLeftOut {
+            hits: 1,
+            submissions: 2
+        }
+    );
+
+    // Adopting that HIT type by name takes them in.
+    let l = lab(&p);
+    let plan = history::plan_adoption(&l, &[hit_type(&new_type)], &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(plan.workers(), 2);
+    let adopted = history::adopt(&l, plan, false, 4, &Quiet).await.unwrap();
+    assert!(adopted.failures.is_empty(), "{:?}", adopted.failures);
+    for w in &before {
+        assert!(p.granted(w), "{w} was not adopted");
+    }
+    // A HIT type the pool does not cover is refused, naming `exclude`.
+    let (_, stranger) = post(
+        &p,
+        "Never covered",
+        vec![does_not_exist("3SOMEONEELSESLIST")],
+    );
+    let refused = history::plan_adoption(&l, &[hit_type(&stranger)], &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("exclude --hit-type"),
+        "{refused}"
+    );
+}
+
+/// A lab with its own exclusion qualification from before: its holders are
+/// carried into the pool, and the HITs it guards count as the pool's, so
+/// their earlier workers are excluded as the pool's own.
+#[tokio::test]
+async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools() {
+    let p = Pipeline::start().await;
+    let old = p
+        .double
+        .create_qualification_type("The lab's old exclusion list");
+    let holders = workers("OLDLIST", 3);
+    for w in &holders {
+        p.double.grant(&old, w, 1);
+    }
+    let (old_hit, old_type) = post(
+        &p,
+        "Study guarded by the old list",
+        vec![does_not_exist(&old)],
+    );
+    let earlier = workers("OLDHIT", 2);
+    seed_history(&p, &old_hit, &earlier);
+    let old_q = QualificationTypeId::parse(&old).unwrap();
+    let l = lab(&p);
+
+    // Before: the old list's HITs are another list's, left alone.
+    let report = run(&p, &settings(&p)).await;
+    assert!(report.hit_types_subscribed.is_empty(), "{report:?}");
+
+    let dry = history::carry_over(
+        &l,
+        &old_q,
+        history::holders_of(&l, &old_q).await.unwrap(),
+        true,
+        4,
+        &Quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.holders, 3);
+    assert_eq!(dry.tally.excluded, 3);
+    assert!(
+        p.ledger.carried_lists().await.unwrap().is_empty(),
+        "a dry run recorded the list"
+    );
+    assert!(!holders.iter().any(|w| p.granted(w)), "a dry run granted");
+
+    let carried = history::carry_over(
+        &l,
+        &old_q,
+        history::holders_of(&l, &old_q).await.unwrap(),
+        false,
+        4,
+        &Quiet,
+    )
+    .await
+    .unwrap();
+
+    assert!(carried.failures.is_empty(), "{:?}", carried.failures);
+    assert_eq!(carried.tally.excluded, 3);
+    for w in &holders {
+        assert!(p.granted(w), "{w} was not carried over");
+    }
+    assert_eq!(p.ledger.carried_lists().await.unwrap(), [old_q]);
+    // The pool's own list is refused.
+    assert!(history::holders_of(&l, &p.qualification).await.is_err());
+
+    let report = run(&p, &settings(&p)).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.hit_types_subscribed, [old_type.as_str()]);
+    assert_eq!(report.counts.ours, 1, "{report:?}");
+    for w in &earlier {
+        assert!(
+            p.granted(w),
+            "{w}, of a HIT the old list guarded, was not excluded"
+        );
+    }
+    assert!(report.history_left_out.is_empty(), "{report:?}");
+    p.assert_every_grant_silent();
+}
+
+/// `coverage --first-run` before the deploy: its prediction is what the
+/// watch's first run then does.
+#[tokio::test]
+async fn the_first_run_predicted_before_the_deploy_is_the_first_run() {
+    let p = Pipeline::start().await;
+    let (ours, _) = post(&p, "Ours", vec![does_not_exist(p.qualification.as_str())]);
+    seed_history(&p, &ours, &workers("PREOURS", 4));
+    let (pilot, pilot_type) = post(&p, "Pilot", vec![]);
+    seed_history(&p, &pilot, &workers("PREPILOT", 3));
+    // A worker in both: excluded once.
+    seed_history(&p, &ours, &workers("PREPILOT", 1));
+    let (other, _) = post(
+        &p,
+        "Another list's",
+        vec![does_not_exist("3ANOTHERLABSLIST")],
+    );
+    seed_history(&p, &other, &workers("PREOTHER", 2));
+    let s = settings(&p);
+    let covering = Covering {
+        cover_unguarded: s.cover_unguarded,
+        guard_unguarded: s.guard_unguarded,
+    };
+
+    let predicted = history::first_run(
+        &lab(&p).mturk,
+        &PoolLists::own(p.qualification.clone()),
+        covering,
+        time::OffsetDateTime::now_utc(),
+        &Quiet,
+    )
+    .await
+    .unwrap();
+    let report = run(&p, &s).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(predicted.failures.is_empty());
+    let mut subscribed = report.hit_types_subscribed.clone();
+    subscribed.sort();
+    let mut predicted_types: Vec<String> = predicted
+        .hit_types
+        .iter()
+        .filter(|t| t.covered)
+        .map(|t| t.hit_type_id.to_string())
+        .collect();
+    predicted_types.sort();
+    assert_eq!(predicted_types, subscribed);
+    assert_eq!(predicted.subscribed, 2);
+    assert_eq!(predicted.submissions, report.submissions_backfilled as u64);
+    assert_eq!(predicted.submissions, 5);
+    assert_eq!(predicted.workers, report.newly_excluded);
+    assert_eq!(
+        predicted.left_out,
+        HistoryLeftOut {
+            hits: 1,
+            submissions: 3
+        }
+    );
+    let recorded = p
+        .ledger
+        .subscription(&hit_type(&pilot_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded.history_left_out, predicted.left_out);
+}
