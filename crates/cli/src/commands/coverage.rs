@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
 use mturk_exclusion::ledger::SubscribedBy;
-use mturk_exclusion::ops::coverage::{self, Class, FixPlan, FixReport, Survey, SurveyError};
+use mturk_exclusion::ops::coverage::{
+    self, Class, FixPlan, FixReport, PoolLists, Survey, SurveyError,
+};
+use mturk_exclusion::ops::history;
 use serde::Serialize;
 
 use crate::context::{CliError, Context};
@@ -39,14 +42,30 @@ use crate::output;
 /// HIT type, whose earlier submissions the watch then excludes. It shows the
 /// plan first and asks; without a terminal that is a no (exit 5), so
 /// scripts pass --yes. --fix --dry-run shows the plan and changes nothing.
+/// A HIT's earlier submissions stay the lab's history when the requirement
+/// is added later (see `adopt`).
+///
+/// History: the watch excludes the workers of every HIT type it covers from
+/// the pool's start on, and earlier ones only of HITs this pool's qualification
+/// guarded; it leaves the rest for `adopt`. Each HIT type's history left
+/// out is shown with its subscription.
+///
+/// --first-run, before the first deploy (no stack or table needed, only
+/// --qualification from `init`): what the watch's first run will do if the
+/// stack is deployed now: which HIT types it subscribes, how many earlier
+/// workers it excludes, and what history it leaves out. Give it the
+/// CoverUnguardedHits and GuardUnguardedHits you will deploy with. It reads
+/// MTurk (every HIT's submissions) and writes nothing.
 ///
 /// Examples:
 ///   mturk-exclusion --stack mturk-exclusion coverage
 ///   mturk-exclusion --stack mturk-exclusion coverage --fix
 ///   mturk-exclusion --stack mturk-exclusion coverage --fix --yes --json
+///   mturk-exclusion --production --qualification 3QUALID coverage --first-run
 ///
-/// Exit codes: 0 every live HIT is guarded (or --fix guarded them all);
-/// 1 some live HITs are unguarded (listed), or --fix failed for some (named);
+/// Exit codes: 0 every live HIT is guarded (or --fix guarded them all;
+/// --first-run: predicted); 1 some live HITs are unguarded (listed), or
+/// --fix failed for some (named), or --first-run could not list some HITs;
 /// 3 environment; 5 --fix not confirmed, nothing changed.
 #[derive(ClapArgs, Debug)]
 #[command(verbatim_doc_comment)]
@@ -60,6 +79,15 @@ pub struct Args {
     /// With --fix: do not ask.
     #[arg(long, requires = "fix")]
     pub yes: bool,
+    /// Before the first deploy: predict the watch's first run (writes nothing).
+    #[arg(long, conflicts_with = "fix")]
+    pub first_run: bool,
+    /// With --first-run: the CoverUnguardedHits you will deploy with.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cover_unguarded: bool,
+    /// With --first-run: the GuardUnguardedHits you will deploy with.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub guard_unguarded: bool,
 }
 
 #[derive(Serialize)]
@@ -74,6 +102,9 @@ struct Output<'a> {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
+    if args.first_run {
+        return first_run(ctx, &args).await;
+    }
     let json = ctx.global.json;
     let lab = ctx.lab().await?;
     let survey = coverage::survey(&lab.mturk, &lab.ledger, &lab.qualification)
@@ -104,7 +135,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     }
 
     let queue_url = ctx.queue_url()?.to_owned();
-    let plan = coverage::plan_fix(survey.live.iter().map(|l| &l.hit), &lab.qualification);
+    let plan = coverage::plan_fix(survey.live.iter().map(|l| &l.hit), &survey.lists);
     if !json {
         print_survey(&survey);
         print_plan(&plan, lab.qualification.as_str());
@@ -169,12 +200,111 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--first-run`: the watch's first run, predicted on an empty ledger with
+/// the start now.
+async fn first_run(ctx: &Context, args: &Args) -> Result<ExitCode, CliError> {
+    let json = ctx.global.json;
+    let pool = ctx.checked_qualification().await?;
+    let covering = history::Covering {
+        cover_unguarded: args.cover_unguarded,
+        guard_unguarded: args.guard_unguarded,
+    };
+    let bar = output::Bar::new(json);
+    let predicted = history::first_run(
+        &ctx.mturk,
+        &PoolLists::own(pool),
+        covering,
+        time::OffsetDateTime::now_utc(),
+        &bar,
+    )
+    .await?;
+    if json {
+        output::print_json(&predicted)?;
+    } else {
+        print_first_run(&predicted, covering);
+    }
+    if predicted.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Partial(format!(
+            "the submissions of {} HIT(s) could not be listed (each is named above): the prediction leaves them out",
+            predicted.failures.len()
+        )))
+    }
+}
+
+fn print_first_run(p: &history::FirstRun, covering: history::Covering) {
+    println!(
+        "The watch's first run, if the stack is deployed now (CoverUnguardedHits={}, GuardUnguardedHits={}):",
+        covering.cover_unguarded, covering.guard_unguarded
+    );
+    for t in &p.hit_types {
+        let what = if !t.covered {
+            match t.class {
+                Class::OtherList => "left alone (another list's)".to_owned(),
+                _ => "not covered (CoverUnguardedHits=false)".to_owned(),
+            }
+        } else {
+            let mut what = format!(
+                "subscribed; excludes {} worker(s) of {} earlier submission(s)",
+                t.workers, t.submissions
+            );
+            if t.guarded_hits > 0 {
+                what.push_str(&format!(
+                    "; guards {} live HIT(s) into a new HIT type",
+                    t.guarded_hits
+                ));
+            }
+            if !t.left_out.is_empty() {
+                what.push_str(&format!(
+                    "; leaves out {} submission(s) to {} HIT(s) as history",
+                    t.left_out.submissions, t.left_out.hits
+                ));
+            }
+            what
+        };
+        println!(
+            "  {:<15} type {}  {} HIT(s)  \"{}\": {what}",
+            t.class.label(),
+            t.hit_type_id,
+            t.hits,
+            t.title.as_deref().unwrap_or("")
+        );
+    }
+    for f in &p.failures {
+        println!(
+            "  could not list HIT {}: {}",
+            f.hit_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            f.reason
+        );
+    }
+    println!(
+        "\nIn all: subscribes {} HIT type(s); excludes {} worker(s) of {} submission(s); leaves out {} submission(s) to {} HIT(s), which `adopt` can take in later.",
+        p.subscribed, p.workers, p.submissions, p.left_out.submissions, p.left_out.hits
+    );
+}
+
 fn print_survey(s: &Survey) {
     let c = &s.counts;
     println!(
         "{} HIT(s) listed: {} ours, {} another list's, {} unguarded ({} of them live).",
         c.hits, c.ours, c.other_list, c.unguarded, c.live_unguarded
     );
+    if !s.carried_lists.is_empty() {
+        println!(
+            "Earlier lists carried into this pool (HITs they guard count as ours): {}",
+            super::exclude::joined(&s.carried_lists, ", ")
+        );
+    }
+    if !s.history_left_out.is_empty() {
+        println!(
+            "History left out by the watch: {} submission(s) to {} HIT(s), from before the pool's start (`adopt --dry-run` shows them).",
+            s.history_left_out.submissions, s.history_left_out.hits
+        );
+    }
     if c.odd_requirements > 0 {
         println!(
             "{} requirement(s) on {} HIT(s) hold odd values (unknown comparators, missing values, locales); they are sorted like the rest.",
@@ -201,9 +331,14 @@ fn print_survey(s: &Survey) {
                     .map(|t| format!(" at {t}"))
                     .unwrap_or_default(),
                 if sub.backfill_due {
-                    ", backfill due"
+                    ", backfill due".to_owned()
+                } else if !sub.history_left_out.is_empty() {
+                    format!(
+                        ", history left out: {} submission(s)",
+                        sub.history_left_out.submissions
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
         };

@@ -1,6 +1,7 @@
 //! One module per command: its arguments (with the `--help` that teaches
 //! it) and its `run`.
 
+pub mod adopt;
 pub mod claims;
 pub mod coverage;
 pub mod exclude;

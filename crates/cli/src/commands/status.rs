@@ -144,6 +144,12 @@ fn print_text(r: &Report) {
                     ""
                 },
             );
+            if !t.history_left_out.is_empty() {
+                println!(
+                    "    history left out: {} submission(s) to {} HIT(s) (`mturk-exclusion adopt --hit-type {}`)",
+                    t.history_left_out.submissions, t.history_left_out.hits, t.hit_type_id
+                );
+            }
             if !t.lacks_event_types.is_empty() {
                 println!(
                     "    lacks {} (run `mturk-exclusion subscribe {}` again)",
@@ -174,6 +180,18 @@ fn print_text(r: &Report) {
                 );
             }
         }
+    }
+    let h = &r.history;
+    if h.submissions > 0 {
+        println!(
+            "History left out: {} submission(s) to {} HIT(s) of {} HIT type(s), made before the pool's start ({}) to HITs its list did not guard; their workers are not excluded. `mturk-exclusion adopt --dry-run` shows them, `adopt` excludes them",
+            h.submissions,
+            h.hits,
+            h.hit_types,
+            h.pool_start.as_deref().unwrap_or("?")
+        );
+    } else if let Some(start) = &h.pool_start {
+        println!("History left out: none (the pool started {start})");
     }
     match r.alarm_email {
         Some(true) => println!(

@@ -2,6 +2,7 @@
 //! the MTurk double and the in-process handler. One test binary; the rules
 //! the commands call are tested without the binary in the library's tests.
 
+mod adopt;
 mod claims;
 mod coverage;
 mod dist;

@@ -142,6 +142,13 @@ async fn the_operator_policy_allows_exactly_what_the_cli_asks_for() {
     });
     let run = cli!("coverage", "--fix", "--yes", "--json");
     assert_eq!(run.code, 0, "{run:?}");
+    let run = cli!("coverage", "--first-run", "--json");
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = cli!("adopt", "--hit-type", &hit_type, "--yes", "--json");
+    assert_eq!(run.code, 0, "{run:?}");
+    p.double.grant(&other, "A1OTHERLIST", 1);
+    let run = cli!("adopt", "--from-qualification", &other, "--yes", "--json");
+    assert_eq!(run.code, 0, "{run:?}");
 
     let (csv, html) = (file("participations.csv"), file("report.html"));
     assert_eq!(cli!("export", "--format", "csv", "-o", &csv).code, 0);
