@@ -354,9 +354,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Another tool posts a third study requiring the pool's qualification, and a
-/// HIT without any requirement; workers submit with nobody subscribed. One
-/// watch run subscribes the study's HIT type and excludes its workers, and
-/// reports the unguarded HIT. Returns whether it all came out so.
+/// HIT without any requirement whose workers took part a month before the
+/// pool existed; workers submit with nobody subscribed. One watch run
+/// subscribes the study's HIT type and excludes its workers, leaves the
+/// pilot's history out (counted) and reports the unguarded HIT; then the
+/// lab adopts that history. Returns whether it all came out so.
 async fn watch_run(
     double: &MturkDouble,
     config: &Config,
@@ -380,6 +382,16 @@ async fn watch_run(
     let workers: Vec<String> = (0..5).map(|n| format!("A3THIRDSTUDY{n:03}")).collect();
     for w in &workers {
         double.submit_assignment(&third, w).await?;
+    }
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    let pilots: Vec<String> = (0..3).map(|n| format!("A3PILOTHISTORY{n:03}")).collect();
+    for w in &pilots {
+        double.add_assignment_submitted_at(
+            &unguarded,
+            w,
+            testkit::mturk_double::AssignmentStatus::Approved,
+            month_ago,
+        );
     }
     let clients = Clients::from_sdk(config, sdk);
     let lab = Lab::from_config(config, &clients);
@@ -416,10 +428,49 @@ async fn watch_run(
     for e in &report.errors {
         println!("  error: {e}");
     }
+    let granted = |ws: &[String]| {
+        ws.iter()
+            .filter(|w| {
+                double
+                    .qualification(qualification.as_str(), w)
+                    .is_some_and(|g| g.status == GrantStatus::Granted)
+            })
+            .count()
+    };
+    let left_out: u64 = report
+        .history_left_out
+        .iter()
+        .map(|l| l.left_out.submissions)
+        .sum();
+    let history_kept = left_out == pilots.len() as u64 && granted(&pilots) == 0;
+    println!(
+        "  the pilot's history (submitted a month before the pool started): {left_out} submission(s) left out for the lab, none excluded {}",
+        if history_kept { "✓" } else { "✗" }
+    );
+    let adopted = adopt_history(&lab).await?;
+    let all_adopted = adopted == pilots.len() && granted(&pilots) == pilots.len();
+    println!(
+        "  `mturk-exclusion adopt`: the lab takes it in, {adopted} worker(s) excluded {}",
+        if all_adopted { "✓" } else { "✗" }
+    );
     Ok(report.errors.is_empty()
         && excluded == workers.len()
         && reported
+        && history_kept
+        && all_adopted
         && report.hit_types_subscribed.contains(&third_type))
+}
+
+/// What `mturk-exclusion adopt` does: finds the history the watch left out
+/// and excludes it through the one backfill engine. The workers excluded.
+async fn adopt_history(lab: &mturk_exclusion::ops::Lab) -> anyhow::Result<usize> {
+    use mturk_exclusion::ops::{history, Quiet};
+    let plan = history::plan_adoption(lab, &[], &Quiet).await?;
+    let adopted = history::adopt(lab, plan, false, 4, &Quiet).await?;
+    for f in &adopted.failures {
+        println!("  error: {}", f.reason);
+    }
+    Ok(adopted.tally.excluded)
 }
 
 /// A worker accepts two HITs at once (busy on the second), a repeat worker
