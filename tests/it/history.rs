@@ -349,3 +349,70 @@ async fn the_first_run_predicted_before_the_deploy_is_the_first_run() {
         .unwrap();
     assert_eq!(recorded.history_left_out, predicted.left_out);
 }
+
+/// `adopt` and a watch run take in the same history at once: the adoption
+/// is recorded before its first grant, so the watch's backfill (due again
+/// meanwhile) takes the history in too. Each worker is granted once, and
+/// once both are done nothing is left out or due.
+#[tokio::test]
+async fn adopt_racing_a_watch_run_grants_each_worker_once() {
+    let p = Pipeline::start().await;
+    let (pilot, pilot_type) = post(&p, "Pilot adopted while the watch runs", vec![]);
+    let history_workers = workers("RACE", 4);
+    seed_history(&p, &pilot, &history_workers);
+    assert!(run(&p, &settings(&p)).await.errors.is_empty());
+    let t = hit_type(&pilot_type);
+    p.ledger.record_backfill_due(&t, &[]).await.unwrap();
+    let l = lab(&p);
+    let plan = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
+    assert_eq!(plan.workers(), 4);
+
+    let gate = p.double.hold_next("AssociateQualificationWithWorker", 1);
+    let adopting = tokio::spawn({
+        let l = l.clone();
+        async move { history::adopt(&l, plan, false, 4, &Quiet).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("adopt reached its first grant");
+    let racing = run(&p, &settings(&p)).await;
+    gate.open();
+    let adopted = adopting.await.unwrap().unwrap();
+
+    assert!(adopted.failures.is_empty(), "{:?}", adopted.failures);
+    for w in &history_workers {
+        assert!(p.granted(w), "{w} was not excluded");
+        let grants = p
+            .double
+            .calls_to("AssociateQualificationWithWorker")
+            .iter()
+            .filter(|c| c.request.get("WorkerId").and_then(|v| v.as_str()) == Some(w))
+            .count();
+        assert_eq!(grants, 1, "{w} granted {grants} times");
+    }
+    assert!(racing.history_left_out.is_empty(), "{racing:?}");
+    // The premise: the racing run went for the adopted history too, and a
+    // worker whose grant adopt had in flight was left for a later run.
+    assert!(
+        racing.backfilled_hit_types.contains(&pilot_type)
+            || racing.backfill_left.contains(&pilot_type),
+        "{racing:?}"
+    );
+    assert!(
+        racing
+            .errors
+            .iter()
+            .all(|e| e.contains("another attempt is under way")),
+        "{:?}",
+        racing.errors
+    );
+    assert_eq!(adopted.tally.excluded + racing.newly_excluded, 4);
+    // Whatever the racing run could not settle, the next one does.
+    let next = run(&p, &settings(&p)).await;
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+    let sub = p.ledger.subscription(&t).await.unwrap().unwrap();
+    assert!(!sub.backfill_due, "{sub:?}");
+    assert!(sub.history_left_out.is_empty(), "{sub:?}");
+    assert!(sub.history_adopted_at.is_some());
+    p.assert_every_grant_silent();
+}
