@@ -416,3 +416,23 @@ async fn adopt_racing_a_watch_run_grants_each_worker_once() {
     assert!(sub.history_adopted_at.is_some());
     p.assert_every_grant_silent();
 }
+
+/// The pool's start is when its ledger table was made: exact to the second
+/// below, and the same on every read.
+#[tokio::test]
+async fn the_pools_start_is_when_its_table_was_made() {
+    let before = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let p = Pipeline::start().await;
+    let after = time::OffsetDateTime::now_utc();
+
+    let start = p.ledger.pool_start().await.unwrap();
+
+    assert!(
+        start >= before && start <= after,
+        "{before} <= {start} <= {after}"
+    );
+    assert_eq!(start.nanosecond(), 0);
+    assert_eq!(p.ledger.pool_start().await.unwrap(), start);
+}
