@@ -176,13 +176,7 @@ pub async fn plan_adoption(
                 engine::add_listed(&mut plan.gathered, &mut listed, history);
             }
             Ok(Listed::Gone) => {}
-            Err(e) => plan.failures.push(Failure {
-                worker_id: None,
-                assignment_id: None,
-                hit_id: Some(hit.hit_id.clone()),
-                hit_type_id: Some(hit.hit_type_id.clone()),
-                reason: e.to_string(),
-            }),
+            Err(e) => plan.failures.push(Failure::listing(hit, &e)),
         }
         progress.inc();
     }
@@ -467,13 +461,7 @@ pub async fn first_run(
                     all_workers.extend(pool.into_iter().map(|a| a.worker_id));
                 }
                 Ok(Listed::Gone) => {}
-                Err(e) => failures.push(Failure {
-                    worker_id: None,
-                    assignment_id: None,
-                    hit_id: Some(hit.hit_id.clone()),
-                    hit_type_id: Some(hit.hit_type_id.clone()),
-                    reason: e.to_string(),
-                }),
+                Err(e) => failures.push(Failure::listing(hit, &e)),
             }
         }
         progress.inc();

@@ -231,16 +231,16 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
     let report = run(&p, &settings(&p)).await;
     assert!(report.hit_types_subscribed.is_empty(), "{report:?}");
 
-    let dry = history::carry_over(
-        &l,
-        &old_q,
-        history::holders_of(&l, &old_q).await.unwrap(),
-        true,
-        4,
-        &Quiet,
-    )
-    .await
-    .unwrap();
+    let carry = |dry_run: bool| {
+        let (l, old_q) = (&l, &old_q);
+        async move {
+            let holders = history::holders_of(l, old_q).await.unwrap();
+            history::carry_over(l, old_q, holders, dry_run, 4, &Quiet)
+                .await
+                .unwrap()
+        }
+    };
+    let dry = carry(true).await;
     assert_eq!(dry.holders, 3);
     assert_eq!(dry.tally.excluded, 3);
     assert!(
@@ -249,16 +249,7 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
     );
     assert!(!holders.iter().any(|w| p.granted(w)), "a dry run granted");
 
-    let carried = history::carry_over(
-        &l,
-        &old_q,
-        history::holders_of(&l, &old_q).await.unwrap(),
-        false,
-        4,
-        &Quiet,
-    )
-    .await
-    .unwrap();
+    let carried = carry(false).await;
 
     assert!(carried.failures.is_empty(), "{:?}", carried.failures);
     assert_eq!(carried.tally.excluded, 3);

@@ -87,6 +87,14 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A HIT whose submissions could not be listed.
+    pub fn listing(hit: &Hit, e: &MturkError) -> Failure {
+        Failure {
+            hit_type_id: Some(hit.hit_type_id.clone()),
+            ..Failure::of_hit(&hit.hit_id, e)
+        }
+    }
+
     fn of_hit(hit: &HitId, e: &MturkError) -> Failure {
         Failure {
             worker_id: None,
