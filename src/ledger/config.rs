@@ -17,8 +17,10 @@
 //!   (`sent_at`).
 //! - `CONFIG` / `LISTS`: the lab's earlier exclusion qualifications whose
 //!   holders `adopt --from-qualification` carried into the pool (a string
-//!   set, `carried`): HITs that require one of them with DoesNotExist count
-//!   as the pool's.
+//!   set, `carried`): the earlier submissions of HITs that require one of
+//!   them with DoesNotExist are the pool's; and the HITs a guard (`coverage
+//!   --fix`, the watch's) moved under the pool's requirement (`moved`),
+//!   written before each move: theirs are not.
 
 use std::collections::HashMap;
 
@@ -46,6 +48,7 @@ const WATCH_TEST_EVENT_SK: &str = "WATCH_TEST_EVENT";
 const SENT_AT: &str = "sent_at";
 const LISTS_SK: &str = "LISTS";
 const CARRIED: &str = "carried";
+const MOVED: &str = "moved";
 const MTURK_RATE_SK: &str = "MTURK_RATE";
 /// An instance's attribute in the `MTURK_RATE` item: this prefix and its id.
 const RATE_OF: &str = "rate_of_";
@@ -80,6 +83,15 @@ pub const POOL_RATE_TOGETHER: Duration = Duration::minutes(2);
 /// this old is not used: MTurk's rate for an account, and the lab's other
 /// scripts, may have changed since.
 pub const POOL_RATE_KEPT: Duration = Duration::days(1);
+
+/// What the `LISTS` item holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lists {
+    /// Earlier exclusion qualifications carried into the pool, sorted.
+    pub carried: Vec<QualificationTypeId>,
+    /// HITs a guard moved under the pool's requirement.
+    pub moved: std::collections::BTreeSet<HitId>,
+}
 
 /// A live HIT without any DoesNotExist requirement: it admits workers the
 /// lab excluded. As the watch saw it, and as `status` and `report` show it.
@@ -209,8 +221,9 @@ impl Ledger {
         self.put("PutItem(watch test event)", item).await
     }
 
-    /// The earlier exclusion qualifications the lab carried into the pool.
-    pub async fn carried_lists(&self) -> Result<Vec<QualificationTypeId>, LedgerError> {
+    /// The earlier exclusion qualifications the lab carried into the pool,
+    /// and the HITs guards moved under the pool's requirement.
+    pub async fn lists(&self) -> Result<Lists, LedgerError> {
         const OP: &str = "GetItem(lists)";
         let out = self
             .client
@@ -222,31 +235,51 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| sdk_error(OP, e))?;
-        let mut carried: Vec<QualificationTypeId> =
-            match out.item.as_ref().and_then(|i| i.get(CARRIED)) {
-                Some(AttributeValue::Ss(ids)) => ids
-                    .iter()
-                    .map(|q| {
-                        QualificationTypeId::parse(q)
-                            .map_err(|e| corrupt(OP, format!("carried list {q:?}: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => Vec::new(),
-            };
+        let set = |name: &str| match out.item.as_ref().and_then(|i| i.get(name)) {
+            Some(AttributeValue::Ss(ids)) => ids.clone(),
+            _ => Vec::new(),
+        };
+        let mut carried = set(CARRIED)
+            .iter()
+            .map(|q| {
+                QualificationTypeId::parse(q)
+                    .map_err(|e| corrupt(OP, format!("carried list {q:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         carried.sort();
-        Ok(carried)
+        let moved = set(MOVED)
+            .iter()
+            .map(|h| HitId::parse(h).map_err(|e| corrupt(OP, format!("moved HIT {h:?}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Lists { carried, moved })
     }
 
     /// Adds an earlier exclusion qualification to the lists carried into
     /// the pool (idempotent: a set).
     pub async fn record_carried_list(&self, q: &QualificationTypeId) -> Result<(), LedgerError> {
+        self.add_to_lists(CARRIED, vec![q.to_string()]).await
+    }
+
+    /// Notes HITs a guard is about to move under the pool's requirement,
+    /// before it moves them: a HIT listed in its new HIT type is then
+    /// always known as moved, whatever fails after the move.
+    pub async fn record_moved_hits(&self, hits: &[HitId]) -> Result<(), LedgerError> {
+        if hits.is_empty() {
+            return Ok(());
+        }
+        self.add_to_lists(MOVED, hits.iter().map(ToString::to_string).collect())
+            .await
+    }
+
+    async fn add_to_lists(&self, set: &str, values: Vec<String>) -> Result<(), LedgerError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(CONFIG_PK))
             .key(SK, s(LISTS_SK))
-            .update_expression(format!("ADD {CARRIED} :q"))
-            .expression_attribute_values(":q", AttributeValue::Ss(vec![q.to_string()]))
+            .update_expression("ADD #set :values")
+            .expression_attribute_names("#set", set)
+            .expression_attribute_values(":values", AttributeValue::Ss(values))
             .send()
             .await
             .map_err(|e| sdk_error("UpdateItem(lists)", e))?;

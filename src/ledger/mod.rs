@@ -86,8 +86,8 @@ pub mod verified;
 
 pub use claims::{Claim, ClaimEnd, ClaimEnded, Replaceable, Standing, StoredClaim};
 pub use config::{
-    OwnCustomer, PoolRate, UnguardedHit, WatchCounts, WatchRun, POOL_RATE_KEPT, POOL_RATE_TOGETHER,
-    WATCH_RUN_LISTED,
+    Lists, OwnCustomer, PoolRate, UnguardedHit, WatchCounts, WatchRun, POOL_RATE_KEPT,
+    POOL_RATE_TOGETHER, WATCH_RUN_LISTED,
 };
 pub use exclusion::{
     AgainIf, Begin, Exclusion, ExclusionState, Finished, LastRelease, Lease, ReleaseRecord,

@@ -8,11 +8,9 @@
 //!   excluded (`backfilled_at`); HITs moved into a subscribed type mark its
 //!   backfill due again, and `due_generation` counts the marks. A record marked
 //!   inactive is the lab's `unsubscribe`, which the watch never undoes.
-//!   The lab's history: `moved_hits` names the HITs a guard moved into the
-//!   type (their earlier submissions are not the pool's),
-//!   `history_left_out_hits` / `_submissions` what the last backfill left
-//!   out as submitted before the pool's start, and `history_adopted_at`
-//!   when the lab adopted it (`adopt`).
+//!   The lab's history: `history_left_out_hits` / `_submissions` what the
+//!   last backfill left out as submitted before the pool's start, and
+//!   `history_adopted_at` when the lab adopted it (`adopt`).
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
@@ -21,7 +19,7 @@ use super::{
     corrupt, get_n, get_s, get_time, n, s, sdk_error, stamp, unless_condition_failed, Item, Ledger,
     LedgerError, PK, SK,
 };
-use crate::ids::{HitId, HitTypeId};
+use crate::ids::HitTypeId;
 
 const SUBSCRIPTION_PK: &str = "SUBSCRIPTION";
 const QUEUE_URL: &str = "queue_url";
@@ -42,8 +40,6 @@ const BACKFILLED_AT: &str = "backfilled_at";
 const DUE_GENERATION: &str = "due_mark";
 /// The `due_generation` a covering subscription is recorded with.
 const FIRST_DUE_GENERATION: u64 = 1;
-/// The HITs a guard moved into this HIT type (a string set).
-const MOVED_HITS: &str = "moved_hits";
 /// What the last backfill left out: how many submissions, to how many HITs.
 const LEFT_OUT_HITS: &str = "history_left_out_hits";
 const LEFT_OUT_SUBMISSIONS: &str = "history_left_out_submissions";
@@ -115,10 +111,6 @@ pub struct Subscription {
     /// current against when it records itself done.
     pub due_generation: Option<u64>,
     pub backfilled_at: Option<OffsetDateTime>,
-    /// HITs a guard (the watch's, `coverage --fix`) moved into this HIT
-    /// type: a requirement added later does not make their earlier
-    /// submissions the pool's.
-    pub moved_hits: Vec<HitId>,
     /// What the last finished backfill left out as the lab's history, and
     /// not adopted since (`adopt` empties it once it has adopted it all).
     pub history_left_out: HistoryLeftOut,
@@ -183,7 +175,6 @@ impl Ledger {
         queue_url: &str,
         event_types: &[&str],
         by: SubscribedBy,
-        moved: &[HitId],
         now: OffsetDateTime,
     ) -> Result<Option<u64>, LedgerError> {
         const OP: &str = "PutItem(covering subscription)";
@@ -204,41 +195,29 @@ impl Ledger {
             .item(BACKFILL_DUE, AttributeValue::Bool(true))
             .item(DUE_GENERATION, n(FIRST_DUE_GENERATION))
             .condition_expression(format!("attribute_not_exists({PK})"));
-        let put = match moved_set(moved) {
-            Some(set) => put.item(MOVED_HITS, set),
-            None => put,
-        };
         let result = put.send().await;
         Ok(unless_condition_failed(OP, result)?.map(|_| FIRST_DUE_GENERATION))
     }
 
     /// Marks an active subscription's backfill due again: HITs with
     /// submissions of their own were moved into its HIT type (`coverage
-    /// --fix`, the watch's guard: `moved` names them), or the lab adopted
-    /// its history (`moved` empty). Returns the new mark, or `None` when
-    /// the ledger has no active record of the HIT type (nothing is written).
+    /// --fix`, the watch's guard), or HITs of it became the pool's (an
+    /// earlier list carried over). Returns the new mark, or `None` when the
+    /// ledger has no active record of the HIT type (nothing is written).
     pub async fn record_backfill_due(
         &self,
         hit_type: &HitTypeId,
-        moved: &[HitId],
     ) -> Result<Option<u64>, LedgerError> {
         const OP: &str = "UpdateItem(subscription backfill due)";
-        let mut add = format!("ADD {DUE_GENERATION} :one");
-        let update = self
+        let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(SUBSCRIPTION_PK))
-            .key(SK, s(hit_type.as_str()));
-        let update = match moved_set(moved) {
-            Some(set) => {
-                add.push_str(&format!(", {MOVED_HITS} :moved"));
-                update.expression_attribute_values(":moved", set)
-            }
-            None => update,
-        };
-        let result = update
-            .update_expression(format!("SET {BACKFILL_DUE} = :due {add}"))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!(
+                "SET {BACKFILL_DUE} = :due ADD {DUE_GENERATION} :one"
+            ))
             .condition_expression(format!(
                 "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
             ))
@@ -296,31 +275,66 @@ impl Ledger {
     }
 
     /// Records that the lab adopted a HIT type's history: every submission
-    /// of it is the pool's from now on, whenever it was made (written before
-    /// `adopt` excludes it, so a watch run meanwhile takes it in too). With
-    /// `all_settled`, what was left out is all adopted: the count empties.
-    /// Only where the ledger has a record of the HIT type; returns whether
-    /// it had one.
+    /// of it is the pool's from now on, whenever it was made. Written before
+    /// `adopt` excludes anything, with the backfill marked due again (a new
+    /// generation): a watch run that read the record before cannot record
+    /// its backfill done (nor its count of history left out), and the next
+    /// run takes the whole history in, so an adoption that stops halfway is
+    /// finished by the watch. Returns the new generation, or `None` when the
+    /// ledger has no active record of the HIT type (nothing is written).
     pub async fn record_history_adopted(
         &self,
         hit_type: &HitTypeId,
-        all_settled: bool,
         now: OffsetDateTime,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<u64>, LedgerError> {
         const OP: &str = "UpdateItem(subscription history adopted)";
-        let mut set = format!("SET {HISTORY_ADOPTED_AT} = :at");
-        if all_settled {
-            set.push_str(&format!(" REMOVE {LEFT_OUT_HITS}, {LEFT_OUT_SUBMISSIONS}"));
-        }
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(SUBSCRIPTION_PK))
             .key(SK, s(hit_type.as_str()))
-            .update_expression(set)
-            .condition_expression(format!("attribute_exists({PK})"))
+            .update_expression(format!(
+                "SET {HISTORY_ADOPTED_AT} = :at, {BACKFILL_DUE} = :due ADD {DUE_GENERATION} :one"
+            ))
+            .condition_expression(format!(
+                "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
+            ))
             .expression_attribute_values(":at", s(stamp(now)))
+            .expression_attribute_values(":due", AttributeValue::Bool(true))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        Ok(unless_condition_failed(OP, result)?.and_then(|out| {
+            out.attributes
+                .as_ref()
+                .and_then(|a| get_n(a, DUE_GENERATION))
+        }))
+    }
+
+    /// Empties a HIT type's count of history left out once `adopt` settled
+    /// all of it, only if no one marked the backfill due again since the
+    /// adoption's generation (what was marked since may be history the
+    /// adoption never saw: its count stays for the watch to redo). Returns
+    /// whether it was emptied.
+    pub async fn record_history_settled(
+        &self,
+        hit_type: &HitTypeId,
+        generation: u64,
+    ) -> Result<bool, LedgerError> {
+        const OP: &str = "UpdateItem(subscription history settled)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(SUBSCRIPTION_PK))
+            .key(SK, s(hit_type.as_str()))
+            .update_expression(format!("REMOVE {LEFT_OUT_HITS}, {LEFT_OUT_SUBMISSIONS}"))
+            .condition_expression(format!(
+                "attribute_exists({PK}) AND {DUE_GENERATION} = :mark"
+            ))
+            .expression_attribute_values(":mark", n(generation))
             .send()
             .await;
         Ok(unless_condition_failed(OP, result)?.is_some())
@@ -408,21 +422,10 @@ fn subscription_from(op: &'static str, i: &Item) -> Result<Subscription, LedgerE
         backfill_due: matches!(i.get(BACKFILL_DUE), Some(AttributeValue::Bool(true))),
         due_generation: get_n(i, DUE_GENERATION),
         backfilled_at: get_time(op, i, BACKFILLED_AT)?,
-        moved_hits: match i.get(MOVED_HITS) {
-            Some(AttributeValue::Ss(ids)) => {
-                ids.iter().filter_map(|h| HitId::parse(h).ok()).collect()
-            }
-            _ => Vec::new(),
-        },
         history_left_out: HistoryLeftOut {
             hits: get_n(i, LEFT_OUT_HITS).unwrap_or(0),
             submissions: get_n(i, LEFT_OUT_SUBMISSIONS).unwrap_or(0),
         },
         history_adopted_at: get_time(op, i, HISTORY_ADOPTED_AT)?,
     })
-}
-
-/// The moved HITs as a string set (DynamoDB refuses an empty one).
-fn moved_set(moved: &[HitId]) -> Option<AttributeValue> {
-    (!moved.is_empty()).then(|| AttributeValue::Ss(moved.iter().map(|h| h.to_string()).collect()))
 }

@@ -17,7 +17,7 @@
 //! `GuardUnguardedHits` add the pool's requirement to live unguarded HITs
 //! ([`plan_fix`], [`fix`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_mturk::types::Comparator;
 use serde::Serialize;
@@ -34,14 +34,17 @@ pub const LOCALE_QUALIFICATION: &str = "00000000000000000071";
 /// cannot take the pool's as well.
 pub const MAX_REQUIREMENTS: usize = 10;
 
-/// The lists that keep the pool's workers out: the pool's own
-/// qualification, and the lab's earlier exclusion qualifications carried
-/// into the pool (`adopt --from-qualification`). A HIT requiring any of them
-/// with DoesNotExist is the pool's.
+/// The pool's lists: its own qualification, the lab's earlier exclusion
+/// qualifications carried into it (`adopt --from-qualification`), and the
+/// HITs a guard moved under its requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolLists {
     pub own: QualificationTypeId,
     pub carried: Vec<QualificationTypeId>,
+    /// HITs `coverage --fix` or the watch's guard moved under the pool's
+    /// requirement: a requirement added later does not make their earlier
+    /// submissions the pool's.
+    pub moved: BTreeSet<HitId>,
 }
 
 impl PoolLists {
@@ -50,23 +53,27 @@ impl PoolLists {
         PoolLists {
             own,
             carried: Vec::new(),
+            moved: BTreeSet::new(),
         }
     }
 
-    /// The pool's qualification and the lists the ledger says were carried in.
+    /// The pool's qualification and what the ledger's `LISTS` item holds.
+    /// Read after listing HITs: a guard records a HIT as moved before it
+    /// moves it, so every HIT listed in its new HIT type is known as moved.
     pub async fn read(
         ledger: &Ledger,
         own: &QualificationTypeId,
     ) -> Result<PoolLists, LedgerError> {
+        let lists = ledger.lists().await?;
         Ok(PoolLists {
             own: own.clone(),
-            carried: ledger.carried_lists().await?,
+            carried: lists.carried,
+            moved: lists.moved,
         })
     }
 
-    fn holds(&self, qualification: &str) -> bool {
-        self.own.as_str() == qualification
-            || self.carried.iter().any(|q| q.as_str() == qualification)
+    fn carries(&self, qualification: &str) -> bool {
+        self.carried.iter().any(|q| q.as_str() == qualification)
     }
 }
 
@@ -74,11 +81,14 @@ impl PoolLists {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
-    /// It requires the pool's qualification (or a list carried into the
-    /// pool) with DoesNotExist.
+    /// It requires the pool's qualification with DoesNotExist.
     Ours,
     /// It requires another qualification with DoesNotExist (another list).
     OtherList,
+    /// It requires an earlier list carried into the pool with DoesNotExist,
+    /// not the pool's own: its workers are the pool's (the watch covers it,
+    /// history included), but workers the pool excluded since can take it.
+    Carried,
     /// No DoesNotExist requirement at all: excluded workers can take it.
     Unguarded,
 }
@@ -89,8 +99,20 @@ impl Class {
         match self {
             Class::Ours => "ours",
             Class::OtherList => "another list's",
+            Class::Carried => "an earlier list's",
             Class::Unguarded => "unguarded",
         }
+    }
+
+    /// Workers the pool excluded can take it: it needs the pool's
+    /// requirement (`coverage --fix`), and counts as unguarded.
+    pub fn admits_excluded(self) -> bool {
+        matches!(self, Class::Unguarded | Class::Carried)
+    }
+
+    /// Its earlier workers belong to the pool (unless a guard moved it here).
+    pub fn brings_history(self) -> bool {
+        matches!(self, Class::Ours | Class::Carried)
     }
 }
 
@@ -128,9 +150,15 @@ pub fn classify(requirements: &[Requirement], lists: &PoolLists) -> Sorted {
     let class = if requirements
         .iter()
         .filter(does_not_exist)
-        .any(|r| lists.holds(&r.qualification_type_id))
+        .any(|r| r.qualification_type_id == lists.own.as_str())
     {
         Class::Ours
+    } else if requirements
+        .iter()
+        .filter(does_not_exist)
+        .any(|r| lists.carries(&r.qualification_type_id))
+    {
+        Class::Carried
     } else if requirements.iter().any(|r| does_not_exist(&r)) {
         Class::OtherList
     } else {
@@ -159,8 +187,11 @@ pub struct Counts {
     pub hits: usize,
     pub ours: usize,
     pub other_list: usize,
+    /// Guarded only by an earlier list carried into the pool.
+    pub carried: usize,
     pub unguarded: usize,
-    /// Unguarded and Assignable: the `UnguardedHits` metric.
+    /// Assignable and open to workers the pool excluded (unguarded, or
+    /// guarded only by a carried list): the `UnguardedHits` metric.
     pub live_unguarded: usize,
     pub odd_requirements: usize,
     pub hits_with_odd_requirements: usize,
@@ -172,12 +203,11 @@ impl Counts {
         match sorted.class {
             Class::Ours => self.ours += 1,
             Class::OtherList => self.other_list += 1,
-            Class::Unguarded => {
-                self.unguarded += 1;
-                if hit.status.is_offered() {
-                    self.live_unguarded += 1;
-                }
-            }
+            Class::Carried => self.carried += 1,
+            Class::Unguarded => self.unguarded += 1,
+        }
+        if sorted.class.admits_excluded() && hit.status.is_offered() {
+            self.live_unguarded += 1;
         }
         self.odd_requirements += sorted.odd_requirements;
         if sorted.odd_requirements > 0 {
@@ -296,7 +326,7 @@ pub async fn survey(
         })
         .collect();
     // Unguarded first: they need the lab; stable within a class.
-    live.sort_by_key(|l| std::cmp::Reverse(l.class == Class::Unguarded));
+    live.sort_by_key(|l| std::cmp::Reverse(l.class.admits_excluded()));
     Ok(Survey {
         qualification_type_id: pool.clone(),
         counts,
@@ -354,8 +384,7 @@ pub fn plan_fix<'a>(hits: impl IntoIterator<Item = &'a Hit>, lists: &PoolLists) 
     let mut plan = FixPlan::default();
     let mut by_type: BTreeMap<HitTypeId, PlannedType> = BTreeMap::new();
     for hit in hits {
-        if !hit.status.is_offered() || classify(&hit.requirements, lists).class != Class::Unguarded
-        {
+        if !hit.status.is_offered() || !classify(&hit.requirements, lists).class.admits_excluded() {
             continue;
         }
         let cannot = |reason: &str| CannotFix {
@@ -478,6 +507,9 @@ pub async fn fix(
                 continue;
             }
         };
+        // Recorded before the move: whatever fails after it, the HIT is
+        // known as moved, and its history stays the lab's.
+        ledger.record_moved_hits(&planned.hit_ids).await?;
         let mut moved = Vec::new();
         for hit in &planned.hits {
             let result = mturk.update_hit_type_of_hit(&hit.hit_id, &new_type).await;
@@ -495,18 +527,13 @@ pub async fn fix(
         if !moved.is_empty() {
             // The lab's own subscription of that type, if any, stands; the
             // submissions the moved HITs bring along may have gone
-            // unnotified under their old type. The moved HITs are named on
-            // the record: the requirement they gained does not make their
-            // history the pool's.
+            // unnotified under their old type.
             match ledger.subscription(&new_type).await? {
                 None => report.subscribed.push(
-                    subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by, &moved)
-                        .await?,
+                    subscribe::subscribe_covering(mturk, ledger, &new_type, queue_url, by).await?,
                 ),
                 Some(sub) if sub.active => {
-                    if let Some(due_generation) =
-                        ledger.record_backfill_due(&new_type, &moved).await?
-                    {
+                    if let Some(due_generation) = ledger.record_backfill_due(&new_type).await? {
                         report.marked_due.push(MarkedDue {
                             hit_type_id: new_type.clone(),
                             due_generation,
@@ -621,6 +648,7 @@ mod tests {
                 hits: 5,
                 ours: 1,
                 other_list: 1,
+                carried: 0,
                 unguarded: 3,
                 live_unguarded: 1,
                 odd_requirements: 0,
@@ -646,6 +674,30 @@ mod tests {
         assert_eq!(plan.hit_types.len(), 1);
         assert_eq!(plan.cannot.len(), 2);
         assert!(plan.cannot[0].reason.contains("10 requirements"));
+    }
+
+    #[test]
+    fn a_hit_guarded_only_by_a_carried_list_counts_as_unguarded_and_is_planned_for_a_fix() {
+        let lists = PoolLists {
+            carried: vec![QualificationTypeId::parse("3OLDLIST").unwrap()],
+            ..pool()
+        };
+        let hits = [
+            hit("Assignable", vec![req("3OLDLIST", "DoesNotExist")]),
+            hit(
+                "Assignable",
+                vec![
+                    req("3OLDLIST", "DoesNotExist"),
+                    req("3POOLQUAL", "DoesNotExist"),
+                ],
+            ),
+        ];
+        let (sorted, counts) = sort_hits(hits.to_vec(), &lists);
+        assert_eq!(sorted[0].1.class, Class::Carried);
+        assert_eq!(sorted[1].1.class, Class::Ours);
+        assert_eq!((counts.carried, counts.live_unguarded), (1, 1));
+        let plan = plan_fix(&hits, &lists);
+        assert_eq!(plan.hits(), 1, "{plan:?}");
     }
 
     fn any_requirement() -> impl Strategy<Value = Requirement> {

@@ -39,13 +39,17 @@ use crate::ops::{Lab, Progress};
 
 /// Whether every earlier submission of `hit` is the pool's, whatever its
 /// time: its HIT type's history was adopted, or the HIT is guarded by the
-/// pool's lists and was not moved there by a guard.
-pub fn history_is_pools(hit: &Hit, sorted: Sorted, subscription: Option<&Subscription>) -> bool {
+/// pool's lists (its own, or one carried in) and no guard moved it there.
+pub fn history_is_pools(
+    hit: &Hit,
+    sorted: Sorted,
+    subscription: Option<&Subscription>,
+    lists: &PoolLists,
+) -> bool {
     if subscription.is_some_and(|s| s.history_adopted_at.is_some()) {
         return true;
     }
-    let moved = subscription.is_some_and(|s| s.moved_hits.contains(&hit.hit_id));
-    sorted.class == Class::Ours && !moved
+    sorted.class.brings_history() && !lists.moved.contains(&hit.hit_id)
 }
 
 /// Splits one HIT's submissions into the pool's and the lab's history
@@ -84,11 +88,15 @@ pub struct HistoryOfType {
 #[derive(Debug)]
 pub struct AdoptPlan {
     pub start: OffsetDateTime,
+    /// Every HIT type chosen, those MTurk no longer lists a HIT of included
+    /// (nothing of them can be adopted; their count is emptied).
     pub hit_types: Vec<HistoryOfType>,
     /// Every left-out submission, by worker.
     pub gathered: Gathered,
     /// HITs whose submissions could not be listed.
     pub failures: Vec<Failure>,
+    /// Each listed HIT's HIT type, to tell which HIT type a failure is of.
+    hit_type_of: HashMap<HitId, HitTypeId>,
 }
 
 impl AdoptPlan {
@@ -138,41 +146,44 @@ pub async fn plan_adoption(
         hit_types: Vec::new(),
         gathered: Gathered::new(),
         failures: Vec::new(),
+        hit_type_of: HashMap::new(),
     };
     if chosen.is_empty() {
         return Ok(plan);
     }
+    let hits = lab.mturk.hits().await?;
+    // After the listing: a HIT a guard moved is recorded before it moves.
     let lists = PoolLists::read(&lab.ledger, &lab.qualification).await?;
-    let (sorted, _) = coverage::sort_hits(lab.mturk.hits().await?, &lists);
+    let (sorted, _) = coverage::sort_hits(hits, &lists);
     let mine: Vec<&(Hit, Sorted)> = sorted
         .iter()
         .filter(|(h, _)| chosen.contains(&h.hit_type_id))
         .collect();
     progress.start(mine.len() as u64, "listing the HITs' submissions");
-    let mut by_type: BTreeMap<HitTypeId, (HistoryOfType, BTreeSet<WorkerId>)> = BTreeMap::new();
+    let mut by_type: BTreeMap<HitTypeId, (HistoryOfType, BTreeSet<WorkerId>)> = chosen
+        .iter()
+        .map(|t| (t.clone(), (history_line(t, None), BTreeSet::new())))
+        .collect();
     let mut listed = HashMap::new();
     for (hit, s) in mine {
+        plan.hit_type_of
+            .insert(hit.hit_id.clone(), hit.hit_type_id.clone());
         // What the watch left out, whether or not the lab adopted it since:
         // a rerun of an adoption that stopped halfway finds it again.
-        let mut sub = subscriptions.get(&hit.hit_type_id).cloned();
-        if let Some(sub) = sub.as_mut() {
-            sub.history_adopted_at = None;
-        }
-        let entry = by_type.entry(hit.hit_type_id.clone()).or_insert_with(|| {
-            let line = HistoryOfType {
-                hit_type_id: hit.hit_type_id.clone(),
-                title: hit.title.clone(),
-                left_out: HistoryLeftOut::default(),
-                workers: 0,
-            };
-            (line, BTreeSet::new())
+        let sub = subscriptions.get(&hit.hit_type_id).map(|s| Subscription {
+            history_adopted_at: None,
+            ..s.clone()
         });
+        let Some((line, workers)) = by_type.get_mut(&hit.hit_type_id) else {
+            continue;
+        };
+        line.title = line.title.take().or_else(|| hit.title.clone());
         match engine::submissions_of(&lab.mturk, hit, |_| {}).await {
             Ok(Listed::Assignments(assignments)) => {
-                let pools = history_is_pools(hit, *s, sub.as_ref());
+                let pools = history_is_pools(hit, *s, sub.as_ref(), &lists);
                 let (_, history) = split(assignments, pools, start);
-                entry.0.left_out.add(left_out(&history));
-                entry.1.extend(history.iter().map(|a| a.worker_id.clone()));
+                line.left_out.add(left_out(&history));
+                workers.extend(history.iter().map(|a| a.worker_id.clone()));
                 engine::add_listed(&mut plan.gathered, &mut listed, history);
             }
             Ok(Listed::Gone) => {}
@@ -189,6 +200,15 @@ pub async fn plan_adoption(
         })
         .collect();
     Ok(plan)
+}
+
+fn history_line(hit_type: &HitTypeId, title: Option<String>) -> HistoryOfType {
+    HistoryOfType {
+        hit_type_id: hit_type.clone(),
+        title,
+        left_out: HistoryLeftOut::default(),
+        workers: 0,
+    }
 }
 
 /// The HIT types named, each one the pool covers; or, none named, every one
@@ -223,13 +243,17 @@ pub struct Adopted {
     pub hit_types: Vec<HitTypeId>,
 }
 
-/// Adopts a plan: each HIT type is recorded as adopted first (so a watch
-/// run meanwhile takes its history in too), then every left-out submission
-/// goes through the one backfill engine, silently, a release standing. A
-/// HIT type all of whose history settled has its count emptied; one with
-/// failures keeps it, and its backfill is marked due, so the watch's next
-/// run finishes what this did not (and a rerun of `adopt` finds it again).
-/// A dry run writes nothing and predicts each outcome by the same decision.
+/// Adopts a plan. Each HIT type is first recorded as adopted, its backfill
+/// due again ([`Ledger::record_history_adopted`]): from then on the watch
+/// takes its whole history in, so nothing is lost if this stops halfway.
+/// Then every left-out submission goes through the one backfill engine,
+/// silently, a release standing. A HIT type all of whose history settled
+/// has its count emptied, unless it was marked due again meanwhile; one
+/// with failures keeps it for the watch's next run (and a rerun of `adopt`
+/// finds it again). A dry run writes nothing and predicts each outcome by
+/// the same decision.
+///
+/// [`Ledger::record_history_adopted`]: crate::ledger::Ledger::record_history_adopted
 pub async fn adopt(
     lab: &Lab,
     plan: AdoptPlan,
@@ -238,11 +262,16 @@ pub async fn adopt(
     progress: &dyn Progress,
 ) -> Result<Adopted, AdoptError> {
     let now = OffsetDateTime::now_utc();
+    let mut generations: HashMap<HitTypeId, u64> = HashMap::new();
     if !dry_run {
         for t in &plan.hit_types {
-            lab.ledger
-                .record_history_adopted(&t.hit_type_id, false, now)
-                .await?;
+            if let Some(g) = lab
+                .ledger
+                .record_history_adopted(&t.hit_type_id, now)
+                .await?
+            {
+                generations.insert(t.hit_type_id.clone(), g);
+            }
         }
     }
     let options = Options {
@@ -257,20 +286,27 @@ pub async fn adopt(
         failures: plan.failures,
         hit_types: Vec::new(),
     };
-    let failed_hits: BTreeSet<HitId> = failed_hits(&results, &mut adopted.failures);
+    collect_failures(&results, &mut adopted.failures);
     if dry_run {
         return Ok(adopted);
     }
+    let failed: BTreeSet<&HitTypeId> = adopted
+        .failures
+        .iter()
+        .filter_map(|f| {
+            f.hit_type_id
+                .as_ref()
+                .or_else(|| f.hit_id.as_ref().and_then(|h| plan.hit_type_of.get(h)))
+        })
+        .collect();
     for t in &plan.hit_types {
-        let failed = adopted.failures.iter().any(|f| {
-            f.hit_type_id.as_ref() == Some(&t.hit_type_id)
-                || f.hit_id.as_ref().is_some_and(|h| failed_hits.contains(h))
-        });
-        if failed {
-            lab.ledger.record_backfill_due(&t.hit_type_id, &[]).await?;
-        } else {
+        let Some(generation) = generations.get(&t.hit_type_id) else {
+            // Unsubscribed meanwhile: the lab's word stands, nothing adopted.
+            continue;
+        };
+        if !failed.contains(&t.hit_type_id) {
             lab.ledger
-                .record_history_adopted(&t.hit_type_id, true, now)
+                .record_history_settled(&t.hit_type_id, *generation)
                 .await?;
         }
         adopted.hit_types.push(t.hit_type_id.clone());
@@ -278,18 +314,9 @@ pub async fn adopt(
     Ok(adopted)
 }
 
-/// Moves the workers' failures into `failures`, and returns their HITs.
-fn failed_hits(results: &[WorkerResult], failures: &mut Vec<Failure>) -> BTreeSet<HitId> {
-    let mut hits = BTreeSet::new();
-    for r in results {
-        for f in &r.failures {
-            if let Some(h) = &f.hit_id {
-                hits.insert(h.clone());
-            }
-            failures.push(f.clone());
-        }
-    }
-    hits
+/// Moves the workers' failures into `failures`.
+fn collect_failures(results: &[WorkerResult], failures: &mut Vec<Failure>) {
+    failures.extend(results.iter().flat_map(|r| r.failures.iter().cloned()));
 }
 
 /// What carrying an earlier list over would do, or did.
@@ -302,6 +329,9 @@ pub struct CarriedOver {
     pub odd_ids: Vec<String>,
     pub tally: Tally,
     pub failures: Vec<Failure>,
+    /// Subscribed HIT types guarded by the earlier list, whose backfill was
+    /// marked due so the watch takes their history in.
+    pub marked_due: Vec<HitTypeId>,
     pub dry_run: bool,
 }
 
@@ -318,12 +348,15 @@ pub async fn holders_of(
 }
 
 /// Carries an earlier list into the pool: the qualification is recorded as
-/// the pool's first (HITs it guards count as the pool's from then on: the
-/// watch subscribes their HIT types and excludes their workers), then each
-/// holder is excluded by hand through the one engine (a participation
-/// learned `manual`, a silent grant of the pool's qualification; a worker
-/// the lab released stays released). A dry run records nothing and
-/// predicts each holder's outcome.
+/// carried first (the watch then subscribes the HIT types it guards and
+/// takes their history in; those already subscribed have their backfill
+/// marked due, for the same), then each holder is excluded by hand through
+/// the one engine (a participation learned `manual`, a silent grant of the
+/// pool's qualification; a worker the lab released stays released). The
+/// HITs it guards still admit workers the pool excludes from now on: they
+/// count as unguarded until they carry the pool's requirement too
+/// (`coverage --fix`). A dry run records nothing and predicts each holder's
+/// outcome.
 pub async fn carry_over(
     lab: &Lab,
     earlier: &QualificationTypeId,
@@ -336,8 +369,10 @@ pub async fn carry_over(
         return Err(AdoptError::OwnList(earlier.clone()));
     }
     let (workers, odd_ids) = holders;
+    let mut marked_due = Vec::new();
     if !dry_run {
         lab.ledger.record_carried_list(earlier).await?;
+        marked_due = mark_guarded_types_due(lab, earlier).await?;
     }
     let gathered: Gathered = workers
         .into_iter()
@@ -352,15 +387,43 @@ pub async fn carry_over(
     };
     let results = engine::exclude_all(lab, gathered, options, progress).await;
     let mut failures = Vec::new();
-    failed_hits(&results, &mut failures);
+    collect_failures(&results, &mut failures);
     Ok(CarriedOver {
         qualification_type_id: earlier.clone(),
         holders,
         odd_ids,
         tally: engine::tally(&results),
         failures,
+        marked_due,
         dry_run,
     })
+}
+
+/// Marks due the backfill of every subscribed HIT type whose HITs require
+/// `earlier` with DoesNotExist: their history became the pool's.
+async fn mark_guarded_types_due(
+    lab: &Lab,
+    earlier: &QualificationTypeId,
+) -> Result<Vec<HitTypeId>, AdoptError> {
+    let guarded: BTreeSet<HitTypeId> = lab
+        .mturk
+        .hits()
+        .await?
+        .into_iter()
+        .filter(|h| {
+            h.requirements.iter().any(|r| {
+                r.comparator == "DoesNotExist" && r.qualification_type_id == earlier.as_str()
+            })
+        })
+        .map(|h| h.hit_type_id)
+        .collect();
+    let mut marked = Vec::new();
+    for t in guarded {
+        if lab.ledger.record_backfill_due(&t).await?.is_some() {
+            marked.push(t);
+        }
+    }
+    Ok(marked)
 }
 
 /// What the watch's first run will do with one HIT type.
@@ -371,11 +434,13 @@ pub struct FirstRunType {
     pub class: Class,
     /// HITs of it MTurk lists that may have submissions.
     pub hits: usize,
-    /// The run subscribes it (or, guarding, the HIT type it moves its live
-    /// HITs into) and excludes the workers of `submissions`.
+    /// The run subscribes this HIT type.
     pub covered: bool,
-    /// Its live HITs the run guards (`GuardUnguardedHits`).
+    /// Its live HITs the run guards (`GuardUnguardedHits`): moved into a
+    /// new HIT type, which the run subscribes.
     pub guarded_hits: usize,
+    /// Submissions whose workers the run excludes (of this HIT type's HITs,
+    /// wherever they are moved), and how many workers.
     pub submissions: u64,
     pub workers: usize,
     /// Left for the lab to adopt.
@@ -389,7 +454,7 @@ pub struct FirstRun {
     #[serde(serialize_with = "as_stamp")]
     pub start: OffsetDateTime,
     pub hit_types: Vec<FirstRunType>,
-    /// HIT types the run would subscribe.
+    /// HIT types the run would subscribe (new guarded ones included).
     pub subscribed: usize,
     /// Submissions it would exclude the workers of, and how many workers.
     pub submissions: u64,
@@ -408,7 +473,8 @@ pub struct Covering {
 
 /// Predicts the watch's first run on an empty ledger: which HIT types it
 /// subscribes, whose workers it excludes, and what history it leaves out,
-/// by the same rule ([`history_is_pools`], [`split`]) the run applies.
+/// by the same rules ([`coverage::plan_fix`], [`history_is_pools`],
+/// [`split`]) the run applies.
 pub async fn first_run(
     mturk: &Mturk,
     lists: &PoolLists,
@@ -417,56 +483,73 @@ pub async fn first_run(
     progress: &dyn Progress,
 ) -> Result<FirstRun, MturkError> {
     let (sorted, _) = coverage::sort_hits(mturk.hits().await?, lists);
+    let guarded: BTreeSet<HitId> = if covering.guard_unguarded {
+        let plan = coverage::plan_fix(sorted.iter().map(|(h, _)| h), lists);
+        plan.hit_types.into_iter().flat_map(|t| t.hit_ids).collect()
+    } else {
+        BTreeSet::new()
+    };
     let mut types: BTreeMap<HitTypeId, (FirstRunType, BTreeSet<WorkerId>)> = BTreeMap::new();
     let mut all_workers = BTreeSet::new();
     let mut failures = Vec::new();
     progress.start(sorted.len() as u64, "listing the HITs' submissions");
     for (hit, s) in &sorted {
-        let guarded = s.class == Class::Unguarded
-            && covering.guard_unguarded
-            && hit.status.is_offered()
-            && hit.properties.is_some()
-            && hit.requirements.len() < coverage::MAX_REQUIREMENTS;
-        let covered = match s.class {
-            Class::Ours => true,
-            Class::Unguarded => covering.cover_unguarded || guarded,
-            Class::OtherList => false,
-        };
-        let (line, workers) = types.entry(hit.hit_type_id.clone()).or_insert_with(|| {
-            let line = FirstRunType {
-                hit_type_id: hit.hit_type_id.clone(),
-                title: hit.title.clone(),
-                class: s.class,
-                hits: 0,
-                covered: false,
-                guarded_hits: 0,
-                submissions: 0,
-                workers: 0,
-                left_out: HistoryLeftOut::default(),
+        let moved = guarded.contains(&hit.hit_id);
+        // What stays in the HIT type is covered as the watch sorts it then.
+        let stays_covered = !moved
+            && match s.class {
+                Class::Ours | Class::Carried => true,
+                Class::Unguarded => covering.cover_unguarded,
+                Class::OtherList => false,
             };
-            (line, BTreeSet::new())
-        });
+        let (line, workers) = types
+            .entry(hit.hit_type_id.clone())
+            .or_insert_with(|| (first_run_line(hit, s.class), BTreeSet::new()));
         line.hits += 1;
-        line.guarded_hits += usize::from(guarded);
-        line.covered |= covered;
-        if covered {
-            match engine::submissions_of(mturk, hit, |_| {}).await {
-                Ok(Listed::Assignments(assignments)) => {
-                    // A guarded HIT is moved: its history is not the pool's.
-                    let pools = !guarded && history_is_pools(hit, *s, None);
-                    let (pool, history) = split(assignments, pools, start);
-                    line.submissions += pool.len() as u64;
-                    line.left_out.add(left_out(&history));
-                    workers.extend(pool.iter().map(|a| a.worker_id.clone()));
-                    all_workers.extend(pool.into_iter().map(|a| a.worker_id));
-                }
-                Ok(Listed::Gone) => {}
-                Err(e) => failures.push(Failure::listing(hit, &e)),
-            }
-        }
+        line.guarded_hits += usize::from(moved);
+        line.covered |= stays_covered;
         progress.inc();
+        if !(moved || stays_covered) {
+            continue;
+        }
+        match engine::submissions_of(mturk, hit, |_| {}).await {
+            Ok(Listed::Assignments(assignments)) => {
+                // A moved HIT's history is not the pool's.
+                let pools = !moved && history_is_pools(hit, *s, None, lists);
+                let (pool, history) = split(assignments, pools, start);
+                line.submissions += pool.len() as u64;
+                line.left_out.add(left_out(&history));
+                workers.extend(pool.iter().map(|a| a.worker_id.clone()));
+                all_workers.extend(pool.into_iter().map(|a| a.worker_id));
+            }
+            Ok(Listed::Gone) => {}
+            Err(e) => failures.push(Failure::listing(hit, &e)),
+        }
     }
     progress.finish();
+    Ok(first_run_totals(start, types, all_workers.len(), failures))
+}
+
+fn first_run_line(hit: &Hit, class: Class) -> FirstRunType {
+    FirstRunType {
+        hit_type_id: hit.hit_type_id.clone(),
+        title: hit.title.clone(),
+        class,
+        hits: 0,
+        covered: false,
+        guarded_hits: 0,
+        submissions: 0,
+        workers: 0,
+        left_out: HistoryLeftOut::default(),
+    }
+}
+
+fn first_run_totals(
+    start: OffsetDateTime,
+    types: BTreeMap<HitTypeId, (FirstRunType, BTreeSet<WorkerId>)>,
+    workers: usize,
+    failures: Vec<Failure>,
+) -> FirstRun {
     let hit_types: Vec<FirstRunType> = types
         .into_values()
         .map(|(mut line, workers)| {
@@ -478,15 +561,19 @@ pub async fn first_run(
     for t in &hit_types {
         left_out_all.add(t.left_out);
     }
-    Ok(FirstRun {
+    FirstRun {
         start,
-        subscribed: hit_types.iter().filter(|t| t.covered).count(),
+        // A HIT type whose live HITs are guarded gives one new HIT type.
+        subscribed: hit_types
+            .iter()
+            .map(|t| usize::from(t.covered) + usize::from(t.guarded_hits > 0))
+            .sum(),
         submissions: hit_types.iter().map(|t| t.submissions).sum(),
-        workers: all_workers.len(),
+        workers,
         left_out: left_out_all,
         hit_types,
         failures,
-    })
+    }
 }
 
 fn as_stamp<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -538,7 +625,7 @@ mod tests {
         }
     }
 
-    fn subscription(moved: &[&str], adopted: bool) -> Subscription {
+    fn subscription(adopted: bool) -> Subscription {
         Subscription {
             hit_type_id: HitTypeId::parse("3TYPE").unwrap(),
             queue_url: String::new(),
@@ -550,7 +637,6 @@ mod tests {
             backfill_due: true,
             due_generation: Some(1),
             backfilled_at: None,
-            moved_hits: moved.iter().map(|h| HitId::parse(h).unwrap()).collect(),
             history_left_out: HistoryLeftOut::default(),
             history_adopted_at: adopted.then_some(START),
         }
@@ -559,38 +645,44 @@ mod tests {
     #[test]
     fn a_hit_the_lab_guarded_with_the_pools_list_brings_its_history() {
         let (h, s) = hit("3GUARDED", guarded_by("3POOLQUAL"));
-        assert!(history_is_pools(&h, s, None));
-        assert!(history_is_pools(&h, s, Some(&subscription(&[], false))));
-        // Carried into the pool, an earlier list counts the same.
+        assert!(history_is_pools(&h, s, None, &pool()));
+        assert!(history_is_pools(&h, s, Some(&subscription(false)), &pool()));
+        // Carried into the pool, an earlier list brings its history too,
+        // though it does not keep the pool's excluded workers out.
         let lists = PoolLists {
             carried: vec![QualificationTypeId::parse("3OLDLIST").unwrap()],
             ..pool()
         };
         let (h, _) = hit("3OLDGUARD", guarded_by("3OLDLIST"));
         let s = coverage::classify(&h.requirements, &lists);
-        assert!(history_is_pools(&h, s, None));
-        assert!(!history_is_pools(
-            &h,
-            coverage::classify(&h.requirements, &pool()),
-            None
-        ));
+        assert_eq!(s.class, Class::Carried);
+        assert!(s.class.admits_excluded());
+        assert!(history_is_pools(&h, s, None, &lists));
+        let other = coverage::classify(&h.requirements, &pool());
+        assert_eq!(other.class, Class::OtherList);
+        assert!(!history_is_pools(&h, other, None, &pool()));
     }
 
     #[test]
     fn an_unguarded_or_guard_moved_hit_brings_none_until_adopted() {
         let (h, s) = hit("3PLAIN", vec![]);
-        assert!(!history_is_pools(&h, s, None));
+        assert!(!history_is_pools(&h, s, None, &pool()));
         let (moved, s_moved) = hit("3MOVED", guarded_by("3POOLQUAL"));
+        let mut lists = pool();
+        lists.moved.insert(moved.hit_id.clone());
+        assert!(!history_is_pools(&moved, s_moved, None, &lists));
         assert!(!history_is_pools(
             &moved,
             s_moved,
-            Some(&subscription(&["3MOVED"], false))
+            Some(&subscription(false)),
+            &lists
         ));
-        assert!(history_is_pools(&h, s, Some(&subscription(&[], true))));
+        assert!(history_is_pools(&h, s, Some(&subscription(true)), &pool()));
         assert!(history_is_pools(
             &moved,
             s_moved,
-            Some(&subscription(&["3MOVED"], true))
+            Some(&subscription(true)),
+            &lists
         ));
     }
 

@@ -262,7 +262,11 @@ async fn history_left_out(ledger: &Ledger, hit_types: &[HitTypeReport]) -> Histo
         pool_start: ledger.pool_start().await.ok().map(ledger::stamp),
         ..HistoryReport::default()
     };
-    for t in hit_types.iter().filter(|t| !t.history_left_out.is_empty()) {
+    // An unsubscribed HIT type's history is not the pool's to adopt.
+    for t in hit_types
+        .iter()
+        .filter(|t| t.active && !t.history_left_out.is_empty())
+    {
         history.hit_types += 1;
         history.hits += t.history_left_out.hits;
         history.submissions += t.history_left_out.submissions;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::check::NOTIFIED_EVENT_TYPES;
-use crate::ids::{shown, HitId, HitTypeId};
+use crate::ids::{shown, HitTypeId};
 use crate::ledger::{parse_stamp, Heartbeat, Ledger, LedgerError, OwnCustomer, SubscribedBy};
 use crate::mturk::{Hit, Mturk, MturkError};
 use crate::ops::queues::{self, Depth, Probe};
@@ -172,7 +172,6 @@ pub async fn subscribe_covering(
     hit_type: &HitTypeId,
     queue_url: &str,
     by: SubscribedBy,
-    moved: &[HitId],
 ) -> Result<HitTypeOutcome, LedgerError> {
     if let Err(e) = mturk.subscribe(hit_type, queue_url).await {
         return Ok(HitTypeOutcome {
@@ -188,7 +187,6 @@ pub async fn subscribe_covering(
             queue_url,
             NOTIFIED_EVENT_TYPES,
             by,
-            moved,
             OffsetDateTime::now_utc(),
         )
         .await?;

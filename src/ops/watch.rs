@@ -29,10 +29,10 @@
 //!    nobody ever runs `subscribe`;
 //! 6. writes its one heartbeat (what it counted, the live unguarded HITs).
 //!
-//! A run that finds nothing new makes only the ListHITs calls, three ledger
-//! reads (the subscriptions, the carried lists, the table's start), one
-//! read per open HIT (is it known to the accept-time check?) and the
-//! heartbeat write.
+//! A run that finds nothing new makes only the ListHITs calls, one
+//! `DescribeTable` (the pool's start), three ledger reads (the
+//! subscriptions, the pool's lists, its CustomerId), one read per open HIT
+//! (is it known to the accept-time check?) and the heartbeat write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -179,7 +179,7 @@ pub async fn run(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
 fn unguarded_lines(sorted: &[(Hit, Sorted)]) -> Vec<UnguardedHit> {
     sorted
         .iter()
-        .filter(|(h, s)| s.class == Class::Unguarded && h.status.is_offered())
+        .filter(|(h, s)| s.class.admits_excluded() && h.status.is_offered())
         .map(|(h, _)| UnguardedHit {
             hit_id: h.hit_id.clone(),
             title: h.title.clone(),
@@ -195,16 +195,13 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     // type by `coverage --fix`) must not record itself done. Each backfill's
     // generation is checked against this read, or against this run's own
     // writes (its subscriptions and guard).
-    let Some(mut subscriptions) = read_subscriptions(lab, &mut report).await else {
+    let Some(subscriptions) = read_subscriptions(lab, &mut report).await else {
         return report;
     };
     let mut generations: Generations = subscriptions
         .iter()
         .map(|(t, s)| (t.clone(), s.due_generation))
         .collect();
-    let Some((lists, start)) = read_pool(lab, &mut report).await else {
-        return report;
-    };
     let hits = match lab.mturk.hits().await {
         Ok(hits) => hits,
         Err(e) => {
@@ -223,34 +220,33 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
             .errors
             .push(format!("remembering the listed HITs for the check: {e}"));
     }
-    let (mut sorted, mut counts) = coverage::sort_hits(hits, &lists);
-    if settings.guard_unguarded && counts.live_unguarded > 0 {
-        let guarded = guard(lab, settings, &lists, &mut sorted, &mut report).await;
-        if let Some(fixed) = &report.guarded {
-            own_generations(&mut generations, fixed);
-            // Read again: the guard subscribed and marked HIT types.
-            let Some(read) = read_subscriptions(lab, &mut report).await else {
-                return report;
-            };
-            subscriptions = read;
-        }
-        // What moved is sorted again: it now requires the pool's qualification.
-        let hits = sorted.into_iter().map(|(h, _)| h).collect();
-        (sorted, counts) = coverage::sort_hits(hits, &lists);
-        if let Err(e) = guarded {
-            report.counts = counts;
-            report.live_unguarded = unguarded_lines(&sorted);
-            report.errors.push(e);
-            return report;
-        }
-    }
-    report.counts = counts;
-    report.live_unguarded = unguarded_lines(&sorted);
+    // Read after the listing: a guard records a HIT as moved before it
+    // moves it, so every HIT listed in its new HIT type is known as moved.
+    let Some((lists, start)) = read_pool(lab, &mut report).await else {
+        return report;
+    };
+    let sorted = coverage::sort_hits(hits, &lists).0;
+    let Some((sorted, subscriptions, lists)) = guard_and_sort(
+        lab,
+        settings,
+        Read {
+            sorted,
+            subscriptions,
+            lists,
+        },
+        &mut generations,
+        &mut report,
+    )
+    .await
+    else {
+        return report;
+    };
     let cover = Cover {
         lab,
         settings,
         deadline,
         start,
+        lists: &lists,
     };
     if let Some(due) = cover
         .subscribe_new(&sorted, &subscriptions, &mut generations, &mut report)
@@ -264,6 +260,59 @@ async fn run_once(lab: &Lab, settings: &Settings, deadline: Instant) -> Report {
     record_run(lab, report).await
 }
 
+/// What a run read before it covers: the HITs sorted, the subscriptions,
+/// the pool's lists.
+struct Read {
+    sorted: Vec<(Hit, Sorted)>,
+    subscriptions: HashMap<HitTypeId, Subscription>,
+    lists: PoolLists,
+}
+
+/// With `GuardUnguardedHits`, guards the live unguarded HITs and reads again
+/// what the guard changed (subscriptions, moved HITs); then counts the HITs
+/// as sorted last. `None` when the run must stop (noted in the report).
+async fn guard_and_sort(
+    lab: &Lab,
+    settings: &Settings,
+    read: Read,
+    generations: &mut Generations,
+    report: &mut Report,
+) -> Option<(
+    Vec<(Hit, Sorted)>,
+    HashMap<HitTypeId, Subscription>,
+    PoolLists,
+)> {
+    let Read {
+        mut sorted,
+        mut subscriptions,
+        mut lists,
+    } = read;
+    let live = sorted
+        .iter()
+        .any(|(h, s)| s.class.admits_excluded() && h.status.is_offered());
+    let mut stop = None;
+    if settings.guard_unguarded && live {
+        let guarded = guard(lab, settings, &lists, &mut sorted, report).await;
+        if let Some(fixed) = &report.guarded {
+            own_generations(generations, fixed);
+            // Read again: the guard subscribed, marked and moved.
+            subscriptions = read_subscriptions(lab, report).await?;
+            lists = read_pool(lab, report).await?.0;
+        }
+        stop = guarded.err();
+    }
+    // What moved is sorted again: it now requires the pool's qualification.
+    let hits = sorted.into_iter().map(|(h, _)| h).collect();
+    let (sorted, counts) = coverage::sort_hits(hits, &lists);
+    report.counts = counts;
+    report.live_unguarded = unguarded_lines(&sorted);
+    if let Some(e) = stop {
+        report.errors.push(e);
+        return None;
+    }
+    Some((sorted, subscriptions, lists))
+}
+
 /// Each HIT type's backfill generation as this run knows it: read before
 /// the HITs were listed, or written by the run itself.
 type Generations = HashMap<HitTypeId, Option<u64>>;
@@ -275,6 +324,7 @@ struct Cover<'a> {
     settings: &'a Settings,
     deadline: Instant,
     start: OffsetDateTime,
+    lists: &'a PoolLists,
 }
 
 impl Cover<'_> {
@@ -301,7 +351,8 @@ impl Cover<'_> {
                     report.unguarded_not_covered.push(t.to_string());
                     continue;
                 }
-                Class::Ours | Class::Unguarded => {}
+                // An earlier list's HITs are the lab's: covered as ours.
+                Class::Ours | Class::Carried | Class::Unguarded => {}
             }
             match subscriptions.get(t) {
                 // The lab's `unsubscribe` stands.
@@ -345,7 +396,6 @@ impl Cover<'_> {
             t,
             &self.settings.queue_url,
             SubscribedBy::Watch,
-            &[],
         )
         .await
         {
@@ -456,7 +506,7 @@ impl Cover<'_> {
             }
             match engine::submissions_of(&lab.mturk, hit, |_| {}).await {
                 Ok(Listed::Assignments(assignments)) => {
-                    let pools = history::history_is_pools(hit, *sorted, subscription);
+                    let pools = history::history_is_pools(hit, *sorted, subscription, self.lists);
                     let (pool, lab_history) = history::split(assignments, pools, self.start);
                     left_out.add(history::left_out(&lab_history));
                     engine::add_listed(&mut gathered, &mut listed, pool);

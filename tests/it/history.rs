@@ -10,11 +10,13 @@ use mturk_exclusion::ledger::HistoryLeftOut;
 use mturk_exclusion::mturk::MturkEnvironment;
 use mturk_exclusion::ops::coverage::PoolLists;
 use mturk_exclusion::ops::history::{self, Covering};
-use mturk_exclusion::ops::{status, Quiet};
+use mturk_exclusion::ops::{status, watch, Quiet};
 use testkit::mturk_double::AssignmentStatus;
 use testkit::pipeline::{does_not_exist, Pipeline};
 
 use super::watch::{guarding, hit_type, lab, post, run, settings, submit_unnotified, workers};
+use mturk_exclusion::ops::subscribe;
+use testkit::mturk_double::Fault;
 
 /// Ten days before the pool was deployed (its table made).
 fn before_the_pool() -> SystemTime {
@@ -168,8 +170,9 @@ async fn a_requirement_the_guard_added_does_not_make_a_hits_history_the_pools() 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(sub.moved_hits.len(), 1, "{sub:?}");
-    assert_eq!(sub.moved_hits[0].as_str(), hit);
+    let moved = p.ledger.lists().await.unwrap().moved;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved.iter().next().unwrap().as_str(), hit);
     assert_eq!(
         sub.history_left_out,
         HistoryLeftOut {
@@ -224,12 +227,24 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
     );
     let earlier = workers("OLDHIT", 2);
     seed_history(&p, &old_hit, &earlier);
+    // Another study under the old list, which the lab had subscribed by hand.
+    let (second_hit, second_type) = post(
+        &p,
+        "Second study guarded by the old list",
+        vec![does_not_exist(&old)],
+    );
+    let second = workers("OLDSUB", 2);
+    seed_history(&p, &second_hit, &second);
     let old_q = QualificationTypeId::parse(&old).unwrap();
     let l = lab(&p);
+    subscribe::subscribe(&l.mturk, &l.ledger, &hit_type(&second_type), &p.queues.url)
+        .await
+        .unwrap();
 
     // Before: the old list's HITs are another list's, left alone.
     let report = run(&p, &settings(&p)).await;
     assert!(report.hit_types_subscribed.is_empty(), "{report:?}");
+    assert!(report.backfilled_hit_types.is_empty(), "{report:?}");
 
     let carry = |dry_run: bool| {
         let (l, old_q) = (&l, &old_q);
@@ -244,7 +259,7 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
     assert_eq!(dry.holders, 3);
     assert_eq!(dry.tally.excluded, 3);
     assert!(
-        p.ledger.carried_lists().await.unwrap().is_empty(),
+        p.ledger.lists().await.unwrap().carried.is_empty(),
         "a dry run recorded the list"
     );
     assert!(!holders.iter().any(|w| p.granted(w)), "a dry run granted");
@@ -256,7 +271,8 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
     for w in &holders {
         assert!(p.granted(w), "{w} was not carried over");
     }
-    assert_eq!(p.ledger.carried_lists().await.unwrap(), [old_q]);
+    assert_eq!(p.ledger.lists().await.unwrap().carried, [old_q]);
+    assert_eq!(carried.marked_due, [hit_type(&second_type)]);
     // The pool's own list is refused.
     assert!(history::holders_of(&l, &p.qualification).await.is_err());
 
@@ -264,14 +280,22 @@ async fn an_earlier_list_is_carried_over_and_the_hits_it_guards_become_the_pools
 
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.hit_types_subscribed, [old_type.as_str()]);
-    assert_eq!(report.counts.ours, 1, "{report:?}");
-    for w in &earlier {
+    let mut backfilled = report.backfilled_hit_types.clone();
+    backfilled.sort();
+    let mut both = vec![old_type.clone(), second_type.clone()];
+    both.sort();
+    assert_eq!(backfilled, both);
+    for w in earlier.iter().chain(&second) {
         assert!(
             p.granted(w),
             "{w}, of a HIT the old list guarded, was not excluded"
         );
     }
     assert!(report.history_left_out.is_empty(), "{report:?}");
+    // The old list does not keep out whom the pool excludes from now on:
+    // its live HITs still count as unguarded, for `coverage --fix`.
+    assert_eq!(report.counts.carried, 2, "{report:?}");
+    assert_eq!(report.counts.live_unguarded, 2, "{report:?}");
     p.assert_every_grant_silent();
 }
 
@@ -353,7 +377,7 @@ async fn adopt_racing_a_watch_run_grants_each_worker_once() {
     seed_history(&p, &pilot, &history_workers);
     assert!(run(&p, &settings(&p)).await.errors.is_empty());
     let t = hit_type(&pilot_type);
-    p.ledger.record_backfill_due(&t, &[]).await.unwrap();
+    p.ledger.record_backfill_due(&t).await.unwrap();
     let l = lab(&p);
     let plan = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
     assert_eq!(plan.workers(), 4);
@@ -417,6 +441,8 @@ async fn the_pools_start_is_when_its_table_was_made() {
         .unwrap();
     let p = Pipeline::start().await;
     let after = time::OffsetDateTime::now_utc();
+    // Read later than a second after: "now" would not pass for the start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let start = p.ledger.pool_start().await.unwrap();
 
@@ -426,4 +452,174 @@ async fn the_pools_start_is_when_its_table_was_made() {
     );
     assert_eq!(start.nanosecond(), 0);
     assert_eq!(p.ledger.pool_start().await.unwrap(), start);
+}
+
+/// A guard moved a HIT, then subscribing its new HIT type failed: the move
+/// was recorded before it was made, so the run that subscribes the new HIT
+/// type later still leaves the HIT's history out.
+#[tokio::test]
+async fn a_hit_moved_by_a_guard_stays_moved_when_its_subscription_failed() {
+    let p = Pipeline::start().await;
+    let (hit, _) = post(&p, "Pilot, guard half done", vec![]);
+    let before = workers("HALF", 2);
+    seed_history(&p, &hit, &before);
+    p.double.fail_next(
+        Some("UpdateNotificationSettings"),
+        2,
+        Fault::ParameterValidation,
+    );
+
+    let first = run(&p, &guarding(&p)).await;
+
+    // The guard's subscription of the new HIT type failed, and so did the
+    // run's own attempt at the HIT type it found without a record.
+    assert!(!first.errors.is_empty(), "the premise: subscribing failed");
+    let new_type = p.double.hit_type_of(&hit).unwrap();
+    assert!(
+        p.ledger
+            .subscription(&hit_type(&new_type))
+            .await
+            .unwrap()
+            .is_none(),
+        "the premise: the new HIT type has no record"
+    );
+    let second = run(&p, &guarding(&p)).await;
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert_eq!(second.hit_types_subscribed, [new_type.as_str()]);
+    for w in &before {
+        assert!(!p.granted(w), "{w}'s earlier work was taken as the pool's");
+    }
+    let sub = p
+        .ledger
+        .subscription(&hit_type(&new_type))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sub.history_left_out,
+        HistoryLeftOut {
+            hits: 1,
+            submissions: 2
+        }
+    );
+}
+
+/// A watch run that read the subscriptions before `adopt` recorded the
+/// adoption must not write its count of history left out over the
+/// adoption's, nor record its backfill done: the next run finishes.
+#[tokio::test]
+async fn a_watch_run_that_read_before_an_adoption_does_not_undo_it() {
+    let p = Pipeline::start().await;
+    let (pilot, pilot_type) = post(&p, "Pilot adopted under a running watch", vec![]);
+    let history_workers = workers("UNDER", 3);
+    seed_history(&p, &pilot, &history_workers);
+    assert!(run(&p, &settings(&p)).await.errors.is_empty());
+    let t = hit_type(&pilot_type);
+    // A later submission the watch will backfill: its grant is held.
+    p.double
+        .add_assignment(&pilot, "A1UNDERLATER", AssignmentStatus::Submitted);
+    p.ledger.record_backfill_due(&t).await.unwrap();
+    let gate = p.double.hold_next("AssociateQualificationWithWorker", 1);
+    let watching = tokio::spawn({
+        let l = lab(&p);
+        let s = settings(&p);
+        async move {
+            watch::run(
+                &l,
+                &s,
+                tokio::time::Instant::now() + Duration::from_secs(60),
+            )
+            .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), gate.arrived())
+        .await
+        .expect("the watch reached its grant");
+
+    let l = lab(&p);
+    let plan = history::plan_adoption(&l, &[], &Quiet).await.unwrap();
+    let adopted = history::adopt(&l, plan, false, 4, &Quiet).await.unwrap();
+    assert!(adopted.failures.is_empty(), "{:?}", adopted.failures);
+    gate.open();
+    let stale = watching.await.unwrap();
+
+    assert!(stale.errors.is_empty(), "{:?}", stale.errors);
+    assert!(
+        !stale.backfilled_hit_types.contains(&pilot_type),
+        "a run that read before the adoption recorded its backfill done: {stale:?}"
+    );
+    let sub = p.ledger.subscription(&t).await.unwrap().unwrap();
+    assert!(
+        sub.history_left_out.is_empty(),
+        "the adoption was undone: {sub:?}"
+    );
+    assert!(sub.backfill_due);
+    for w in history_workers
+        .iter()
+        .map(String::as_str)
+        .chain(["A1UNDERLATER"])
+    {
+        assert!(p.granted(w), "{w} not excluded");
+    }
+    let next = run(&p, &settings(&p)).await;
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+    let sub = p.ledger.subscription(&t).await.unwrap().unwrap();
+    assert!(
+        !sub.backfill_due && sub.history_left_out.is_empty(),
+        "{sub:?}"
+    );
+}
+
+/// The prediction with `GuardUnguardedHits` on: the live pilot is moved
+/// into a new HIT type (subscribed, its history still left out), the
+/// finished one is left alone (CoverUnguardedHits off).
+#[tokio::test]
+async fn the_first_run_predicted_with_the_guard_on_is_the_first_run() {
+    let p = Pipeline::start().await;
+    let (ours, _) = post(&p, "Ours", vec![does_not_exist(p.qualification.as_str())]);
+    seed_history(&p, &ours, &workers("GOURS", 2));
+    let (pilot, _) = post(&p, "Pilot to guard", vec![]);
+    seed_history(&p, &pilot, &workers("GPILOT", 3));
+    let (done, _) = post(&p, "Finished pilot", vec![]);
+    seed_history(&p, &done, &workers("GDONE", 1));
+    p.double.expire_hit(&done);
+    let s = guarding(&p);
+    let covering = Covering {
+        cover_unguarded: s.cover_unguarded,
+        guard_unguarded: s.guard_unguarded,
+    };
+    let predicted = history::first_run(
+        &lab(&p).mturk,
+        &PoolLists::own(p.qualification.clone()),
+        covering,
+        time::OffsetDateTime::now_utc(),
+        &Quiet,
+    )
+    .await
+    .unwrap();
+    // Submitted after the deploy (the prediction is made before it).
+    submit_unnotified(&p, &pilot, &workers("GLATE", 1)).await;
+
+    let report = run(&p, &s).await;
+
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(predicted.subscribed, 2, "{predicted:?}");
+    assert_eq!(predicted.subscribed, report.hit_types_subscribed.len());
+    assert_eq!(predicted.submissions, 2);
+    assert_eq!(
+        report.submissions_backfilled, 3,
+        "the two, and the later one"
+    );
+    assert_eq!(predicted.workers, 2);
+    let left: u64 = report
+        .history_left_out
+        .iter()
+        .map(|l| l.left_out.submissions)
+        .sum();
+    assert_eq!(predicted.left_out.submissions, 3);
+    assert_eq!(left, predicted.left_out.submissions);
+    assert!(
+        !p.granted("A1GDONE0000"),
+        "a finished unguarded HIT was covered"
+    );
 }

@@ -30,10 +30,11 @@ const CONFIRM_ABOVE: usize = 100;
 ///   adopt                          every HIT type with history left out
 ///   adopt --hit-type ID            that HIT type's history (repeatable; comma-separated)
 ///   adopt --from-qualification ID  the holders of the lab's earlier exclusion
-///                                  qualification: each is excluded by this pool, and HITs
-///                                  that require that qualification with DoesNotExist
-///                                  count as this pool's from then on (the watch subscribes
-///                                  their HIT types and excludes their workers)
+///                                  qualification: each is excluded by this pool, and the
+///                                  watch covers the HITs that require it with
+///                                  DoesNotExist, their earlier workers included. Their
+///                                  live HITs count as unguarded until they require this
+///                                  pool's qualification too (`coverage --fix`)
 ///
 /// It lists the history on MTurk again and shows it per HIT type first; --dry-run stops there
 /// and predicts each worker's outcome, changing nothing. Above 100 workers it asks; without a
@@ -227,7 +228,7 @@ async fn carry_over(
         print_outcome(&carried.tally, &carried.failures, args.dry_run);
         if !args.dry_run {
             println!(
-                "HITs that require {earlier} with DoesNotExist now count as this pool's: the watch subscribes their HIT types and excludes their workers."
+                "The watch now covers the HITs that require {earlier} with DoesNotExist, their earlier workers included. They still admit workers this pool excludes from now on: `coverage --fix` adds this pool's requirement to the live ones."
             );
         }
     }

@@ -83,10 +83,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "fix")]
     pub first_run: bool,
     /// With --first-run: the CoverUnguardedHits you will deploy with.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "BOOL", default_value_t = true, requires = "first_run",
+          action = clap::ArgAction::Set)]
     pub cover_unguarded: bool,
     /// With --first-run: the GuardUnguardedHits you will deploy with.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "BOOL", default_value_t = false, requires = "first_run",
+          action = clap::ArgAction::Set)]
     pub guard_unguarded: bool,
 }
 
@@ -203,6 +205,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitCode, CliError> {
 /// `--first-run`: the watch's first run, predicted on an empty ledger with
 /// the start now.
 async fn first_run(ctx: &Context, args: &Args) -> Result<ExitCode, CliError> {
+    if ctx.global.stack.is_some() {
+        return Err(CliError::Usage(
+            "--first-run predicts a pool not deployed yet (its start is now, its ledger empty); \
+             for the stack's pool, `coverage` and `status` show what the watch did"
+                .into(),
+        ));
+    }
     let json = ctx.global.json;
     let pool = ctx.checked_qualification().await?;
     let covering = history::Covering {
@@ -233,36 +242,44 @@ async fn first_run(ctx: &Context, args: &Args) -> Result<ExitCode, CliError> {
     }
 }
 
+/// What the first run does with one HIT type, in words.
+fn first_run_line(t: &history::FirstRunType) -> String {
+    let mut parts = Vec::new();
+    if t.covered {
+        parts.push("subscribed".to_owned());
+    }
+    if t.guarded_hits > 0 {
+        parts.push(format!(
+            "guards {} live HIT(s) into a new HIT type, subscribed",
+            t.guarded_hits
+        ));
+    }
+    if parts.is_empty() {
+        return match t.class {
+            Class::OtherList => "left alone (another list's)".to_owned(),
+            _ => "not covered (CoverUnguardedHits=false)".to_owned(),
+        };
+    }
+    parts.push(format!(
+        "excludes {} worker(s) of {} earlier submission(s)",
+        t.workers, t.submissions
+    ));
+    if !t.left_out.is_empty() {
+        parts.push(format!(
+            "leaves out {} submission(s) to {} HIT(s) as history",
+            t.left_out.submissions, t.left_out.hits
+        ));
+    }
+    parts.join("; ")
+}
+
 fn print_first_run(p: &history::FirstRun, covering: history::Covering) {
     println!(
         "The watch's first run, if the stack is deployed now (CoverUnguardedHits={}, GuardUnguardedHits={}):",
         covering.cover_unguarded, covering.guard_unguarded
     );
     for t in &p.hit_types {
-        let what = if !t.covered {
-            match t.class {
-                Class::OtherList => "left alone (another list's)".to_owned(),
-                _ => "not covered (CoverUnguardedHits=false)".to_owned(),
-            }
-        } else {
-            let mut what = format!(
-                "subscribed; excludes {} worker(s) of {} earlier submission(s)",
-                t.workers, t.submissions
-            );
-            if t.guarded_hits > 0 {
-                what.push_str(&format!(
-                    "; guards {} live HIT(s) into a new HIT type",
-                    t.guarded_hits
-                ));
-            }
-            if !t.left_out.is_empty() {
-                what.push_str(&format!(
-                    "; leaves out {} submission(s) to {} HIT(s) as history",
-                    t.left_out.submissions, t.left_out.hits
-                ));
-            }
-            what
-        };
+        let what = first_run_line(t);
         println!(
             "  {:<15} type {}  {} HIT(s)  \"{}\": {what}",
             t.class.label(),

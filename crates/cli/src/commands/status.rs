@@ -144,7 +144,7 @@ fn print_text(r: &Report) {
                     ""
                 },
             );
-            if !t.history_left_out.is_empty() {
+            if t.active && !t.history_left_out.is_empty() {
                 println!(
                     "    history left out: {} submission(s) to {} HIT(s) (`mturk-exclusion adopt --hit-type {}`)",
                     t.history_left_out.submissions, t.history_left_out.hits, t.hit_type_id

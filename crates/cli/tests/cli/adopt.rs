@@ -56,6 +56,10 @@ async fn the_first_run_is_predicted_then_history_is_adopted_only_once_confirmed(
         text.stdout
     );
 
+    // The deploy settings mean nothing without --first-run: refused.
+    let stray = p.cli(&["coverage", "--cover-unguarded", "false"]).await;
+    assert_eq!(stray.code, 2, "{stray:?}");
+
     let report = run_the_watch(&p).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(

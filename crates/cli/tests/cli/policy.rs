@@ -142,7 +142,26 @@ async fn the_operator_policy_allows_exactly_what_the_cli_asks_for() {
     });
     let run = cli!("coverage", "--fix", "--yes", "--json");
     assert_eq!(run.code, 0, "{run:?}");
-    let run = cli!("coverage", "--first-run", "--json");
+    // Before a deploy there is no stack: the qualification alone.
+    let no_stack: Vec<(&str, Option<&str>)> = env
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "MTURK_EXCLUSION_STACK")
+        .chain([("MTURK_EXCLUSION_STACK", None)])
+        .collect();
+    let run = p
+        .cli_with_env(
+            &[
+                "--qualification",
+                p.qualification.as_str(),
+                "coverage",
+                "--first-run",
+                "--json",
+            ],
+            &no_stack,
+        )
+        .await;
+    ran.push("coverage --first-run".into());
     assert_eq!(run.code, 0, "{run:?}");
     let run = cli!("adopt", "--hit-type", &hit_type, "--yes", "--json");
     assert_eq!(run.code, 0, "{run:?}");
