@@ -208,16 +208,31 @@ impl Ledger {
         &self,
         hit_type: &HitTypeId,
     ) -> Result<Option<u64>, LedgerError> {
-        const OP: &str = "UpdateItem(subscription backfill due)";
-        let result = self
+        self.mark_due("UpdateItem(subscription backfill due)", hit_type, None)
+            .await
+    }
+
+    /// Marks an active subscription's backfill due again (a new generation),
+    /// with the time the lab adopted its history if `adopted_at`.
+    async fn mark_due(
+        &self,
+        op: &'static str,
+        hit_type: &HitTypeId,
+        adopted_at: Option<OffsetDateTime>,
+    ) -> Result<Option<u64>, LedgerError> {
+        let mut set = format!("SET {BACKFILL_DUE} = :due");
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(SUBSCRIPTION_PK))
-            .key(SK, s(hit_type.as_str()))
-            .update_expression(format!(
-                "SET {BACKFILL_DUE} = :due ADD {DUE_GENERATION} :one"
-            ))
+            .key(SK, s(hit_type.as_str()));
+        if let Some(at) = adopted_at {
+            set.push_str(&format!(", {HISTORY_ADOPTED_AT} = :at"));
+            update = update.expression_attribute_values(":at", s(stamp(at)));
+        }
+        let result = update
+            .update_expression(format!("{set} ADD {DUE_GENERATION} :one"))
             .condition_expression(format!(
                 "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
             ))
@@ -226,7 +241,7 @@ impl Ledger {
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
-        Ok(unless_condition_failed(OP, result)?.and_then(|out| {
+        Ok(unless_condition_failed(op, result)?.and_then(|out| {
             out.attributes
                 .as_ref()
                 .and_then(|a| get_n(a, DUE_GENERATION))
@@ -287,30 +302,12 @@ impl Ledger {
         hit_type: &HitTypeId,
         now: OffsetDateTime,
     ) -> Result<Option<u64>, LedgerError> {
-        const OP: &str = "UpdateItem(subscription history adopted)";
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(SUBSCRIPTION_PK))
-            .key(SK, s(hit_type.as_str()))
-            .update_expression(format!(
-                "SET {HISTORY_ADOPTED_AT} = :at, {BACKFILL_DUE} = :due ADD {DUE_GENERATION} :one"
-            ))
-            .condition_expression(format!(
-                "attribute_exists({PK}) AND (attribute_not_exists({ACTIVE}) OR {ACTIVE} = :due)"
-            ))
-            .expression_attribute_values(":at", s(stamp(now)))
-            .expression_attribute_values(":due", AttributeValue::Bool(true))
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        Ok(unless_condition_failed(OP, result)?.and_then(|out| {
-            out.attributes
-                .as_ref()
-                .and_then(|a| get_n(a, DUE_GENERATION))
-        }))
+        self.mark_due(
+            "UpdateItem(subscription history adopted)",
+            hit_type,
+            Some(now),
+        )
+        .await
     }
 
     /// Empties a HIT type's count of history left out once `adopt` settled

@@ -124,6 +124,23 @@ async fn an_unguarded_hits_history_is_left_out_counted_and_adopted_by_the_lab() 
     assert_eq!(again.workers(), 0);
 }
 
+/// `coverage --first-run`'s prediction for a pool deployed now with `s`.
+async fn predict(p: &Pipeline, s: &watch::Settings) -> history::FirstRun {
+    let covering = Covering {
+        cover_unguarded: s.cover_unguarded,
+        guard_unguarded: s.guard_unguarded,
+    };
+    history::first_run(
+        &lab(p).mturk,
+        &PoolLists::own(p.qualification.clone()),
+        covering,
+        time::OffsetDateTime::now_utc(),
+        &Quiet,
+    )
+    .await
+    .unwrap()
+}
+
 fn status_request(p: &Pipeline) -> status::Request {
     status::Request {
         environment: MturkEnvironment::Sandbox,
@@ -317,20 +334,8 @@ async fn the_first_run_predicted_before_the_deploy_is_the_first_run() {
     );
     seed_history(&p, &other, &workers("PREOTHER", 2));
     let s = settings(&p);
-    let covering = Covering {
-        cover_unguarded: s.cover_unguarded,
-        guard_unguarded: s.guard_unguarded,
-    };
 
-    let predicted = history::first_run(
-        &lab(&p).mturk,
-        &PoolLists::own(p.qualification.clone()),
-        covering,
-        time::OffsetDateTime::now_utc(),
-        &Quiet,
-    )
-    .await
-    .unwrap();
+    let predicted = predict(&p, &s).await;
     let report = run(&p, &s).await;
 
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -584,19 +589,7 @@ async fn the_first_run_predicted_with_the_guard_on_is_the_first_run() {
     seed_history(&p, &done, &workers("GDONE", 1));
     p.double.expire_hit(&done);
     let s = guarding(&p);
-    let covering = Covering {
-        cover_unguarded: s.cover_unguarded,
-        guard_unguarded: s.guard_unguarded,
-    };
-    let predicted = history::first_run(
-        &lab(&p).mturk,
-        &PoolLists::own(p.qualification.clone()),
-        covering,
-        time::OffsetDateTime::now_utc(),
-        &Quiet,
-    )
-    .await
-    .unwrap();
+    let predicted = predict(&p, &s).await;
     // Submitted after the deploy (the prediction is made before it).
     submit_unnotified(&p, &pilot, &workers("GLATE", 1)).await;
 
