@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use mturk_exclusion::ids::QualificationTypeId;
-use mturk_exclusion::ledger::HistoryLeftOut;
+use mturk_exclusion::ledger::{HistoryLeftOut, Subscription};
 use mturk_exclusion::mturk::MturkEnvironment;
 use mturk_exclusion::ops::coverage::PoolLists;
 use mturk_exclusion::ops::history::{self, Covering};
@@ -72,12 +72,7 @@ async fn an_unguarded_hits_history_is_left_out_counted_and_adopted_by_the_lab() 
         hits: 1,
         submissions: 3,
     };
-    let sub = p
-        .ledger
-        .subscription(&hit_type(&pilot_type))
-        .await
-        .unwrap()
-        .unwrap();
+    let sub = recorded(&p, &pilot_type).await;
     assert_eq!(sub.history_left_out, left);
     assert!(!sub.backfill_due, "left out is not left due: {sub:?}");
     let watch_run = p.ledger.last_watch_run().await.unwrap().unwrap();
@@ -111,12 +106,7 @@ async fn an_unguarded_hits_history_is_left_out_counted_and_adopted_by_the_lab() 
         assert!(p.granted(w), "{w} was not adopted");
     }
     p.assert_every_grant_silent();
-    let sub = p
-        .ledger
-        .subscription(&hit_type(&pilot_type))
-        .await
-        .unwrap()
-        .unwrap();
+    let sub = recorded(&p, &pilot_type).await;
     assert!(sub.history_left_out.is_empty(), "{sub:?}");
     assert!(sub.history_adopted_at.is_some());
     // Nothing is left to adopt; a second adopt does nothing.
@@ -139,6 +129,15 @@ async fn predict(p: &Pipeline, s: &watch::Settings) -> history::FirstRun {
     )
     .await
     .unwrap()
+}
+
+/// The ledger's subscription record of a HIT type, which must exist.
+async fn recorded(p: &Pipeline, hit_type_id: &str) -> Subscription {
+    p.ledger
+        .subscription(&hit_type(hit_type_id))
+        .await
+        .unwrap()
+        .expect("the HIT type has a subscription record")
 }
 
 fn status_request(p: &Pipeline) -> status::Request {
@@ -181,12 +180,7 @@ async fn a_requirement_the_guard_added_does_not_make_a_hits_history_the_pools() 
             "the guard made {w}'s earlier work the pool's"
         );
     }
-    let sub = p
-        .ledger
-        .subscription(&hit_type(&new_type))
-        .await
-        .unwrap()
-        .unwrap();
+    let sub = recorded(&p, &new_type).await;
     let moved = p.ledger.lists().await.unwrap().moved;
     assert_eq!(moved.len(), 1, "{moved:?}");
     assert_eq!(moved.iter().next().unwrap().as_str(), hit);
@@ -361,12 +355,7 @@ async fn the_first_run_predicted_before_the_deploy_is_the_first_run() {
             submissions: 3
         }
     );
-    let recorded = p
-        .ledger
-        .subscription(&hit_type(&pilot_type))
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded = recorded(&p, &pilot_type).await;
     assert_eq!(recorded.history_left_out, predicted.left_out);
 }
 
@@ -494,12 +483,7 @@ async fn a_hit_moved_by_a_guard_stays_moved_when_its_subscription_failed() {
     for w in &before {
         assert!(!p.granted(w), "{w}'s earlier work was taken as the pool's");
     }
-    let sub = p
-        .ledger
-        .subscription(&hit_type(&new_type))
-        .await
-        .unwrap()
-        .unwrap();
+    let sub = recorded(&p, &new_type).await;
     assert_eq!(
         sub.history_left_out,
         HistoryLeftOut {
