@@ -18,13 +18,13 @@ Usage: scripts/bench.sh [size] [cold-start] [per-record] [burst] [rate] [starts]
               BURST_SUBMISSIONS submissions (default 2000) by BURST_WORKERS
               workers (default 714, the issue's 70000:25000 ratio), each run
               bounded by BURST_TIME_LIMIT seconds (default 1800)
-  rate        the rate matrix (issue 11): the same 1/35-scale burst, the
+  rate        the rate matrix: the same 1/35-scale burst, the
               handler NOT told R (MTURK_MAX_RPS unset: the adaptive limit
               under its default ceiling), for each CONCURRENCYxRPS cell of
               RATE_MATRIX (default "2x5 5x5 2x20 5x20 2x2 5x2 2x50 5x50");
               with OLD_BINARY set, each cell again with that (pre-adaptive)
               handler binary at the old fixed MTURK_MAX_RPS=2 per instance
-  starts      the rate's bad starts (issue 31), SEEDS seeds each (default
+  starts      the rate's bad starts, SEEDS seeds each (default
               "1 2 3 4 5"), the handler not told R: 120 submissions by 100
               workers at R = 8 with 10 % stray throttles, each instance's
               first call throttled (--throttle-first 2), then the bucket full

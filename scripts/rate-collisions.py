@@ -1,6 +1,6 @@
 """How often do C independent senders collide in MTurk's bucket at rate R?
 
-Why it matters: issue 11 asks for 1.2 x the floor (at least 0.83 x R
+Why it matters: the rate goals ask for 1.2 x the floor (at least 0.83 x R
 accepted) with under 5 % of calls throttled, for R = 2 and C = 5, with
 instances that adapt independently. This computes the throttled share that
 *any* independent pacing would pay at a given total rate, before any rate
