@@ -189,20 +189,31 @@ fn rate_entry(name: &str, value: &AttributeValue) -> Option<(f64, OffsetDateTime
 }
 
 impl Ledger {
-    /// When the watch last asked MTurk for a test event, if it ever did.
-    pub async fn watch_test_event(&self) -> Result<Option<OffsetDateTime>, LedgerError> {
-        const OP: &str = "GetItem(watch test event)";
+    /// One item of the `CONFIG` partition, if it exists.
+    async fn config_item(
+        &self,
+        operation: &'static str,
+        sk: &str,
+        consistent: bool,
+    ) -> Result<Option<Item>, LedgerError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(CONFIG_PK))
-            .key(SK, s(WATCH_TEST_EVENT_SK))
-            .consistent_read(true)
+            .key(SK, s(sk))
+            .consistent_read(consistent)
             .send()
             .await
-            .map_err(|e| sdk_error(OP, e))?;
-        match out.item {
+            .map_err(|e| sdk_error(operation, e))?;
+        Ok(out.item)
+    }
+
+    /// When the watch last asked MTurk for a test event, if it ever did.
+    pub async fn watch_test_event(&self) -> Result<Option<OffsetDateTime>, LedgerError> {
+        const OP: &str = "GetItem(watch test event)";
+        let item = self.config_item(OP, WATCH_TEST_EVENT_SK, true).await?;
+        match item {
             Some(item) => get_time(OP, &item, SENT_AT),
             None => Ok(None),
         }
@@ -225,17 +236,8 @@ impl Ledger {
     /// and the HITs guards moved under the pool's requirement.
     pub async fn lists(&self) -> Result<Lists, LedgerError> {
         const OP: &str = "GetItem(lists)";
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(CONFIG_PK))
-            .key(SK, s(LISTS_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        let set = |name: &str| match out.item.as_ref().and_then(|i| i.get(name)) {
+        let item = self.config_item(OP, LISTS_SK, true).await?;
+        let set = |name: &str| match item.as_ref().and_then(|i| i.get(name)) {
             Some(AttributeValue::Ss(ids)) => ids.clone(),
             _ => Vec::new(),
         };
@@ -291,17 +293,8 @@ impl Ledger {
     /// caches it.
     pub async fn own_customer(&self) -> Result<Option<OwnCustomer>, LedgerError> {
         const OP: &str = "GetItem(own customer)";
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(CONFIG_PK))
-            .key(SK, s(OWN_CUSTOMER_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        let Some(item) = out.item else {
+        let item = self.config_item(OP, OWN_CUSTOMER_SK, true).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let need = |n: &str| {
@@ -434,17 +427,8 @@ impl Ledger {
     /// the handler reads it once per cold start.
     pub async fn pool_rate(&self, now: OffsetDateTime) -> Result<Option<PoolRate>, LedgerError> {
         const OP: &str = "GetItem(pool rate)";
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(CONFIG_PK))
-            .key(SK, s(MTURK_RATE_SK))
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        let entries: Vec<(f64, OffsetDateTime)> = out
-            .item
+        let item = self.config_item(OP, MTURK_RATE_SK, false).await?;
+        let entries: Vec<(f64, OffsetDateTime)> = item
             .unwrap_or_default()
             .iter()
             .filter_map(|(name, value)| rate_entry(name, value))
@@ -511,16 +495,8 @@ impl Ledger {
     /// The watch's last run, if it ever ran.
     pub async fn last_watch_run(&self) -> Result<Option<WatchRun>, LedgerError> {
         const OP: &str = "GetItem(watch run)";
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(CONFIG_PK))
-            .key(SK, s(WATCH_SK))
-            .send()
-            .await
-            .map_err(|e| sdk_error(OP, e))?;
-        let Some(item) = out.item else {
+        let item = self.config_item(OP, WATCH_SK, false).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let counts = match item.get(COUNTS) {
