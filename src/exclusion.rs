@@ -239,6 +239,11 @@ pub enum ExclusionError {
 }
 
 impl ExclusionError {
+    /// Another attempt at this worker or notification is under way.
+    pub fn is_under_way(&self) -> bool {
+        matches!(self, ExclusionError::InProgress(_))
+    }
+
     pub fn is_throttling(&self) -> bool {
         matches!(self, ExclusionError::Mturk(e) if e.kind == MturkErrorKind::Throttled)
     }

@@ -46,6 +46,11 @@ pub enum Failure {
     Throttled(String),
     #[error("transient: {0}")]
     Transient(String),
+    /// Another attempt at the same worker or notification is under way (a
+    /// grant in flight, another copy's lease): it usually ends within a
+    /// second, so the record's first retry comes in seconds.
+    #[error("transient: {0}")]
+    UnderWay(String),
     #[error("refused by MTurk: {0}")]
     Rejected(String),
     #[error("not finished before the invocation's deadline")]
@@ -56,7 +61,7 @@ impl Failure {
     /// Failures worth retrying later rather than sooner, by receive count
     /// (those that wait for MTurk's rate are spaced by the backlog instead).
     fn backs_off(&self) -> bool {
-        matches!(self, Failure::Transient(_))
+        matches!(self, Failure::Transient(_) | Failure::UnderWay(_))
     }
 
     /// Failures of a record that waits for MTurk's rate: throttled past the
@@ -79,6 +84,9 @@ pub const RATE_DEFERRALS_ATTRIBUTE: &str = "ExclusionRateDeferrals";
 /// A record sent back this often for MTurk's rate is left to the redrive
 /// policy: at the delays below, that is many hours of MTurk not taking it.
 pub const MAX_RATE_DEFERRALS: u32 = 20;
+/// When a record that found another attempt under way comes back, the first
+/// time: a grant in flight takes a second or two; later receives back off.
+pub const UNDER_WAY_RETRY: Duration = Duration::from_secs(3);
 /// MTurk calls a record takes on average (GetAssignment, and a grant for a
 /// worker's first submission: 1.36-1.39 in the burst benchmarks).
 const CALLS_PER_RECORD: f64 = 1.5;
@@ -650,6 +658,8 @@ impl Handler {
                             Failure::Throttled(text)
                         } else if e.is_permanent() {
                             Failure::Rejected(text)
+                        } else if e.is_under_way() {
+                            Failure::UnderWay(text)
                         } else {
                             Failure::Transient(text)
                         }
@@ -772,6 +782,17 @@ impl Handler {
                     }
                 }
                 delay
+            } else if matches!(f, Failure::UnderWay(_)) && receives <= 1 {
+                // A worker with two submissions in one burst: the second
+                // found the first's grant in flight. Waiting out the whole
+                // backoff (30 s by default) held a burst open for one worker.
+                let usual = backoff(
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                    receives,
+                    id,
+                );
+                UNDER_WAY_RETRY.min(usual)
             } else if f.backs_off() {
                 backoff(
                     self.config.backoff_base,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mturk_exclusion::handler::Failure;
+use mturk_exclusion::handler::{self, Failure};
 use mturk_exclusion::ids::{AssignmentId, WorkerId};
 use mturk_exclusion::ledger::ExclusionState;
 use testkit::mturk_double::Fault;
@@ -845,4 +845,135 @@ async fn an_instance_reads_the_labs_customer_once_and_again_only_after_the_inter
     let summary = run(foreign(3)).await.expect("acknowledged");
     assert_eq!(summary.foreign_documents, 1);
     assert_eq!(p.double.total_calls(), 0);
+}
+
+/// A worker with two submissions in one burst: the second record finds the
+/// first's grant in flight and fails, as it must (the ledger decides once).
+/// It comes back in seconds, not after the whole backoff: at 30 s it held a
+/// burst open for one worker (the rate bench at R = 20, 2026-12-08: all of
+/// its failed records were this).
+#[tokio::test]
+async fn a_second_submission_that_finds_the_workers_grant_in_flight_comes_back_in_seconds() {
+    let p = Pipeline::with(Options {
+        visibility_secs: 1,
+        configure: |c| {
+            c.backoff_base = Duration::from_secs(60);
+            c.backoff_max = Duration::from_secs(120);
+        },
+        ..Options::default()
+    })
+    .await;
+    let w = "A1TWICEINBURST";
+    let (first, second) = (
+        p.double.create_hit(&p.hit_type),
+        p.double.create_hit(&p.hit_type),
+    );
+    let a1 = p
+        .double
+        .submit_assignment(&first, w)
+        .await
+        .unwrap()
+        .assignment_id;
+    let a2 = p
+        .double
+        .submit_assignment(&second, w)
+        .await
+        .unwrap()
+        .assignment_id;
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        if records.len() >= 2 {
+            break;
+        }
+        let got = p
+            .stack
+            .sqs
+            .receive_message()
+            .queue_url(&p.queues.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(20)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let mut r = record(m.message_id().unwrap(), m.body().unwrap());
+            r.receipt_handle = m.receipt_handle.clone();
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            records.push(r);
+        }
+    }
+    assert_eq!(records.len(), 2, "both submissions received");
+    let is_of = |r: &aws_lambda_events::event::sqs::SqsMessage, a: &str| {
+        r.body.as_deref().is_some_and(|b| b.contains(a))
+    };
+    let (one, two): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| is_of(r, &a1));
+    assert!(is_of(&two[0], &a2));
+
+    // The first submission's grant is held at MTurk's door.
+    let grant = p.double.hold_next("AssociateQualificationWithWorker", 1);
+    let first_handler = p.handler_with(|_| {});
+    let handling = tokio::spawn(async move {
+        first_handler
+            .process(one, Instant::now() + Duration::from_secs(60))
+            .await
+            .unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(20), grant.arrived())
+        .await
+        .expect("the first submission reached its grant");
+    let report = p
+        .handler
+        .process(two, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.records[0].1, Err(Failure::UnderWay(reason)) if reason.contains("in flight")),
+        "{:?}",
+        report.records[0].1
+    );
+    grant.open();
+    assert!(handling.await.unwrap().records[0].1.is_ok());
+
+    // Back within seconds (the backoff alone would keep it away for 60 s),
+    // and its participation is then recorded under the worker's exclusion.
+    tokio::time::sleep(handler::UNDER_WAY_RETRY + Duration::from_secs(2)).await;
+    let back = p
+        .stack
+        .sqs
+        .receive_message()
+        .queue_url(&p.queues.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(back.len(), 1, "the second submission is back");
+    let again = p
+        .handler
+        .process(
+            vec![record(
+                back[0].message_id().unwrap(),
+                back[0].body().unwrap(),
+            )],
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(again.records[0].1.is_ok(), "{:?}", again.records[0].1);
+    let second_recorded = p
+        .ledger
+        .participation(&AssignmentId::parse(&a2).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        second_recorded.is_some_and(|x| x.excluded_at.is_some()),
+        "the second submission is recorded as excluded"
+    );
+    assert_eq!(
+        p.double.call_count("AssociateQualificationWithWorker"),
+        1,
+        "one grant for the worker"
+    );
 }

@@ -342,7 +342,7 @@ async fn copies_on_two_instances_cost_one_lookup_and_one_grant() {
         .await
         .unwrap();
     assert!(
-        matches!(&copy.records[0].1, Err(Failure::Transient(reason)) if reason.contains("another copy")),
+        matches!(&copy.records[0].1, Err(Failure::UnderWay(reason)) if reason.contains("another copy")),
         "{:?}",
         copy.records[0].1
     );
@@ -448,7 +448,7 @@ async fn a_participation_another_copy_left_pending_is_settled_not_called_a_dupli
         .await
         .unwrap();
     assert!(
-        matches!(&copy.records[0].1, Err(Failure::Transient(reason)) if reason.contains("in flight")),
+        matches!(&copy.records[0].1, Err(Failure::UnderWay(reason)) if reason.contains("in flight")),
         "{:?}",
         copy.records[0].1
     );
@@ -527,7 +527,7 @@ async fn a_copy_whose_lease_was_taken_over_is_retried_not_acknowledged() {
     grant.open();
     let slow_done = slow_handling.await.unwrap();
     assert!(
-        matches!(&slow_done.records[0].1, Err(Failure::Transient(reason)) if reason.contains("took the assignment over")),
+        matches!(&slow_done.records[0].1, Err(Failure::UnderWay(reason)) if reason.contains("took the assignment over")),
         "the slow copy must be retried: {:?}",
         slow_done.records[0].1
     );
