@@ -375,9 +375,14 @@ impl Handler {
         records: Vec<SqsMessage>,
         deadline: Instant,
     ) -> (Result<BatchReport, BatchError>, BatchMetrics) {
-        self.start_from_pool().await;
+        let share = self.pool_share().await;
+        // Tells the limiter this batch's records are coming (a cold batch's
+        // first call, answered before the others reach it, still grows slow
+        // start), and where to start on the first.
+        let batch = self.limiter.batch(records.len(), share);
         let mut settled = Summary::default();
         let (result, calls) = counting_calls(self.run_batch(records, deadline, &mut settled)).await;
+        drop(batch);
         self.report_to_pool().await;
         let metrics = BatchMetrics {
             summary: settled,
@@ -388,36 +393,37 @@ impl Handler {
         (result, metrics)
     }
 
-    /// Before the first batch: start at this instance's share of the rate
-    /// the pool recently sustained (the pool's rate ÷ the instances that
-    /// reported it, at least `MAX_CONCURRENCY` of them), not in slow start
-    /// from scratch. One GetItem per cold start; without history, or if it
-    /// cannot be read, the limiter keeps its own start.
-    async fn start_from_pool(&self) {
+    /// Before the first batch: this instance's share of the rate the pool
+    /// recently sustained (the pool's rate ÷ the instances that reported
+    /// it, at least `MAX_CONCURRENCY` of them), for the limiter to start at
+    /// instead of slow start. One GetItem per cold start; `None` after the
+    /// first batch, without history, or if it cannot be read.
+    async fn pool_share(&self) -> Option<f64> {
         let mut read = self.pool.read.lock().await;
         if *read {
-            return;
+            return None;
         }
         *read = true;
         match self.lab.ledger.pool_rate(OffsetDateTime::now_utc()).await {
             Ok(Some(pool)) => {
                 let instances = pool.instances.max(self.config.max_concurrency.unwrap_or(1));
                 let share = pool.rate / instances as f64;
-                if self.limiter.resume_at(share) {
-                    info!(
-                        pool_rate = pool.rate,
-                        instances,
-                        share = self.limiter.snapshot().rate,
-                        "starting at this instance's share of the pool's MTurk rate"
-                    );
-                }
+                info!(
+                    pool_rate = pool.rate,
+                    instances, share, "starting at this instance's share of the pool's MTurk rate"
+                );
+                Some(share)
             }
-            Ok(None) => info!(
-                rate = self.limiter.snapshot().rate,
-                "no recent MTurk rate in the ledger; starting in slow start"
-            ),
+            Ok(None) => {
+                info!(
+                    rate = self.limiter.snapshot().rate,
+                    "no recent MTurk rate in the ledger; starting in slow start"
+                );
+                None
+            }
             Err(e) => {
-                warn!(error = %e, "could not read the pool's MTurk rate; starting in slow start")
+                warn!(error = %e, "could not read the pool's MTurk rate; starting in slow start");
+                None
             }
         }
     }
@@ -426,9 +432,12 @@ impl Handler {
     /// at most once per [`POOL_RATE_EVERY`] and only if the limit held its
     /// calls back lately (otherwise the rate says nothing of MTurk's).
     async fn report_to_pool(&self) {
-        let Some(rate) = self.limiter.sustained_rate() else {
+        let limiter = self.limiter.snapshot();
+        let lately = |at: Instant| Instant::now().saturating_duration_since(at) <= POOL_RATE_EVERY;
+        if !limiter.held_back.is_some_and(lately) {
             return;
-        };
+        }
+        let rate = limiter.rate;
         {
             let mut last = self
                 .pool
@@ -526,10 +535,6 @@ impl Handler {
             return (index, Err(Failure::Deadline), Summary::default());
         }
         let span = info_span!("record", message_id = %id, event_doc_id = field::Empty);
-        // Tells slow start that this record's MTurk calls are coming, so
-        // the first call of a batch, answered before the others reach the
-        // limiter, still grows the rate.
-        let _busy = self.limiter.busy();
         let mut done = Summary::default();
         // Throttled MTurk calls wait in here for their next slot, until the margin.
         let work = retrying_throttles_until(
@@ -742,9 +747,13 @@ impl Handler {
         } else {
             self.queue_facts(redelivery).await
         };
-        // Calls per second the pool gets through, as far as this instance knows.
-        let pool_rate =
-            self.limiter.snapshot().rate * self.config.max_concurrency.unwrap_or(1).max(1) as f64;
+        // Calls per second the pool gets through, as far as this instance
+        // knows, and whether MTurk still accepts this instance's calls.
+        let limiter = self.limiter.snapshot();
+        let pool_rate = limiter.rate * self.config.max_concurrency.unwrap_or(1).max(1) as f64;
+        let accepting = limiter
+            .last_accepted
+            .is_some_and(|at| Instant::now().saturating_duration_since(at) <= ACCEPTING_WITHIN);
         let mut entries = Vec::new();
         let mut place = 0u64;
         for (i, record) in records.iter().enumerate() {
@@ -767,9 +776,7 @@ impl Handler {
                 // One receive early: an invocation that dies on the last
                 // receive (a timeout, a crash) can no longer send it back,
                 // and SQS's receive count is approximate.
-                if max_receives.is_some_and(|max| receives + 1 >= max)
-                    && self.limiter.accepted_within(ACCEPTING_WITHIN)
-                {
+                if max_receives.is_some_and(|max| receives + 1 >= max) && accepting {
                     match self.send_back(redelivery, record, delay).await {
                         Ok(n) => {
                             info!(message_id = %id, receives, rate_deferrals = n, delay_s = delay.as_secs(), reason = %f,
