@@ -739,32 +739,7 @@ async fn more_than_ten_failed_records_all_have_their_redelivery_spaced_out() {
     // Everything MTurk is asked fails for a while: a transient fault.
     p.double
         .fail_next(Some("GetAssignment"), 10_000, Fault::ServiceFault);
-    let mut records = Vec::new();
-    for _ in 0..10 {
-        if records.len() >= N {
-            break;
-        }
-        let got = p
-            .stack
-            .sqs
-            .receive_message()
-            .queue_url(&p.queues.url)
-            .max_number_of_messages(10)
-            .visibility_timeout(20)
-            .message_system_attribute_names(
-                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-            )
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages.unwrap_or_default() {
-            let mut r = record(m.message_id().unwrap(), m.body().unwrap());
-            r.receipt_handle = m.receipt_handle.clone();
-            r.attributes
-                .insert("ApproximateReceiveCount".into(), "1".into());
-            records.push(r);
-        }
-    }
+    let records = received(&p, N).await;
     assert_eq!(records.len(), N, "all submissions received in one batch");
 
     let report = p
@@ -780,20 +755,9 @@ async fn more_than_ten_failed_records_all_have_their_redelivery_spaced_out() {
     // The receive gave 20 s; the handler's backoff gives at least 60. Had
     // any chunk been refused, its records would be visible after 20 s.
     tokio::time::sleep(Duration::from_secs(22)).await;
-    let visible = p
-        .stack
-        .sqs
-        .receive_message()
-        .queue_url(&p.queues.url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default()
-        .len();
     assert_eq!(
-        visible, 0,
+        visible(&p).await.len(),
+        0,
         "a failed record came back before its spaced-out redelivery"
     );
 }
@@ -880,29 +844,7 @@ async fn a_second_submission_that_finds_the_workers_grant_in_flight_comes_back_i
         .await
         .unwrap()
         .assignment_id;
-    let mut records = Vec::new();
-    for _ in 0..10 {
-        if records.len() >= 2 {
-            break;
-        }
-        let got = p
-            .stack
-            .sqs
-            .receive_message()
-            .queue_url(&p.queues.url)
-            .max_number_of_messages(10)
-            .visibility_timeout(20)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages.unwrap_or_default() {
-            let mut r = record(m.message_id().unwrap(), m.body().unwrap());
-            r.receipt_handle = m.receipt_handle.clone();
-            r.attributes
-                .insert("ApproximateReceiveCount".into(), "1".into());
-            records.push(r);
-        }
-    }
+    let records = received(&p, 2).await;
     assert_eq!(records.len(), 2, "both submissions received");
     let is_of = |r: &aws_lambda_events::event::sqs::SqsMessage, a: &str| {
         r.body.as_deref().is_some_and(|b| b.contains(a))
@@ -938,17 +880,7 @@ async fn a_second_submission_that_finds_the_workers_grant_in_flight_comes_back_i
     // Back within seconds (the backoff alone would keep it away for 60 s),
     // and its participation is then recorded under the worker's exclusion.
     tokio::time::sleep(handler::UNDER_WAY_RETRY + Duration::from_secs(2)).await;
-    let back = p
-        .stack
-        .sqs
-        .receive_message()
-        .queue_url(&p.queues.url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let back = visible(&p).await;
     assert_eq!(back.len(), 1, "the second submission is back");
     let again = p
         .handler
@@ -976,4 +908,40 @@ async fn a_second_submission_that_finds_the_workers_grant_in_flight_comes_back_i
         1,
         "one grant for the worker"
     );
+}
+
+/// Up to `n` of the queue's messages, received for 20 s as Lambda's event
+/// source receives them (their receipt handles, a first receive), as records.
+async fn received(p: &Pipeline, n: usize) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        if records.len() >= n {
+            break;
+        }
+        let got = p
+            .stack
+            .sqs
+            .receive_message()
+            .queue_url(&p.queues.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(20)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            let mut r = record(m.message_id().unwrap(), m.body().unwrap());
+            r.receipt_handle = m.receipt_handle.clone();
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            records.push(r);
+        }
+    }
+    records
+}
+
+/// The queue's messages visible now.
+async fn visible(p: &Pipeline) -> Vec<aws_sdk_sqs::types::Message> {
+    let got = p.stack.sqs.receive_message().queue_url(&p.queues.url);
+    let got = got.max_number_of_messages(10).send().await.unwrap();
+    got.messages.unwrap_or_default()
 }
