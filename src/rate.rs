@@ -226,7 +226,7 @@ impl RateLimiter {
     /// the next record's caller came still grows slow start (a cold batch's
     /// records reach MTurk a moment apart). With `pool_share`, before the
     /// first slot, the limiter starts at that share of the pool's rate
-    /// instead of in slow start (see [`RateLimiter::resuming_at`]).
+    /// instead of in slow start, kept as the peak until the first cut.
     pub fn batch(&self, records: usize, pool_share: Option<f64>) -> Batch<'_> {
         let mut s = self.state();
         let usable = |r: &f64| self.adaptive && !s.used && r.is_finite() && *r > 0.0;
