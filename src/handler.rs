@@ -789,24 +789,21 @@ impl Handler {
                     }
                 }
                 delay
-            } else if matches!(f, Failure::UnderWay(_)) && receives <= 1 {
-                // A worker with two submissions in one burst: the second
-                // found the first's grant in flight. Waiting out the whole
-                // backoff (30 s by default) held a burst open for one worker.
+            } else if f.backs_off() {
                 let usual = backoff(
                     self.config.backoff_base,
                     self.config.backoff_max,
                     receives,
                     id,
                 );
-                UNDER_WAY_RETRY.min(usual)
-            } else if f.backs_off() {
-                backoff(
-                    self.config.backoff_base,
-                    self.config.backoff_max,
-                    receives,
-                    id,
-                )
+                // A worker with two submissions in one burst: the second
+                // found the first's grant in flight. Waiting out the whole
+                // backoff (30 s by default) held a burst open for one worker.
+                if matches!(f, Failure::UnderWay(_)) && receives <= 1 {
+                    usual.min(UNDER_WAY_RETRY)
+                } else {
+                    usual
+                }
             } else {
                 continue;
             };
