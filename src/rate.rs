@@ -115,8 +115,7 @@ struct State {
     /// Calls sent below [`NEAR`] × the peak and their throttles, decayed.
     low_calls: f64,
     low_thrown: f64,
-    /// A slot handed out yet; callers waiting; records in progress.
-    used: bool,
+    /// Callers waiting for a slot; records in progress.
     waiting: usize,
     busy: usize,
     /// Slow start's growth from a batch's call answered alone, for the
@@ -229,7 +228,7 @@ impl RateLimiter {
     /// instead of in slow start, kept as the peak until the first cut.
     pub fn batch(&self, records: usize, pool_share: Option<f64>) -> Batch<'_> {
         let mut s = self.state();
-        let usable = |r: &f64| self.adaptive && !s.used && r.is_finite() && *r > 0.0;
+        let usable = |r: &f64| self.adaptive && s.last_sent.is_none() && r.is_finite() && *r > 0.0;
         if let Some(share) = pool_share.filter(usable) {
             s.rate = share.clamp(MIN_RATE.min(self.ceiling), self.ceiling);
             s.slow_start = false;
@@ -267,7 +266,6 @@ impl RateLimiter {
                 if slot <= now {
                     s.credit = None;
                     s.last_sent = Some(now);
-                    s.used = true;
                     if waited {
                         s.waiting = s.waiting.saturating_sub(1);
                     }
