@@ -6,8 +6,8 @@ instances that adapt independently. This computes the throttled share that
 *any* independent pacing would pay at a given total rate, before any rate
 control: C evenly spaced senders at total rate S (each at S / C, their rates
 spread by +-SPREAD, their phases random), against the double's account
-limit, a token bucket of rate R holding max(R, 1) tokens (crates/mturk-double,
-and `Account` in src/rate/sim.rs). Poisson arrivals at S are shown beside it.
+limit, a token bucket of rate R holding max(R, 1) tokens (mturk-double's
+`TokenBucket`, which src/rate/sim.rs uses too). Poisson arrivals at S are shown beside it.
 
 With JITTER=1 a throttled sender also moves its phase by a random part of an
 interval (what a limiter could do on a throttle), so colliding senders

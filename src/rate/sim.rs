@@ -1,6 +1,6 @@
 //! The limiter against a simulated MTurk, on tokio's paused clock: one
-//! account-wide token bucket of rate R holding about a second of calls (as
-//! MTurk and the double have it), a share of stray throttles whatever the
+//! account-wide token bucket of rate R holding about a second of calls (the
+//! double's model of MTurk's), a share of stray throttles whatever the
 //! rate, and instances of four callers each. The tests use it through
 //! [`burst`] and [`steady`]; `figures` prints BENCHMARKS.md's simulation
 //! table and runs only when asked:
@@ -11,37 +11,26 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use mturk_double::TokenBucket;
+
 use super::{RateLimiter, DEFAULT_CEILING};
 
-/// MTurk's account-wide limit: a token bucket of `rate`.
-pub(crate) struct Account {
-    rate: f64,
-    capacity: f64,
-    pub(crate) tokens: f64,
-    last: Instant,
-}
+/// MTurk's account-wide limit, as the double models it, on tokio's clock
+/// (paused in these tests).
+pub(crate) struct Account(TokenBucket);
 
 impl Account {
     pub(crate) fn new(rate: f64) -> Self {
-        Account {
-            rate,
-            capacity: rate.max(1.0),
-            tokens: rate.max(1.0),
-            last: Instant::now(),
-        }
+        Account(TokenBucket::new(rate, Instant::now().into_std()))
+    }
+
+    /// The bucket empty now (another script spent it).
+    pub(crate) fn empty(&mut self) {
+        self.0.empty(Instant::now().into_std());
     }
 
     pub(crate) fn admit(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.admit(Instant::now().into_std())
     }
 }
 
@@ -144,7 +133,7 @@ pub(crate) async fn run_with(
     strays.first = case.first;
     let mut account = Account::new(case.r);
     if case.empty {
-        account.tokens = 0.0;
+        account.empty();
     }
     let account = Arc::new(Mutex::new((account, strays)));
     let left = Arc::new(Mutex::new(if secs.is_some() { usize::MAX } else { calls }));

@@ -74,7 +74,11 @@ impl SplitMix {
     }
 }
 
-struct TokenBucket {
+/// MTurk's account-wide limit as the double models it: a token bucket of
+/// `rate` holding about a second of requests. Public so that the rate
+/// limiter's simulation (`rate::sim`) throttles as the double does.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
     rate: f64,
     capacity: f64,
     tokens: f64,
@@ -82,7 +86,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: f64, now: Instant) -> Self {
+    pub fn new(rate: f64, now: Instant) -> Self {
         // MTurk's documented behaviour is a steady rate with a short burst;
         // about one second's worth of requests is the usual shape.
         let capacity = rate.max(1.0);
@@ -94,7 +98,8 @@ impl TokenBucket {
         }
     }
 
-    fn admit(&mut self, now: Instant) -> bool {
+    /// Whether a request at `now` finds a token (and takes it).
+    pub fn admit(&mut self, now: Instant) -> bool {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return false;
         }
@@ -107,6 +112,12 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Spends every token at `now`, as another script of the lab would have.
+    pub fn empty(&mut self, now: Instant) {
+        self.tokens = 0.0;
+        self.last = now;
     }
 }
 
@@ -132,8 +143,7 @@ impl Faults {
     /// the lab would have; a no-op without a limit.
     pub(crate) fn empty_bucket(&mut self) {
         if let Some(bucket) = &mut self.bucket {
-            bucket.tokens = 0.0;
-            bucket.last = Instant::now();
+            bucket.empty(Instant::now());
         }
     }
 

@@ -52,7 +52,7 @@ use tracing::{debug, warn};
 
 pub use api::OPERATIONS;
 pub use error::DoubleError;
-pub use faults::Fault;
+pub use faults::{Fault, TokenBucket};
 pub use model::{AssignmentStatus, Grant, GrantStatus, HitOptions, NotificationSetting};
 pub use notify::{
     Delivery, DeliveryOutcome, CUSTOMER_ID, EVENT_DOC_VERSION, EVENT_TYPES, SOURCE_ACCOUNT,
